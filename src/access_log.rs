@@ -1,0 +1,166 @@
+//! One line per connection, the same for every termination: who connected,
+//! what the ClientHello offered, which map line routed it, which server
+//! took it, how long it lasted, bytes each way, and who closed and why.
+//! Connections turned away before routing (scanners, probes) log at debug.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backend::{Backend, Server};
+use crate::client_hello::ClientHello;
+use crate::relay::{End, Outcome};
+
+/// The fields of the access-log line, filled in as the connection advances.
+pub struct AccessLog<'a> {
+    start: Instant,
+    client: SocketAddr,
+    listener: &'a str,
+    hello: Option<ClientHello>,
+    /// Reads the ClientHello took (TCP segments, or more when coalesced).
+    hello_reads: usize,
+    /// Bytes buffered when the preread ended.
+    hello_bytes: usize,
+    map: Option<(&'a Path, usize)>,
+    backend: Option<&'a Backend>,
+    server: Option<&'a Server>,
+    connect_time: Option<Duration>,
+    bytes_in: u64,
+    bytes_out: u64,
+    closed_by: &'static str,
+    reason: String,
+    /// Set when the preread failed: the line goes out at debug.
+    rejected: bool,
+}
+
+impl<'a> AccessLog<'a> {
+    pub fn new(client: SocketAddr, listener: &'a str) -> Self {
+        AccessLog {
+            start: Instant::now(),
+            client,
+            listener,
+            hello: None,
+            hello_reads: 0,
+            hello_bytes: 0,
+            map: None,
+            backend: None,
+            server: None,
+            connect_time: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            closed_by: "-",
+            reason: String::new(),
+            rejected: false,
+        }
+    }
+
+    pub fn hello(&mut self, hello: ClientHello, reads: usize) {
+        self.hello_bytes = hello.len;
+        self.hello_reads = reads;
+        self.hello = Some(hello);
+    }
+
+    pub fn sni(&self) -> Option<&str> {
+        self.hello.as_ref()?.sni.as_deref()
+    }
+
+    /// The preread ended without a usable SNI.
+    pub fn reject(&mut self, reason: &str, bytes: usize, reads: usize) {
+        self.rejected = true;
+        self.hello_bytes = self.hello_bytes.max(bytes);
+        self.hello_reads = reads;
+        self.end("switchyard", reason);
+    }
+
+    pub fn route(&mut self, file: &'a Path, line: usize) {
+        self.map = Some((file, line));
+    }
+
+    pub fn backend(&mut self, backend: &'a Backend) {
+        self.backend = Some(backend);
+        self.rejected = false;
+    }
+
+    pub fn server(&mut self, server: &'a Server, connect_time: Duration) {
+        self.server = Some(server);
+        self.connect_time = Some(connect_time);
+    }
+
+    pub fn end(&mut self, closed_by: &'static str, reason: &str) {
+        self.closed_by = closed_by;
+        self.reason = reason.to_string();
+    }
+
+    pub fn relayed(&mut self, outcome: &Outcome) {
+        self.bytes_in = outcome.client_to_server;
+        self.bytes_out = outcome.server_to_client;
+        match outcome.end {
+            End::Closed { first } => self.end(first.as_str(), "closed"),
+            End::Error { side, kind } => self.end(side.as_str(), &kind.to_string()),
+            End::ServerTimeout => {
+                self.end("switchyard", "server timeout: no answer from the server")
+            }
+            End::IdleTimeout => self.end("switchyard", "tunnel timeout: idle"),
+        }
+    }
+
+    /// Writes the line.
+    pub fn finish(self) {
+        let hello = self.hello.as_ref();
+        let sni = hello.and_then(|h| h.sni.as_deref()).unwrap_or("-");
+        let alpn = hello.map(|h| h.alpn.join(",")).unwrap_or_default();
+        let version = hello.map(|h| version_name(h.version)).unwrap_or("-");
+        let records = hello.map_or(0, |h| h.records);
+        let map = self.map.map(|(f, l)| format!("{}:{l}", f.display()));
+        let backend = self.backend.map_or("-", |b| b.name.as_str());
+        let termination = self.backend.map_or("-", |b| b.termination.as_str());
+        let server = self.server.map(|s| format!("{} {}", s.name, s.addr));
+        let connect_ms = self.connect_time.map(|d| d.as_secs_f64() * 1e3);
+        macro_rules! line {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "access",
+                    $level,
+                    client = %self.client,
+                    listener = self.listener,
+                    sni,
+                    alpn = alpn.as_str(),
+                    tls_version = version,
+                    hello_bytes = self.hello_bytes,
+                    hello_reads = self.hello_reads,
+                    hello_records = records,
+                    map = map.as_deref().unwrap_or("-"),
+                    backend,
+                    termination,
+                    server = server.as_deref().unwrap_or("-"),
+                    connect_ms = connect_ms.map_or(-1.0, |ms| (ms * 1000.0).round() / 1000.0),
+                    duration_ms = self.start.elapsed().as_millis() as u64,
+                    bytes_in = self.bytes_in,
+                    bytes_out = self.bytes_out,
+                    closed_by = self.closed_by,
+                    reason = self.reason.as_str(),
+                    "connection"
+                )
+            };
+        }
+        if self.rejected {
+            line!(tracing::Level::DEBUG);
+        } else {
+            line!(tracing::Level::INFO);
+        }
+    }
+}
+
+/// `TLSv1.3` for 0x0304 and so on.
+fn version_name(v: u16) -> &'static str {
+    match v {
+        0x0304 => "TLSv1.3",
+        0x0303 => "TLSv1.2",
+        0x0302 => "TLSv1.1",
+        0x0301 => "TLSv1.0",
+        0x0300 => "SSLv3",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,166 @@
+//! A backend as the data path uses it: its servers with their live
+//! connection counts, its termination, its timeouts and the balancer built
+//! for its server list. Built by `config`, read by `connection`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::balance::{Algorithm, Balancer, Member, View};
+
+/// How a backend carries TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// Relay the client's bytes untouched.
+    Passthrough,
+}
+
+impl Termination {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Termination::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// Timeouts of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// One TCP connect attempt.
+    pub connect: Duration,
+    /// From forwarding the ClientHello to the server's first byte.
+    pub server: Duration,
+    /// Inactivity in both directions once the server has answered.
+    pub tunnel: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            server: Duration::from_secs(30),
+            tunnel: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Counters of one server, shared by every connection it serves.
+#[derive(Debug, Default)]
+pub struct ServerState {
+    /// Connections open now (leastconn reads it).
+    active: AtomicUsize,
+    /// Connections ever sent to it.
+    total: AtomicU64,
+}
+
+impl ServerState {
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds one active connection on a server; releases it when dropped.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<ServerState>);
+
+impl ActiveGuard {
+    pub fn new(state: &Arc<ServerState>) -> Self {
+        state.active.fetch_add(1, Ordering::Relaxed);
+        state.total.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(state))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// 0..=256; 0 takes no new connections.
+    pub weight: u16,
+    pub state: Arc<ServerState>,
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub termination: Termination,
+    pub algorithm: Algorithm,
+    pub servers: Vec<Server>,
+    pub timeouts: Timeouts,
+    /// Further servers tried after a failed connect.
+    pub retries: u32,
+    balancer: Balancer,
+}
+
+impl Backend {
+    pub fn new(
+        name: String,
+        termination: Termination,
+        algorithm: Algorithm,
+        servers: Vec<Server>,
+        timeouts: Timeouts,
+        retries: u32,
+    ) -> Self {
+        let identities: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.addr))
+            .collect();
+        let members: Vec<Member<'_>> = servers
+            .iter()
+            .zip(&identities)
+            .map(|(s, id)| Member {
+                identity: id,
+                weight: s.weight,
+            })
+            .collect();
+        let balancer = Balancer::new(algorithm, &members);
+        Backend {
+            name,
+            termination,
+            algorithm,
+            servers,
+            timeouts,
+            retries,
+            balancer,
+        }
+    }
+
+    /// The server for a new connection from `client`, skipping `tried`.
+    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
+        self.balancer.pick(
+            client,
+            &Candidates {
+                backend: self,
+                tried,
+            },
+        )
+    }
+}
+
+/// The balancer's view of a backend during one connection's pick.
+struct Candidates<'a> {
+    backend: &'a Backend,
+    /// Servers this connection already failed to reach.
+    tried: &'a [usize],
+}
+
+impl View for Candidates<'_> {
+    fn eligible(&self, i: usize) -> bool {
+        !self.tried.contains(&i)
+    }
+
+    fn active(&self, i: usize) -> usize {
+        self.backend.servers.get(i).map_or(0, |s| s.state.active())
+    }
+}

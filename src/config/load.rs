@@ -1,0 +1,499 @@
+//! Reads and validates a configuration. Every check that can fail names the
+//! file and line; all problems are collected before giving up, so `check`
+//! shows the whole list at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::problem::{Problem, Problems, Source};
+use super::raw::{RawBackend, RawBackendFile, RawConfig, RawDefaults, RawListener};
+use super::{duration, ListenerSpec, Snapshot};
+use crate::backend::{Backend, Server, ServerState, Termination, Timeouts};
+use crate::balance::Algorithm;
+use crate::client_hello;
+use crate::route::map_file;
+use crate::route::{BackendId, Entry, Map, Routes, Table};
+
+/// A configuration that loaded, with the warnings worth showing.
+#[derive(Debug)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<Problem>,
+}
+
+const MAX_WEIGHT: i64 = 256;
+
+/// Loads the configuration rooted at `path`.
+pub fn load(path: &Path) -> Result<Loaded, Problems> {
+    let mut cx = Context::default();
+    let snapshot = cx.load(path);
+    match snapshot {
+        Some(snapshot) if cx.errors.is_empty() => Ok(Loaded {
+            snapshot,
+            warnings: cx.warnings,
+        }),
+        _ => Err(Problems(cx.errors)),
+    }
+}
+
+/// Problems found so far.
+#[derive(Default)]
+struct Context {
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+    files: Vec<PathBuf>,
+}
+
+impl Context {
+    fn load(&mut self, path: &Path) -> Option<Snapshot> {
+        let text = self.read(path)?;
+        let src = Source { path, text: &text };
+        let raw: RawConfig = self.parse_toml(&src)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let defaults = self.defaults(&src, &raw.defaults);
+        let mut backends = Vec::new();
+        let mut names = HashMap::new();
+        self.backends(&src, raw.backends, &defaults, &mut backends, &mut names);
+        for file in &raw.backend_files {
+            let file_path = base.join(file.get_ref());
+            let Some(text) = self.read(&file_path) else {
+                continue;
+            };
+            let file_src = Source {
+                path: &file_path,
+                text: &text,
+            };
+            if let Some(raw) = self.parse_toml::<RawBackendFile>(&file_src) {
+                self.backends(
+                    &file_src,
+                    raw.backends,
+                    &defaults,
+                    &mut backends,
+                    &mut names,
+                );
+            }
+        }
+        let routes = Routes {
+            passthrough: raw
+                .maps
+                .sni_passthrough
+                .as_ref()
+                .and_then(|p| self.map(&base.join(p.get_ref()), |_, _| Ok(()))),
+            tcp_be: raw.maps.tcp_be.as_ref().and_then(|p| {
+                self.map(&base.join(p.get_ref()), |value, _| {
+                    passthrough_backend(value, &names, &backends)
+                })
+            }),
+        };
+        let listeners = self.listeners(&src, &raw.listeners, &names);
+        Some(Snapshot {
+            listeners,
+            routes,
+            backends,
+            files: std::mem::take(&mut self.files),
+        })
+    }
+
+    fn read(&mut self, path: &Path) -> Option<String> {
+        self.files.push(path.to_path_buf());
+        match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                self.errors.push(Problem {
+                    file: path.to_path_buf(),
+                    line: None,
+                    message: format!("cannot read: {e}"),
+                });
+                None
+            }
+        }
+    }
+
+    fn parse_toml<T: serde::de::DeserializeOwned>(&mut self, src: &Source<'_>) -> Option<T> {
+        match toml::from_str(src.text) {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                let message = e.message().to_string();
+                self.errors.push(match e.span() {
+                    Some(span) => src.problem(span, message),
+                    None => Problem {
+                        file: src.path.to_path_buf(),
+                        line: None,
+                        message,
+                    },
+                });
+                None
+            }
+        }
+    }
+
+    fn error(&mut self, src: &Source<'_>, span: std::ops::Range<usize>, message: String) {
+        self.errors.push(src.problem(span, message));
+    }
+
+    fn defaults(&mut self, src: &Source<'_>, raw: &RawDefaults) -> BackendDefaults {
+        let fallback = BackendDefaults::default();
+        BackendDefaults {
+            balance: self
+                .opt_parse(src, &raw.balance)
+                .unwrap_or(fallback.balance),
+            timeouts: Timeouts {
+                connect: self.duration(src, &raw.connect_timeout, fallback.timeouts.connect),
+                server: self.duration(src, &raw.server_timeout, fallback.timeouts.server),
+                tunnel: self.duration(src, &raw.tunnel_timeout, fallback.timeouts.tunnel),
+            },
+            retries: self.retries(src, &raw.retries, fallback.retries),
+        }
+    }
+
+    fn opt_parse<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        src: &Source<'_>,
+        value: &Option<Spanned<String>>,
+    ) -> Option<T> {
+        let value = value.as_ref()?;
+        match value.get_ref().parse() {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(src, value.span(), message);
+                None
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        src: &Source<'_>,
+        value: &Option<Spanned<String>>,
+        fallback: Duration,
+    ) -> Duration {
+        let Some(value) = value else { return fallback };
+        match duration::parse(value.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.error(src, value.span(), "a timeout of zero is not allowed".into());
+                fallback
+            }
+            Err(message) => {
+                self.error(src, value.span(), message);
+                fallback
+            }
+        }
+    }
+
+    fn retries(&mut self, src: &Source<'_>, value: &Option<Spanned<u64>>, fallback: u32) -> u32 {
+        match value {
+            None => fallback,
+            Some(v) if *v.get_ref() <= 16 => *v.get_ref() as u32,
+            Some(v) => {
+                self.error(
+                    src,
+                    v.span(),
+                    format!("retries {} is above 16", v.get_ref()),
+                );
+                fallback
+            }
+        }
+    }
+
+    fn backends(
+        &mut self,
+        src: &Source<'_>,
+        raws: Vec<RawBackend>,
+        defaults: &BackendDefaults,
+        out: &mut Vec<Backend>,
+        names: &mut HashMap<String, BackendId>,
+    ) {
+        for raw in raws {
+            let name = raw.name.get_ref().trim().to_string();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                self.error(
+                    src,
+                    raw.name.span(),
+                    format!("backend name `{name}` is empty or has spaces"),
+                );
+                continue;
+            }
+            if names.contains_key(&name) {
+                self.error(
+                    src,
+                    raw.name.span(),
+                    format!("backend `{name}` is defined twice"),
+                );
+                continue;
+            }
+            let backend = self.backend(src, raw, name.clone(), defaults);
+            names.insert(name, out.len());
+            out.push(backend);
+        }
+    }
+
+    fn backend(
+        &mut self,
+        src: &Source<'_>,
+        raw: RawBackend,
+        name: String,
+        defaults: &BackendDefaults,
+    ) -> Backend {
+        let termination = match &raw.termination {
+            None => Termination::Passthrough,
+            Some(t) => {
+                match t.get_ref().as_str() {
+                    "passthrough" => Termination::Passthrough,
+                    "edge" | "reencrypt" => {
+                        let m = format!(
+                            "termination `{}` is not available in this version: use passthrough",
+                            t.get_ref()
+                        );
+                        self.error(src, t.span(), m);
+                        Termination::Passthrough
+                    }
+                    other => {
+                        let m = format!("unknown termination `{other}`: expected passthrough, edge or reencrypt");
+                        self.error(src, t.span(), m);
+                        Termination::Passthrough
+                    }
+                }
+            }
+        };
+        let algorithm = self
+            .opt_parse(src, &raw.balance)
+            .unwrap_or(defaults.balance);
+        let timeouts = Timeouts {
+            connect: self.duration(src, &raw.connect_timeout, defaults.timeouts.connect),
+            server: self.duration(src, &raw.server_timeout, defaults.timeouts.server),
+            tunnel: self.duration(src, &raw.tunnel_timeout, defaults.timeouts.tunnel),
+        };
+        let retries = self.retries(src, &raw.retries, defaults.retries);
+        let servers = self.servers(src, &raw, &name);
+        if servers.is_empty() {
+            self.warnings.push(src.problem(
+                raw.name.span(),
+                format!("backend `{name}` has no servers: its connections will be closed"),
+            ));
+        } else if servers.iter().all(|s| s.weight == 0) {
+            self.warnings.push(src.problem(
+                raw.name.span(),
+                format!(
+                    "every server of backend `{name}` has weight 0: its connections will be closed"
+                ),
+            ));
+        }
+        Backend::new(name, termination, algorithm, servers, timeouts, retries)
+    }
+
+    fn servers(&mut self, src: &Source<'_>, raw: &RawBackend, backend: &str) -> Vec<Server> {
+        let mut servers: Vec<Server> = Vec::new();
+        for s in &raw.servers {
+            let name = s.name.get_ref().trim().to_string();
+            if servers.iter().any(|o| o.name == name) {
+                self.error(
+                    src,
+                    s.name.span(),
+                    format!("server `{name}` appears twice in backend `{backend}`"),
+                );
+                continue;
+            }
+            let addr: SocketAddr = match s.address.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    let m = format!("server address `{}` is not IP:port (for example 10.128.2.7:8443 or [fd00::7]:8443)", s.address.get_ref());
+                    self.error(src, s.address.span(), m);
+                    continue;
+                }
+            };
+            let weight = match &s.weight {
+                None => 1,
+                Some(w) if (0..=MAX_WEIGHT).contains(w.get_ref()) => *w.get_ref() as u16,
+                Some(w) => {
+                    self.error(
+                        src,
+                        w.span(),
+                        format!("weight {} is outside 0..=256", w.get_ref()),
+                    );
+                    continue;
+                }
+            };
+            let state = std::sync::Arc::new(ServerState::default());
+            servers.push(Server {
+                name,
+                addr,
+                weight,
+                state,
+            });
+        }
+        servers
+    }
+
+    /// Reads and compiles one map; `value` turns a line's value into `V`.
+    fn map<V>(
+        &mut self,
+        path: &Path,
+        value: impl Fn(&str, usize) -> Result<V, String>,
+    ) -> Option<Map<V>> {
+        let text = self.read(path)?;
+        let (lines, line_errors) = map_file::parse(&text);
+        let problem = |line, message| Problem {
+            file: path.to_path_buf(),
+            line: Some(line),
+            message,
+        };
+        for e in line_errors {
+            self.errors.push(problem(e.line, e.message));
+        }
+        let mut entries = Vec::with_capacity(lines.len());
+        for l in lines {
+            if !l.pattern.starts_with('^') || !l.pattern.ends_with('$') {
+                let m = format!(
+                    "`{}` is not anchored with ^…$: it matches any name that contains it",
+                    l.pattern
+                );
+                self.warnings.push(problem(l.line, m));
+            }
+            match value(&l.value, l.line) {
+                Ok(v) => entries.push(Entry {
+                    line: l.line,
+                    pattern: l.pattern,
+                    value: v,
+                }),
+                Err(m) => self.errors.push(problem(l.line, m)),
+            }
+        }
+        let (table, pattern_errors) = Table::build(entries);
+        for e in pattern_errors {
+            self.errors.push(problem(e.line, e.message));
+        }
+        Some(Map {
+            path: path.to_path_buf(),
+            table,
+        })
+    }
+
+    fn listeners(
+        &mut self,
+        src: &Source<'_>,
+        raws: &[RawListener],
+        names: &HashMap<String, BackendId>,
+    ) -> Vec<ListenerSpec> {
+        if raws.is_empty() {
+            self.errors.push(Problem {
+                file: src.path.to_path_buf(),
+                line: None,
+                message: "no [[listener]]: nothing would be served".into(),
+            });
+        }
+        let mut out: Vec<ListenerSpec> = Vec::new();
+        for raw in raws {
+            let name = raw.name.get_ref().clone();
+            if out.iter().any(|l| l.name == name) {
+                self.error(
+                    src,
+                    raw.name.span(),
+                    format!("listener `{name}` is defined twice"),
+                );
+                continue;
+            }
+            let Ok(bind) = raw.bind.get_ref().parse::<SocketAddr>() else {
+                let m = format!(
+                    "bind `{}` is not IP:port (for example 0.0.0.0:443)",
+                    raw.bind.get_ref()
+                );
+                self.error(src, raw.bind.span(), m);
+                continue;
+            };
+            if out.iter().any(|l| l.bind == bind) {
+                self.error(
+                    src,
+                    raw.bind.span(),
+                    format!("{bind} is bound by another listener"),
+                );
+                continue;
+            }
+            let default_backend = raw.default_backend.as_ref().and_then(|b| {
+                let id = names.get(b.get_ref()).copied();
+                if id.is_none() {
+                    self.error(
+                        src,
+                        b.span(),
+                        format!("default_backend `{}` is not a defined backend", b.get_ref()),
+                    );
+                }
+                id
+            });
+            let max_connections = self.bounded(src, &raw.max_connections, 50_000, 1..=10_000_000);
+            let max_client_hello = self.bounded(
+                src,
+                &raw.max_client_hello,
+                client_hello::DEFAULT_LIMIT as u64,
+                16_384..=1 << 20,
+            );
+            out.push(ListenerSpec {
+                name,
+                bind,
+                inspect_timeout: self.duration(src, &raw.inspect_timeout, Duration::from_secs(5)),
+                max_connections: max_connections as usize,
+                max_client_hello: max_client_hello as usize,
+                default_backend,
+            });
+        }
+        out
+    }
+
+    fn bounded(
+        &mut self,
+        src: &Source<'_>,
+        value: &Option<Spanned<u64>>,
+        fallback: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> u64 {
+        match value {
+            None => fallback,
+            Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                let m = format!(
+                    "{} is outside {}..={}",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                );
+                self.error(src, v.span(), m);
+                fallback
+            }
+        }
+    }
+}
+
+/// What a backend inherits from `[defaults]`.
+struct BackendDefaults {
+    balance: Algorithm,
+    timeouts: Timeouts,
+    retries: u32,
+}
+
+impl Default for BackendDefaults {
+    fn default() -> Self {
+        BackendDefaults {
+            balance: Algorithm::Source,
+            timeouts: Timeouts::default(),
+            retries: 2,
+        }
+    }
+}
+
+/// A `os_tcp_be.map` value: the name of a defined passthrough backend.
+fn passthrough_backend(
+    value: &str,
+    names: &HashMap<String, BackendId>,
+    backends: &[Backend],
+) -> Result<BackendId, String> {
+    let id = *names
+        .get(value)
+        .ok_or_else(|| format!("backend `{value}` is not defined"))?;
+    match backends[id].termination {
+        Termination::Passthrough => Ok(id),
+    }
+}

@@ -1,0 +1,64 @@
+//! Configuration: files in, one immutable [`Snapshot`] out. `raw` mirrors
+//! the TOML, `load` reads every file the configuration names (TOML, map
+//! files, backend files), validates all of it and reports each problem as
+//! `file:line: message`; a configuration with any problem is refused whole.
+//! Connections take an `Arc<Snapshot>` when accepted and never see it change.
+
+mod duration;
+mod load;
+mod problem;
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::{load, Loaded};
+pub use problem::{Problem, Problems};
+
+use crate::backend::Backend;
+use crate::route::{BackendId, Routes};
+
+/// One listening socket and what it does with connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// Deadline for the whole ClientHello, from accept.
+    pub inspect_timeout: Duration,
+    /// Connections open at once; accept pauses at the limit.
+    pub max_connections: usize,
+    /// Bytes that may be buffered while waiting for the ClientHello.
+    pub max_client_hello: usize,
+    /// Where connections without SNI, without TLS or without a route go;
+    /// without one they are closed.
+    pub default_backend: Option<BackendId>,
+}
+
+/// A complete, validated configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listeners: Vec<ListenerSpec>,
+    pub routes: Routes,
+    pub backends: Vec<Backend>,
+    /// Every file it was built from, main file first.
+    pub files: Vec<PathBuf>,
+}
+
+impl Snapshot {
+    pub fn backend(&self, id: BackendId) -> &Backend {
+        &self.backends[id]
+    }
+
+    /// `routes, backends, servers` in one line, as `check` prints it.
+    pub fn summary(&self) -> String {
+        let servers: usize = self.backends.iter().map(|b| b.servers.len()).sum();
+        format!(
+            "{} listeners, {} routes, {} backends, {} servers",
+            self.listeners.len(),
+            self.routes.len(),
+            self.backends.len(),
+            servers
+        )
+    }
+}

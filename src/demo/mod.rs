@@ -1,0 +1,146 @@
+//! `switchyard demo`: a working router in one command. It makes its own
+//! certificates, starts demo TLS servers on loopback, writes a complete
+//! configuration (TOML, backends, map files, certificates) into a directory
+//! the user can read and edit, and serves it like any other configuration.
+
+mod certs;
+mod servers;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use certs::DemoCerts;
+
+/// Where the demo's configuration went and what to tell the user.
+pub struct Demo {
+    pub config: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// Makes certificates, starts the demo servers and writes the configuration
+/// for a router listening on `listen`.
+pub async fn prepare(dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<Demo> {
+    let dir = match dir {
+        Some(d) => d,
+        None => fresh_dir(),
+    };
+    std::fs::create_dir_all(dir.join("maps"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("certs"))?;
+    let certs = DemoCerts::generate(&["echo.demo.test", "web.demo.test", "*.demo.test"])?;
+    let echo = servers::echo(Arc::new(certs.server_config(&[])?)).await?;
+    let web_config = Arc::new(certs.server_config(&[b"http/1.1"])?);
+    let web1 = servers::web(Arc::clone(&web_config), "web-1").await?;
+    let web2 = servers::web(web_config, "web-2").await?;
+    write(&dir, "certs/demo-ca.pem", &certs.ca_pem)?;
+    write(&dir, "certs/demo-server.pem", &certs.server_pem)?;
+    write(&dir, "certs/demo-server.key", &certs.server_key_pem)?;
+    write(&dir, "switchyard.toml", &main_toml(listen))?;
+    write(&dir, "backends.toml", &backends_toml(echo, web1, web2))?;
+    write(&dir, "maps/os_sni_passthrough.map", PASSTHROUGH_MAP)?;
+    write(&dir, "maps/os_tcp_be.map", TCP_BE_MAP)?;
+    Ok(Demo {
+        config: dir.join("switchyard.toml"),
+        dir,
+    })
+}
+
+/// What the demo prints once it listens: commands that work as pasted.
+pub fn instructions(demo: &Demo, listen: SocketAddr) -> String {
+    let (ip, port) = (listen.ip(), listen.port());
+    let exe =
+        std::env::current_exe().map_or_else(|_| "switchyard".into(), |p| p.display().to_string());
+    let dir = demo.dir.display();
+    let mut s = String::new();
+    let _ = writeln!(s, "\nSwitchyard demo is listening on {listen}");
+    let _ = writeln!(s, "Configuration (read it, edit it): {dir}");
+    let _ = writeln!(s, "\nTry, from another terminal:");
+    let _ = writeln!(
+        s,
+        "  curl -k --resolve web.demo.test:{port}:{ip} https://web.demo.test:{port}/"
+    );
+    let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve web.demo.test:{port}:{ip} https://web.demo.test:{port}/");
+    let _ = writeln!(s, "  openssl s_client -connect {listen} -servername echo.demo.test -quiet   # type a line: it comes back");
+    let _ = writeln!(
+        s,
+        "  {exe} route --config {} web.demo.test --client 203.0.113.7",
+        demo.config.display()
+    );
+    let _ = writeln!(s, "  {exe} check --config {}", demo.config.display());
+    let _ = writeln!(
+        s,
+        "\nRepeat the first curl: web-1 and web-2 take turns (balance roundrobin)."
+    );
+    let _ = writeln!(s, "Ctrl-C stops the demo.");
+    s
+}
+
+fn fresh_dir() -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::env::temp_dir().join(format!("switchyard-demo-{}-{nanos}", std::process::id()))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn main_toml(listen: SocketAddr) -> String {
+    format!(
+        r#"# Switchyard demo configuration, written by `switchyard demo`.
+# Paths are relative to this file.
+
+backend_files = ["backends.toml"]
+
+[[listener]]
+name = "public_ssl"
+bind = "{listen}"
+inspect_timeout = "5s"
+
+[maps]
+sni_passthrough = "maps/os_sni_passthrough.map"
+tcp_be = "maps/os_tcp_be.map"
+
+[defaults]
+balance = "source"
+connect_timeout = "5s"
+"#
+    )
+}
+
+fn backends_toml(echo: SocketAddr, web1: SocketAddr, web2: SocketAddr) -> String {
+    format!(
+        r#"# Demo backends: TLS servers started by the demo on loopback.
+
+[[backend]]
+name = "be_tcp:demo:echo"
+termination = "passthrough"
+servers = [{{ name = "echo-1", address = "{echo}", weight = 256 }}]
+
+[[backend]]
+name = "be_tcp:demo:web"
+termination = "passthrough"
+balance = "roundrobin"
+servers = [
+  {{ name = "web-1", address = "{web1}", weight = 256 }},
+  {{ name = "web-2", address = "{web2}", weight = 256 }},
+]
+"#
+    )
+}
+
+const PASSTHROUGH_MAP: &str = r"# SNIs served by passthrough (value 1), first match wins.
+^echo\.demo\.test$ 1
+^web\.demo\.test$ 1
+";
+
+const TCP_BE_MAP: &str = r"# SNI regex -> passthrough backend, first match wins.
+^echo\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_tcp:demo:echo
+^web\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_tcp:demo:web
+";

@@ -1,0 +1,94 @@
+//! Where connections are accepted. Each listener binds once, then loops:
+//! wait for a connection slot (accept pauses at `max_connections` instead of
+//! refusing), accept, take the current configuration snapshot and hand the
+//! connection to its own task (`connection::handle`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Snapshot;
+use crate::connection::{self, Accepted};
+
+/// Pending connections the kernel may queue before accept.
+const BACKLOG: i32 = 4096;
+
+/// Binds `addr` as a production listener: address reuse across restarts,
+/// a deep backlog, non-blocking.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts on `listener` until `stop` turns true. `name` finds this
+/// listener's settings in whichever snapshot is current at each accept.
+pub async fn serve(
+    listener: TcpListener,
+    name: String,
+    current: Arc<ArcSwap<Snapshot>>,
+    open: Arc<AtomicUsize>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let max = {
+        let snapshot = current.load();
+        snapshot
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map_or(1, |l| l.max_connections)
+    };
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors or a transient error: back off briefly.
+                tracing::warn!(listener = %name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let snapshot = current.load_full();
+        let Some(index) = snapshot.listeners.iter().position(|l| l.name == name) else {
+            return; // removed from the configuration
+        };
+        let open = Arc::clone(&open);
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _slot = permit;
+            connection::handle(Accepted {
+                stream,
+                peer,
+                snapshot,
+                listener: index,
+            })
+            .await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}

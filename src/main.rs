@@ -1,0 +1,197 @@
+//! The `switchyard` command: serve a configuration, check one, explain a
+//! routing decision, or run the self-contained demo.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use switchyard::config::{self, Loaded};
+use switchyard::logging::{self, Format};
+use switchyard::{demo, explain, server};
+
+/// SNI-routing TCP/TLS ingress router. Reads the SNI of each TLS connection
+/// without decrypting it, finds the route in HAProxy-style map files and
+/// relays the connection to a server of the backend.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    log_format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configuration until SIGTERM or SIGINT, then drain.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long open connections may take to finish after a stop signal.
+        #[arg(long, default_value = "30", value_name = "SECONDS")]
+        drain: u64,
+    },
+    /// Load and validate everything the configuration names; print each
+    /// problem as file:line: message. Exit 1 if there is any.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Explain where a connection with this SNI would go.
+    Route {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The server name, as a client would send it.
+        sni: String,
+        /// Client address, for the server choice.
+        #[arg(long, default_value = "192.0.2.1")]
+        client: IpAddr,
+    },
+    /// Start demo TLS servers and a router in front of them, with a
+    /// configuration written to a directory you can edit.
+    Demo {
+        /// Directory for the demo's configuration (default: a new temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Address the demo router listens on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Route {
+            config,
+            sni,
+            client,
+        } => route(&config, &sni, client),
+        Command::Run { config, drain } => {
+            serve(|| async { Ok(config) }, Duration::from_secs(drain))
+        }
+        Command::Demo { dir, listen } => serve(
+            || async move {
+                let demo = demo::prepare(dir, listen).await?;
+                eprintln!("{}", demo::instructions(&demo, listen));
+                Ok(demo.config)
+            },
+            Duration::from_secs(1),
+        ),
+    }
+}
+
+/// Loads a configuration, printing warnings; prints every problem and
+/// returns `None` if it does not load.
+fn load(path: &Path) -> Option<Loaded> {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            Some(loaded)
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            None
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Some(loaded) => {
+            println!("{}: ok: {}", path.display(), loaded.snapshot.summary());
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::FAILURE,
+    }
+}
+
+fn route(path: &Path, sni: &str, client: IpAddr) -> ExitCode {
+    let Some(loaded) = load(path) else {
+        return ExitCode::FAILURE;
+    };
+    let (found, text) = explain::explain(&loaded.snapshot, sni, client);
+    print!("{text}");
+    if found {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Builds the runtime, gets the configuration path from `prepare` (which
+/// may start demo servers on the runtime), serves it and drains on a signal.
+fn serve<F, Fut>(prepare: F, drain: Duration) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<PathBuf>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let path = match prepare().await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let Some(loaded) = load(&path) else {
+            return ExitCode::FAILURE;
+        };
+        tracing::info!(config = %path.display(), "{}", loaded.snapshot.summary());
+        let running = match server::start(loaded.snapshot) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_stop().await;
+        tracing::info!(
+            open = running.open_connections(),
+            "stopping: no new connections, draining"
+        );
+        let left = running.shutdown(drain).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "drain deadline reached; closing the remaining connections"
+            );
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

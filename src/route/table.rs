@@ -1,0 +1,237 @@
+//! A compiled map: first match in file order, answered in constant time for
+//! the shapes OpenShift writes (exact and one-label wildcard hosts) and by
+//! regex for the rest. A general regex still wins when it comes first.
+
+use std::collections::HashMap;
+
+use regex::{Regex, RegexBuilder};
+
+use super::shape::{classify, Shape};
+
+/// Bound on a general regex's compiled size, so one hostile map line cannot
+/// take the memory of the process.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A map line with its compiled value.
+#[derive(Debug)]
+pub struct Entry<V> {
+    /// Line in the map file.
+    pub line: usize,
+    /// The pattern as written, for `route` output.
+    pub pattern: String,
+    pub value: V,
+}
+
+/// An invalid regex on a map line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// One map, compiled.
+#[derive(Debug)]
+pub struct Table<V> {
+    /// All entries in file order; lookups return an index into this.
+    entries: Vec<Entry<V>>,
+    /// Exact host → first entry for it.
+    exact: HashMap<Box<str>, u32>,
+    /// Wildcard suffix (`wild.test` for `*.wild.test`) → first entry.
+    wildcard: HashMap<Box<str>, u32>,
+    /// General regexes with their entry index, in file order.
+    general: Vec<(u32, Regex)>,
+}
+
+impl<V> Table<V> {
+    /// Compiles entries (in file order). Bad regexes are reported and left
+    /// out; the caller decides whether the table may still be used.
+    pub fn build(entries: Vec<Entry<V>>) -> (Self, Vec<PatternError>) {
+        let mut table = Table {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            general: Vec::new(),
+            entries: Vec::with_capacity(entries.len()),
+        };
+        let mut errors = Vec::new();
+        for entry in entries {
+            let index = table.entries.len() as u32;
+            match classify(&entry.pattern) {
+                Shape::Exact(host) => {
+                    table.exact.entry(host.into()).or_insert(index);
+                }
+                Shape::Wildcard(suffix) => {
+                    table.wildcard.entry(suffix.into()).or_insert(index);
+                }
+                Shape::Never => {
+                    if let Err(e) = regex_syntax::Parser::new().parse(&entry.pattern) {
+                        errors.push(pattern_error(entry.line, e));
+                        continue;
+                    }
+                }
+                Shape::General => match compile(&entry.pattern) {
+                    Ok(re) => table.general.push((index, re)),
+                    Err(e) => {
+                        errors.push(pattern_error(entry.line, e));
+                        continue;
+                    }
+                },
+            }
+            table.entries.push(entry);
+        }
+        table.exact.shrink_to_fit();
+        table.wildcard.shrink_to_fit();
+        (table, errors)
+    }
+
+    /// The first entry whose pattern matches `key` (a normalised host name).
+    pub fn lookup(&self, key: &str) -> Option<&Entry<V>> {
+        let mut best = self.exact.get(key).copied();
+        if let Some((_, suffix)) = key.split_once('.') {
+            if let Some(&i) = self.wildcard.get(suffix) {
+                best = Some(best.map_or(i, |b| b.min(i)));
+            }
+        }
+        let limit = best.unwrap_or(u32::MAX);
+        let earlier = self.general.iter().take_while(|(i, _)| *i < limit);
+        let hit = earlier
+            .filter(|(_, re)| re.is_match(key))
+            .map(|(i, _)| *i)
+            .next();
+        hit.or(best).map(|i| &self.entries[i as usize])
+    }
+
+    pub fn entries(&self) -> &[Entry<V>] {
+        &self.entries
+    }
+
+    /// How many entries need a regex scan (not answered by hashing).
+    pub fn general_count(&self) -> usize {
+        self.general.len()
+    }
+}
+
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+fn pattern_error(line: usize, e: impl std::fmt::Display) -> PatternError {
+    let text = e.to_string();
+    // regex errors span several lines (pattern, caret, reason): keep the reason.
+    let reason = text.lines().last().unwrap_or("invalid regex").trim();
+    PatternError {
+        line,
+        message: format!("invalid regex: {}", reason.trim_start_matches("error: ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn table(patterns: &[&str]) -> Table<usize> {
+        let entries = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Entry {
+                line: i + 1,
+                pattern: p.to_string(),
+                value: i,
+            })
+            .collect();
+        let (table, errors) = Table::build(entries);
+        assert!(errors.is_empty(), "{errors:?}");
+        table
+    }
+
+    fn hit(t: &Table<usize>, key: &str) -> Option<usize> {
+        t.lookup(key).map(|e| e.value)
+    }
+
+    #[test]
+    fn first_match_wins_across_shapes() {
+        let t = table(&[
+            r"^[^\.]*\.apps\.test\.?(:[0-9]+)?(/.*)?$",
+            r"^www\.apps\.test\.?(:[0-9]+)?(/.*)?$",
+            r"^api\.test$",
+            r"^.*\.internal\.test$",
+            r"^x\.internal\.test$",
+        ]);
+        assert_eq!(hit(&t, "www.apps.test"), Some(0)); // wildcard came first
+        assert_eq!(hit(&t, "api.test"), Some(2));
+        assert_eq!(hit(&t, "x.internal.test"), Some(3)); // general came first
+        assert_eq!(hit(&t, "a.b.apps.test"), None); // one label only
+        assert_eq!(hit(&t, "nothing.test"), None);
+        assert_eq!(t.general_count(), 1);
+    }
+
+    #[test]
+    fn bad_regex_reports_its_line() {
+        let entries = vec![
+            Entry {
+                line: 3,
+                pattern: "^ok$".into(),
+                value: 0,
+            },
+            Entry {
+                line: 7,
+                pattern: "^(unclosed$".into(),
+                value: 1,
+            },
+        ];
+        let (t, errors) = Table::build(entries);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 7);
+        assert!(
+            errors[0].message.contains("unclosed"),
+            "{}",
+            errors[0].message
+        );
+        assert_eq!(t.entries().len(), 1);
+    }
+
+    /// Patterns drawn from the shapes OpenShift writes and a few general
+    /// regexes, over a small alphabet of hosts so that they collide often.
+    fn pattern() -> impl Strategy<Value = String> {
+        let label = prop::sample::select(vec!["a", "b", "www", "api"]);
+        let domain = prop::sample::select(vec!["x.test", "y.test", "test"]);
+        (0..7u8, label, domain).prop_map(|(kind, l, d)| {
+            let q = |s: &str| s.replace('.', r"\.");
+            match kind {
+                0 => format!(r"^{}\.{}\.?(:[0-9]+)?(/.*)?$", q(l), q(d)),
+                1 => format!(r"^{}\.{}$", q(l), q(d)),
+                2 => format!(r"^[^\.]*\.{}\.?(:[0-9]+)?(/.*)?$", q(d)),
+                3 => format!(r"^{}\.{}\.?(:[0-9]+)?/p(/.*)?$", q(l), q(d)),
+                4 => format!(r"{}\.{}", q(l), q(d)), // unanchored
+                5 => format!(r"^({}|b)\..*$", l),
+                _ => format!(r"^.*{}$", q(d)),
+            }
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        let label = prop::sample::select(vec!["a", "b", "www", "api", "zz", "a.b"]);
+        let domain = prop::sample::select(vec!["x.test", "y.test", "test", "other"]);
+        (label, domain).prop_map(|(l, d)| format!("{l}.{d}"))
+    }
+
+    proptest! {
+        /// The fast table answers exactly as an ordered scan of the regexes.
+        #[test]
+        fn same_answer_as_ordered_scan(
+            patterns in prop::collection::vec(pattern(), 0..30),
+            keys in prop::collection::vec(key(), 1..20),
+        ) {
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            let t = table(&refs);
+            let naive: Vec<Regex> = patterns.iter().map(|p| Regex::new(p).unwrap()).collect();
+            for k in &keys {
+                let expected = naive.iter().position(|re| re.is_match(k));
+                prop_assert_eq!(hit(&t, k), expected, "key {}", k);
+            }
+        }
+    }
+}
