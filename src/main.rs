@@ -92,17 +92,27 @@ fn main() -> ExitCode {
 fn load(path: &Path) -> Option<Loaded> {
     match config::load(path) {
         Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("warning: {w}");
-            }
+            print_warnings(&loaded.warnings);
             Some(loaded)
         }
         Err(problems) => {
-            for p in &problems.0 {
+            for p in &problems.errors {
                 eprintln!("{p}");
             }
+            print_warnings(&problems.warnings);
+            eprintln!(
+                "{}: refused: {} errors",
+                path.display(),
+                problems.errors.len()
+            );
             None
         }
+    }
+}
+
+fn print_warnings(warnings: &[config::Problem]) {
+    for w in warnings {
+        eprintln!("{}: warning: {}", w.location(), w.message);
     }
 }
 

@@ -31,12 +31,19 @@ const MAX_WEIGHT: i64 = 256;
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
     let mut cx = Context::default();
     let snapshot = cx.load(path);
+    // Each file's problems in line order, files in the order they were read.
+    let order = |p: &Problem| (cx.files.iter().position(|f| *f == p.file), p.line);
+    cx.errors.sort_by_key(order);
+    cx.warnings.sort_by_key(order);
     match snapshot {
         Some(snapshot) if cx.errors.is_empty() => Ok(Loaded {
             snapshot,
             warnings: cx.warnings,
         }),
-        _ => Err(Problems(cx.errors)),
+        _ => Err(Problems {
+            errors: cx.errors,
+            warnings: cx.warnings,
+        }),
     }
 }
 
@@ -94,7 +101,7 @@ impl Context {
             listeners,
             routes,
             backends,
-            files: std::mem::take(&mut self.files),
+            files: self.files.clone(),
         })
     }
 

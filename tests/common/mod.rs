@@ -1,0 +1,279 @@
+//! Test harness: certificates made with rcgen, TLS servers on loopback that
+//! say who they are and record the raw bytes they receive, a recording TLS
+//! client, and a router started in-process on 127.0.0.1:0 from a
+//! configuration written to a temporary directory. Nothing leaves loopback.
+#![allow(dead_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Bound on any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A test CA that signs server certificates.
+pub struct Pki {
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+    pub ca_pem: String,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("key");
+        let ca = params.self_signed(&ca_key).expect("ca");
+        let ca_pem = ca.pem();
+        Pki { ca, ca_key, ca_pem }
+    }
+
+    /// A rustls server configuration with a certificate for `names`.
+    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let params = CertificateParams::new(names).expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("sign");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .expect("server config");
+        Arc::new(config)
+    }
+
+    /// A rustls client configuration trusting this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca.der().to_vec()))
+            .expect("root");
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+/// Raw bytes one TLS server connection received and sent.
+#[derive(Debug, Default, Clone)]
+pub struct Wire {
+    pub received: Vec<u8>,
+    pub sent: Vec<u8>,
+}
+
+/// A TLS server that, after the handshake, sends its name and a newline,
+/// then echoes. Each finished connection's raw bytes go to the receiver.
+pub struct NamedServer {
+    pub addr: SocketAddr,
+    pub wires: mpsc::UnboundedReceiver<Wire>,
+}
+
+pub async fn named_server(name: &'static str, config: Arc<rustls::ServerConfig>) -> NamedServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, wires) = mpsc::unbounded_channel();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let (rec, wire) = Recorder::new(tcp);
+                if let Ok(mut tls) = acceptor.accept(rec).await {
+                    let _ = tls.write_all(format!("{name}\n").as_bytes()).await;
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = tls.read(&mut buf).await {
+                        if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                }
+                let _ = tx.send(wire.lock().expect("lock").clone());
+            });
+        }
+    });
+    NamedServer { addr, wires }
+}
+
+/// What a TLS client saw through the router.
+pub struct Session {
+    /// The first line the server sent (its name).
+    pub server: String,
+    /// The raw bytes the client sent and received.
+    pub wire: Wire,
+    /// Whether the server's close reached the client after the client
+    /// half-closed (the read to end of stream finished in time).
+    pub eof: bool,
+}
+
+/// Connects to `addr` with SNI `sni`, reads the server's name, sends
+/// `payload` and expects it echoed, then closes.
+pub async fn session(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+    payload: &[u8],
+) -> io::Result<Session> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (rec, wire) = Recorder::new(tcp);
+    let name = ServerName::try_from(sni.to_string()).map_err(io::Error::other)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let mut tls = tokio::time::timeout(WAIT, connector.connect(name, rec)).await??;
+    let server = read_line(&mut tls).await?;
+    tls.write_all(payload).await?;
+    let mut echoed = vec![0u8; payload.len()];
+    tls.read_exact(&mut echoed).await?;
+    assert_eq!(echoed, payload, "echo through the router");
+    tls.shutdown().await?;
+    let mut rest = Vec::new();
+    let eof = tokio::time::timeout(WAIT, tls.read_to_end(&mut rest))
+        .await
+        .is_ok();
+    drop(tls);
+    let wire = wire.lock().expect("lock").clone();
+    Ok(Session { server, wire, eof })
+}
+
+async fn read_line<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while tokio::time::timeout(WAIT, s.read_exact(&mut byte))
+        .await?
+        .is_ok()
+    {
+        if byte[0] == b'\n' {
+            return String::from_utf8(line).map_err(io::Error::other);
+        }
+        line.push(byte[0]);
+    }
+    Err(io::ErrorKind::UnexpectedEof.into())
+}
+
+/// Wraps a stream and keeps a copy of every byte read and written.
+pub struct Recorder<S> {
+    inner: S,
+    wire: Arc<Mutex<Wire>>,
+}
+
+impl<S> Recorder<S> {
+    pub fn new(inner: S) -> (Self, Arc<Mutex<Wire>>) {
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        (
+            Recorder {
+                inner,
+                wire: Arc::clone(&wire),
+            },
+            wire,
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let new = buf.filled()[before..].to_vec();
+        self.wire
+            .lock()
+            .expect("lock")
+            .received
+            .extend_from_slice(&new);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.wire
+            .lock()
+            .expect("lock")
+            .sent
+            .extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A configuration directory for a test.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> Self {
+        ConfigDir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// `switchyard.toml` with one listener on 127.0.0.1:0 and the two
+    /// OpenShift maps, plus `extra` appended (backends, listener options).
+    pub fn main(&self, listener_extra: &str, extra: &str) -> PathBuf {
+        self.write(
+            "switchyard.toml",
+            &format!(
+                "[[listener]]\nname = \"public_ssl\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n\n\
+                 [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\n{extra}"
+            ),
+        )
+    }
+}
+
+/// The regex OpenShift writes for a host-only route.
+pub fn route_regex(host: &str) -> String {
+    format!(r"^{}\.?(:[0-9]+)?(/.*)?$", host.replace('.', r"\."))
+}
+
+/// Loads `config` and starts a router; returns it with its listener address.
+pub fn start(config: &Path) -> (switchyard::server::Running, SocketAddr) {
+    let loaded = switchyard::config::load(config).unwrap_or_else(|p| panic!("config: {p}"));
+    let running = switchyard::server::start(loaded.snapshot).expect("start");
+    let addr = running.local_addr("public_ssl").expect("listener");
+    (running, addr)
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}

@@ -1,0 +1,201 @@
+//! `switchyard demo` as a newcomer runs it: the printed commands reach the
+//! demo servers through the router. Uses curl and openssl when the machine
+//! has them, and a rustls client in any case.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// A demo process, stopped with SIGTERM when dropped.
+struct DemoProcess {
+    child: Child,
+    listen: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl DemoProcess {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = common::closed_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "demo",
+                "--dir",
+                dir.path().to_str().expect("utf-8"),
+                "--listen",
+                &listen.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start demo");
+        // Wait for the line saying it listens; keep draining stderr after.
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(common::WAIT).expect("demo listens");
+        DemoProcess { child, listen, dir }
+    }
+
+    fn stop(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + common::WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn https_get(listen: SocketAddr, ca: &Path) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("web.demo.test").expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut tcp = TcpStream::connect(listen).expect("connect");
+    tcp.set_read_timeout(Some(common::WAIT)).expect("timeout");
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: web.demo.test\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn has(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+        || Command::new(tool).arg("version").output().is_ok()
+}
+
+#[test]
+fn demo_serves_its_routes_and_stops_cleanly() {
+    let demo = DemoProcess::start();
+    let ca = demo.dir.path().join("certs/demo-ca.pem");
+    // The configuration it runs on is on disk and passes `check`.
+    let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "check",
+            "--config",
+            demo.dir
+                .path()
+                .join("switchyard.toml")
+                .to_str()
+                .expect("utf-8"),
+        ])
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Round robin over web-1 and web-2, verified against the demo CA.
+    let first = https_get(demo.listen, &ca);
+    let second = https_get(demo.listen, &ca);
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
+    let served_by = |r: &str| {
+        r.lines()
+            .find(|l| l.starts_with("x-served-by:"))
+            .map(str::to_string)
+    };
+    assert_ne!(
+        served_by(&first),
+        served_by(&second),
+        "web-1 and web-2 take turns"
+    );
+
+    if has("curl") {
+        let port = demo.listen.port();
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                ca.to_str().expect("utf-8"),
+            ])
+            .args(["--resolve", &format!("web.demo.test:{port}:127.0.0.1")])
+            .arg(format!("https://web.demo.test:{port}/"))
+            .output()
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            body.starts_with("Hello from web-"),
+            "curl: {body} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("curl not installed: the curl check did not run");
+    }
+
+    if has("openssl") {
+        let mut child = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &demo.listen.to_string(),
+                "-servername",
+                "echo.demo.test",
+                "-quiet",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"echo through switchyard\n")
+            .expect("write");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        let reader = std::thread::spawn(move || {
+            let _ = stdout.read_line(&mut line);
+            line
+        });
+        let deadline = Instant::now() + common::WAIT;
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(stdin);
+        let _ = child.kill();
+        let _ = child.wait();
+        let line = reader.join().expect("reader");
+        assert_eq!(line, "echo through switchyard\n");
+    } else {
+        eprintln!("openssl not installed: the s_client check did not run");
+    }
+
+    assert!(demo.stop(), "SIGTERM ends the demo with status 0");
+}
