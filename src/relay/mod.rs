@@ -1,18 +1,24 @@
 //! Byte copying between a client and a server once the route is chosen:
-//! both directions at once, half-close passed on, an idle deadline, and no
-//! buffer held while the connection is quiet (see `pool`). Returns what a
-//! log line needs: bytes each way, who closed and why.
+//! both directions at once, half-close passed on, a first-response and an
+//! idle deadline, and no buffer held while the connection is quiet (see
+//! `pool`). Returns what a log line needs: bytes each way, who closed, why.
+//!
+//! The copy is written against socket readiness (`poll_read_ready`,
+//! `try_read`, …) rather than as nested futures, so an idle relay is a few
+//! hundred bytes: two direction states and one timer.
 
 mod pool;
 
+use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use pool::Buffer;
 
@@ -30,6 +36,13 @@ impl Side {
             Side::Server => "server",
         }
     }
+
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
 }
 
 /// How a relay ended.
@@ -39,9 +52,9 @@ pub enum End {
     Closed { first: Side },
     /// A socket failed (reset, broken pipe, …).
     Error { side: Side, kind: io::ErrorKind },
-    /// The server did not answer within the server timeout.
+    /// The server did not answer within the first-response deadline.
     ServerTimeout,
-    /// Nothing moved either way for the tunnel timeout.
+    /// Nothing moved either way for the idle deadline.
     IdleTimeout,
 }
 
@@ -56,120 +69,146 @@ pub struct Outcome {
 /// Deadlines of a relay.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
-    /// Until the server's first byte.
+    /// From the start of the relay to the server's first byte.
     pub first_response: Duration,
     /// Inactivity once the server has answered.
     pub idle: Duration,
 }
 
-/// State shared by the two directions of one connection. Both run in the
-/// same task, so the atomics are never contended; they only make the
-/// future `Send`.
-struct Shared {
-    start: Instant,
-    /// Milliseconds from `start` to the last byte moved either way.
-    last_activity_ms: AtomicU64,
-    /// 0 until a direction finishes, then 1 (client) or 2 (server).
-    first_fin: AtomicU8,
-    client_to_server: AtomicU64,
-    server_to_client: AtomicU64,
-}
-
-impl Shared {
-    fn last_activity(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_activity_ms.load(Relaxed))
-    }
-
-    fn first_fin(&self) -> Side {
-        if self.first_fin.load(Relaxed) == 2 {
-            Side::Server
-        } else {
-            Side::Client
-        }
-    }
-}
-
 /// Copies bytes both ways until both directions are closed, a socket
 /// fails, or a deadline passes.
 pub async fn relay(client: &TcpStream, server: &TcpStream, deadlines: Deadlines) -> Outcome {
-    let shared = Shared {
-        start: Instant::now(),
-        last_activity_ms: AtomicU64::new(0),
-        first_fin: AtomicU8::new(0),
-        client_to_server: AtomicU64::new(0),
-        server_to_client: AtomicU64::new(0),
-    };
-    let copies = async {
-        tokio::try_join!(
-            pump(client, server, Side::Client, &shared),
-            pump(server, client, Side::Server, &shared),
-        )
-    };
-    let timer = async {
-        loop {
-            let answered = shared.server_to_client.load(Relaxed) > 0;
-            let deadline = if answered {
-                shared.last_activity() + deadlines.idle
-            } else {
-                shared.start + deadlines.first_response
+    let start = Instant::now();
+    let timer = sleep_until(start + deadlines.first_response);
+    tokio::pin!(timer);
+    let mut up = Direction::new(Side::Client);
+    let mut down = Direction::new(Side::Server);
+    let mut first_fin = None;
+    let mut last_activity = start;
+    let end = poll_fn(|cx| {
+        for dir in [&mut up, &mut down] {
+            let (from, to) = match dir.side {
+                Side::Client => (client, server),
+                Side::Server => (server, client),
             };
-            if Instant::now() >= deadline {
-                return if answered {
-                    End::IdleTimeout
-                } else {
-                    End::ServerTimeout
-                };
+            match dir.poll_copy(cx, from, to) {
+                Poll::Ready(Ok(())) => {
+                    first_fin.get_or_insert(dir.side);
+                }
+                Poll::Ready(Err((side, kind))) => return Poll::Ready(End::Error { side, kind }),
+                Poll::Pending => {}
             }
-            sleep_until(deadline).await;
+            if std::mem::take(&mut dir.moved) {
+                last_activity = Instant::now();
+            }
         }
-    };
-    let end = tokio::select! {
-        result = copies => match result {
-            Ok(_) => End::Closed { first: shared.first_fin() },
-            Err((side, kind)) => End::Error { side, kind },
-        },
-        end = timer => end,
-    };
+        if up.done && down.done {
+            return Poll::Ready(End::Closed {
+                first: first_fin.unwrap_or(Side::Client),
+            });
+        }
+        poll_deadline(cx, timer.as_mut(), down.bytes > 0, last_activity, deadlines)
+    })
+    .await;
     Outcome {
-        client_to_server: shared.client_to_server.load(Relaxed),
-        server_to_client: shared.server_to_client.load(Relaxed),
+        client_to_server: up.bytes,
+        server_to_client: down.bytes,
         end,
     }
 }
 
-/// Copies `from` → `to` until `from` closes, then half-closes `to`.
-async fn pump(
-    from: &TcpStream,
-    to: &TcpStream,
-    side: Side,
-    shared: &Shared,
-) -> Result<(), (Side, io::ErrorKind)> {
-    let (other, count, fin_code) = match side {
-        Side::Client => (Side::Server, &shared.client_to_server, 1),
-        Side::Server => (Side::Client, &shared.server_to_client, 2),
-    };
+/// Fires the timeout, or re-arms the timer when there was activity since
+/// it was set (re-arming only on expiry keeps timer work off the copy path).
+fn poll_deadline(
+    cx: &mut Context<'_>,
+    mut timer: Pin<&mut Sleep>,
+    answered: bool,
+    last_activity: Instant,
+    deadlines: Deadlines,
+) -> Poll<End> {
     loop {
-        from.readable().await.map_err(|e| (side, e.kind()))?;
-        let mut buf = Buffer::take();
-        let n = match from.try_read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err((side, e.kind())),
-        };
-        write_all(to, &buf[..n])
-            .await
-            .map_err(|e| (other, e.kind()))?;
-        count.fetch_add(n as u64, Relaxed);
-        let since_start = shared.start.elapsed().as_millis() as u64;
-        shared.last_activity_ms.store(since_start, Relaxed);
+        ready!(timer.as_mut().poll(cx));
+        if !answered {
+            return Poll::Ready(End::ServerTimeout);
+        }
+        let deadline = last_activity + deadlines.idle;
+        if Instant::now() >= deadline {
+            return Poll::Ready(End::IdleTimeout);
+        }
+        timer.as_mut().reset(deadline);
     }
-    let _ = shared
-        .first_fin
-        .compare_exchange(0, fin_code, Relaxed, Relaxed);
-    // The peer may already be gone; the other direction reports that.
-    let _ = SockRef::from(to).shutdown(Shutdown::Write);
-    Ok(())
+}
+
+use std::future::Future as _;
+
+/// One direction of the copy.
+struct Direction {
+    side: Side,
+    /// Bytes read from `from` and not yet written to `to`, as
+    /// `buffer[start..end]`; `None` whenever the direction is idle.
+    pending: Option<(Buffer, usize, usize)>,
+    /// `from` reached end of stream and `to` was half-closed.
+    done: bool,
+    /// Bytes moved since the relay loop last looked.
+    moved: bool,
+    bytes: u64,
+}
+
+impl Direction {
+    fn new(side: Side) -> Self {
+        Direction {
+            side,
+            pending: None,
+            done: false,
+            moved: false,
+            bytes: 0,
+        }
+    }
+
+    /// Copies until a socket would block (`Pending`), `from` closes
+    /// (`Ready(Ok)`), or a socket fails.
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        to: &TcpStream,
+    ) -> Poll<Result<(), (Side, io::ErrorKind)>> {
+        let (side, other) = (self.side, self.side.other());
+        loop {
+            if let Some((buf, start, end)) = &mut self.pending {
+                ready!(to.poll_write_ready(cx)).map_err(|e| (other, e.kind()))?;
+                match to.try_write(&buf[*start..*end]) {
+                    Ok(n) => {
+                        *start += n;
+                        self.bytes += n as u64;
+                        self.moved = true;
+                        if start == end {
+                            self.pending = None;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err((other, e.kind()))),
+                }
+                continue;
+            }
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(from.poll_read_ready(cx)).map_err(|e| (side, e.kind()))?;
+            let mut buf = Buffer::take();
+            match from.try_read(&mut buf) {
+                Ok(0) => {
+                    self.done = true;
+                    // The peer may already be gone; the other direction reports that.
+                    let _ = SockRef::from(to).shutdown(Shutdown::Write);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(n) => self.pending = Some((buf, 0, n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err((side, e.kind()))),
+            }
+        }
+    }
 }
 
 /// Writes all of `data`, waiting for the socket when it is full.
