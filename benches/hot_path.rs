@@ -141,7 +141,7 @@ fn balancers(c: &mut Criterion) {
         Algorithm::LeastConn,
         Algorithm::Random,
     ] {
-        let balancer = Balancer::new(algorithm, &members);
+        let balancer = Balancer::new(algorithm, &members, Default::default());
         let mut ip = 0u32;
         group.bench_function(algorithm.as_str(), |b| {
             b.iter(|| {

@@ -52,10 +52,8 @@ fn start(rt: &Runtime, dir: &std::path::Path) -> SocketAddr {
         );
         std::fs::write(&config, toml).expect("config");
         let loaded = switchyard::config::load(&config).expect("load");
-        let running = switchyard::server::start(loaded.snapshot).expect("start");
-        let addr = running.local_addr("bench").expect("addr");
-        std::mem::forget(running); // serves for the whole bench process
-        addr
+        let router = switchyard::server::Router::start(loaded.snapshot).expect("start");
+        router.local_addr("bench").expect("addr")
     })
 }
 

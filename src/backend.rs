@@ -100,6 +100,8 @@ pub struct Backend {
     pub timeouts: Timeouts,
     /// Further servers tried after a failed connect.
     pub retries: u32,
+    /// Round-robin position, carried across reloads with the backend.
+    pub rotation: Arc<AtomicUsize>,
     balancer: Balancer,
 }
 
@@ -111,6 +113,7 @@ impl Backend {
         servers: Vec<Server>,
         timeouts: Timeouts,
         retries: u32,
+        rotation: Arc<AtomicUsize>,
     ) -> Self {
         let identities: Vec<String> = servers
             .iter()
@@ -124,7 +127,7 @@ impl Backend {
                 weight: s.weight,
             })
             .collect();
-        let balancer = Balancer::new(algorithm, &members);
+        let balancer = Balancer::new(algorithm, &members, Arc::clone(&rotation));
         Backend {
             name,
             termination,
@@ -132,6 +135,7 @@ impl Backend {
             servers,
             timeouts,
             retries,
+            rotation,
             balancer,
         }
     }

@@ -20,5 +20,6 @@ pub mod explain;
 pub mod listener;
 pub mod logging;
 pub mod relay;
+pub mod reload;
 pub mod route;
 pub mod server;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use switchyard::config::{self, Loaded};
 use switchyard::logging::{self, Format};
-use switchyard::{demo, explain, server};
+use switchyard::{demo, explain, reload, server};
 
 /// SNI-routing TCP/TLS ingress router. Reads the SNI of each TLS connection
 /// without decrypting it, finds the route in HAProxy-style map files and
@@ -168,19 +168,20 @@ where
             return ExitCode::FAILURE;
         };
         tracing::info!(config = %path.display(), "{}", loaded.snapshot.summary());
-        let running = match server::start(loaded.snapshot) {
+        let router = match server::Router::start(loaded.snapshot) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_stop().await;
+        let reloader = reload::spawn(path, std::sync::Arc::clone(&router));
+        wait_for_stop(&reloader).await;
         tracing::info!(
-            open = running.open_connections(),
+            open = router.open_connections(),
             "stopping: no new connections, draining"
         );
-        let left = running.shutdown(drain).await;
+        let left = router.shutdown(drain).await;
         if left > 0 {
             tracing::warn!(
                 left,
@@ -191,17 +192,28 @@ where
     })
 }
 
-async fn wait_for_stop() {
+/// Returns on SIGTERM or SIGINT; SIGHUP asks the reloader for a reload.
+async fn wait_for_stop(reloader: &reload::Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        reloader.request();
+                    }
+                }
             }
-            return;
         }
     }
+    #[cfg(not(unix))]
+    let _ = reloader;
     let _ = tokio::signal::ctrl_c().await;
 }

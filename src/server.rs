@@ -1,80 +1,148 @@
-//! The running router: binds the listeners of a snapshot, keeps the current
-//! snapshot behind an `ArcSwap` that every accept reads, and drains on
-//! shutdown. `main` and the tests start Switchyard through here.
+//! The running router: the listeners, the current snapshot behind an
+//! `ArcSwap` that every accept reads, in-process configuration swaps, and
+//! draining on shutdown. `main`, the reloader and the tests drive it.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::Snapshot;
+use crate::config::{ListenerSpec, Snapshot};
 use crate::listener;
 
-/// A started router.
-pub struct Running {
+/// A started router, shared by the accept loops, the reloader and `main`.
+pub struct Router {
     /// The configuration new connections get.
-    current: Arc<ArcSwap<Snapshot>>,
-    /// Listener names and the addresses they are bound to.
-    bound: Vec<(String, SocketAddr)>,
-    stop: watch::Sender<bool>,
-    accept_loops: Vec<JoinHandle<()>>,
+    current: ArcSwap<Snapshot>,
+    /// Listeners by name; locked only while starting, reloading or stopping.
+    listeners: Mutex<HashMap<String, ListenerHandle>>,
     /// Connections open now, across listeners: draining waits for zero.
     open: Arc<AtomicUsize>,
+    /// Every snapshot ever applied that connections may still hold.
+    history: Mutex<Vec<Weak<Snapshot>>>,
+    /// Number of the current snapshot (1 for the first).
+    generation: AtomicU64,
 }
 
-/// Binds every listener of `snapshot` and starts accepting. Fails without
-/// serving anything if any address cannot be bound.
-pub fn start(snapshot: Snapshot) -> io::Result<Running> {
-    let mut sockets = Vec::new();
-    for spec in &snapshot.listeners {
-        let socket = listener::bind(spec.bind).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("listener `{}` cannot bind {}: {e}", spec.name, spec.bind),
-            )
-        })?;
-        sockets.push((spec.name.clone(), socket));
-    }
-    let current = Arc::new(ArcSwap::from_pointee(snapshot));
-    let (stop, stopped) = watch::channel(false);
-    let open = Arc::new(AtomicUsize::new(0));
-    let mut bound = Vec::new();
-    let mut accept_loops = Vec::new();
-    for (name, socket) in sockets {
-        bound.push((name.clone(), socket.local_addr()?));
-        let task = listener::serve(
-            socket,
-            name,
-            Arc::clone(&current),
-            Arc::clone(&open),
-            stopped.clone(),
-        );
-        accept_loops.push(tokio::spawn(task));
-    }
-    for (name, addr) in &bound {
-        tracing::info!(listener = %name, %addr, "listening");
-    }
-    Ok(Running {
-        current,
-        bound,
-        stop,
-        accept_loops,
-        open,
-    })
+/// One bound listener.
+struct ListenerHandle {
+    /// The address as configured (port 0 included): a reload that keeps it
+    /// keeps the socket.
+    bind: SocketAddr,
+    /// The address actually bound.
+    addr: SocketAddr,
+    /// Connection slots; resized in place when `max_connections` changes.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
-impl Running {
-    /// The address a listener is bound to (useful with port 0).
-    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.bound
+impl Router {
+    /// Binds every listener of `snapshot` and starts accepting. Fails without
+    /// serving anything if any address cannot be bound.
+    pub fn start(snapshot: Snapshot) -> io::Result<Arc<Router>> {
+        let bound = bind_all(&snapshot.listeners)?;
+        let snapshot = Arc::new(snapshot);
+        let router = Arc::new(Router {
+            history: Mutex::new(vec![Arc::downgrade(&snapshot)]),
+            current: ArcSwap::new(snapshot),
+            listeners: Mutex::new(HashMap::new()),
+            open: Arc::new(AtomicUsize::new(0)),
+            generation: AtomicU64::new(1),
+        });
+        router.spawn_listeners(bound);
+        Ok(router)
+    }
+
+    /// Makes `next` the configuration of new connections. Listeners that
+    /// stay are untouched; new ones are bound first, and if any cannot be,
+    /// nothing changes. Open connections keep the snapshot they started with.
+    pub fn apply(self: &Arc<Self>, next: Snapshot) -> io::Result<u64> {
+        let mut listeners = self.lock_listeners();
+        let fresh: Vec<ListenerSpec> = next
+            .listeners
             .iter()
-            .find(|(n, _)| n == listener)
-            .map(|(_, a)| *a)
+            .filter(|spec| {
+                listeners
+                    .get(&spec.name)
+                    .is_none_or(|h| h.bind != spec.bind)
+            })
+            .cloned()
+            .collect();
+        let bound = bind_all(&fresh)?;
+        let next = Arc::new(next);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.current.store(Arc::clone(&next));
+        self.remember(&next);
+        for spec in &next.listeners {
+            if let Some(handle) = listeners.get_mut(&spec.name) {
+                resize(handle, spec.max_connections);
+            }
+        }
+        let gone: Vec<String> = listeners
+            .iter()
+            .filter(|(name, h)| {
+                !next
+                    .listeners
+                    .iter()
+                    .any(|s| &s.name == *name && s.bind == h.bind)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(handle) = listeners.remove(&name) {
+                let _ = handle.stop.send(true);
+                tracing::info!(listener = %name, addr = %handle.addr, "listener closed");
+            }
+        }
+        drop(listeners);
+        self.spawn_listeners(bound);
+        Ok(generation)
+    }
+
+    fn spawn_listeners(self: &Arc<Self>, bound: Vec<(ListenerSpec, tokio::net::TcpListener)>) {
+        let mut listeners = self.lock_listeners();
+        for (spec, socket) in bound {
+            let addr = socket.local_addr().unwrap_or(spec.bind);
+            let slots = Arc::new(Semaphore::new(spec.max_connections));
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(listener::serve(
+                socket,
+                spec.name.clone(),
+                Arc::clone(self),
+                Arc::clone(&slots),
+                stopped,
+            ));
+            tracing::info!(listener = %spec.name, %addr, "listening");
+            let handle = ListenerHandle {
+                bind: spec.bind,
+                addr,
+                slots,
+                max_connections: spec.max_connections,
+                stop,
+                task,
+            };
+            listeners.insert(spec.name, handle);
+        }
+    }
+
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, HashMap<String, ListenerHandle>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remember(&self, snapshot: &Arc<Snapshot>) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.retain(|w| w.strong_count() > 0);
+        history.push(Arc::downgrade(snapshot));
     }
 
     /// The snapshot new connections get now.
@@ -82,17 +150,45 @@ impl Running {
         self.current.load_full()
     }
 
+    /// The current snapshot without touching its reference count (for the
+    /// accept path).
+    pub(crate) fn current(&self) -> &ArcSwap<Snapshot> {
+        &self.current
+    }
+
+    /// Number of the current snapshot: 1 at start, +1 per applied reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots still alive: the current one and older ones that open
+    /// connections hold. Old ones are freed with their last connection.
+    pub fn live_snapshots(&self) -> usize {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.iter().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// The address a listener is bound to (useful with port 0).
+    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.lock_listeners().get(listener).map(|h| h.addr)
+    }
+
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting, waits up to `deadline` for open connections to end,
-    /// and returns how many were still open.
-    pub async fn shutdown(mut self, deadline: Duration) -> usize {
-        let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.accept_loops) {
-            let _ = task.await;
+    pub(crate) fn open_counter(&self) -> &Arc<AtomicUsize> {
+        &self.open
+    }
+
+    /// Stops accepting on every listener, waits up to `deadline` for open
+    /// connections to end, and returns how many were still open.
+    pub async fn shutdown(&self, deadline: Duration) -> usize {
+        let handles: Vec<ListenerHandle> = self.lock_listeners().drain().map(|(_, h)| h).collect();
+        for handle in handles {
+            let _ = handle.stop.send(true);
+            let _ = handle.task.await;
         }
         let until = tokio::time::Instant::now() + deadline;
         while self.open_connections() > 0 && tokio::time::Instant::now() < until {
@@ -100,4 +196,30 @@ impl Running {
         }
         self.open_connections()
     }
+}
+
+/// Grows or shrinks a listener's connection slots to `max`.
+fn resize(handle: &mut ListenerHandle, max: usize) {
+    if max > handle.max_connections {
+        handle.slots.add_permits(max - handle.max_connections);
+    } else if max < handle.max_connections {
+        // Slots in use are given back later and then stay; forget what we can now.
+        handle.slots.forget_permits(handle.max_connections - max);
+    }
+    handle.max_connections = max;
+}
+
+fn bind_all(specs: &[ListenerSpec]) -> io::Result<Vec<(ListenerSpec, tokio::net::TcpListener)>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let socket = listener::bind(spec.bind).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("listener `{}` cannot bind {}: {e}", spec.name, spec.bind),
+                )
+            })?;
+            Ok((spec.clone(), socket))
+        })
+        .collect()
 }

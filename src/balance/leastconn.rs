@@ -3,6 +3,7 @@
 //! new connections evenly.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::View;
 
@@ -10,15 +11,12 @@ use super::View;
 pub struct LeastConn {
     weights: Vec<u16>,
     /// Where the scan starts, advanced on every pick to break ties.
-    rotate: AtomicUsize,
+    rotate: Arc<AtomicUsize>,
 }
 
 impl LeastConn {
-    pub fn new(weights: Vec<u16>) -> Self {
-        LeastConn {
-            weights,
-            rotate: AtomicUsize::new(0),
-        }
+    pub fn new(weights: Vec<u16>, rotate: Arc<AtomicUsize>) -> Self {
+        LeastConn { weights, rotate }
     }
 
     pub fn pick(&self, view: &impl View) -> Option<usize> {
@@ -60,7 +58,7 @@ mod tests {
 
     #[test]
     fn follows_weighted_load() {
-        let lc = LeastConn::new(vec![100, 200, 0]);
+        let lc = LeastConn::new(vec![100, 200, 0], Arc::default());
         let view = Fixed::default();
         // Simulate long-lived connections: each pick adds one to that server.
         for _ in 0..300 {
@@ -73,7 +71,7 @@ mod tests {
 
     #[test]
     fn idle_servers_share_and_exclusions_hold() {
-        let lc = LeastConn::new(vec![1, 1, 1]);
+        let lc = LeastConn::new(vec![1, 1, 1], Arc::default());
         let view = Fixed::default();
         let picks: Vec<usize> = (0..3).map(|_| lc.pick(&view).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2]);

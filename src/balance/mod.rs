@@ -12,6 +12,8 @@ mod source;
 
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 /// A balance algorithm as named in the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +82,18 @@ pub enum Balancer {
 }
 
 impl Balancer {
-    pub fn new(algorithm: Algorithm, members: &[Member<'_>]) -> Self {
+    /// `rotation` is the round-robin position (or leastconn tie-breaker);
+    /// passing the previous configuration's keeps it across reloads.
+    pub fn new(algorithm: Algorithm, members: &[Member<'_>], rotation: Arc<AtomicUsize>) -> Self {
         let weights: Vec<u16> = members.iter().map(|m| m.weight).collect();
         match algorithm {
             Algorithm::Source => Balancer::Source(source::Rendezvous::new(members)),
-            Algorithm::RoundRobin => Balancer::RoundRobin(roundrobin::Smooth::new(&weights)),
-            Algorithm::LeastConn => Balancer::LeastConn(leastconn::LeastConn::new(weights)),
+            Algorithm::RoundRobin => {
+                Balancer::RoundRobin(roundrobin::Smooth::new(&weights, rotation))
+            }
+            Algorithm::LeastConn => {
+                Balancer::LeastConn(leastconn::LeastConn::new(weights, rotation))
+            }
             Algorithm::Random => Balancer::Random(random::TwoChoices::new(weights)),
         }
     }

@@ -3,6 +3,7 @@
 //! pick is one atomic increment and an index, so no lock is taken.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::View;
 
@@ -14,15 +15,16 @@ pub struct Smooth {
     /// Server indexes in the order they are served; each appears in
     /// proportion to its weight, spread out rather than in bursts.
     sequence: Vec<u32>,
-    /// Position of the next pick.
-    next: AtomicUsize,
+    /// Position of the next pick; shared with the previous configuration's
+    /// balancer so that a reload does not restart the rotation.
+    next: Arc<AtomicUsize>,
 }
 
 impl Smooth {
-    pub fn new(weights: &[u16]) -> Self {
+    pub fn new(weights: &[u16], next: Arc<AtomicUsize>) -> Self {
         Smooth {
             sequence: sequence(&scaled(weights)),
-            next: AtomicUsize::new(0),
+            next,
         }
     }
 
@@ -97,7 +99,7 @@ mod tests {
 
     #[test]
     fn smooth_and_weighted() {
-        let rr = Smooth::new(&[5, 1, 1]);
+        let rr = Smooth::new(&[5, 1, 1], Arc::default());
         let picks: Vec<usize> = (0..7)
             .map(|_| rr.pick(&Fixed::default()).unwrap())
             .collect();
@@ -106,7 +108,7 @@ mod tests {
 
     #[test]
     fn zero_weight_and_exclusions() {
-        let rr = Smooth::new(&[0, 256, 128]);
+        let rr = Smooth::new(&[0, 256, 128], Arc::default());
         let view = Fixed::default();
         let mut counts = [0; 3];
         for _ in 0..300 {
@@ -118,13 +120,13 @@ mod tests {
             ..Fixed::default()
         };
         assert!((0..10).all(|_| rr.pick(&only_two) == Some(2)));
-        assert_eq!(Smooth::new(&[0, 0]).pick(&view), None);
+        assert_eq!(Smooth::new(&[0, 0], Arc::default()).pick(&view), None);
     }
 
     #[test]
     fn many_servers_with_coprime_weights_stay_bounded() {
         let weights: Vec<u16> = (1..=200).map(|i| (i % 256) as u16).collect();
-        let rr = Smooth::new(&weights);
+        let rr = Smooth::new(&weights, Arc::default());
         assert!(rr.sequence.len() as u64 <= MAX_SEQUENCE + weights.len() as u64);
         assert!(weights
             .iter()

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -29,7 +31,17 @@ const MAX_WEIGHT: i64 = 256;
 
 /// Loads the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
-    let mut cx = Context::default();
+    load_after(path, None)
+}
+
+/// Loads a configuration that replaces `previous`: servers that stay (same
+/// backend, name and address) keep their live counters, and backends keep
+/// their round-robin position.
+pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Loaded, Problems> {
+    let mut cx = Context {
+        carried: previous.map(Carried::from).unwrap_or_default(),
+        ..Context::default()
+    };
     let snapshot = cx.load(path);
     // Each file's problems in line order, files in the order they were read.
     let order = |p: &Problem| (cx.files.iter().position(|f| *f == p.file), p.line);
@@ -47,12 +59,37 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
     }
 }
 
-/// Problems found so far.
+/// Problems found so far, and the state carried over from the previous
+/// configuration.
 #[derive(Default)]
 struct Context {
     errors: Vec<Problem>,
     warnings: Vec<Problem>,
     files: Vec<PathBuf>,
+    carried: Carried,
+}
+
+/// Live state of the previous configuration, by identity.
+#[derive(Default)]
+struct Carried {
+    rotations: HashMap<String, Arc<AtomicUsize>>,
+    servers: HashMap<(String, String, SocketAddr), Arc<ServerState>>,
+}
+
+impl From<&Snapshot> for Carried {
+    fn from(snapshot: &Snapshot) -> Self {
+        let mut carried = Carried::default();
+        for b in &snapshot.backends {
+            carried
+                .rotations
+                .insert(b.name.clone(), Arc::clone(&b.rotation));
+            for s in &b.servers {
+                let key = (b.name.clone(), s.name.clone(), s.addr);
+                carried.servers.insert(key, Arc::clone(&s.state));
+            }
+        }
+        carried
+    }
 }
 
 impl Context {
@@ -102,6 +139,7 @@ impl Context {
             routes,
             backends,
             files: self.files.clone(),
+            watch: raw.reload.watch.unwrap_or(true),
         })
     }
 
@@ -290,7 +328,21 @@ impl Context {
                 ),
             ));
         }
-        Backend::new(name, termination, algorithm, servers, timeouts, retries)
+        let rotation = self
+            .carried
+            .rotations
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        Backend::new(
+            name,
+            termination,
+            algorithm,
+            servers,
+            timeouts,
+            retries,
+            rotation,
+        )
     }
 
     fn servers(&mut self, src: &Source<'_>, raw: &RawBackend, backend: &str) -> Vec<Server> {
@@ -325,7 +377,8 @@ impl Context {
                     continue;
                 }
             };
-            let state = std::sync::Arc::new(ServerState::default());
+            let key = (backend.to_string(), name.clone(), addr);
+            let state = self.carried.servers.get(&key).cloned().unwrap_or_default();
             servers.push(Server {
                 name,
                 addr,
@@ -412,7 +465,7 @@ impl Context {
                 self.error(src, raw.bind.span(), m);
                 continue;
             };
-            if out.iter().any(|l| l.bind == bind) {
+            if bind.port() != 0 && out.iter().any(|l| l.bind == bind) {
                 self.error(
                     src,
                     raw.bind.span(),

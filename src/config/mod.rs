@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{load, Loaded};
+pub use load::{load, load_after, Loaded};
 pub use problem::{Problem, Problems};
 
 use crate::backend::Backend;
@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub backends: Vec<Backend>,
     /// Every file it was built from, main file first.
     pub files: Vec<PathBuf>,
+    /// Whether edits to `files` are applied without a signal.
+    pub watch: bool,
 }
 
 impl Snapshot {

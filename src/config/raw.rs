@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub maps: RawMaps,
     #[serde(default)]
     pub defaults: RawDefaults,
+    #[serde(default)]
+    pub reload: RawReload,
     /// Further files holding `[[backend]]` tables, relative to this file.
     #[serde(default)]
     pub backend_files: Vec<Spanned<String>>,
@@ -48,6 +50,13 @@ pub struct RawMaps {
     pub sni_passthrough: Option<Spanned<String>>,
     /// `os_tcp_be.map`: SNI → passthrough backend.
     pub tcp_be: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// Watch the files for edits (default true); SIGHUP always reloads.
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,17 +5,16 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::Snapshot;
 use crate::connection::{self, Accepted};
+use crate::server::Router;
 
 /// Pending connections the kernel may queue before accept.
 const BACKLOG: i32 = 4096;
@@ -39,19 +38,10 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     name: String,
-    current: Arc<ArcSwap<Snapshot>>,
-    open: Arc<AtomicUsize>,
+    router: Arc<Router>,
+    slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let max = {
-        let snapshot = current.load();
-        snapshot
-            .listeners
-            .iter()
-            .find(|l| l.name == name)
-            .map_or(1, |l| l.max_connections)
-    };
-    let slots = Arc::new(Semaphore::new(max));
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => match permit {
@@ -73,11 +63,11 @@ pub async fn serve(
                 continue;
             }
         };
-        let snapshot = current.load_full();
+        let snapshot = router.current().load_full();
         let Some(index) = snapshot.listeners.iter().position(|l| l.name == name) else {
-            return; // removed from the configuration
+            continue; // being removed by a reload: the stop signal follows
         };
-        let open = Arc::clone(&open);
+        let open = Arc::clone(router.open_counter());
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _slot = permit;

@@ -147,6 +147,38 @@ pub async fn session(
     Ok(Session { server, wire, eof })
 }
 
+/// An open TLS connection through the router, with the name of the server
+/// that answered; `echo` checks it still carries bytes both ways.
+pub struct Open {
+    pub server: String,
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+}
+
+impl Open {
+    pub async fn connect(
+        addr: SocketAddr,
+        sni: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> io::Result<Open> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from(sni.to_string()).map_err(io::Error::other)?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let mut tls = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await??;
+        let server = read_line(&mut tls).await?;
+        Ok(Open { server, tls })
+    }
+
+    pub async fn echo(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.tls.write_all(payload).await?;
+        let mut back = vec![0u8; payload.len()];
+        tokio::time::timeout(WAIT, self.tls.read_exact(&mut back)).await??;
+        if back != payload {
+            return Err(io::Error::other("echo differs"));
+        }
+        Ok(())
+    }
+}
+
 async fn read_line<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -265,11 +297,11 @@ pub fn route_regex(host: &str) -> String {
 }
 
 /// Loads `config` and starts a router; returns it with its listener address.
-pub fn start(config: &Path) -> (switchyard::server::Running, SocketAddr) {
+pub fn start(config: &Path) -> (Arc<switchyard::server::Router>, SocketAddr) {
     let loaded = switchyard::config::load(config).unwrap_or_else(|p| panic!("config: {p}"));
-    let running = switchyard::server::start(loaded.snapshot).expect("start");
-    let addr = running.local_addr("public_ssl").expect("listener");
-    (running, addr)
+    let router = switchyard::server::Router::start(loaded.snapshot).expect("start");
+    let addr = router.local_addr("public_ssl").expect("listener");
+    (router, addr)
 }
 
 /// A loopback port with nothing listening on it.
