@@ -103,6 +103,7 @@ impl<'a> AccessLog<'a> {
                 self.end("switchyard", "server timeout: no answer from the server")
             }
             End::IdleTimeout => self.end("switchyard", "tunnel timeout: idle"),
+            End::RouteRemoved => self.end("switchyard", "route removed by a reload"),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::client_hello::{self, ClientHello, Progress};
 use crate::config::{ListenerSpec, Snapshot};
 use crate::relay::{self, Deadlines};
 use crate::route::BackendId;
+use crate::server::Router;
 
 /// First read size: most ClientHellos (500–1,800 bytes) arrive in one read.
 const FIRST_READ: usize = 2048;
@@ -29,6 +30,8 @@ pub struct Accepted {
     pub snapshot: Arc<Snapshot>,
     /// Index of the accepting listener in `snapshot.listeners`.
     pub listener: usize,
+    /// To follow reloads when removed routes must be closed.
+    pub router: Arc<Router>,
 }
 
 /// Runs a connection to its end. Never panics on peer input; every way it
@@ -61,7 +64,18 @@ pub async fn handle(conn: Accepted) {
         first_response: backend.timeouts.server,
         idle: backend.timeouts.tunnel,
     };
-    let outcome = relay::relay(&conn.stream, &server, deadlines).await;
+    let removed = conn.snapshot.close_removed_after.map(|grace| {
+        let sni = log.sni().map(str::to_string);
+        let watch = route_removed(
+            Arc::clone(&conn.router),
+            sni,
+            conn.listener,
+            backend.name.clone(),
+            grace,
+        );
+        Box::pin(watch) as relay::Stop
+    });
+    let outcome = relay::relay(&conn.stream, &server, deadlines, removed).await;
     log.relayed(&outcome);
     log.finish();
 }
@@ -227,4 +241,37 @@ async fn connect_one(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpSt
         })??;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Resolves once a reload has taken this connection's route away (its SNI
+/// no longer leads to `backend`) and `grace` has passed without it coming
+/// back. Only built when `close_removed_after` is set.
+async fn route_removed(
+    router: Arc<Router>,
+    sni: Option<String>,
+    listener: usize,
+    backend: String,
+    grace: Duration,
+) {
+    let mut applied = router.subscribe();
+    loop {
+        if applied.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !still_routed(&router, sni.as_deref(), listener, &backend) {
+            tokio::time::sleep(grace).await;
+            if !still_routed(&router, sni.as_deref(), listener, &backend) {
+                return;
+            }
+        }
+    }
+}
+
+fn still_routed(router: &Router, sni: Option<&str>, listener: usize, backend: &str) -> bool {
+    let now = router.snapshot();
+    let id = match sni.map(|s| now.routes.find(s)) {
+        Some(Ok(route)) => Some(route.backend),
+        _ => now.listeners.get(listener).and_then(|l| l.default_backend),
+    };
+    id.is_some_and(|id| now.backend(id).name == backend)
 }

@@ -28,6 +28,8 @@ pub struct Router {
     history: Mutex<Vec<Weak<Snapshot>>>,
     /// Number of the current snapshot (1 for the first).
     generation: AtomicU64,
+    /// Announces each applied generation to connections that care.
+    applied: watch::Sender<u64>,
 }
 
 /// One bound listener.
@@ -56,6 +58,7 @@ impl Router {
             listeners: Mutex::new(HashMap::new()),
             open: Arc::new(AtomicUsize::new(0)),
             generation: AtomicU64::new(1),
+            applied: watch::Sender::new(1),
         });
         router.spawn_listeners(bound);
         Ok(router)
@@ -81,6 +84,7 @@ impl Router {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.current.store(Arc::clone(&next));
         self.remember(&next);
+        self.applied.send_replace(generation);
         for spec in &next.listeners {
             if let Some(handle) = listeners.get_mut(&spec.name) {
                 resize(handle, spec.max_connections);
@@ -154,6 +158,11 @@ impl Router {
     /// accept path).
     pub(crate) fn current(&self) -> &ArcSwap<Snapshot> {
         &self.current
+    }
+
+    /// Receives the generation number of every snapshot applied from now on.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Number of the current snapshot: 1 at start, +1 per applied reload.

@@ -365,3 +365,53 @@ async fn listeners_are_added_and_removed_without_touching_the_others() {
         .await
         .expect("first still serves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_route_connections_close_after_grace_when_asked() {
+    let pki = Pki::new();
+    let alpha = named_server("alpha", pki.server_config(&["svc.test", "other.test"])).await;
+    let dir = ConfigDir::new();
+    dir.write(
+        "maps/os_sni_passthrough.map",
+        "^svc\\.test$ 1\n^other\\.test$ 1\n",
+    );
+    let both = format!(
+        "{} be_tcp:t:alpha\n{} be_tcp:t:alpha\n",
+        route_regex("svc.test"),
+        route_regex("other.test")
+    );
+    dir.write("maps/os_tcp_be.map", &both);
+    let backends = format!(
+        "[reload]\nclose_removed_after = \"200ms\"\n\n\
+         [[backend]]\nname = \"be_tcp:t:alpha\"\nservers = [{{ name = \"a\", address = \"{}\" }}]\n",
+        alpha.addr
+    );
+    let config = dir.main("", &backends);
+    let (router, addr) = start(&config);
+    let _reloader = reload::spawn(config, Arc::clone(&router));
+    let mut removed = Open::connect(addr, "svc.test", pki.client_config())
+        .await
+        .expect("svc");
+    let mut kept = Open::connect(addr, "other.test", pki.client_config())
+        .await
+        .expect("other");
+    write_and_rename(
+        &dir.path().join("maps/os_tcp_be.map"),
+        &format!("{} be_tcp:t:alpha\n", route_regex("other.test")),
+    );
+    let started = Instant::now();
+    while removed.echo(b"x").await.is_ok() {
+        assert!(
+            started.elapsed() < WAIT,
+            "connection of the removed route closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "not before the grace period"
+    );
+    kept.echo(b"kept")
+        .await
+        .expect("a route that stays keeps its connections");
+}

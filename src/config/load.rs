@@ -140,6 +140,11 @@ impl Context {
             backends,
             files: self.files.clone(),
             watch: raw.reload.watch.unwrap_or(true),
+            close_removed_after: raw
+                .reload
+                .close_removed_after
+                .as_ref()
+                .map(|d| self.duration(&src, &Some(d.clone()), Duration::ZERO)),
         })
     }
 

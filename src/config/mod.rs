@@ -45,6 +45,9 @@ pub struct Snapshot {
     pub files: Vec<PathBuf>,
     /// Whether edits to `files` are applied without a signal.
     pub watch: bool,
+    /// Grace period after which connections whose route was removed by a
+    /// reload are closed; `None` lets them run to their end.
+    pub close_removed_after: Option<Duration>,
 }
 
 impl Snapshot {

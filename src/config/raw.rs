@@ -57,6 +57,9 @@ pub struct RawMaps {
 pub struct RawReload {
     /// Watch the files for edits (default true); SIGHUP always reloads.
     pub watch: Option<bool>,
+    /// Close connections whose route a reload removed, after this grace
+    /// period (default: they keep going).
+    pub close_removed_after: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -69,15 +69,17 @@ pub async fn serve(
         };
         let open = Arc::clone(router.open_counter());
         open.fetch_add(1, Ordering::Relaxed);
+        let router = Arc::clone(&router);
         tokio::spawn(async move {
             let _slot = permit;
-            connection::handle(Accepted {
+            let conn = Accepted {
                 stream,
                 peer,
                 snapshot,
                 listener: index,
-            })
-            .await;
+                router,
+            };
+            connection::handle(conn).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }

@@ -56,7 +56,13 @@ pub enum End {
     ServerTimeout,
     /// Nothing moved either way for the idle deadline.
     IdleTimeout,
+    /// A reload removed the connection's route and its grace period ended.
+    RouteRemoved,
 }
+
+/// A future that ends the relay when it resolves (boxed, so a connection
+/// that has none pays one pointer).
+pub type Stop = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What the relay did.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +83,12 @@ pub struct Deadlines {
 
 /// Copies bytes both ways until both directions are closed, a socket
 /// fails, or a deadline passes.
-pub async fn relay(client: &TcpStream, server: &TcpStream, deadlines: Deadlines) -> Outcome {
+pub async fn relay(
+    client: &TcpStream,
+    server: &TcpStream,
+    deadlines: Deadlines,
+    mut stop: Option<Stop>,
+) -> Outcome {
     let start = Instant::now();
     let timer = sleep_until(start + deadlines.first_response);
     tokio::pin!(timer);
@@ -106,6 +117,11 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, deadlines: Deadlines)
             return Poll::Ready(End::Closed {
                 first: first_fin.unwrap_or(Side::Client),
             });
+        }
+        if let Some(stop) = &mut stop {
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::RouteRemoved);
+            }
         }
         poll_deadline(cx, timer.as_mut(), down.bytes > 0, last_activity, deadlines)
     })
