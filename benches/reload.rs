@@ -1,0 +1,90 @@
+//! Reload at scale: loading (read, parse, validate, compile) a configuration
+//! of 100,000 OpenShift-shaped routes and 10,000 backends, fresh and as a
+//! reload that carries state over from the previous snapshot. Also prints
+//! the resident memory the loaded snapshot takes.
+//! `cargo bench --bench reload`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+const ROUTES: usize = 100_000;
+const BACKENDS: usize = 10_000;
+
+/// Writes the configuration into `dir` and returns the main file.
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let mut backends = String::new();
+    for b in 0..BACKENDS {
+        let _ = writeln!(
+            backends,
+            "[[backend]]\nname = \"be_tcp:ns{b}:app\"\nbalance = \"roundrobin\"\nservers = [\n  \
+             {{ name = \"pod-a\", address = \"10.{}.{}.1:8443\", weight = 256 }},\n  \
+             {{ name = \"pod-b\", address = \"10.{}.{}.2:8443\", weight = 256 }},\n]",
+            b / 256,
+            b % 256,
+            b / 256,
+            b % 256
+        );
+    }
+    std::fs::write(dir.join("backends.toml"), backends).expect("backends");
+    let (mut sni, mut tcp) = (String::new(), String::new());
+    for r in 0..ROUTES {
+        let host = format!("r{r}\\.apps\\.bench\\.test");
+        let _ = writeln!(sni, "^{host}$ 1");
+        let _ = writeln!(
+            tcp,
+            "^{host}\\.?(:[0-9]+)?(/.*)?$ be_tcp:ns{}:app",
+            r % BACKENDS
+        );
+    }
+    std::fs::write(dir.join("os_sni_passthrough.map"), sni).expect("map");
+    std::fs::write(dir.join("os_tcp_be.map"), tcp).expect("map");
+    let main = dir.join("switchyard.toml");
+    std::fs::write(
+        &main,
+        "backend_files = [\"backends.toml\"]\n[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\
+         [maps]\nsni_passthrough = \"os_sni_passthrough.map\"\ntcp_be = \"os_tcp_be.map\"\n",
+    )
+    .expect("main");
+    main
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn reload(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = write_config(dir.path());
+    let before = rss_kb();
+    let first = switchyard::config::load(&main).expect("load").snapshot;
+    let after = rss_kb();
+    eprintln!(
+        "snapshot of {ROUTES} routes x2 maps and {BACKENDS} backends: {} MB resident",
+        (after.saturating_sub(before)) / 1024
+    );
+    let mut group = c.benchmark_group("reload");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(15));
+    group.bench_function("load_100k_routes_10k_backends", |b| {
+        b.iter(|| switchyard::config::load(&main).expect("load"))
+    });
+    group.bench_function("reload_100k_routes_10k_backends_carrying_state", |b| {
+        b.iter(|| switchyard::config::load_after(&main, Some(&first)).expect("load"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, reload);
+criterion_main!(benches);
