@@ -14,12 +14,18 @@ use crate::balance::{Algorithm, Balancer, Member, View};
 pub enum Termination {
     /// Relay the client's bytes untouched.
     Passthrough,
+    /// Terminate TLS, forward plaintext.
+    Edge,
+    /// Terminate TLS, open verified TLS to the server.
+    Reencrypt,
 }
 
 impl Termination {
     pub fn as_str(self) -> &'static str {
         match self {
             Termination::Passthrough => "passthrough",
+            Termination::Edge => "edge",
+            Termination::Reencrypt => "reencrypt",
         }
     }
 }
@@ -102,6 +108,10 @@ pub struct Backend {
     pub retries: u32,
     /// Round-robin position, carried across reloads with the backend.
     pub rotation: Arc<AtomicUsize>,
+    /// Re-encrypt only: how TLS to the servers is opened and verified.
+    pub upstream: Option<crate::tls::upstream::Upstream>,
+    /// Failed verifications of servers' certificates (re-encrypt).
+    pub verify_failures: Arc<AtomicU64>,
     balancer: Balancer,
 }
 
@@ -136,6 +146,8 @@ impl Backend {
             timeouts,
             retries,
             rotation,
+            upstream: None,
+            verify_failures: Arc::default(),
             balancer,
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::problem::{Problem, Problems, Source};
+pub(super) use super::raw;
 use super::raw::{RawBackend, RawBackendFile, RawConfig, RawDefaults, RawListener};
 use super::{duration, ListenerSpec, Snapshot};
 use crate::backend::{Backend, Server, ServerState, Termination, Timeouts};
@@ -62,11 +63,15 @@ pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Loaded, Pr
 /// Problems found so far, and the state carried over from the previous
 /// configuration.
 #[derive(Default)]
-struct Context {
-    errors: Vec<Problem>,
-    warnings: Vec<Problem>,
-    files: Vec<PathBuf>,
+pub(super) struct Context {
+    pub(super) errors: Vec<Problem>,
+    pub(super) warnings: Vec<Problem>,
+    pub(super) files: Vec<PathBuf>,
     carried: Carried,
+    /// Directory of the main file: relative paths start here.
+    pub(super) base: PathBuf,
+    /// `[tls] min_version = "1.3"`.
+    pub(super) min_tls13: bool,
 }
 
 /// Live state of the previous configuration, by identity.
@@ -97,7 +102,10 @@ impl Context {
         let text = self.read(path)?;
         let src = Source { path, text: &text };
         let raw: RawConfig = self.parse_toml(&src)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        self.base = base_dir.clone();
+        let base = base_dir.as_path();
+        self.min_tls13 = self.min_tls13(&src, &raw.tls);
         let defaults = self.defaults(&src, &raw.defaults);
         let mut backends = Vec::new();
         let mut names = HashMap::new();
@@ -129,13 +137,22 @@ impl Context {
                 .and_then(|p| self.map(&base.join(p.get_ref()), |_, _| Ok(()))),
             tcp_be: raw.maps.tcp_be.as_ref().and_then(|p| {
                 self.map(&base.join(p.get_ref()), |value, _| {
-                    passthrough_backend(value, &names, &backends)
+                    backend_of(value, &names, &backends, &[Termination::Passthrough])
+                })
+            }),
+            edge: raw.maps.edge_reencrypt_be.as_ref().and_then(|p| {
+                self.map(&base.join(p.get_ref()), |value, _| {
+                    let kinds = [Termination::Edge, Termination::Reencrypt];
+                    backend_of(value, &names, &backends, &kinds)
                 })
             }),
         };
-        let listeners = self.listeners(&src, &raw.listeners, &names);
+        let certs = self.certificates(&src, &raw.tls, &raw.maps);
+        self.check_terminated_have_certs(&src, &raw.maps, &backends, certs.is_some());
+        let (listeners, tls) = self.listeners(&src, &raw.listeners, &names, certs.as_ref());
         Some(Snapshot {
             listeners,
+            tls,
             routes,
             backends,
             files: self.files.clone(),
@@ -294,14 +311,8 @@ impl Context {
             Some(t) => {
                 match t.get_ref().as_str() {
                     "passthrough" => Termination::Passthrough,
-                    "edge" | "reencrypt" => {
-                        let m = format!(
-                            "termination `{}` is not available in this version: use passthrough",
-                            t.get_ref()
-                        );
-                        self.error(src, t.span(), m);
-                        Termination::Passthrough
-                    }
+                    "edge" => Termination::Edge,
+                    "reencrypt" => Termination::Reencrypt,
                     other => {
                         let m = format!("unknown termination `{other}`: expected passthrough, edge or reencrypt");
                         self.error(src, t.span(), m);
@@ -339,7 +350,8 @@ impl Context {
             .get(&name)
             .cloned()
             .unwrap_or_default();
-        Backend::new(
+        let upstream = self.upstream(src, &raw, &name, termination);
+        let mut backend = Backend::new(
             name,
             termination,
             algorithm,
@@ -347,7 +359,9 @@ impl Context {
             timeouts,
             retries,
             rotation,
-        )
+        );
+        backend.upstream = upstream;
+        backend
     }
 
     fn servers(&mut self, src: &Source<'_>, raw: &RawBackend, backend: &str) -> Vec<Server> {
@@ -443,7 +457,9 @@ impl Context {
         src: &Source<'_>,
         raws: &[RawListener],
         names: &HashMap<String, BackendId>,
-    ) -> Vec<ListenerSpec> {
+        certs: Option<&Arc<crate::tls::CertStore>>,
+    ) -> (Vec<ListenerSpec>, Vec<Option<Arc<crate::tls::ServerSide>>>) {
+        let mut tls = Vec::new();
         if raws.is_empty() {
             self.errors.push(Problem {
                 file: src.path.to_path_buf(),
@@ -496,6 +512,7 @@ impl Context {
                 client_hello::DEFAULT_LIMIT as u64,
                 16_384..=1 << 20,
             );
+            tls.push(certs.and_then(|c| self.listener_tls(src, raw, c)));
             out.push(ListenerSpec {
                 name,
                 bind,
@@ -505,7 +522,7 @@ impl Context {
                 default_backend,
             });
         }
-        out
+        (out, tls)
     }
 
     fn bounded(
@@ -549,16 +566,24 @@ impl Default for BackendDefaults {
     }
 }
 
-/// A `os_tcp_be.map` value: the name of a defined passthrough backend.
-fn passthrough_backend(
+/// A map value: the name of a defined backend of one of the `kinds`.
+fn backend_of(
     value: &str,
     names: &HashMap<String, BackendId>,
     backends: &[Backend],
+    kinds: &[Termination],
 ) -> Result<BackendId, String> {
     let id = *names
         .get(value)
         .ok_or_else(|| format!("backend `{value}` is not defined"))?;
-    match backends[id].termination {
-        Termination::Passthrough => Ok(id),
+    let termination = backends[id].termination;
+    if kinds.contains(&termination) {
+        return Ok(id);
     }
+    let wanted: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    Err(format!(
+        "backend `{value}` is {}, this map needs {}",
+        termination.as_str(),
+        wanted.join(" or ")
+    ))
 }

@@ -8,9 +8,11 @@ mod duration;
 mod load;
 mod problem;
 mod raw;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use load::{load, load_after, Loaded};
@@ -45,6 +47,9 @@ pub struct Snapshot {
     pub files: Vec<PathBuf>,
     /// Whether edits to `files` are applied without a signal.
     pub watch: bool,
+    /// TLS termination of each listener (same index as `listeners`); `None`
+    /// when no certificate is configured.
+    pub tls: Vec<Option<Arc<crate::tls::ServerSide>>>,
     /// Grace period after which connections whose route was removed by a
     /// reload are closed; `None` lets them run to their end.
     pub close_removed_after: Option<Duration>,

@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub defaults: RawDefaults,
     #[serde(default)]
     pub reload: RawReload,
+    #[serde(default)]
+    pub tls: RawTls,
     /// Further files holding `[[backend]]` tables, relative to this file.
     #[serde(default)]
     pub backend_files: Vec<Spanned<String>>,
@@ -41,6 +43,22 @@ pub struct RawListener {
     pub max_connections: Option<Spanned<u64>>,
     pub max_client_hello: Option<Spanned<u64>>,
     pub default_backend: Option<Spanned<String>>,
+    /// Refuse the handshake when no certificate matches the SNI.
+    pub strict_sni: Option<bool>,
+    /// `none`, `optional` or `required` client certificates.
+    pub client_auth: Option<Spanned<String>>,
+    /// CA bundle that client certificates must chain to.
+    pub client_ca: Option<Spanned<String>>,
+}
+
+/// `[tls]`: termination settings shared by every listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM with the chain and key served when no crt-list line matches.
+    pub default_certificate: Option<Spanned<String>>,
+    /// `1.2` (default) or `1.3`.
+    pub min_version: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +68,10 @@ pub struct RawMaps {
     pub sni_passthrough: Option<Spanned<String>>,
     /// `os_tcp_be.map`: SNI → passthrough backend.
     pub tcp_be: Option<Spanned<String>>,
+    /// `os_edge_reencrypt_be.map`: SNI → edge or re-encrypt backend.
+    pub edge_reencrypt_be: Option<Spanned<String>>,
+    /// `cert_config.map`: crt-list of certificates and the SNIs they serve.
+    pub cert_config: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +104,14 @@ pub struct RawBackend {
     pub server_timeout: Option<Spanned<String>>,
     pub tunnel_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<u64>>,
+    /// Re-encrypt: the name sent as SNI and verified (never the address).
+    pub verify_host: Option<Spanned<String>>,
+    /// Re-encrypt: CA bundle the servers' certificates must chain to.
+    pub ca_file: Option<Spanned<String>>,
+    /// Re-encrypt: `required` (default) or `none`.
+    pub verify: Option<Spanned<String>>,
+    /// Re-encrypt: PEM (chain and key) presented to servers that ask.
+    pub client_certificate: Option<Spanned<String>>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
 }

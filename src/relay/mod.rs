@@ -8,6 +8,9 @@
 //! hundred bytes: two direction states and one timer.
 
 mod pool;
+mod streams;
+
+pub use streams::relay_streams;
 
 use std::future::poll_fn;
 use std::io;

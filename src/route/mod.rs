@@ -64,6 +64,8 @@ pub struct Routes {
     pub passthrough: Option<Map<()>>,
     /// `os_tcp_be.map`: name → passthrough backend.
     pub tcp_be: Option<Map<BackendId>>,
+    /// `os_edge_reencrypt_be.map`: name → edge or re-encrypt backend.
+    pub edge: Option<Map<BackendId>>,
 }
 
 impl Routes {
@@ -82,12 +84,19 @@ impl Routes {
         })
     }
 
+    /// The edge or re-encrypt backend for a name that is not passthrough.
+    pub fn find_terminated(&self, sni: &str) -> Option<(MapHit<'_>, BackendId)> {
+        let (hit, backend) = hit(self.edge.as_ref()?, sni)?;
+        Some((hit, *backend))
+    }
+
     /// Entries across all maps.
     pub fn len(&self) -> usize {
         self.passthrough
             .as_ref()
             .map_or(0, |m| m.table.entries().len())
             + self.tcp_be.as_ref().map_or(0, |m| m.table.entries().len())
+            + self.edge.as_ref().map_or(0, |m| m.table.entries().len())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,8 +1,12 @@
 //! The life of one accepted connection, top to bottom: read the ClientHello
-//! without consuming it, choose the route, choose and connect a server,
-//! replay the hello, relay, and write one access-log line. Everything it
-//! consults comes from the snapshot taken at accept, so a reload never
-//! changes a connection midway.
+//! without consuming it, choose the route, then hand over to the path of
+//! the backend's termination (`passthrough`: replay the hello and relay the
+//! raw bytes; `terminate`: edge or re-encrypt), and write one access-log
+//! line. Everything it consults comes from the snapshot taken at accept,
+//! so a reload never changes a connection midway.
+
+mod passthrough;
+mod terminate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +16,10 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::access_log::AccessLog;
-use crate::backend::{ActiveGuard, Backend};
+use crate::backend::{ActiveGuard, Backend, Termination};
 use crate::client_hello::{self, ClientHello, Progress};
 use crate::config::{ListenerSpec, Snapshot};
-use crate::relay::{self, Deadlines};
+use crate::relay;
 use crate::route::BackendId;
 use crate::server::Router;
 
@@ -37,47 +41,79 @@ pub struct Accepted {
 /// Runs a connection to its end. Never panics on peer input; every way it
 /// ends is logged once.
 pub async fn handle(conn: Accepted) {
-    let spec = &conn.snapshot.listeners[conn.listener];
-    let mut log = AccessLog::new(conn.peer, &spec.name);
-    let _ = conn.stream.set_nodelay(true);
-    let (hello_bytes, backend) = match preread(&conn.stream, spec, &mut log).await {
-        Ok(hello_bytes) => match choose_backend(&conn.snapshot, spec, &mut log) {
-            Some(id) => (hello_bytes, id),
-            None => return log.finish(),
-        },
-        Err(e) => match spec.default_backend {
-            Some(id) if e.goes_to_default() => (e.into_bytes(), id),
-            _ => return log.finish(),
-        },
+    let Accepted {
+        stream,
+        peer,
+        snapshot,
+        listener,
+        router,
+    } = conn;
+    let spec = &snapshot.listeners[listener];
+    let mut log = AccessLog::new(peer, &spec.name);
+    let _ = stream.set_nodelay(true);
+    let Some((hello_bytes, id)) = decide(&stream, &snapshot, spec, &mut log).await else {
+        return log.finish();
     };
-    let backend = conn.snapshot.backend(backend);
+    let backend = snapshot.backend(id);
     log.backend(backend);
-    let Some((server, _active)) = connect(backend, conn.peer, &mut log).await else {
-        return log.finish();
-    };
-    if let Err(e) = relay::write_all(&server, &hello_bytes).await {
-        log.end("server", &format!("write failed: {e}"));
-        return log.finish();
-    }
-    drop(hello_bytes);
-    let deadlines = Deadlines {
-        first_response: backend.timeouts.server,
-        idle: backend.timeouts.tunnel,
-    };
-    let removed = conn.snapshot.close_removed_after.map(|grace| {
+    let removed = snapshot.close_removed_after.map(|grace| {
         let sni = log.sni().map(str::to_string);
         let watch = route_removed(
-            Arc::clone(&conn.router),
+            Arc::clone(&router),
             sni,
-            conn.listener,
+            listener,
             backend.name.clone(),
             grace,
         );
         Box::pin(watch) as relay::Stop
     });
-    let outcome = relay::relay(&conn.stream, &server, deadlines, removed).await;
-    log.relayed(&outcome);
+    let ctx = Ctx {
+        peer,
+        backend,
+        removed,
+    };
+    match backend.termination {
+        Termination::Passthrough => passthrough::run(stream, hello_bytes, ctx, &mut log).await,
+        Termination::Edge | Termination::Reencrypt => {
+            match snapshot.tls.get(listener).and_then(Option::as_ref) {
+                Some(tls) => terminate::run(stream, hello_bytes, tls, spec, ctx, &mut log).await,
+                None => log.end(
+                    "switchyard",
+                    "backend terminates TLS but the listener has no certificate",
+                ),
+            }
+        }
+    }
     log.finish();
+}
+
+/// What the termination paths need besides the streams.
+pub(crate) struct Ctx<'a> {
+    pub peer: SocketAddr,
+    pub backend: &'a Backend,
+    /// Resolves when a reload removed this connection's route (if asked).
+    pub removed: Option<relay::Stop>,
+}
+
+/// Reads the ClientHello and chooses the backend: a passthrough route, an
+/// edge or re-encrypt route, or the listener's default backend. Returns
+/// the bytes read (to replay) and the backend, or `None` to close.
+async fn decide<'a>(
+    stream: &TcpStream,
+    snapshot: &'a Snapshot,
+    spec: &ListenerSpec,
+    log: &mut AccessLog<'a>,
+) -> Option<(Vec<u8>, BackendId)> {
+    match preread(stream, spec, log).await {
+        Ok(hello_bytes) => choose_backend(snapshot, spec, log).map(|id| (hello_bytes, id)),
+        Err(PrereadError::NoSni(bytes)) => spec.default_backend.map(|id| (bytes, id)),
+        // Not a usable hello: only a passthrough default can take it.
+        Err(PrereadError::Hello(bytes)) => spec
+            .default_backend
+            .filter(|&id| snapshot.backend(id).termination == Termination::Passthrough)
+            .map(|id| (bytes, id)),
+        Err(PrereadError::Timeout | PrereadError::Closed) => None,
+    }
 }
 
 /// Why the preread stopped without a ClientHello that names a host.
@@ -88,20 +124,6 @@ enum PrereadError {
     NoSni(Vec<u8>),
     Timeout,
     Closed,
-}
-
-impl PrereadError {
-    /// Whether the listener's default backend should take the connection.
-    fn goes_to_default(&self) -> bool {
-        matches!(self, PrereadError::Hello(_) | PrereadError::NoSni(_))
-    }
-
-    fn into_bytes(self) -> Vec<u8> {
-        match self {
-            PrereadError::Hello(b) | PrereadError::NoSni(b) => b,
-            PrereadError::Timeout | PrereadError::Closed => Vec::new(),
-        }
-    }
 }
 
 /// Reads until the ClientHello is complete (or not a hello), within the
@@ -183,21 +205,24 @@ fn choose_backend<'a>(
     log: &mut AccessLog<'a>,
 ) -> Option<BackendId> {
     let sni = log.sni()?;
-    match snapshot.routes.find(sni) {
+    let miss = match snapshot.routes.find(sni) {
         Ok(route) => {
             log.route(route.hit.file, route.hit.line);
-            Some(route.backend)
+            return Some(route.backend);
         }
-        Err(miss) => {
-            log.end("switchyard", &format!("no route: {}", miss.as_str()));
-            spec.default_backend
-        }
+        Err(miss) => miss,
+    };
+    if let Some((hit, id)) = snapshot.routes.find_terminated(sni) {
+        log.route(hit.file, hit.line);
+        return Some(id);
     }
+    log.end("switchyard", &format!("no route: {}", miss.as_str()));
+    spec.default_backend
 }
 
 /// Picks a server and connects, trying others after a failure (bounded by
 /// the backend's retries).
-async fn connect<'a>(
+pub(crate) async fn connect<'a>(
     backend: &'a Backend,
     peer: SocketAddr,
     log: &mut AccessLog<'a>,

@@ -1,0 +1,177 @@
+//! Edge and re-encrypt: finish the TLS handshake with the client (the
+//! preread bytes are replayed into it, nothing is read twice from the
+//! socket), with the certificate chosen by SNI. The server is connected
+//! before the handshake completes so that a re-encrypt backend can offer
+//! the client's ALPN upstream and answer the client with the server's
+//! choice. Then relay plaintext (edge) or re-encrypted TLS.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::{LazyConfigAcceptor, StartHandshake, TlsConnector};
+
+use super::{connect, Ctx};
+use crate::access_log::AccessLog;
+use crate::config::ListenerSpec;
+use crate::relay::{self, Deadlines};
+use crate::tls::upstream::{describe_failure, is_verify_failure};
+use crate::tls::{Served, ServerSide};
+
+pub(super) async fn run<'a>(
+    client: TcpStream,
+    hello: Vec<u8>,
+    tls: &ServerSide,
+    spec: &ListenerSpec,
+    ctx: Ctx<'a>,
+    log: &mut AccessLog<'a>,
+) {
+    let Some(cert) = tls.certificate(log.sni()) else {
+        log.end("switchyard", "no certificate for this SNI (strict_sni)");
+        return;
+    };
+    let deadline = Instant::now() + spec.inspect_timeout;
+    let acceptor = LazyConfigAcceptor::new(
+        rustls::server::Acceptor::default(),
+        Replay::new(hello, client),
+    );
+    let start = match timeout_at(deadline, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => return log.end("client", &format!("TLS handshake failed: {e}")),
+        Err(_) => return log.end("switchyard", "TLS handshake timed out"),
+    };
+    let offered: Vec<Vec<u8>> = start
+        .client_hello()
+        .alpn()
+        .map(|protocols| protocols.map(<[u8]>::to_vec).collect())
+        .unwrap_or_default();
+    let Some((server, _active)) = connect(ctx.backend, ctx.peer, log).await else {
+        return;
+    };
+    let deadlines = Deadlines {
+        first_response: ctx.backend.timeouts.server,
+        idle: ctx.backend.timeouts.tunnel,
+    };
+    let Some(upstream) = &ctx.backend.upstream else {
+        // Edge: the certificate's ALPN list, plaintext to the server.
+        let Some(client) = handshake(start, tls, cert, cert.alpn.clone(), deadline, log).await
+        else {
+            return;
+        };
+        let outcome = relay::relay_streams(client, server, deadlines, ctx.removed).await;
+        return log.relayed(&outcome);
+    };
+    let addr = server.peer_addr().ok();
+    let connector = TlsConnector::from(upstream.config(&offered));
+    let connecting = connector.connect(upstream.verify_host.clone(), server);
+    let server = match timeout(ctx.backend.timeouts.connect, connecting).await {
+        Ok(Ok(server)) => server,
+        Ok(Err(e)) => {
+            if is_verify_failure(&e) {
+                ctx.backend
+                    .verify_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let addr = addr.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+            let why = describe_failure(addr, &e);
+            tracing::warn!(backend = %ctx.backend.name, client = %ctx.peer, "{why}");
+            return log.end("server", &why);
+        }
+        Err(_) => return log.end("server", "TLS handshake with the server timed out"),
+    };
+    // Answer the client with the protocol the server chose.
+    let chosen: Vec<Vec<u8>> = server
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .map(<[u8]>::to_vec)
+        .into_iter()
+        .collect();
+    let deadline = Instant::now() + spec.inspect_timeout;
+    let Some(client) = handshake(start, tls, cert, chosen, deadline, log).await else {
+        return;
+    };
+    let outcome = relay::relay_streams(client, server, deadlines, ctx.removed).await;
+    log.relayed(&outcome);
+}
+
+/// Completes the client handshake presenting `cert` and offering `alpn`.
+async fn handshake(
+    start: StartHandshake<Replay>,
+    tls: &ServerSide,
+    cert: &Served,
+    alpn: Vec<Vec<u8>>,
+    deadline: Instant,
+    log: &mut AccessLog<'_>,
+) -> Option<tokio_rustls::server::TlsStream<Replay>> {
+    match timeout_at(deadline, start.into_stream(tls.config(cert, alpn))).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            log.end("client", &format!("TLS handshake failed: {e}"));
+            None
+        }
+        Err(_) => {
+            log.end("switchyard", "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The client socket with the preread bytes put back in front: reads
+/// return `prefix` first, then the socket; writes go to the socket.
+pub(super) struct Replay {
+    prefix: Vec<u8>,
+    /// How much of `prefix` has been read.
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl Replay {
+    fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        Replay {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.pos);
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new(); // replayed: free it
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

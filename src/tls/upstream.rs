@@ -1,0 +1,179 @@
+//! TLS towards servers of re-encrypt backends. The name sent as SNI and
+//! verified is the backend's `verify_host`, never the address dialed: pods
+//! are IP addresses and their certificates carry DNS names only. A failed
+//! verification is described with the names the certificate holds.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+/// How a re-encrypt backend opens TLS to its servers.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The name sent as SNI and checked against the server's certificate.
+    pub verify_host: ServerName<'static>,
+    /// Base configuration; ALPN is set per connection from the client's offer.
+    config: Arc<ClientConfig>,
+}
+
+/// Certificate checking of a re-encrypt backend.
+pub enum Verify<'a> {
+    /// Against the CA bundle at this path.
+    CaFile(&'a Path),
+    /// Not at all (`verify = "none"`, written explicitly).
+    None,
+}
+
+impl Upstream {
+    pub fn new(
+        verify_host: &str,
+        verify: Verify<'_>,
+        client_certificate: Option<&Path>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Self, String> {
+        let name = ServerName::try_from(verify_host.to_string())
+            .map_err(|_| format!("verify_host `{verify_host}` is not a valid server name"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?;
+        let builder = match verify {
+            Verify::CaFile(path) => builder.with_root_certificates(roots(path)?),
+            Verify::None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider))),
+        };
+        let config = match client_certificate {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let (key, _) = super::certs::load_pem(path)?;
+                builder
+                    .with_client_auth_cert(key.cert.clone(), client_key(path)?)
+                    .map_err(|e| format!("client certificate {}: {e}", path.display()))?
+            }
+        };
+        Ok(Upstream {
+            verify_host: name,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The configuration for one connection, offering `alpn` upstream.
+    pub fn config(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
+        if alpn.is_empty() {
+            return Arc::clone(&self.config);
+        }
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = alpn.to_vec();
+        Arc::new(config)
+    }
+}
+
+fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("ca_file {} holds no certificate", path.display()));
+    }
+    Ok(roots)
+}
+
+fn client_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
+    rustls::pki_types::PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A log line for a failed upstream handshake: for a name mismatch, the
+/// names the certificate is valid for and the name expected.
+pub fn describe_failure(server: SocketAddr, error: &std::io::Error) -> String {
+    let inner = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        })) => {
+            format!(
+                "certificate for {server} is valid for {}; expected {}",
+                presented.join(", "),
+                expected.to_str()
+            )
+        }
+        Some(e) => format!("TLS to {server} failed: {e}"),
+        None => format!("TLS to {server} failed: {error}"),
+    }
+}
+
+/// Whether a failed handshake was a certificate verification failure.
+pub fn is_verify_failure(error: &std::io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_))
+    )
+}
+
+/// `verify = "none"`: accepts any certificate, still checks handshake
+/// signatures so the session is bound to the presented key.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
