@@ -199,6 +199,18 @@ fn demo_serves_its_routes_and_stops_cleanly() {
         eprintln!("openssl not installed: the s_client check did not run");
     }
 
+    // Edge and re-encrypt routes.
+    let edge = https_get(demo.listen, &ca, "edge.demo.test");
+    assert!(
+        edge.contains("Hello from web-plain: this request reached me over plaintext"),
+        "{edge}"
+    );
+    let secure = https_get(demo.listen, &ca, "secure.demo.test");
+    assert!(
+        secure.contains("Hello from web-1: this request reached me over TLS"),
+        "{secure}"
+    );
+
     // A newcomer adds a route to the demo's map: it is served within a second.
     assert!(
         https_get(demo.listen, &ca, "www.demo.test").is_empty(),

@@ -36,13 +36,20 @@ pub async fn prepare(dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result
     let web_config = Arc::new(certs.server_config(&[b"http/1.1"])?);
     let web1 = servers::web(Arc::clone(&web_config), "web-1").await?;
     let web2 = servers::web(web_config, "web-2").await?;
+    let plain = servers::web_plain("web-plain").await?;
     write(&dir, "certs/demo-ca.pem", &certs.ca_pem)?;
-    write(&dir, "certs/demo-server.pem", &certs.server_pem)?;
-    write(&dir, "certs/demo-server.key", &certs.server_key_pem)?;
+    // The router presents the same demo certificate (chain and key in one file).
+    let server_pem = format!("{}{}", certs.server_pem, certs.server_key_pem);
+    write(&dir, "certs/demo-server.pem", &server_pem)?;
     write(&dir, "switchyard.toml", &main_toml(listen))?;
-    write(&dir, "backends.toml", &backends_toml(echo, web1, web2))?;
-    write(&dir, "maps/os_sni_passthrough.map", PASSTHROUGH_MAP)?;
+    write(
+        &dir,
+        "backends.toml",
+        &backends_toml(echo, web1, web2, plain),
+    )?;
     write(&dir, "maps/os_tcp_be.map", TCP_BE_MAP)?;
+    write(&dir, "maps/os_edge_reencrypt_be.map", EDGE_REENCRYPT_MAP)?;
+    write(&dir, "maps/cert_config.map", CERT_CONFIG)?;
     Ok(Demo {
         config: dir.join("switchyard.toml"),
         dir,
@@ -65,6 +72,8 @@ pub fn instructions(demo: &Demo, listen: SocketAddr) -> String {
     );
     let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve web.demo.test:{port}:{ip} https://web.demo.test:{port}/");
     let _ = writeln!(s, "  openssl s_client -connect {listen} -servername echo.demo.test -quiet   # type a line: it comes back");
+    let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve edge.demo.test:{port}:{ip} https://edge.demo.test:{port}/     # edge");
+    let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve secure.demo.test:{port}:{ip} https://secure.demo.test:{port}/ # re-encrypt");
     let _ = writeln!(
         s,
         "  {exe} route --config {} web.demo.test --client 203.0.113.7",
@@ -103,9 +112,15 @@ name = "public_ssl"
 bind = "{listen}"
 inspect_timeout = "5s"
 
+# The demo has no os_sni_passthrough.map: a name in os_tcp_be.map is
+# passthrough, any other is terminated and routed by os_edge_reencrypt_be.map.
 [maps]
-sni_passthrough = "maps/os_sni_passthrough.map"
 tcp_be = "maps/os_tcp_be.map"
+edge_reencrypt_be = "maps/os_edge_reencrypt_be.map"
+cert_config = "maps/cert_config.map"
+
+[tls]
+default_certificate = "certs/demo-server.pem"
 
 [defaults]
 balance = "source"
@@ -114,7 +129,12 @@ connect_timeout = "5s"
     )
 }
 
-fn backends_toml(echo: SocketAddr, web1: SocketAddr, web2: SocketAddr) -> String {
+fn backends_toml(
+    echo: SocketAddr,
+    web1: SocketAddr,
+    web2: SocketAddr,
+    plain: SocketAddr,
+) -> String {
     format!(
         r#"# Demo backends: TLS servers started by the demo on loopback.
 
@@ -131,16 +151,34 @@ servers = [
   {{ name = "web-1", address = "{web1}", weight = 256 }},
   {{ name = "web-2", address = "{web2}", weight = 256 }},
 ]
+
+[[backend]]
+name = "be_edge_http:demo:plain"
+termination = "edge"
+servers = [{{ name = "web-plain", address = "{plain}" }}]
+
+# Re-encrypt: the servers are dialed by IP; their certificate is checked
+# against verify_host and the demo CA.
+[[backend]]
+name = "be_secure:demo:web"
+termination = "reencrypt"
+verify_host = "web.demo.test"
+ca_file = "certs/demo-ca.pem"
+servers = [{{ name = "web-1", address = "{web1}" }}]
 "#
     )
 }
 
-const PASSTHROUGH_MAP: &str = r"# SNIs served by passthrough (value 1), first match wins.
-# Every one-label name under demo.test is passthrough; os_tcp_be.map says where it goes.
-^[^\.]*\.demo\.test$ 1
-";
-
 const TCP_BE_MAP: &str = r"# SNI regex -> passthrough backend, first match wins.
 ^echo\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_tcp:demo:echo
 ^web\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_tcp:demo:web
+";
+
+const EDGE_REENCRYPT_MAP: &str = r"# SNI regex -> edge or re-encrypt backend, first match wins.
+^edge\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_edge_http:demo:plain
+^secure\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_secure:demo:web
+";
+
+const CERT_CONFIG: &str = "# crt-list: <pem (chain and key)> [alpn …] <SNI filters>
+certs/demo-server.pem [alpn http/1.1] edge.demo.test secure.demo.test
 ";

@@ -46,7 +46,7 @@ pub async fn web(
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(tcp).await {
-                    let _ = serve_http(tls, name, peer).await;
+                    let _ = serve_http(tls, name, "TLS", peer).await;
                 }
             });
         }
@@ -54,8 +54,25 @@ pub async fn web(
     Ok(addr)
 }
 
+/// Starts a plaintext web server named `name` (behind an edge route).
+pub async fn web_plain(name: &'static str) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = listener.accept().await {
+            tokio::spawn(serve_http(tcp, name, "plaintext", peer));
+        }
+    });
+    Ok(addr)
+}
+
 /// Answers HTTP/1.1 requests on one connection until the client closes.
-async fn serve_http<S>(mut stream: S, name: &str, peer: SocketAddr) -> std::io::Result<()>
+async fn serve_http<S>(
+    mut stream: S,
+    name: &'static str,
+    carried: &'static str,
+    peer: SocketAddr,
+) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -67,9 +84,8 @@ where
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         let close = head.contains("\r\nconnection: close");
         buf.drain(..end);
-        let body = format!(
-            "Hello from {name}: Switchyard passed your TLS through untouched (seen from {peer}).\n"
-        );
+        let body =
+            format!("Hello from {name}: this request reached me over {carried}, from {peer}.\n");
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-served-by: {name}\r\n{}\r\n{body}",
             body.len(),

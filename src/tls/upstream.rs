@@ -107,14 +107,23 @@ pub fn describe_failure(server: SocketAddr, error: &std::io::Error) -> String {
             expected,
             presented,
         })) => {
+            let names: Vec<&str> = presented.iter().map(|p| bare_name(p)).collect();
             format!(
                 "certificate for {server} is valid for {}; expected {}",
-                presented.join(", "),
+                names.join(", "),
                 expected.to_str()
             )
         }
         Some(e) => format!("TLS to {server} failed: {e}"),
         None => format!("TLS to {server} failed: {error}"),
+    }
+}
+
+/// `goldmane` out of rustls' `DnsName("goldmane")` (IP names likewise).
+fn bare_name(presented: &str) -> &str {
+    match presented.split_once('(') {
+        Some((_, inner)) => inner.trim_end_matches(')').trim_matches('"'),
+        None => presented,
     }
 }
 

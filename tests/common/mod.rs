@@ -29,6 +29,17 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// A PEM file body with the chain and key of a certificate for `names`.
+    pub fn pem(&self, names: &[&str]) -> String {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let params = CertificateParams::new(names).expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("sign");
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    }
+
     pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -101,6 +112,33 @@ pub async fn named_server(name: &'static str, config: Arc<rustls::ServerConfig>)
                     }
                     let _ = tls.shutdown().await;
                 }
+                let _ = tx.send(wire.lock().expect("lock").clone());
+            });
+        }
+    });
+    NamedServer { addr, wires }
+}
+
+/// A plaintext TCP server that sends its name and a newline, then echoes;
+/// each finished connection's bytes go to the receiver (what an edge
+/// backend gets must be the client's plaintext).
+pub async fn plain_named_server(name: &'static str) -> NamedServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, wires) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (mut rec, wire) = Recorder::new(tcp);
+                let _ = rec.write_all(format!("{name}\n").as_bytes()).await;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = rec.read(&mut buf).await {
+                    if n == 0 || rec.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = rec.shutdown().await;
                 let _ = tx.send(wire.lock().expect("lock").clone());
             });
         }

@@ -1,0 +1,399 @@
+//! Edge and re-encrypt termination through real sockets and real TLS:
+//! certificates by SNI (exact, wildcard, default, strict), plaintext to
+//! edge servers, verified TLS to re-encrypt servers addressed by IP whose
+//! certificates carry DNS names only, ALPN end to end, client certificates,
+//! and certificate replacement by a reload.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Names and files of the test configuration.
+struct Setup {
+    /// Signs the certificates the router presents to clients.
+    front: Pki,
+    /// Signs the re-encrypt servers' certificates (the backends' ca_file).
+    inner: Pki,
+    dir: ConfigDir,
+    edge: NamedServer,
+    secure: NamedServer,
+    wrong: NamedServer,
+}
+
+/// A TLS server that greets with its name and the ALPN it negotiated.
+async fn alpn_server(name: &'static str, pki: &Pki, names: &[&str]) -> NamedServer {
+    let mut config = (*pki.server_config(names)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (_tx, wires) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let alpn = tls
+                    .get_ref()
+                    .1
+                    .alpn_protocol()
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+                let greeting = format!("{name} alpn={}\n", alpn.unwrap_or_else(|| "-".into()));
+                let _ = tls.write_all(greeting.as_bytes()).await;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    NamedServer { addr, wires }
+}
+
+async fn setup(listener_extra: &str) -> Setup {
+    let front = Pki::new();
+    let inner = Pki::new();
+    let dir = ConfigDir::new();
+    let edge = plain_named_server("plain-edge").await;
+    // Addressed by IP; the certificate carries DNS names only.
+    let secure = alpn_server("secure", &inner, &["secure.apps.svc", "secure"]).await;
+    let wrong = alpn_server(
+        "wrong",
+        &inner,
+        &["goldmane.calico-system.svc.example.com", "goldmane"],
+    )
+    .await;
+    dir.write("certs/front-ca.pem", &front.ca_pem);
+    dir.write("certs/inner-ca.pem", &inner.ca_pem);
+    dir.write("certs/default.pem", &front.pem(&["default.test"]));
+    dir.write("certs/edge.pem", &front.pem(&["edge.test"]));
+    dir.write("certs/wild.pem", &front.pem(&["*.wild.test"]));
+    dir.write("certs/secure.pem", &front.pem(&["secure.test"]));
+    dir.write(
+        "maps/cert_config.map",
+        "# crt-list\ncerts/edge.pem edge.test\ncerts/wild.pem *.wild.test\ncerts/secure.pem [alpn h2,http/1.1] secure.test\n",
+    );
+    dir.write("maps/os_sni_passthrough.map", "# none\n");
+    dir.write("maps/os_tcp_be.map", "# none\n");
+    let edge_map = [
+        ("edge.test", "be_edge_http:t:edge"),
+        ("unlisted.test", "be_edge_http:t:edge"),
+        ("a.wild.test", "be_edge_http:t:edge"),
+        ("secure.test", "be_secure:t:secure"),
+        ("wrong.test", "be_secure:t:wrong"),
+    ]
+    .iter()
+    .map(|(host, backend)| format!("{} {backend}\n", route_regex(host)))
+    .collect::<String>();
+    dir.write("maps/os_edge_reencrypt_be.map", &edge_map);
+    let extra = format!(
+        "[tls]\ndefault_certificate = \"certs/default.pem\"\n\n\
+         [[backend]]\nname = \"be_edge_http:t:edge\"\ntermination = \"edge\"\n\
+         servers = [{{ name = \"e1\", address = \"{}\" }}]\n\n\
+         [[backend]]\nname = \"be_secure:t:secure\"\ntermination = \"reencrypt\"\n\
+         verify_host = \"secure.apps.svc\"\nca_file = \"certs/inner-ca.pem\"\n\
+         servers = [{{ name = \"s1\", address = \"{}\" }}]\n\n\
+         [[backend]]\nname = \"be_secure:t:wrong\"\ntermination = \"reencrypt\"\n\
+         verify_host = \"goldmane.calico-system.svc.cluster.local\"\nca_file = \"certs/inner-ca.pem\"\n\
+         servers = [{{ name = \"w1\", address = \"{}\" }}]\n",
+        edge.addr, secure.addr, wrong.addr
+    );
+    let listener = format!("{listener_extra}\n");
+    let main = dir.main(&listener, &extra);
+    let text = std::fs::read_to_string(&main).expect("main");
+    let text = text.replace(
+        "tcp_be = \"maps/os_tcp_be.map\"",
+        "tcp_be = \"maps/os_tcp_be.map\"\nedge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\ncert_config = \"maps/cert_config.map\"",
+    );
+    std::fs::write(&main, text).expect("main");
+    Setup {
+        front,
+        inner,
+        dir,
+        edge,
+        secure,
+        wrong,
+    }
+}
+
+fn client(pki: &Pki, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+    let mut config = (*pki.client_config()).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+/// Handshakes with `sni`, accepting any certificate, and returns the leaf
+/// presented (None if the handshake failed).
+async fn presented(addr: SocketAddr, sni: &str) -> Option<Vec<u8>> {
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = ServerName::try_from(sni.to_string()).ok()?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    tls.get_ref()
+        .1
+        .peer_certificates()?
+        .first()
+        .map(|c| c.to_vec())
+}
+
+fn leaf_of(pem_path: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let mut certs = CertificateDer::pem_file_iter(pem_path).expect("pem");
+    certs.next().expect("leaf").expect("pem").to_vec()
+}
+
+#[tokio::test]
+async fn edge_terminates_and_forwards_plaintext() {
+    let mut s = setup("").await;
+    let (_router, addr) = start(&s.dir.path().join("switchyard.toml"));
+    let session = session(
+        addr,
+        "edge.test",
+        s.front.client_config(),
+        b"GET / plaintext",
+    )
+    .await
+    .expect("edge");
+    assert_eq!(session.server, "plain-edge");
+    let wire = tokio::time::timeout(WAIT, s.edge.wires.recv())
+        .await
+        .expect("done")
+        .expect("wire");
+    assert_eq!(
+        wire.received, b"GET / plaintext",
+        "the edge server got the client's plaintext"
+    );
+    assert_eq!(
+        presented(addr, "edge.test").await,
+        Some(leaf_of(&s.dir.path().join("certs/edge.pem")))
+    );
+}
+
+#[tokio::test]
+async fn reencrypt_verifies_the_configured_name_not_the_ip() {
+    let s = setup("").await;
+    let (_router, addr) = start(&s.dir.path().join("switchyard.toml"));
+    let mut open = Open::connect(addr, "secure.test", client(&s.front, &[]))
+        .await
+        .expect("re-encrypt");
+    assert_eq!(open.server, "secure alpn=-");
+    open.echo(b"through two TLS sessions").await.expect("echo");
+    let _ = (&s.inner, &s.secure);
+}
+
+#[tokio::test]
+async fn alpn_h2_is_negotiated_end_to_end() {
+    let s = setup("").await;
+    let (_router, addr) = start(&s.dir.path().join("switchyard.toml"));
+    let config = client(&s.front, &["h2", "http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("secure.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "client negotiated h2"
+    );
+    let mut line = vec![0u8; "secure alpn=h2\n".len()];
+    tls.read_exact(&mut line).await.expect("greeting");
+    assert_eq!(
+        line, b"secure alpn=h2\n",
+        "the server negotiated h2 with the router"
+    );
+}
+
+#[tokio::test]
+async fn wildcard_and_default_certificates() {
+    let s = setup("").await;
+    let (_router, addr) = start(&s.dir.path().join("switchyard.toml"));
+    let open = Open::connect(addr, "a.wild.test", s.front.client_config())
+        .await
+        .expect("wildcard");
+    assert_eq!(open.server, "plain-edge");
+    assert_eq!(
+        presented(addr, "a.wild.test").await,
+        Some(leaf_of(&s.dir.path().join("certs/wild.pem")))
+    );
+    let default = leaf_of(&s.dir.path().join("certs/default.pem"));
+    assert_eq!(
+        presented(addr, "unlisted.test").await,
+        Some(default),
+        "unknown SNI gets the default certificate"
+    );
+}
+
+#[tokio::test]
+async fn strict_sni_refuses_names_without_a_certificate() {
+    let s = setup("strict_sni = true").await;
+    let (_router, addr) = start(&s.dir.path().join("switchyard.toml"));
+    assert_eq!(
+        presented(addr, "unlisted.test").await,
+        None,
+        "no default certificate under strict SNI"
+    );
+    let open = Open::connect(addr, "edge.test", s.front.client_config())
+        .await
+        .expect("listed name works");
+    assert_eq!(open.server, "plain-edge");
+}
+
+#[tokio::test]
+async fn client_certificates_required() {
+    let s = setup("client_auth = \"required\"\nclient_ca = \"certs/front-ca.pem\"").await;
+    let (_router, addr) = start(&s.dir.path().join("switchyard.toml"));
+    // Without a certificate: the server refuses; the client sees it on first read.
+    let without = Open::connect(addr, "edge.test", s.front.client_config()).await;
+    assert!(without.is_err(), "no client certificate, no session");
+    // With one signed by the client CA.
+    let pem = s.front.pem(&["client.test"]);
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("chain");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).expect("key");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(s.front.ca_pem.as_bytes()) {
+        roots.add(ca.expect("ca")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    let open = Open::connect(addr, "edge.test", Arc::new(config))
+        .await
+        .expect("with a certificate");
+    assert_eq!(open.server, "plain-edge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_certificate_is_served_by_the_next_handshake() {
+    let s = setup("").await;
+    let config = s.dir.path().join("switchyard.toml");
+    let (router, addr) = start(&config);
+    let _reloader = switchyard::reload::spawn(config, Arc::clone(&router));
+    let path = s.dir.path().join("certs/edge.pem");
+    let old = leaf_of(&path);
+    assert_eq!(presented(addr, "edge.test").await, Some(old.clone()));
+    let tmp = s.dir.path().join("certs/edge.pem.new");
+    std::fs::write(&tmp, s.front.pem(&["edge.test"])).expect("new cert");
+    std::fs::rename(&tmp, &path).expect("replace");
+    let new = leaf_of(&path);
+    assert_ne!(old, new);
+    let started = Instant::now();
+    while presented(addr, "edge.test").await != Some(new.clone()) {
+        assert!(started.elapsed() < WAIT, "the new certificate is served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Accepts any certificate: for tests that look at what was presented.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn name_mismatch_closes_the_client_and_says_which_names() {
+    use std::io::BufRead;
+    let s = setup("").await;
+    let config = s.dir.path().join("switchyard.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let next_line = |pred: &dyn Fn(&str) -> bool| loop {
+        let line = rx.recv_timeout(WAIT).expect("log line");
+        if pred(&line) {
+            return line;
+        }
+    };
+    let listening = next_line(&|l| l.contains("\"listening\""));
+    let addr: SocketAddr = listening
+        .split("\"addr\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|a| a.parse().ok())
+        .expect("listening address");
+    let result = Open::connect(addr, "wrong.test", s.front.client_config()).await;
+    assert!(result.is_err(), "the client sees a closed connection");
+    let expected = format!(
+        "certificate for {} is valid for goldmane.calico-system.svc.example.com, goldmane; expected goldmane.calico-system.svc.cluster.local",
+        s.wrong.addr
+    );
+    let line = next_line(&|l| l.contains("is valid for"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains(&expected), "{line}");
+}
