@@ -21,6 +21,9 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, global = true, default_value = "text")]
     log_format: Format,
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,10 +76,13 @@ fn main() -> ExitCode {
             sni,
             client,
         } => route(&config, &sni, client),
-        Command::Run { config, drain } => {
-            serve(|| async { Ok(config) }, Duration::from_secs(drain))
-        }
+        Command::Run { config, drain } => serve(
+            cli.threads,
+            || async { Ok(config) },
+            Duration::from_secs(drain),
+        ),
         Command::Demo { dir, listen } => serve(
+            cli.threads,
             || async move {
                 let demo = demo::prepare(dir, listen).await?;
                 eprintln!("{}", demo::instructions(&demo, listen));
@@ -141,15 +147,16 @@ fn route(path: &Path, sni: &str, client: IpAddr) -> ExitCode {
 
 /// Builds the runtime, gets the configuration path from `prepare` (which
 /// may start demo servers on the runtime), serves it and drains on a signal.
-fn serve<F, Fut>(prepare: F, drain: Duration) -> ExitCode
+fn serve<F, Fut>(threads: Option<usize>, prepare: F, drain: Duration) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<PathBuf>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
