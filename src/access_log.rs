@@ -33,6 +33,8 @@ pub struct AccessLog<'a> {
     reason: String,
     /// Set when the preread failed: the line goes out at debug.
     rejected: bool,
+    /// The connection ended in an error (counted per backend and server).
+    failed: bool,
 }
 
 impl<'a> AccessLog<'a> {
@@ -53,6 +55,7 @@ impl<'a> AccessLog<'a> {
             closed_by: "-",
             reason: String::new(),
             rejected: false,
+            failed: false,
         }
     }
 
@@ -93,6 +96,13 @@ impl<'a> AccessLog<'a> {
         self.reason = reason.to_string();
     }
 
+    /// Like `end`, for an error: counted in the backend's and server's
+    /// connection errors.
+    pub fn fail(&mut self, closed_by: &'static str, reason: &str) {
+        self.failed = true;
+        self.end(closed_by, reason);
+    }
+
     pub fn relayed(&mut self, outcome: &Outcome) {
         self.bytes_in = outcome.client_to_server;
         self.bytes_out = outcome.server_to_client;
@@ -107,8 +117,24 @@ impl<'a> AccessLog<'a> {
         }
     }
 
-    /// Writes the line.
-    pub fn finish(self) {
+    /// Writes the line and adds the connection to its backend's and
+    /// server's counters; returns (bytes in, bytes out, failed) for the
+    /// listener's.
+    pub fn finish(self) -> (u64, u64, bool) {
+        if let Some(b) = self.backend {
+            b.traffic.record(self.bytes_in, self.bytes_out, self.failed);
+        }
+        if let Some(s) = self.server {
+            s.state
+                .traffic
+                .record(self.bytes_in, self.bytes_out, self.failed);
+        }
+        let counted = (self.bytes_in, self.bytes_out, self.failed);
+        self.write();
+        counted
+    }
+
+    fn write(self) {
         let hello = self.hello.as_ref();
         let sni = hello.and_then(|h| h.sni.as_deref()).unwrap_or("-");
         let alpn = hello.map(|h| h.alpn.join(",")).unwrap_or_default();

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balance::{Algorithm, Balancer, Member, View};
+use crate::health::state::Health;
+use crate::health::CheckSpec;
+use crate::stats::counters::Traffic;
 
 /// How a backend carries TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,10 @@ pub struct ServerState {
     active: AtomicUsize,
     /// Connections ever sent to it.
     total: AtomicU64,
+    /// Bytes and errors of the connections it served.
+    pub traffic: Traffic,
+    /// Up or down, from active checks and passive failures.
+    pub health: Health,
 }
 
 impl ServerState {
@@ -112,6 +119,11 @@ pub struct Backend {
     pub upstream: Option<crate::tls::upstream::Upstream>,
     /// Failed verifications of servers' certificates (re-encrypt).
     pub verify_failures: Arc<AtomicU64>,
+    /// Active health check, if asked for.
+    pub check: Option<CheckSpec>,
+    /// Connections, bytes and errors of the backend (its route), carried
+    /// across reloads.
+    pub traffic: Arc<Traffic>,
     balancer: Balancer,
 }
 
@@ -148,11 +160,22 @@ impl Backend {
             rotation,
             upstream: None,
             verify_failures: Arc::default(),
+            check: None,
+            traffic: Arc::default(),
             balancer,
         }
     }
 
-    /// The server for a new connection from `client`, skipping `tried`.
+    /// Servers that are up now.
+    pub fn servers_up(&self) -> usize {
+        self.servers
+            .iter()
+            .filter(|s| s.state.health.is_up())
+            .count()
+    }
+
+    /// The server for a new connection from `client`, skipping `tried`
+    /// and servers that are down.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
         self.balancer.pick(
             client,
@@ -173,7 +196,12 @@ struct Candidates<'a> {
 
 impl View for Candidates<'_> {
     fn eligible(&self, i: usize) -> bool {
-        !self.tried.contains(&i)
+        let up = self
+            .backend
+            .servers
+            .get(i)
+            .is_some_and(|s| s.state.health.is_up());
+        up && !self.tried.contains(&i)
     }
 
     fn active(&self, i: usize) -> usize {

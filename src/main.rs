@@ -183,6 +183,7 @@ where
             }
         };
         let reloader = reload::spawn(path, std::sync::Arc::clone(&router));
+        start_stats(&router, &reloader).await;
         wait_for_stop(&reloader).await;
         tracing::info!(
             open = router.open_connections(),
@@ -197,6 +198,28 @@ where
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Starts the stats port of the current configuration. A port that cannot
+/// be bound is logged and left off: traffic is served regardless.
+async fn start_stats(router: &std::sync::Arc<server::Router>, reloader: &reload::Reloader) {
+    let config = router.snapshot().stats.clone();
+    let Some(bind) = config.bind else { return };
+    match tokio::net::TcpListener::bind(bind).await {
+        Ok(listener) => {
+            tracing::info!(addr = %bind, "stats port: /stats /metrics /healthz /healthz/ready");
+            let task = switchyard::stats::serve(
+                listener,
+                std::sync::Arc::clone(router),
+                std::sync::Arc::clone(&reloader.status),
+                config,
+            );
+            tokio::spawn(task);
+        }
+        Err(e) => {
+            tracing::error!(addr = %bind, "stats port unavailable: {e}; serving traffic without it")
+        }
+    }
 }
 
 /// Returns on SIGTERM or SIGINT; SIGHUP asks the reloader for a reload.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -30,6 +30,10 @@ pub struct Router {
     generation: AtomicU64,
     /// Announces each applied generation to connections that care.
     applied: watch::Sender<u64>,
+    /// Set when shutdown begins: readiness turns false.
+    draining: AtomicBool,
+    /// Health checkers of the current snapshot; replaced with it.
+    checks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// One bound listener.
@@ -59,8 +63,11 @@ impl Router {
             open: Arc::new(AtomicUsize::new(0)),
             generation: AtomicU64::new(1),
             applied: watch::Sender::new(1),
+            draining: AtomicBool::new(false),
+            checks: Mutex::new(Vec::new()),
         });
         router.spawn_listeners(bound);
+        router.restart_checks();
         Ok(router)
     }
 
@@ -108,7 +115,24 @@ impl Router {
         }
         drop(listeners);
         self.spawn_listeners(bound);
+        self.restart_checks();
         Ok(generation)
+    }
+
+    /// Replaces the health checkers with those of the current snapshot
+    /// (server health itself is carried over with the servers).
+    fn restart_checks(&self) {
+        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        for task in checks.drain(..) {
+            task.abort();
+        }
+        *checks = crate::health::spawn(&self.current.load_full());
+    }
+
+    /// Serving: a configuration is loaded, listeners are bound, and the
+    /// router is not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && !self.lock_listeners().is_empty()
     }
 
     fn spawn_listeners(self: &Arc<Self>, bound: Vec<(ListenerSpec, tokio::net::TcpListener)>) {
@@ -194,6 +218,15 @@ impl Router {
     /// Stops accepting on every listener, waits up to `deadline` for open
     /// connections to end, and returns how many were still open.
     pub async fn shutdown(&self, deadline: Duration) -> usize {
+        self.draining.store(true, Ordering::Relaxed);
+        for task in self
+            .checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
         let handles: Vec<ListenerHandle> = self.lock_listeners().drain().map(|(_, h)| h).collect();
         for handle in handles {
             let _ = handle.stop.send(true);

@@ -78,6 +78,14 @@ pub(super) struct Context {
 #[derive(Default)]
 struct Carried {
     rotations: HashMap<String, Arc<AtomicUsize>>,
+    /// Backend traffic and verify-failure counters by backend name.
+    traffic: HashMap<
+        String,
+        (
+            Arc<crate::stats::counters::Traffic>,
+            Arc<std::sync::atomic::AtomicU64>,
+        ),
+    >,
     servers: HashMap<(String, String, SocketAddr), Arc<ServerState>>,
 }
 
@@ -150,9 +158,11 @@ impl Context {
         let certs = self.certificates(&src, &raw.tls, &raw.maps);
         self.check_terminated_have_certs(&src, &raw.maps, &backends, certs.is_some());
         let (listeners, tls) = self.listeners(&src, &raw.listeners, &names, certs.as_ref());
+        let stats = self.stats(&src, &raw.stats);
         Some(Snapshot {
             listeners,
             tls,
+            stats,
             routes,
             backends,
             files: self.files.clone(),
@@ -232,7 +242,7 @@ impl Context {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         src: &Source<'_>,
         value: &Option<Spanned<String>>,
@@ -361,6 +371,11 @@ impl Context {
             rotation,
         );
         backend.upstream = upstream;
+        backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
+        if let Some(t) = self.carried.traffic.get(&backend.name) {
+            backend.traffic = Arc::clone(&t.0);
+            backend.verify_failures = Arc::clone(&t.1);
+        }
         backend
     }
 

@@ -6,6 +6,7 @@
 
 mod duration;
 mod load;
+mod ops;
 mod problem;
 mod raw;
 mod tls;
@@ -47,6 +48,8 @@ pub struct Snapshot {
     pub files: Vec<PathBuf>,
     /// Whether edits to `files` are applied without a signal.
     pub watch: bool,
+    /// The stats port (bound at start; changes need a restart).
+    pub stats: crate::stats::StatsConfig,
     /// TLS termination of each listener (same index as `listeners`); `None`
     /// when no certificate is configured.
     pub tls: Vec<Option<Arc<crate::tls::ServerSide>>>,

@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub reload: RawReload,
     #[serde(default)]
     pub tls: RawTls,
+    #[serde(default)]
+    pub stats: RawStats,
     /// Further files holding `[[backend]]` tables, relative to this file.
     #[serde(default)]
     pub backend_files: Vec<Spanned<String>>,
@@ -49,6 +51,36 @@ pub struct RawListener {
     pub client_auth: Option<Spanned<String>>,
     /// CA bundle that client certificates must chain to.
     pub client_ca: Option<Spanned<String>>,
+}
+
+/// `[stats]`: the stats port.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStats {
+    /// Default `127.0.0.1:1936`.
+    pub bind: Option<Spanned<String>>,
+    /// `false` turns the stats port off.
+    pub enabled: Option<bool>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    /// File holding the password (a Kubernetes Secret mount).
+    pub password_file: Option<Spanned<String>>,
+}
+
+/// `[backend.check]`: active health check of a backend's servers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// `tcp` (default), `tls` or `http`.
+    pub kind: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<u64>>,
+    pub fall: Option<Spanned<u64>>,
+    /// `http`: the path requested.
+    pub path: Option<Spanned<String>>,
+    /// `http`: accepted statuses, `200-399` by default.
+    pub expect: Option<Spanned<String>>,
 }
 
 /// `[tls]`: termination settings shared by every listener.
@@ -112,6 +144,7 @@ pub struct RawBackend {
     pub verify: Option<Spanned<String>>,
     /// Re-encrypt: PEM (chain and key) presented to servers that ask.
     pub client_certificate: Option<Spanned<String>>,
+    pub check: Option<RawCheck>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
 }

@@ -17,11 +17,12 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::access_log::AccessLog;
 use crate::backend::{ActiveGuard, Backend, Termination};
-use crate::client_hello::{self, ClientHello, Progress};
+use crate::client_hello::{self, ClientHello, HelloError, Progress};
 use crate::config::{ListenerSpec, Snapshot};
 use crate::relay;
 use crate::route::BackendId;
 use crate::server::Router;
+use crate::stats::counters::{global, HelloOutcome};
 
 /// First read size: most ClientHellos (500–1,800 bytes) arrive in one read.
 const FIRST_READ: usize = 2048;
@@ -40,7 +41,7 @@ pub struct Accepted {
 
 /// Runs a connection to its end. Never panics on peer input; every way it
 /// ends is logged once.
-pub async fn handle(conn: Accepted) {
+pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
     let Accepted {
         stream,
         peer,
@@ -77,14 +78,14 @@ pub async fn handle(conn: Accepted) {
         Termination::Edge | Termination::Reencrypt => {
             match snapshot.tls.get(listener).and_then(Option::as_ref) {
                 Some(tls) => terminate::run(stream, hello_bytes, tls, spec, ctx, &mut log).await,
-                None => log.end(
+                None => log.fail(
                     "switchyard",
                     "backend terminates TLS but the listener has no certificate",
                 ),
             }
         }
     }
-    log.finish();
+    log.finish()
 }
 
 /// What the termination paths need besides the streams.
@@ -139,17 +140,25 @@ async fn preread(
     loop {
         match client_hello::peek(&buf, spec.max_client_hello) {
             Ok(Progress::Done(hello)) => return accept_hello(hello, buf, reads, log),
-            Ok(Progress::NeedMore { at_least }) => {
-                buf.reserve(at_least.saturating_sub(buf.len()));
-            }
             Err(e) => {
+                global().hello(match e {
+                    HelloError::NotTls(_)
+                    | HelloError::RecordVersion(_)
+                    | HelloError::NotClientHello(_) => HelloOutcome::NotTls,
+                    HelloError::TooLarge { .. } => HelloOutcome::TooLarge,
+                    _ => HelloOutcome::Malformed,
+                });
                 log.reject(&format!("bad ClientHello: {e}"), buf.len(), reads);
                 return Err(PrereadError::Hello(buf));
+            }
+            Ok(Progress::NeedMore { at_least }) => {
+                buf.reserve(at_least.saturating_sub(buf.len()));
             }
         }
         let read = timeout_at(deadline, read_some(stream, &mut buf)).await;
         match read {
             Ok(Ok(0)) => {
+                global().hello(HelloOutcome::Closed);
                 log.reject(
                     "client closed before a complete ClientHello",
                     buf.len(),
@@ -159,10 +168,12 @@ async fn preread(
             }
             Ok(Ok(_)) => reads += 1,
             Ok(Err(e)) => {
+                global().hello(HelloOutcome::Closed);
                 log.reject(&format!("read failed: {e}"), buf.len(), reads);
                 return Err(PrereadError::Closed);
             }
             Err(_) => {
+                global().hello(HelloOutcome::Timeout);
                 let why = format!("no complete ClientHello within {:?}", spec.inspect_timeout);
                 log.reject(&why, buf.len(), reads);
                 return Err(PrereadError::Timeout);
@@ -178,6 +189,11 @@ fn accept_hello(
     log: &mut AccessLog<'_>,
 ) -> Result<Vec<u8>, PrereadError> {
     let has_sni = hello.sni.is_some();
+    global().hello(if has_sni {
+        HelloOutcome::Ok
+    } else {
+        HelloOutcome::NoSni
+    });
     log.hello(hello, reads);
     if has_sni {
         Ok(buf)
@@ -216,6 +232,7 @@ fn choose_backend<'a>(
         log.route(hit.file, hit.line);
         return Some(id);
     }
+    global().unmatched(sni);
     log.end("switchyard", &format!("no route: {}", miss.as_str()));
     spec.default_backend
 }
@@ -241,17 +258,34 @@ pub(crate) async fn connect<'a>(
                 return Some((stream, active));
             }
             Err(e) => {
+                if let Some(check) = &backend.check {
+                    let change = server.state.health.failure(check.fall);
+                    crate::health::log_change(
+                        backend,
+                        server,
+                        change,
+                        &format!("connect failed: {e}"),
+                    );
+                }
                 tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, client = %peer, "connect failed: {e}");
                 tried.push(i);
             }
         }
     }
     let why = if tried.is_empty() {
-        "no server available (none, or all weight 0)".to_string()
+        format!(
+            "no server available: {} of {} servers up with weight > 0",
+            backend
+                .servers
+                .iter()
+                .filter(|s| s.weight > 0 && s.state.health.is_up())
+                .count(),
+            backend.servers.len()
+        )
     } else {
         format!("{} connect attempts failed", tried.len())
     };
-    log.end("switchyard", &why);
+    log.fail("switchyard", &why);
     None
 }
 

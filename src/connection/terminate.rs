@@ -18,6 +18,7 @@ use super::{connect, Ctx};
 use crate::access_log::AccessLog;
 use crate::config::ListenerSpec;
 use crate::relay::{self, Deadlines};
+use crate::stats::counters::{global, HandshakeFailure};
 use crate::tls::upstream::{describe_failure, is_verify_failure};
 use crate::tls::{Served, ServerSide};
 
@@ -30,7 +31,8 @@ pub(super) async fn run<'a>(
     log: &mut AccessLog<'a>,
 ) {
     let Some(cert) = tls.certificate(log.sni()) else {
-        log.end("switchyard", "no certificate for this SNI (strict_sni)");
+        global().handshake_failure(HandshakeFailure::NoCertificate);
+        log.fail("switchyard", "no certificate for this SNI (strict_sni)");
         return;
     };
     let deadline = Instant::now() + spec.inspect_timeout;
@@ -40,8 +42,14 @@ pub(super) async fn run<'a>(
     );
     let start = match timeout_at(deadline, acceptor).await {
         Ok(Ok(start)) => start,
-        Ok(Err(e)) => return log.end("client", &format!("TLS handshake failed: {e}")),
-        Err(_) => return log.end("switchyard", "TLS handshake timed out"),
+        Ok(Err(e)) => {
+            return client_failure(
+                log,
+                HandshakeFailure::Client,
+                &format!("TLS handshake failed: {e}"),
+            )
+        }
+        Err(_) => return client_failure(log, HandshakeFailure::Timeout, "TLS handshake timed out"),
     };
     let offered: Vec<Vec<u8>> = start
         .client_hello()
@@ -78,9 +86,13 @@ pub(super) async fn run<'a>(
             let addr = addr.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
             let why = describe_failure(addr, &e);
             tracing::warn!(backend = %ctx.backend.name, client = %ctx.peer, "{why}");
-            return log.end("server", &why);
+            global().handshake_failure(HandshakeFailure::Upstream);
+            return log.fail("server", &why);
         }
-        Err(_) => return log.end("server", "TLS handshake with the server timed out"),
+        Err(_) => {
+            global().handshake_failure(HandshakeFailure::Upstream);
+            return log.fail("server", "TLS handshake with the server timed out");
+        }
     };
     // Answer the client with the protocol the server chose.
     let chosen: Vec<Vec<u8>> = server
@@ -110,14 +122,28 @@ async fn handshake(
     match timeout_at(deadline, start.into_stream(tls.config(cert, alpn))).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
-            log.end("client", &format!("TLS handshake failed: {e}"));
+            client_failure(
+                log,
+                HandshakeFailure::Client,
+                &format!("TLS handshake failed: {e}"),
+            );
             None
         }
         Err(_) => {
-            log.end("switchyard", "TLS handshake timed out");
+            client_failure(log, HandshakeFailure::Timeout, "TLS handshake timed out");
             None
         }
     }
+}
+
+fn client_failure(log: &mut AccessLog<'_>, why: HandshakeFailure, text: &str) {
+    global().handshake_failure(why);
+    let by = if why == HandshakeFailure::Timeout {
+        "switchyard"
+    } else {
+        "client"
+    };
+    log.fail(by, text);
 }
 
 /// The client socket with the preread bytes put back in front: reads

@@ -42,6 +42,7 @@ pub async fn serve(
     slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let frontend = crate::stats::counters::global().frontend(&name);
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => match permit {
@@ -69,6 +70,8 @@ pub async fn serve(
         };
         let open = Arc::clone(router.open_counter());
         open.fetch_add(1, Ordering::Relaxed);
+        let frontend = Arc::clone(&frontend);
+        frontend.current.fetch_add(1, Ordering::Relaxed);
         let router = Arc::clone(&router);
         tokio::spawn(async move {
             let _slot = permit;
@@ -79,7 +82,9 @@ pub async fn serve(
                 listener: index,
                 router,
             };
-            connection::handle(conn).await;
+            let (bytes_in, bytes_out, failed) = connection::handle(conn).await;
+            frontend.current.fetch_sub(1, Ordering::Relaxed);
+            frontend.record(bytes_in, bytes_out, failed);
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }

@@ -119,6 +119,27 @@ pub fn describe_failure(server: SocketAddr, error: &std::io::Error) -> String {
     }
 }
 
+/// A client that completes a handshake with any certificate: for health
+/// checks of backends that do not verify (passthrough servers).
+pub fn unverified() -> Arc<ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            })
+            .map(|b| b.with_no_client_auth());
+        Arc::new(config.unwrap_or_else(|_| {
+            ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        }))
+    }))
+}
+
 /// `goldmane` out of rustls' `DnsName("goldmane")` (IP names likewise).
 fn bare_name(presented: &str) -> &str {
     match presented.split_once('(') {

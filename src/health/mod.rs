@@ -1,0 +1,247 @@
+//! Health checks. Active: per backend that asks for them, every `interval`
+//! each server is checked (`tcp` connect, `tls` handshake with the same
+//! verification as traffic for re-encrypt backends, or an `http` request
+//! expecting a status range); `rise` successes bring a server up, `fall`
+//! failures take it down. Passive: consecutive connect failures on the
+//! data path count as failures too, so a dead server is dropped before the
+//! next check. A down server gets no new connections; changes are logged
+//! once each.
+
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use crate::backend::{Backend, Server, Termination};
+use crate::config::Snapshot;
+use rustls::pki_types::ServerName;
+use state::Change;
+
+/// What to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    Tcp,
+    Tls,
+    /// `GET path`, status within `expect`.
+    Http {
+        path: String,
+        expect: (u16, u16),
+    },
+}
+
+/// A backend's active check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// Starts one checker per backend that has a check. The caller aborts
+/// them when the snapshot is replaced.
+pub fn spawn(snapshot: &Arc<Snapshot>) -> Vec<JoinHandle<()>> {
+    let weak = Arc::downgrade(snapshot);
+    (0..snapshot.backends.len())
+        .filter(|&id| snapshot.backends[id].check.is_some())
+        .map(|id| {
+            let weak = weak.clone();
+            tokio::spawn(async move {
+                loop {
+                    // Hold the snapshot only while checking, never while sleeping.
+                    let Some(snapshot) = weak.upgrade() else {
+                        return;
+                    };
+                    let backend = &snapshot.backends[id];
+                    let Some(spec) = backend.check.clone() else {
+                        return;
+                    };
+                    check_backend(backend, &spec).await;
+                    drop(snapshot);
+                    tokio::time::sleep(spec.interval).await;
+                }
+            })
+        })
+        .collect()
+}
+
+async fn check_backend(backend: &Backend, spec: &CheckSpec) {
+    let mut running = tokio::task::JoinSet::new();
+    for (i, server) in backend.servers.iter().enumerate() {
+        let probe = Probe::new(backend, server, &spec.kind);
+        let limit = spec.timeout;
+        running.spawn(async move {
+            let result = match timeout(limit, probe.run()).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {limit:?}")),
+            };
+            (i, result)
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        if let Ok((i, result)) = done {
+            apply(backend, &backend.servers[i], spec, result);
+        }
+    }
+}
+
+fn apply(backend: &Backend, server: &Server, spec: &CheckSpec, result: Result<(), String>) {
+    let health = &server.state.health;
+    let change = match &result {
+        Ok(()) => {
+            health.set_last("ok".into());
+            health.success(spec.rise)
+        }
+        Err(why) => {
+            health
+                .check_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            health.set_last(why.clone());
+            health.failure(spec.fall)
+        }
+    };
+    log_change(
+        backend,
+        server,
+        change,
+        result.err().as_deref().unwrap_or("check passed"),
+    );
+}
+
+/// Logs a state change once, with the reason.
+pub fn log_change(backend: &Backend, server: &Server, change: Option<Change>, why: &str) {
+    match change {
+        Some(Change::WentDown) => {
+            tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, "server DOWN: {why}")
+        }
+        Some(Change::CameUp) => {
+            tracing::info!(backend = %backend.name, server = %server.name, addr = %server.addr, "server UP")
+        }
+        None => {}
+    }
+}
+
+/// One check of one server, owning what it needs (checks run concurrently).
+struct Probe {
+    addr: SocketAddr,
+    kind: CheckKind,
+    /// TLS client settings and the name to present, when the check speaks TLS.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// `Host` of HTTP checks.
+    host: String,
+}
+
+impl Probe {
+    /// Re-encrypt backends are checked with their own verification; other
+    /// TLS servers (passthrough) only have to complete a handshake; edge
+    /// servers speak plaintext.
+    fn new(backend: &Backend, server: &Server, kind: &CheckKind) -> Self {
+        let (tls, host) = match (&backend.upstream, backend.termination) {
+            (Some(up), _) => (
+                Some((up.config(&[]), up.verify_host.clone())),
+                up.verify_host.to_str().into_owned(),
+            ),
+            (None, Termination::Edge) => (None, server.addr.ip().to_string()),
+            (None, _) => {
+                let name = ServerName::from(server.addr.ip());
+                (
+                    Some((crate::tls::upstream::unverified(), name)),
+                    server.addr.ip().to_string(),
+                )
+            }
+        };
+        let tls = match kind {
+            CheckKind::Tcp => None,
+            _ => tls,
+        };
+        Probe {
+            addr: server.addr,
+            kind: kind.clone(),
+            tls,
+            host,
+        }
+    }
+
+    async fn run(self) -> Result<(), String> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let Some((config, name)) = self.tls else {
+            return match &self.kind {
+                CheckKind::Http { path, expect } => http(tcp, &self.host, path, *expect).await,
+                _ => Ok(()),
+            };
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| crate::tls::upstream::describe_failure(self.addr, &e))?;
+        match &self.kind {
+            CheckKind::Http { path, expect } => http(stream, &self.host, path, *expect).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+    (low, high): (u16, u16),
+) -> Result<(), String> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: switchyard-check\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        let n = stream
+            .read(&mut head[got..])
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let line = String::from_utf8_lossy(&head[..got]);
+    let status: u16 = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP answer: {:?}",
+                line.lines().next().unwrap_or("")
+            )
+        })?;
+    if (low..=high).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}, expected {low}-{high}"))
+    }
+}

@@ -1,0 +1,202 @@
+//! Counters kept on the data path: atomics only, updated once per
+//! connection where it ends (`access_log`), read at scrape time. Per-server
+//! and per-backend counters are carried across reloads with their owner;
+//! process-wide ones live here for the life of the process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Traffic of a frontend (listener), backend or server.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Connections open now (frontends; servers count theirs in `ServerState`).
+    pub current: AtomicU64,
+    /// Connections taken.
+    pub connections: AtomicU64,
+    /// Client → server bytes.
+    pub bytes_in: AtomicU64,
+    /// Server → client bytes.
+    pub bytes_out: AtomicU64,
+    /// Connections that ended in an error (connect, handshake, reset, timeout).
+    pub errors: AtomicU64,
+}
+
+impl Traffic {
+    pub fn record(&self, bytes_in: u64, bytes_out: u64, error: bool) {
+        self.connections.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+        if error {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> (u64, u64, u64, u64) {
+        (
+            self.connections.load(Relaxed),
+            self.bytes_in.load(Relaxed),
+            self.bytes_out.load(Relaxed),
+            self.errors.load(Relaxed),
+        )
+    }
+}
+
+/// How a connection's ClientHello read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloOutcome {
+    Ok,
+    NoSni,
+    NotTls,
+    Malformed,
+    TooLarge,
+    Timeout,
+    Closed,
+}
+
+impl HelloOutcome {
+    pub const ALL: [HelloOutcome; 7] = [
+        HelloOutcome::Ok,
+        HelloOutcome::NoSni,
+        HelloOutcome::NotTls,
+        HelloOutcome::Malformed,
+        HelloOutcome::TooLarge,
+        HelloOutcome::Timeout,
+        HelloOutcome::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelloOutcome::Ok => "ok",
+            HelloOutcome::NoSni => "no_sni",
+            HelloOutcome::NotTls => "not_tls",
+            HelloOutcome::Malformed => "malformed",
+            HelloOutcome::TooLarge => "too_large",
+            HelloOutcome::Timeout => "timeout",
+            HelloOutcome::Closed => "closed",
+        }
+    }
+}
+
+/// Why a client handshake (termination) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    NoCertificate,
+    Client,
+    Timeout,
+    Upstream,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 4] = [
+        HandshakeFailure::NoCertificate,
+        HandshakeFailure::Client,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Upstream,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::NoCertificate => "no_certificate",
+            HandshakeFailure::Client => "client",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Upstream => "upstream",
+        }
+    }
+}
+
+/// Names that matched no route are kept as a bounded top list, never as
+/// one metric label per name a client invents.
+const UNMATCHED_KEPT: usize = 64;
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Global {
+    hello: [AtomicU64; 7],
+    handshake_failures: [AtomicU64; 4],
+    pub route_misses: AtomicU64,
+    /// Space-saving top-N of unmatched SNIs: bounded memory, heavy hitters kept.
+    unmatched: Mutex<HashMap<String, u64>>,
+    frontends: Mutex<HashMap<String, Arc<Traffic>>>,
+}
+
+impl Global {
+    pub fn hello(&self, outcome: HelloOutcome) {
+        self.hello[outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn hello_count(&self, outcome: HelloOutcome) -> u64 {
+        self.hello[outcome as usize].load(Relaxed)
+    }
+
+    pub fn handshake_failure(&self, why: HandshakeFailure) {
+        self.handshake_failures[why as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn handshake_failure_count(&self, why: HandshakeFailure) -> u64 {
+        self.handshake_failures[why as usize].load(Relaxed)
+    }
+
+    pub fn unmatched(&self, sni: &str) {
+        self.route_misses.fetch_add(1, Relaxed);
+        let mut top = self.unmatched.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = top.get_mut(sni) {
+            *count += 1;
+            return;
+        }
+        if top.len() < UNMATCHED_KEPT {
+            top.insert(sni.to_string(), 1);
+            return;
+        }
+        // Space-saving: the new name takes the place of the least seen.
+        let least = top
+            .iter()
+            .min_by_key(|(_, c)| **c)
+            .map(|(k, c)| (k.clone(), *c));
+        if let Some((name, count)) = least {
+            top.remove(&name);
+            top.insert(sni.to_string(), count + 1);
+        }
+    }
+
+    /// The `n` most frequent unmatched SNIs with their (approximate) counts.
+    pub fn top_unmatched(&self, n: usize) -> Vec<(String, u64)> {
+        let top = self.unmatched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<(String, u64)> = top.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list.truncate(n);
+        list
+    }
+
+    /// The traffic counters of a listener, created on first use.
+    pub fn frontend(&self, listener: &str) -> Arc<Traffic> {
+        let mut map = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry(listener.to_string()).or_default())
+    }
+}
+
+/// The process's counters.
+pub fn global() -> &'static Global {
+    static GLOBAL: OnceLock<Global> = OnceLock::new();
+    GLOBAL.get_or_init(Global::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmatched_names_stay_bounded_and_keep_heavy_hitters() {
+        let g = Global::default();
+        // A name seen more than total/64 times is guaranteed to be kept.
+        for i in 0..10_000 {
+            g.unmatched(&format!("random-{i}.example.org"));
+            if i % 20 == 0 {
+                g.unmatched("scanner.example.org");
+            }
+        }
+        assert!(g.unmatched.lock().expect("lock").len() <= UNMATCHED_KEPT);
+        assert_eq!(g.top_unmatched(1)[0].0, "scanner.example.org");
+        assert_eq!(g.route_misses.load(Relaxed), 10_500);
+    }
+}
