@@ -35,6 +35,8 @@ pub struct AccessLog<'a> {
     rejected: bool,
     /// The connection ended in an error (counted per backend and server).
     failed: bool,
+    /// Bytes of the ClientHello replayed to the server before the relay.
+    preread_forwarded: u64,
 }
 
 impl<'a> AccessLog<'a> {
@@ -56,6 +58,7 @@ impl<'a> AccessLog<'a> {
             reason: String::new(),
             rejected: false,
             failed: false,
+            preread_forwarded: 0,
         }
     }
 
@@ -103,8 +106,13 @@ impl<'a> AccessLog<'a> {
         self.end(closed_by, reason);
     }
 
+    /// Client bytes forwarded outside the relay (the replayed ClientHello).
+    pub fn forwarded(&mut self, bytes: u64) {
+        self.preread_forwarded = bytes;
+    }
+
     pub fn relayed(&mut self, outcome: &Outcome) {
-        self.bytes_in = outcome.client_to_server;
+        self.bytes_in = self.preread_forwarded + outcome.client_to_server;
         self.bytes_out = outcome.server_to_client;
         match outcome.end {
             End::Closed { first } => self.end(first.as_str(), "closed"),

@@ -61,7 +61,11 @@ async fn alpn_server(name: &'static str, pki: &Pki, names: &[&str]) -> NamedServ
             });
         }
     });
-    NamedServer { addr, wires }
+    NamedServer {
+        addr,
+        wires,
+        task: None,
+    }
 }
 
 async fn setup(listener_extra: &str) -> Setup {

@@ -20,6 +20,7 @@ pub(super) async fn run<'a>(
         log.end("server", &format!("write failed: {e}"));
         return;
     }
+    log.forwarded(hello.len() as u64);
     drop(hello);
     let deadlines = Deadlines {
         first_response: ctx.backend.timeouts.server,

@@ -90,14 +90,26 @@ pub struct Wire {
 pub struct NamedServer {
     pub addr: SocketAddr,
     pub wires: mpsc::UnboundedReceiver<Wire>,
+    /// The accept loop: aborting it closes the listening socket (the
+    /// server "dies" for new connections).
+    pub task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub async fn named_server(name: &'static str, config: Arc<rustls::ServerConfig>) -> NamedServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    named_server_on(name, config, "127.0.0.1:0").await
+}
+
+/// `named_server` on a given address (to bring a "dead" server back).
+pub async fn named_server_on(
+    name: &'static str,
+    config: Arc<rustls::ServerConfig>,
+    addr: &str,
+) -> NamedServer {
+    let listener = TcpListener::bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, wires) = mpsc::unbounded_channel();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
@@ -116,7 +128,11 @@ pub async fn named_server(name: &'static str, config: Arc<rustls::ServerConfig>)
             });
         }
     });
-    NamedServer { addr, wires }
+    NamedServer {
+        addr,
+        wires,
+        task: Some(task),
+    }
 }
 
 /// A plaintext TCP server that sends its name and a newline, then echoes;
@@ -143,7 +159,11 @@ pub async fn plain_named_server(name: &'static str) -> NamedServer {
             });
         }
     });
-    NamedServer { addr, wires }
+    NamedServer {
+        addr,
+        wires,
+        task: None,
+    }
 }
 
 /// What a TLS client saw through the router.

@@ -1,0 +1,297 @@
+//! The stats port and health checks through real sockets: counters equal
+//! what was sent, basic auth, the page shows servers and their states, a
+//! killed server is marked down within interval × fall and its traffic
+//! moves with no client-visible failure, and it comes back after rise.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use switchyard::server::Router;
+use switchyard::stats::StatsConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Starts the stats port of `router` on a free loopback port.
+async fn stats_port(router: &Arc<Router>, authorization: Option<String>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = StatsConfig {
+        bind: Some(addr),
+        authorization,
+    };
+    let status = Arc::new(switchyard::reload::Status::default());
+    tokio::spawn(switchyard::stats::serve(
+        listener,
+        Arc::clone(router),
+        status,
+        config,
+    ));
+    addr
+}
+
+/// GET `path`; returns (status, body).
+async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: stats\r\n{auth}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// One backend `be_tcp:t:app` with servers `a` and `b` for `svc.test`.
+async fn two_servers(check: &str) -> (Pki, NamedServer, NamedServer, ConfigDir) {
+    let pki = Pki::new();
+    let a = named_server("a", pki.server_config(&["svc.test"])).await;
+    let b = named_server("b", pki.server_config(&["svc.test"])).await;
+    let dir = ConfigDir::new();
+    dir.write("maps/os_sni_passthrough.map", "^svc\\.test$ 1\n");
+    dir.write(
+        "maps/os_tcp_be.map",
+        &format!("{} be_tcp:t:app\n", route_regex("svc.test")),
+    );
+    let backends = format!(
+        "[[backend]]\nname = \"be_tcp:t:app\"\nbalance = \"roundrobin\"\nretries = 2\n\
+         servers = [\n  {{ name = \"a\", address = \"{}\" }},\n  {{ name = \"b\", address = \"{}\" }},\n]\n{check}",
+        a.addr, b.addr
+    );
+    dir.main("", &backends);
+    (pki, a, b, dir)
+}
+
+/// The value of a Prometheus series (exact label set) in `text`.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_was_sent() {
+    let (pki, _a, _b, dir) = two_servers("").await;
+    let (router, addr) = start(&dir.path().join("switchyard.toml"));
+    let stats = stats_port(&router, None).await;
+    let (mut sent, mut received) = (0u64, 0u64);
+    for i in 0..6 {
+        let payload = vec![b'x'; 100 * (i + 1)];
+        let s = session(addr, "svc.test", pki.client_config(), &payload)
+            .await
+            .expect("session");
+        sent += s.wire.sent.len() as u64;
+        received += s.wire.received.len() as u64;
+    }
+    // Connections are counted when they end; give the last one a moment.
+    let started = Instant::now();
+    let metrics = loop {
+        let (status, body) = get(stats, "/metrics", None).await;
+        assert_eq!(status, 200);
+        if series(
+            &body,
+            "haproxy_backend_connections_total{backend=\"be_tcp:t:app\"}",
+        ) == Some(6.0)
+        {
+            break body;
+        }
+        assert!(started.elapsed() < WAIT, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let backend = "{backend=\"be_tcp:t:app\"}";
+    assert_eq!(
+        series(
+            &metrics,
+            &format!("haproxy_backend_bytes_in_total{backend}")
+        ),
+        Some(sent as f64)
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            &format!("haproxy_backend_bytes_out_total{backend}")
+        ),
+        Some(received as f64)
+    );
+    for server in ["a", "b"] {
+        let labels = format!("{{backend=\"be_tcp:t:app\",server=\"{server}\"}}");
+        assert_eq!(
+            series(
+                &metrics,
+                &format!("haproxy_server_connections_total{labels}")
+            ),
+            Some(3.0),
+            "round robin"
+        );
+        assert_eq!(
+            series(&metrics, &format!("haproxy_server_up{labels}")),
+            Some(1.0)
+        );
+    }
+    assert!(
+        metrics.contains("switchyard_client_hello_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn basic_auth_guards_all_but_health() {
+    let (_pki, _a, _b, dir) = two_servers("").await;
+    let (router, _addr) = start(&dir.path().join("switchyard.toml"));
+    let good = switchyard::stats::basic_authorization("admin", "s3cret");
+    let stats = stats_port(&router, Some(good.clone())).await;
+    let wrong = switchyard::stats::basic_authorization("admin", "guess");
+    for path in ["/metrics", "/stats", "/stats.json"] {
+        assert_eq!(
+            get(stats, path, None).await.0,
+            401,
+            "{path} without credentials"
+        );
+        assert_eq!(
+            get(stats, path, Some(&wrong)).await.0,
+            401,
+            "{path} with a wrong password"
+        );
+        assert_eq!(
+            get(stats, path, Some(&good)).await.0,
+            200,
+            "{path} with the password"
+        );
+    }
+    assert_eq!(
+        get(stats, "/healthz", None).await,
+        (200, "ok\n".to_string())
+    );
+    assert_eq!(get(stats, "/healthz/ready", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn stats_page_shows_servers_and_states() {
+    let (_pki, _a, _b, dir) = two_servers("").await;
+    let (router, _addr) = start(&dir.path().join("switchyard.toml"));
+    let stats = stats_port(&router, None).await;
+    let (status, page) = get(stats, "/stats", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("http-equiv=\"refresh\""), "refreshes itself");
+    assert!(page.contains("be_tcp:t:app"));
+    for server in ["a", "b"] {
+        assert!(
+            page.contains(&format!("&nbsp;&nbsp;{server} 127.0.0.1:")),
+            "{page}"
+        );
+    }
+    assert_eq!(
+        page.matches(">UP<").count(),
+        3,
+        "backend and both servers up"
+    );
+    let (_, json) = get(stats, "/stats.json", None).await;
+    let report: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(report["backends"][0]["servers"][1]["name"], "b");
+    assert_eq!(report["ready"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_server_is_marked_down_traffic_moves_and_it_comes_back() {
+    let check = "\n[backend.check]\nkind = \"tls\"\ninterval = \"100ms\"\ntimeout = \"300ms\"\nfall = 2\nrise = 2\n";
+    let (pki, _a, mut b, dir) = two_servers(check).await;
+    let (router, addr) = start(&dir.path().join("switchyard.toml"));
+    let stats = stats_port(&router, None).await;
+    let up = |json: &str, i: usize| -> bool {
+        let report: serde_json::Value = serde_json::from_str(json).expect("json");
+        report["backends"][0]["servers"][i]["up"] == true
+    };
+    let b_addr = b.addr;
+    if let Some(task) = b.task.take() {
+        task.abort(); // b stops accepting
+    }
+    let killed = Instant::now();
+    let mut failures = 0;
+    let mut served_by_a = 0;
+    loop {
+        match session(addr, "svc.test", pki.client_config(), b"x").await {
+            Ok(s) if s.server == "a" => served_by_a += 1,
+            _ => failures += 1,
+        }
+        let (_, json) = get(stats, "/stats.json", None).await;
+        if !up(&json, 1) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "b marked down within interval x fall (+ slack)"
+        );
+    }
+    assert_eq!(failures, 0, "retries hid the dead server from clients");
+    for _ in 0..5 {
+        let s = session(addr, "svc.test", pki.client_config(), b"x")
+            .await
+            .expect("session");
+        assert_eq!(s.server, "a", "traffic moved to a");
+    }
+    assert!(served_by_a > 0);
+    let page = get(stats, "/stats", None).await.1;
+    assert!(page.contains(">DOWN<"), "the page shows b down");
+
+    // b comes back on the same address: up again after `rise` checks.
+    let _b2 = named_server_on("b", pki.server_config(&["svc.test"]), &b_addr.to_string()).await;
+    let back = Instant::now();
+    loop {
+        let (_, json) = get(stats, "/stats.json", None).await;
+        if up(&json, 1) {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(3),
+            "b up again after rise"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seen_b = false;
+    for _ in 0..4 {
+        seen_b |= session(addr, "svc.test", pki.client_config(), b"x")
+            .await
+            .expect("session")
+            .server
+            == "b";
+    }
+    assert!(seen_b, "b takes connections again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_draining() {
+    let (pki, _a, _b, dir) = two_servers("").await;
+    let (router, addr) = start(&dir.path().join("switchyard.toml"));
+    let stats = stats_port(&router, None).await;
+    let held = Open::connect(addr, "svc.test", pki.client_config())
+        .await
+        .expect("connect");
+    assert_eq!(get(stats, "/healthz/ready", None).await.0, 200);
+    let draining = {
+        let router = Arc::clone(&router);
+        tokio::spawn(async move { router.shutdown(WAIT).await })
+    };
+    let started = Instant::now();
+    while get(stats, "/healthz/ready", None).await.0 != 503 {
+        assert!(started.elapsed() < WAIT, "not ready once draining");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(stats, "/healthz", None).await.0, 200, "still alive");
+    drop(held);
+    assert_eq!(draining.await.expect("join"), 0);
+}
