@@ -87,8 +87,10 @@ pub struct RawCheck {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    /// PEM with the chain and key served when no crt-list line matches.
+    /// PEM with the chain (and key) served when no crt-list line matches.
     pub default_certificate: Option<Spanned<String>>,
+    /// The default certificate's key, when it is in its own file.
+    pub default_key: Option<Spanned<String>>,
     /// `1.2` (default) or `1.3`.
     pub min_version: Option<Spanned<String>>,
 }

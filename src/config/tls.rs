@@ -12,7 +12,7 @@ use rustls::pki_types::CertificateDer;
 use super::load::{raw, Context};
 use super::problem::{Problem, Source};
 use crate::backend::{Backend, Termination};
-use crate::tls::certs::{load_pem, parse_crt_line};
+use crate::tls::certs::{load_pem_pair, parse_crt_line};
 use crate::tls::upstream::{Upstream, Verify};
 use crate::tls::{CertStore, ClientAuth, Served, ServerSide};
 
@@ -48,7 +48,14 @@ impl Context {
         let mut store = CertStore::default();
         if let Some(p) = default {
             let path = self.base.join(p.get_ref());
-            match self.served(&path, Vec::new()) {
+            let key = tls
+                .default_key
+                .as_ref()
+                .map(|k| self.base.join(k.get_ref()));
+            if let Some(k) = &key {
+                self.files.push(k.clone());
+            }
+            match self.served(&path, key.as_deref(), Vec::new()) {
                 Ok(served) => store.default = Some(served),
                 Err(m) => self.errors.push(src.problem(p.span(), m)),
             }
@@ -91,7 +98,7 @@ impl Context {
                 }
             };
             let alpn = entry.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-            match self.served(&self.base.join(&entry.path), alpn) {
+            match self.served(&self.base.join(&entry.path), None, alpn) {
                 Ok(served) => store.add(served, &entry.filters),
                 Err(m) => self.errors.push(problem(m)),
             }
@@ -99,9 +106,14 @@ impl Context {
     }
 
     /// Loads one PEM (chain and key), watching it, warning near expiry.
-    fn served(&mut self, path: &Path, alpn: Vec<Vec<u8>>) -> Result<Arc<Served>, String> {
+    fn served(
+        &mut self,
+        path: &Path,
+        key: Option<&Path>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Arc<Served>, String> {
         self.files.push(path.to_path_buf());
-        let (key, not_after) = load_pem(path)?;
+        let (key, not_after) = load_pem_pair(path, key)?;
         if let Some(t) = not_after {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -27,7 +27,21 @@ pub struct Served {
 /// Reads a PEM file holding a certificate chain (leaf first) and its key,
 /// and checks that the key belongs to the leaf.
 pub fn load_pem(path: &Path) -> Result<(Arc<CertifiedKey>, Option<i64>), String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    load_pem_pair(path, None)
+}
+
+/// Like `load_pem`, with the key in its own file when `key` is given (as in
+/// a Kubernetes TLS Secret: `tls.crt` and `tls.key`).
+pub fn load_pem_pair(
+    path: &Path,
+    key: Option<&Path>,
+) -> Result<(Arc<CertifiedKey>, Option<i64>), String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let mut text = read(path)?;
+    if let Some(key) = key {
+        text.push(b'\n');
+        text.extend_from_slice(&read(key)?);
+    }
     load_pem_bytes(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 

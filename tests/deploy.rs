@@ -1,0 +1,283 @@
+//! The deployment files, checked where no container engine runs: the
+//! manifests' invariants (host network, probes on the real stats paths and
+//! port, the ConfigMap mounted where the image reads its configuration,
+//! drain within the grace period), and the binary run on the ConfigMap
+//! exactly as the kubelet lays it out, through a `..data` swap.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn documents(path: &str) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(repo(path)).expect("manifest");
+    YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn of_kind<'a>(docs: &'a [Yaml], kind: &str) -> Vec<&'a Yaml> {
+    docs.iter()
+        .filter(|d| d["kind"].as_str() == Some(kind))
+        .collect()
+}
+
+/// The data of the ConfigMap named `name` in `docs`.
+fn configmap_data(docs: &[Yaml], name: &str) -> Vec<(String, String)> {
+    let cm = of_kind(docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("ConfigMap {name}"));
+    let data = cm["data"].as_hash().expect("data");
+    data.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().expect("key").to_string(),
+                v.as_str().expect("value").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The port of `[stats] bind` in a switchyard.toml.
+fn stats_port(toml_text: &str) -> i64 {
+    let value: toml::Table = toml::from_str(toml_text).expect("toml");
+    let bind = value["stats"]["bind"].as_str().expect("stats bind");
+    bind.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+/// Checks one DaemonSet against its ConfigMap and the image.
+fn check_daemonset(ds: &Yaml, configmaps: &[Yaml]) {
+    let name = ds["metadata"]["name"].as_str().expect("name");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["hostNetwork"].as_bool(),
+        Some(true),
+        "{name}: hostNetwork"
+    );
+    assert_eq!(
+        pod["dnsPolicy"].as_str(),
+        Some("ClusterFirstWithHostNet"),
+        "{name}: dnsPolicy"
+    );
+    assert!(
+        !pod["nodeSelector"]["node-role.kubernetes.io/infra"].is_badvalue(),
+        "{name}: infra nodes"
+    );
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_vec()
+        .expect("args")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    let config = args
+        .iter()
+        .position(|a| *a == "--config")
+        .map(|i| args[i + 1])
+        .expect("--config");
+    let drain: i64 = args
+        .iter()
+        .position(|a| *a == "--drain")
+        .and_then(|i| args[i + 1].parse().ok())
+        .expect("--drain");
+    assert!(
+        pod["terminationGracePeriodSeconds"]
+            .as_i64()
+            .expect("grace")
+            > drain,
+        "{name}: grace covers the drain"
+    );
+    // The ConfigMap volume is mounted where --config reads.
+    let volume = pod["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| !v["configMap"].is_badvalue())
+        .expect("configMap volume");
+    let mount = container["volumeMounts"]
+        .as_vec()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("config mount");
+    let mount_path = mount["mountPath"].as_str().expect("mountPath");
+    assert_eq!(
+        Path::new(config).parent(),
+        Some(Path::new(mount_path)),
+        "{name}: config under the mount"
+    );
+    let cm_name = volume["configMap"]["name"]
+        .as_str()
+        .expect("configMap name");
+    let data = configmap_data(configmaps, cm_name);
+    let toml_file = Path::new(config)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("file name");
+    let (_, toml_text) = data
+        .iter()
+        .find(|(k, _)| k == toml_file)
+        .expect("switchyard.toml in the ConfigMap");
+    // Probes hit the real stats paths on the configured stats port.
+    let port = stats_port(toml_text);
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz"),
+        "{name}"
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz/ready"),
+        "{name}"
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["port"].as_i64(),
+        Some(port),
+        "{name}: liveness port"
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["port"].as_i64(),
+        Some(port),
+        "{name}: readiness port"
+    );
+    // Least privilege: non-root, only the capability to bind low ports.
+    assert_eq!(
+        pod["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true),
+        "{name}"
+    );
+    let caps = &container["securityContext"]["capabilities"];
+    assert_eq!(caps["drop"][0].as_str(), Some("ALL"), "{name}");
+    assert_eq!(caps["add"][0].as_str(), Some("NET_BIND_SERVICE"), "{name}");
+    assert!(
+        !container["resources"]["requests"].is_badvalue(),
+        "{name}: resources"
+    );
+}
+
+#[test]
+fn manifests_hold_their_invariants() {
+    let mut configmaps = documents("docker/k8s/configmap.yaml");
+    configmaps.extend(documents("docker/k8s/shard-internal.yaml"));
+    let mut daemonsets = documents("docker/k8s/daemonset.yaml");
+    daemonsets.extend(documents("docker/k8s/shard-internal.yaml"));
+    let sets = of_kind(&daemonsets, "DaemonSet");
+    assert_eq!(sets.len(), 2, "the default shard and the internal one");
+    for ds in &sets {
+        check_daemonset(ds, &configmaps);
+    }
+    let secret = &documents("docker/k8s/secret.yaml")[0];
+    assert_eq!(secret["type"].as_str(), Some("kubernetes.io/tls"));
+    let dockerfile = std::fs::read_to_string(repo("docker/Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
+    assert!(dockerfile.contains("USER 10001"));
+    assert!(dockerfile.contains("cap_net_bind_service=+ep"));
+    assert!(
+        dockerfile.contains("\"/etc/switchyard/switchyard.toml\""),
+        "the image reads the mounted config"
+    );
+}
+
+/// Writes `files` as a ConfigMap volume at `dir`: a timestamped directory,
+/// `..data` pointing at it, and one symlink per key through `..data`.
+fn publish(dir: &Path, version: u32, files: &[(String, String)]) {
+    let stamp = format!("..2026_11_22_{version:02}");
+    std::fs::create_dir_all(dir.join(&stamp)).expect("mkdir");
+    for (name, text) in files {
+        std::fs::write(dir.join(&stamp).join(name), text).expect("write");
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &link).expect("link");
+        }
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
+    let root = tempfile::tempdir().expect("root");
+    let etc = root.path().join("etc/switchyard");
+    let certs = root.path().join("etc/switchyard-certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    let pki = Pki::new();
+    let pem = pki.pem(&["*.apps.example.com"]);
+    let split = pem.find("-----BEGIN PRIVATE KEY").expect("key in pem");
+    std::fs::write(certs.join("tls.crt"), &pem[..split]).expect("crt");
+    std::fs::write(certs.join("tls.key"), &pem[split..]).expect("key");
+
+    // The ConfigMap's files as they are, but for the two addresses bound:
+    // loopback ports instead of 0.0.0.0:443 and 0.0.0.0:1936.
+    let (listen, stats) = (closed_port(), closed_port());
+    let mut files = configmap_data(&documents("docker/k8s/configmap.yaml"), "switchyard-config");
+    for (name, text) in files.iter_mut() {
+        if name == "switchyard.toml" {
+            *text = text
+                .replace("0.0.0.0:443", &listen.to_string())
+                .replace("0.0.0.0:1936", &stats.to_string());
+        }
+    }
+    publish(&etc, 1, &files);
+    let config = etc.join("switchyard.toml");
+    let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(stats).await.is_err() {
+        assert!(started.elapsed() < WAIT, "stats port up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A new route to a server on loopback, published the kubelet's way.
+    let server = named_server("new-pod", pki.server_config(&["new.apps.example.com"])).await;
+    for (name, text) in files.iter_mut() {
+        match name.as_str() {
+            "backends.toml" => text.push_str(&format!(
+                "\n[[backend]]\nname = \"be_tcp:shop:new\"\nservers = [{{ name = \"new-pod\", address = \"{}\" }}]\n",
+                server.addr
+            )),
+            "os_sni_passthrough.map" => text.push_str("^new\\.apps\\.example\\.com$ 1\n"),
+            "os_tcp_be.map" => text.push_str(&format!("{} be_tcp:shop:new\n", route_regex("new.apps.example.com"))),
+            _ => {}
+        }
+    }
+    publish(&etc, 2, &files);
+    let swapped = Instant::now();
+    let answer = loop {
+        if let Ok(open) = Open::connect(listen, "new.apps.example.com", pki.client_config()).await {
+            break open.server;
+        }
+        assert!(
+            swapped.elapsed() < WAIT,
+            "the new route is served after the ..data swap"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer, "new-pod");
+}
