@@ -77,7 +77,19 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         Termination::Passthrough => passthrough::run(stream, hello_bytes, ctx, &mut log).await,
         Termination::Edge | Termination::Reencrypt => {
             match snapshot.tls.get(listener).and_then(Option::as_ref) {
-                Some(tls) => terminate::run(stream, hello_bytes, tls, spec, ctx, &mut log).await,
+                // Boxed: TLS state is large, and a passthrough connection's
+                // task must not be sized for it.
+                Some(tls) => {
+                    Box::pin(terminate::run(
+                        stream,
+                        hello_bytes,
+                        tls,
+                        spec,
+                        ctx,
+                        &mut log,
+                    ))
+                    .await
+                }
                 None => log.fail(
                     "switchyard",
                     "backend terminates TLS but the listener has no certificate",
@@ -333,4 +345,35 @@ fn still_routed(router: &Router, sni: Option<&str>, listener: usize, backend: &s
         _ => now.listeners.get(listener).and_then(|l| l.default_backend),
     };
     id.is_some_and(|id| now.backend(id).name == backend)
+}
+
+#[cfg(test)]
+mod size {
+    /// An idle passthrough connection's memory is mostly its task: keep the
+    /// connection future small (the TLS path is boxed).
+    #[test]
+    fn connection_future_stays_small() {
+        fn size_of_handle() -> usize {
+            // The future is never polled: only its size matters.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let addr = listener.local_addr().expect("addr");
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let dir = tempfile::tempdir().expect("dir");
+                let config = dir.path().join("s.toml");
+                std::fs::write(&config, "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[stats]\nenabled = false\n")
+                    .expect("write");
+                let snapshot = crate::config::load(&config).expect("load").snapshot;
+                let router = crate::server::Router::start(snapshot).expect("router");
+                let conn = super::Accepted { stream, peer: addr, snapshot: router.snapshot(), listener: 0, router };
+                std::mem::size_of_val(&super::handle(conn))
+            })
+        }
+        let size = size_of_handle();
+        assert!(size <= 1536, "connection future is {size} bytes");
+    }
 }
