@@ -152,9 +152,14 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<PathBuf>>,
 {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        builder.worker_threads(n.max(1));
+    // One thread: a current-thread runtime, without the work-stealing
+    // scheduler's bookkeeping (the usual setup beside `nbthread 1` peers).
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = threads.filter(|&n| n > 1) {
+        builder.worker_threads(n);
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
