@@ -7,16 +7,16 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-/// A demo process, stopped with SIGTERM when dropped.
+/// A demo process with the directory it writes its configuration into.
 struct DemoProcess {
-    child: Child,
+    process: common::Process,
     listen: SocketAddr,
     dir: tempfile::TempDir,
 }
@@ -25,50 +25,21 @@ impl DemoProcess {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let listen = common::closed_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args([
-                "demo",
-                "--dir",
-                dir.path().to_str().expect("utf-8"),
-                "--listen",
-                &listen.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start demo");
-        // Wait for the line saying it listens; keep draining stderr after.
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(common::WAIT).expect("demo listens");
-        DemoProcess { child, listen, dir }
-    }
-
-    fn stop(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + common::WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let listen_text = listen.to_string();
+        let dir_text = dir.path().to_str().expect("utf-8");
+        let process =
+            common::Process::start(&["demo", "--dir", dir_text, "--listen", &listen_text]);
+        DemoProcess {
+            process,
+            listen,
+            dir,
         }
-        false
     }
-}
 
-impl Drop for DemoProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// SIGTERM; whether the demo then exited with status 0.
+    fn stop(mut self) -> bool {
+        self.process.signal("TERM");
+        self.process.wait(common::WAIT).is_some_and(|s| s.success())
     }
 }
 

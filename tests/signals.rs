@@ -4,70 +4,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Process {
-    child: Child,
-}
-
-impl Process {
-    /// Runs `switchyard run` and waits until it listens.
-    fn run(config: &std::path::Path, drain_secs: u64) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args([
-                "run",
-                "--config",
-                config.to_str().expect("utf-8"),
-                "--drain",
-                &drain_secs.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(WAIT).expect("listening");
-        Process { child }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status();
-        assert!(status.expect("kill").success());
-    }
-
-    /// Waits for the process to exit; its exit status, if it did in time.
-    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `switchyard run` on `config` with a drain deadline.
+fn run(config: &std::path::Path, drain_secs: u64) -> Process {
+    let drain = drain_secs.to_string();
+    Process::start(&[
+        "run",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--drain",
+        &drain,
+    ])
 }
 
 struct Setup {
@@ -113,7 +64,7 @@ async fn setup(reload_section: &str) -> Setup {
 async fn sighup_reloads() {
     let s = setup("[reload]\nwatch = false\n").await;
     let _ = (&s.alpha, &s.beta);
-    let process = Process::run(&s.dir.path().join("switchyard.toml"), 5);
+    let process = run(&s.dir.path().join("switchyard.toml"), 5);
     let server = |s: &Setup| {
         let (addr, config) = (s.addr, s.pki.client_config());
         async move {
@@ -145,7 +96,7 @@ async fn sighup_reloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_connections_then_exits_zero() {
     let s = setup("").await;
-    let mut process = Process::run(&s.dir.path().join("switchyard.toml"), 20);
+    let mut process = run(&s.dir.path().join("switchyard.toml"), 20);
     let mut held = Open::connect(s.addr, "svc.test", s.pki.client_config())
         .await
         .expect("connect");

@@ -353,38 +353,17 @@ impl ServerCertVerifier for AcceptAny {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn name_mismatch_closes_the_client_and_says_which_names() {
-    use std::io::BufRead;
     let s = setup("").await;
     let config = s.dir.path().join("switchyard.toml");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            config.to_str().expect("utf-8"),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let next_line = |pred: &dyn Fn(&str) -> bool| loop {
-        let line = rx.recv_timeout(WAIT).expect("log line");
-        if pred(&line) {
-            return line;
-        }
-    };
-    let listening = next_line(&|l| l.contains("\"listening\""));
-    let addr: SocketAddr = listening
+    let process = Process::start(&[
+        "--log-format",
+        "json",
+        "run",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]);
+    let addr: SocketAddr = process
+        .listening
         .split("\"addr\":\"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
@@ -396,8 +375,6 @@ async fn name_mismatch_closes_the_client_and_says_which_names() {
         "certificate for {} is valid for goldmane.calico-system.svc.example.com, goldmane; expected goldmane.calico-system.svc.cluster.local",
         s.wrong.addr
     );
-    let line = next_line(&|l| l.contains("is valid for"));
-    let _ = child.kill();
-    let _ = child.wait();
+    let line = process.line_with("is valid for");
     assert!(line.contains(&expected), "{line}");
 }

@@ -114,15 +114,8 @@ pub async fn named_server_on(
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 let (rec, wire) = Recorder::new(tcp);
-                if let Ok(mut tls) = acceptor.accept(rec).await {
-                    let _ = tls.write_all(format!("{name}\n").as_bytes()).await;
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = tls.read(&mut buf).await {
-                        if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = tls.shutdown().await;
+                if let Ok(tls) = acceptor.accept(rec).await {
+                    greet_and_echo(tls, name).await;
                 }
                 let _ = tx.send(wire.lock().expect("lock").clone());
             });
@@ -133,6 +126,18 @@ pub async fn named_server_on(
         wires,
         task: Some(task),
     }
+}
+
+/// Sends `name` and a newline, echoes until the peer closes, then closes.
+async fn greet_and_echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, name: &str) {
+    let _ = stream.write_all(format!("{name}\n").as_bytes()).await;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// A plaintext TCP server that sends its name and a newline, then echoes;
@@ -146,15 +151,8 @@ pub async fn plain_named_server(name: &'static str) -> NamedServer {
         while let Ok((tcp, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let (mut rec, wire) = Recorder::new(tcp);
-                let _ = rec.write_all(format!("{name}\n").as_bytes()).await;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = rec.read(&mut buf).await {
-                    if n == 0 || rec.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = rec.shutdown().await;
+                let (rec, wire) = Recorder::new(tcp);
+                greet_and_echo(rec, name).await;
                 let _ = tx.send(wire.lock().expect("lock").clone());
             });
         }
@@ -360,6 +358,85 @@ pub fn start(config: &Path) -> (Arc<switchyard::server::Router>, SocketAddr) {
     let router = switchyard::server::Router::start(loaded.snapshot).expect("start");
     let addr = router.local_addr("public_ssl").expect("listener");
     (router, addr)
+}
+
+/// A `switchyard` process started by a test; killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    /// Every line the process writes to stderr, after `listening`.
+    pub lines: std::sync::mpsc::Receiver<String>,
+    /// The log line that said it listens.
+    pub listening: String,
+}
+
+impl Process {
+    /// Runs the binary with `args` and waits for its `listening` log line.
+    pub fn start(args: &[&str]) -> Process {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start switchyard");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut process = Process {
+            child,
+            lines,
+            listening: String::new(),
+        };
+        process.listening = process.line_with("listening");
+        process
+    }
+
+    /// The next stderr line containing `text` (bounded by `WAIT`).
+    pub fn line_with(&self, text: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no log line with `{text}`"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends a signal (`TERM`, `HUP`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+        assert!(status.expect("kill").success());
+    }
+
+    /// Waits for the process to exit; its status, if it did within `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A loopback port with nothing listening on it.
