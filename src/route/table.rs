@@ -219,6 +219,18 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever a map line holds, building and looking up never panic.
+        #[test]
+        fn arbitrary_patterns_never_panic(patterns in prop::collection::vec(".{0,40}", 0..20), key in "[a-z0-9.-]{0,30}") {
+            let entries = patterns
+                .into_iter()
+                .enumerate()
+                .map(|(i, pattern)| Entry { line: i + 1, pattern, value: i })
+                .collect();
+            let (t, _) = Table::build(entries);
+            let _ = t.lookup(&key);
+        }
+
         /// The fast table answers exactly as an ordered scan of the regexes.
         #[test]
         fn same_answer_as_ordered_scan(

@@ -108,9 +108,11 @@ pub fn parse_crt_line(line: &str) -> Result<CrtLine, String> {
             "`{path}` has no SNI filter: list the names (or *.domain) it serves"
         ));
     }
+    // Chars, not bytes: a filter may start with a multi-byte character.
+    let misplaced_star = |f: &str| f.chars().skip(1).any(|c| c == '*');
     if let Some(bad) = filters
         .iter()
-        .find(|f| f.starts_with('!') || f[1..].contains('*'))
+        .find(|f| f.starts_with('!') || misplaced_star(f))
     {
         return Err(format!(
             "unsupported SNI filter `{bad}`: use a name or *.domain"
@@ -177,6 +179,10 @@ mod tests {
             .unwrap_err()
             .contains("unsupported"));
         assert!(parse_crt_line("/c.pem a.*.test").is_err());
+        assert!(
+            parse_crt_line("/c.pem é*.test").is_err(),
+            "non-ASCII filters are refused, not a panic"
+        );
     }
 
     /// (certificate PEM, key PEM) of a self-signed certificate.
