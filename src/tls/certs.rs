@@ -55,7 +55,7 @@ fn load_pem_bytes(pem: &[u8]) -> Result<(Arc<CertifiedKey>, Option<i64>), String
     let not_after = x509::not_after(leaf);
     let key = PrivateKeyDer::from_pem_slice(pem)
         .map_err(|e| format!("no usable private key (PKCS#8, SEC1 or RSA PEM): {e}"))?;
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = super::provider();
     let signing = provider
         .key_provider
         .load_private_key(key)

@@ -17,6 +17,13 @@ use rustls::ServerConfig;
 
 pub use certs::{CertStore, Served};
 
+/// The crypto provider for every TLS session Switchyard makes: aws-lc-rs
+/// (the fastest that builds here: ECDSA signing for handshakes, AES-GCM).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())))
+}
+
 /// Client certificates asked of clients on a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -54,7 +61,7 @@ impl ServerSide {
         client_ca: Option<rustls::RootCertStore>,
         min_tls13: bool,
     ) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions(min_tls13))
             .map_err(|e| e.to_string())?;
@@ -117,7 +124,7 @@ impl ResolvesServerCert for Fixed {
 fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
     static TICKETER: OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> = OnceLock::new();
     TICKETER
-        .get_or_init(|| rustls::crypto::ring::Ticketer::new().ok())
+        .get_or_init(|| rustls::crypto::aws_lc_rs::Ticketer::new().ok())
         .clone()
 }
 

@@ -39,7 +39,7 @@ impl Upstream {
     ) -> Result<Self, String> {
         let name = ServerName::try_from(verify_host.to_string())
             .map_err(|_| format!("verify_host `{verify_host}` is not a valid server name"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = super::provider();
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?;
@@ -124,7 +124,7 @@ pub fn describe_failure(server: SocketAddr, error: &std::io::Error) -> String {
 pub fn unverified() -> Arc<ClientConfig> {
     static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
     Arc::clone(CONFIG.get_or_init(|| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = super::provider();
         let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map(|b| {
