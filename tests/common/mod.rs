@@ -29,14 +29,20 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// A PEM file body with the chain and key of a certificate for `names`.
-    pub fn pem(&self, names: &[&str]) -> String {
+    /// A certificate for `names` signed by this CA, with its key.
+    fn issue(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let params = CertificateParams::new(names).expect("params");
         let key = KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &self.ca, &self.ca_key)
             .expect("sign");
+        (cert, key)
+    }
+
+    /// A PEM file body with the chain and key of a certificate for `names`.
+    pub fn pem(&self, names: &[&str]) -> String {
+        let (cert, key) = self.issue(names);
         format!("{}{}", cert.pem(), key.serialize_pem())
     }
 
@@ -51,12 +57,7 @@ impl Pki {
 
     /// A rustls server configuration with a certificate for `names`.
     pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let params = CertificateParams::new(names).expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = params
-            .signed_by(&key, &self.ca, &self.ca_key)
-            .expect("sign");
+        let (cert, key) = self.issue(names);
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
