@@ -316,3 +316,100 @@ async fn half_close_is_passed_on() {
         "the server's close came back after the client's half-close"
     );
 }
+
+/// A TCP server that accepts and then says nothing (and keeps the socket).
+async fn silent_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn silent_server_is_cut_at_the_server_timeout() {
+    let s = setup().await;
+    let silent = silent_server().await;
+    let backends = format!(
+        "[[backend]]\nname = \"be_tcp:t:alpha\"\nserver_timeout = \"300ms\"\nservers = [{{ name = \"mute\", address = \"{silent}\" }}]\n\n\
+         [[backend]]\nname = \"be_tcp:t:beta\"\nservers = [{{ name = \"b1\", address = \"{}\" }}]\n",
+        s.beta.addr
+    );
+    let (_router, addr) = start(&s.dir.main("", &backends));
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &client_hello("alpha.test"))
+        .await
+        .expect("hello");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "not before the server timeout"
+    );
+}
+
+#[tokio::test]
+async fn idle_tunnel_is_closed_at_the_tunnel_timeout() {
+    let s = setup().await;
+    let backends = format!(
+        "[[backend]]\nname = \"be_tcp:t:alpha\"\ntunnel_timeout = \"300ms\"\nservers = [{{ name = \"a1\", address = \"{}\" }}]\n\n\
+         [[backend]]\nname = \"be_tcp:t:beta\"\nservers = [{{ name = \"b1\", address = \"{}\" }}]\n",
+        s.alpha.addr, s.beta.addr
+    );
+    let (_router, addr) = start(&s.dir.main("", &backends));
+    let mut open = Open::connect(addr, "alpha.test", s.pki.client_config())
+        .await
+        .expect("connect");
+    open.echo(b"active").await.expect("echo while active");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        open.echo(b"after idling").await.is_err(),
+        "closed after 300 ms of silence"
+    );
+}
+
+#[tokio::test]
+async fn accept_pauses_at_max_connections() {
+    let s = setup().await;
+    let (router, addr) = start(
+        &s.dir
+            .main("max_connections = 1", &backends(s.alpha.addr, s.beta.addr)),
+    );
+    let first = Open::connect(addr, "alpha.test", s.pki.client_config())
+        .await
+        .expect("first");
+    // The second connection waits in the kernel's queue: no answer yet.
+    let second = tokio::spawn({
+        let config = s.pki.client_config();
+        async move {
+            Open::connect(addr, "beta.test", config)
+                .await
+                .map(|o| o.server)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "not served while the first holds the only slot"
+    );
+    assert_eq!(router.open_connections(), 1);
+    drop(first);
+    let served = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("served once the slot frees");
+    assert_eq!(
+        served.expect("join").expect("session"),
+        "beta",
+        "queued, not refused"
+    );
+}

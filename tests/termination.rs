@@ -378,3 +378,26 @@ async fn name_mismatch_closes_the_client_and_says_which_names() {
     let line = process.line_with("is valid for");
     assert!(line.contains(&expected), "{line}");
 }
+
+#[tokio::test]
+async fn idle_terminated_connection_is_closed_at_the_tunnel_timeout() {
+    let s = setup("").await;
+    let config = s.dir.path().join("switchyard.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    let edge = "termination = \"edge\"\n";
+    std::fs::write(
+        &config,
+        text.replacen(edge, &format!("{edge}tunnel_timeout = \"300ms\"\n"), 1),
+    )
+    .expect("write");
+    let (_router, addr) = start(&config);
+    let mut open = Open::connect(addr, "edge.test", s.front.client_config())
+        .await
+        .expect("edge");
+    open.echo(b"active").await.expect("echo while active");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        open.echo(b"after idling").await.is_err(),
+        "closed after 300 ms of silence"
+    );
+}

@@ -138,6 +138,8 @@ pub async fn relay(
 
 /// Fires the timeout, or re-arms the timer when there was activity since
 /// it was set (re-arming only on expiry keeps timer work off the copy path).
+/// The one exception: when the server first answers, an idle deadline
+/// earlier than the first-response one is armed at once.
 fn poll_deadline(
     cx: &mut Context<'_>,
     mut timer: Pin<&mut Sleep>,
@@ -145,6 +147,9 @@ fn poll_deadline(
     last_activity: Instant,
     deadlines: Deadlines,
 ) -> Poll<End> {
+    if answered && last_activity + deadlines.idle < timer.deadline() {
+        timer.as_mut().reset(last_activity + deadlines.idle);
+    }
     loop {
         ready!(timer.as_mut().poll(cx));
         if !answered {

@@ -133,18 +133,23 @@ where
     };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUFFER, BUFFER);
     let watchdog = async {
-        let mut deadline = seen.start + deadlines.first_response;
+        let first_response = seen.start + deadlines.first_response;
         loop {
-            sleep_until(deadline).await;
-            let answered = seen.read[1].load(Relaxed) > 0;
-            if !answered {
-                return End::ServerTimeout;
+            let now = Instant::now();
+            if seen.read[1].load(Relaxed) == 0 {
+                if now >= first_response {
+                    return End::ServerTimeout;
+                }
+                // Wake by the idle period too, should the server answer first.
+                sleep_until(first_response.min(now + deadlines.idle)).await;
+                continue;
             }
             let last = seen.start + Duration::from_millis(seen.last_ms.load(Relaxed));
-            deadline = last + deadlines.idle;
-            if Instant::now() >= deadline {
+            let deadline = last + deadlines.idle;
+            if now >= deadline {
                 return End::IdleTimeout;
             }
+            sleep_until(deadline).await;
         }
     };
     let stopped = async {
