@@ -82,7 +82,23 @@ pub fn instructions(demo: &Demo, listen: SocketAddr) -> String {
     let _ = writeln!(s, "  {exe} check --config {}", demo.config.display());
     let _ = writeln!(
         s,
-        "\nRepeat the first curl: web-1 and web-2 take turns (balance roundrobin)."
+        "  curl http://127.0.0.1:1936/stats   # live counters (also /metrics, /healthz)"
+    );
+    let _ = writeln!(
+        s,
+        "\nweb.demo.test is passthrough (web-1 and web-2 take turns: balance roundrobin);"
+    );
+    let _ = writeln!(
+        s,
+        "edge.demo.test is terminated here and forwarded as plaintext; secure.demo.test is"
+    );
+    let _ = writeln!(
+        s,
+        "terminated and re-encrypted to web-1, verified as web.demo.test."
+    );
+    let _ = writeln!(
+        s,
+        "Add a line to {dir}/maps/os_tcp_be.map and the new name is routed within a second."
     );
     let _ = writeln!(s, "Ctrl-C stops the demo.");
     s
