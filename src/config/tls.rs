@@ -6,13 +6,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-
 use super::load::{raw, Context};
 use super::problem::{Problem, Source};
 use crate::backend::{Backend, Termination};
-use crate::tls::certs::{load_pem_pair, parse_crt_line};
+use crate::tls::certs::{load_pem_pair, load_roots, parse_crt_line};
 use crate::tls::upstream::{Upstream, Verify};
 use crate::tls::{CertStore, ClientAuth, Served, ServerSide};
 
@@ -214,19 +211,7 @@ impl Context {
 
     fn roots(&mut self, path: &Path) -> Result<rustls::RootCertStore, String> {
         self.files.push(path.to_path_buf());
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        if roots.is_empty() {
-            return Err(format!("{} holds no certificate", path.display()));
-        }
-        Ok(roots)
+        load_roots(path)
     }
 
     /// The upstream TLS of a re-encrypt backend (`None` for the others).

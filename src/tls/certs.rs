@@ -67,6 +67,23 @@ fn load_pem_bytes(pem: &[u8]) -> Result<(Arc<CertifiedKey>, Option<i64>), String
     Ok((Arc::new(certified), not_after))
 }
 
+/// Reads a PEM bundle of CA certificates (a `ca_file` or `client_ca`).
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(roots)
+}
+
 /// One crt-list line: `<pem path> [alpn h2,http/1.1] <sni filter>…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrtLine {

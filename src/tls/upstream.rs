@@ -44,7 +44,7 @@ impl Upstream {
             .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?;
         let builder = match verify {
-            Verify::CaFile(path) => builder.with_root_certificates(roots(path)?),
+            Verify::CaFile(path) => builder.with_root_certificates(super::certs::load_roots(path)?),
             Verify::None => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAny(provider))),
@@ -73,22 +73,6 @@ impl Upstream {
         config.alpn_protocols = alpn.to_vec();
         Arc::new(config)
     }
-}
-
-fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("ca_file {} holds no certificate", path.display()));
-    }
-    Ok(roots)
 }
 
 fn client_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
