@@ -4,28 +4,30 @@
 //! Connections turned away before routing (scanners, probes) log at debug.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Backend, Server};
+use crate::backend::Backend;
 use crate::client_hello::ClientHello;
 use crate::relay::{End, Outcome};
+use crate::route::{Decision, Hit};
 
 /// The fields of the access-log line, filled in as the connection advances.
-pub struct AccessLog<'a> {
+pub struct AccessLog {
     start: Instant,
     client: SocketAddr,
-    listener: &'a str,
+    listener: Arc<str>,
     hello: Option<ClientHello>,
     /// Reads the ClientHello took (TCP segments, or more when coalesced).
     hello_reads: usize,
     /// Bytes buffered when the preread ended.
     hello_bytes: usize,
-    map: Option<(&'a Path, usize)>,
-    backend: Option<&'a Backend>,
-    server: Option<&'a Server>,
+    map: Option<Hit>,
+    backend: Option<Arc<Backend>>,
+    /// Index of the server in the backend's list.
+    server: Option<usize>,
     connect_time: Option<Duration>,
     bytes_in: u64,
     bytes_out: u64,
@@ -39,8 +41,8 @@ pub struct AccessLog<'a> {
     preread_forwarded: u64,
 }
 
-impl<'a> AccessLog<'a> {
-    pub fn new(client: SocketAddr, listener: &'a str) -> Self {
+impl AccessLog {
+    pub fn new(client: SocketAddr, listener: Arc<str>) -> Self {
         AccessLog {
             start: Instant::now(),
             client,
@@ -80,17 +82,16 @@ impl<'a> AccessLog<'a> {
         self.end("switchyard", reason);
     }
 
-    pub fn route(&mut self, file: &'a Path, line: usize) {
-        self.map = Some((file, line));
-    }
-
-    pub fn backend(&mut self, backend: &'a Backend) {
-        self.backend = Some(backend);
+    /// The route is decided: the line goes out at info from now on.
+    pub fn decided(&mut self, decision: &Decision) {
+        self.map = decision.hit().cloned();
+        self.backend = Some(Arc::clone(&decision.backend));
         self.rejected = false;
     }
 
-    pub fn server(&mut self, server: &'a Server, connect_time: Duration) {
-        self.server = Some(server);
+    /// Server `index` of the backend took the connection.
+    pub fn server(&mut self, index: usize, connect_time: Duration) {
+        self.server = Some(index);
         self.connect_time = Some(connect_time);
     }
 
@@ -129,13 +130,13 @@ impl<'a> AccessLog<'a> {
     /// server's counters; returns (bytes in, bytes out, failed) for the
     /// listener's.
     pub fn finish(self) -> (u64, u64, bool) {
-        if let Some(b) = self.backend {
+        if let Some(b) = &self.backend {
             b.traffic.record(self.bytes_in, self.bytes_out, self.failed);
-        }
-        if let Some(s) = self.server {
-            s.state
-                .traffic
-                .record(self.bytes_in, self.bytes_out, self.failed);
+            if let Some(s) = self.server.and_then(|i| b.servers.get(i)) {
+                s.state
+                    .traffic
+                    .record(self.bytes_in, self.bytes_out, self.failed);
+            }
         }
         let counted = (self.bytes_in, self.bytes_out, self.failed);
         self.write();
@@ -148,10 +149,17 @@ impl<'a> AccessLog<'a> {
         let alpn = hello.map(|h| h.alpn.join(",")).unwrap_or_default();
         let version = hello.map(|h| version_name(h.version)).unwrap_or("-");
         let records = hello.map_or(0, |h| h.records);
-        let map = self.map.map(|(f, l)| format!("{}:{l}", f.display()));
-        let backend = self.backend.map_or("-", |b| b.name.as_str());
-        let termination = self.backend.map_or("-", |b| b.termination.as_str());
-        let server = self.server.map(|s| format!("{} {}", s.name, s.addr));
+        let map = self
+            .map
+            .as_ref()
+            .map(|h| format!("{}:{}", h.file.display(), h.line));
+        let backend = self.backend.as_deref();
+        let server = backend
+            .zip(self.server)
+            .and_then(|(b, i)| b.servers.get(i))
+            .map(|s| format!("{} {}", s.name, s.addr));
+        let termination = backend.map_or("-", |b| b.termination.as_str());
+        let backend = backend.map_or("-", |b| b.name.as_str());
         let connect_ms = self.connect_time.map(|d| d.as_secs_f64() * 1e3);
         macro_rules! line {
             ($level:expr) => {
@@ -159,7 +167,7 @@ impl<'a> AccessLog<'a> {
                     target: "access",
                     $level,
                     client = %self.client,
-                    listener = self.listener,
+                    listener = &*self.listener,
                     sni,
                     alpn = alpn.as_str(),
                     tls_version = version,

@@ -1,56 +1,89 @@
-//! `switchyard route`: explains the decision for one SNI with the same code
-//! the data path uses: which map line matched, which backend, how it
-//! balances, and which server a given client would get.
+//! `switchyard route`: explains the decision for one SNI with the code the
+//! data path runs (`Snapshot::decide`): which map lines matched, which
+//! backend and termination, how it balances, and which server a given
+//! client would get.
 
 use std::fmt::Write;
 use std::net::IpAddr;
 
+use crate::client_hello;
 use crate::config::Snapshot;
+use crate::route::{Hello, Hit, Map, Via};
 
-/// The explanation, as lines of text. Returns whether a route was found.
-pub fn explain(snapshot: &Snapshot, sni: &str, client: IpAddr) -> (bool, String) {
-    let key = normalise(sni);
+/// The explanation, as lines of text, for a connection on `listener` (the
+/// first listener when `None`). Returns whether a map line routed it.
+pub fn explain(
+    snapshot: &Snapshot,
+    listener: Option<&str>,
+    sni: &str,
+    client: IpAddr,
+) -> (bool, String) {
     let mut out = String::new();
-    let _ = writeln!(out, "sni:         {key}");
-    let route = match snapshot.routes.find(&key) {
-        Ok(route) => route,
-        Err(miss) => {
-            let _ = writeln!(out, "route:       none ({})", miss.as_str());
-            let fallback = snapshot.listeners.iter().filter_map(|l| {
-                l.default_backend
-                    .map(|b| format!("{} → {}", l.name, snapshot.backend(b).name))
-            });
-            let fallback: Vec<String> = fallback.collect();
-            if fallback.is_empty() {
-                let _ = writeln!(out, "result:      connection closed (no default backend)");
-            } else {
-                let _ = writeln!(
-                    out,
-                    "result:      default backend of listener {}",
-                    fallback.join(", ")
-                );
-            }
+    let key = match client_hello::host_name(sni.as_bytes()) {
+        Ok(key) => key,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "sni:         {sni:?} is not a server name a client can send ({e})"
+            );
             return (false, out);
         }
     };
-    if let Some(p) = route.passthrough {
-        let _ = writeln!(
-            out,
-            "passthrough: {}:{}  {}",
-            p.file.display(),
-            p.line,
-            p.pattern
-        );
-    }
-    let hit = route.hit;
-    let _ = writeln!(
-        out,
-        "matched:     {}:{}  {}",
-        hit.file.display(),
-        hit.line,
-        hit.pattern
-    );
-    let backend = snapshot.backend(route.backend);
+    let _ = writeln!(out, "sni:         {key}");
+    let index = match listener {
+        None => 0,
+        Some(name) => match snapshot.listeners.iter().position(|l| &*l.name == name) {
+            Some(i) => i,
+            None => {
+                let _ = writeln!(out, "listener:    `{name}` is not configured");
+                return (false, out);
+            }
+        },
+    };
+    let Some(spec) = snapshot.listeners.get(index) else {
+        let _ = writeln!(out, "listener:    none configured");
+        return (false, out);
+    };
+    let decision = match snapshot.decide(index, Hello::Sni(&key)) {
+        Ok(decision) => decision,
+        Err(miss) => {
+            let _ = writeln!(out, "route:       none ({})", miss.as_str());
+            let _ = writeln!(
+                out,
+                "result:      connection closed (listener {} has no default backend)",
+                spec.name
+            );
+            return (false, out);
+        }
+    };
+    let routes = &snapshot.routes;
+    let routed = match &decision.via {
+        Via::Passthrough { listed, backend } => {
+            if let (Some(hit), Some(map)) = (listed, &routes.passthrough) {
+                line(&mut out, "passthrough:", hit, map);
+            }
+            if let Some(map) = &routes.tcp_be {
+                line(&mut out, "matched:", backend, map);
+            }
+            true
+        }
+        Via::Terminated { backend } => {
+            if let Some(map) = &routes.edge {
+                line(&mut out, "matched:", backend, map);
+            }
+            true
+        }
+        Via::Default(miss) => {
+            let _ = writeln!(out, "route:       none ({})", miss.as_str());
+            let _ = writeln!(
+                out,
+                "result:      default backend of listener {}",
+                spec.name
+            );
+            false
+        }
+    };
+    let backend = &decision.backend;
     let _ = writeln!(
         out,
         "backend:     {} (termination {}, balance {}, {} servers)",
@@ -79,10 +112,15 @@ pub fn explain(snapshot: &Snapshot, sni: &str, client: IpAddr) -> (bool, String)
             );
         }
     }
-    (true, out)
+    (routed, out)
 }
 
-/// The key the data path would look up: lowercase, no trailing dot.
-fn normalise(sni: &str) -> String {
-    sni.trim_end_matches('.').to_ascii_lowercase()
+fn line<V>(out: &mut String, label: &str, hit: &Hit, map: &Map<V>) {
+    let pattern = map.pattern_at(hit.line).unwrap_or("?");
+    let _ = writeln!(
+        out,
+        "{label:<12} {}:{}  {pattern}",
+        hit.file.display(),
+        hit.line
+    );
 }

@@ -24,5 +24,6 @@ pub mod relay;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod shared;
 pub mod stats;
 pub mod tls;

@@ -53,6 +53,10 @@ enum Command {
         /// Client address, for the server choice.
         #[arg(long, default_value = "192.0.2.1")]
         client: IpAddr,
+        /// The listener the connection arrives on (its default backend
+        /// applies when no map line matches); default: the first one.
+        #[arg(long)]
+        listener: Option<String>,
     },
     /// Start demo TLS servers and a router in front of them, with a
     /// configuration written to a directory you can edit.
@@ -75,7 +79,8 @@ fn main() -> ExitCode {
             config,
             sni,
             client,
-        } => route(&config, &sni, client),
+            listener,
+        } => route(&config, &sni, client, listener.as_deref()),
         Command::Run { config, drain } => serve(
             cli.threads,
             || async { Ok(config) },
@@ -132,11 +137,11 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn route(path: &Path, sni: &str, client: IpAddr) -> ExitCode {
+fn route(path: &Path, sni: &str, client: IpAddr, listener: Option<&str>) -> ExitCode {
     let Some(loaded) = load(path) else {
         return ExitCode::FAILURE;
     };
-    let (found, text) = explain::explain(&loaded.snapshot, sni, client);
+    let (found, text) = explain::explain(&loaded.snapshot, listener, sni, client);
     print!("{text}");
     if found {
         ExitCode::SUCCESS

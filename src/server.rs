@@ -5,31 +5,26 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{ListenerSpec, Snapshot};
 use crate::listener;
+use crate::shared::Shared;
 
-/// A started router, shared by the accept loops, the reloader and `main`.
+/// A started router, shared by the reloader, the stats port and `main`.
 pub struct Router {
-    /// The configuration new connections get.
-    current: ArcSwap<Snapshot>,
+    /// The current snapshot, the open-connection gauge and reload
+    /// announcements: all that listeners and connections see.
+    shared: Arc<Shared>,
     /// Listeners by name; locked only while starting, reloading or stopping.
     listeners: Mutex<HashMap<String, ListenerHandle>>,
-    /// Connections open now, across listeners: draining waits for zero.
-    open: Arc<AtomicUsize>,
     /// Every snapshot ever applied that connections may still hold.
     history: Mutex<Vec<Weak<Snapshot>>>,
-    /// Number of the current snapshot (1 for the first).
-    generation: AtomicU64,
-    /// Announces each applied generation to connections that care.
-    applied: watch::Sender<u64>,
     /// Set when shutdown begins: readiness turns false.
     draining: AtomicBool,
     /// Health checkers of the current snapshot; replaced with it.
@@ -53,16 +48,14 @@ struct ListenerHandle {
 impl Router {
     /// Binds every listener of `snapshot` and starts accepting. Fails without
     /// serving anything if any address cannot be bound.
-    pub fn start(snapshot: Snapshot) -> io::Result<Arc<Router>> {
+    pub fn start(mut snapshot: Snapshot) -> io::Result<Arc<Router>> {
         let bound = bind_all(&snapshot.listeners)?;
+        snapshot.generation = 1;
         let snapshot = Arc::new(snapshot);
         let router = Arc::new(Router {
             history: Mutex::new(vec![Arc::downgrade(&snapshot)]),
-            current: ArcSwap::new(snapshot),
+            shared: Arc::new(Shared::new(snapshot)),
             listeners: Mutex::new(HashMap::new()),
-            open: Arc::new(AtomicUsize::new(0)),
-            generation: AtomicU64::new(1),
-            applied: watch::Sender::new(1),
             draining: AtomicBool::new(false),
             checks: Mutex::new(Vec::new()),
         });
@@ -74,26 +67,26 @@ impl Router {
     /// Makes `next` the configuration of new connections. Listeners that
     /// stay are untouched; new ones are bound first, and if any cannot be,
     /// nothing changes. Open connections keep the snapshot they started with.
-    pub fn apply(self: &Arc<Self>, next: Snapshot) -> io::Result<u64> {
+    pub fn apply(self: &Arc<Self>, mut next: Snapshot) -> io::Result<u64> {
         let mut listeners = self.lock_listeners();
         let fresh: Vec<ListenerSpec> = next
             .listeners
             .iter()
             .filter(|spec| {
                 listeners
-                    .get(&spec.name)
+                    .get(&*spec.name)
                     .is_none_or(|h| h.bind != spec.bind)
             })
             .cloned()
             .collect();
         let bound = bind_all(&fresh)?;
+        let generation = self.generation() + 1;
+        next.generation = generation;
         let next = Arc::new(next);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.current.store(Arc::clone(&next));
         self.remember(&next);
-        self.applied.send_replace(generation);
+        self.shared.publish(Arc::clone(&next));
         for spec in &next.listeners {
-            if let Some(handle) = listeners.get_mut(&spec.name) {
+            if let Some(handle) = listeners.get_mut(&*spec.name) {
                 resize(handle, spec.max_connections);
             }
         }
@@ -103,7 +96,7 @@ impl Router {
                 !next
                     .listeners
                     .iter()
-                    .any(|s| &s.name == *name && s.bind == h.bind)
+                    .any(|s| *s.name == **name && s.bind == h.bind)
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -126,7 +119,7 @@ impl Router {
         for task in checks.drain(..) {
             task.abort();
         }
-        *checks = crate::health::spawn(&self.current.load_full());
+        *checks = crate::health::spawn(&self.snapshot());
     }
 
     /// Serving: a configuration is loaded, listeners are bound, and the
@@ -135,7 +128,7 @@ impl Router {
         !self.draining.load(Ordering::Relaxed) && !self.lock_listeners().is_empty()
     }
 
-    fn spawn_listeners(self: &Arc<Self>, bound: Vec<(ListenerSpec, tokio::net::TcpListener)>) {
+    fn spawn_listeners(&self, bound: Vec<(ListenerSpec, tokio::net::TcpListener)>) {
         let mut listeners = self.lock_listeners();
         for (spec, socket) in bound {
             let addr = socket.local_addr().unwrap_or(spec.bind);
@@ -143,8 +136,8 @@ impl Router {
             let (stop, stopped) = watch::channel(false);
             let task = tokio::spawn(listener::serve(
                 socket,
-                spec.name.clone(),
-                Arc::clone(self),
+                Arc::clone(&spec.name),
+                Arc::clone(&self.shared),
                 Arc::clone(&slots),
                 stopped,
             ));
@@ -157,7 +150,7 @@ impl Router {
                 stop,
                 task,
             };
-            listeners.insert(spec.name, handle);
+            listeners.insert(spec.name.to_string(), handle);
         }
     }
 
@@ -175,23 +168,22 @@ impl Router {
 
     /// The snapshot new connections get now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+        self.shared.snapshot()
     }
 
-    /// The current snapshot without touching its reference count (for the
-    /// accept path).
-    pub(crate) fn current(&self) -> &ArcSwap<Snapshot> {
-        &self.current
+    /// What listeners and connections share with the router.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Receives the generation number of every snapshot applied from now on.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.applied.subscribe()
+        self.shared.subscribe()
     }
 
     /// Number of the current snapshot: 1 at start, +1 per applied reload.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.shared.snapshot().generation
     }
 
     /// Snapshots still alive: the current one and older ones that open
@@ -208,11 +200,7 @@ impl Router {
 
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn open_counter(&self) -> &Arc<AtomicUsize> {
-        &self.open
+        self.shared.open_connections()
     }
 
     /// Stops accepting on every listener, waits up to `deadline` for open

@@ -401,3 +401,109 @@ async fn idle_terminated_connection_is_closed_at_the_tunnel_timeout() {
         "closed after 300 ms of silence"
     );
 }
+
+/// Applies the configuration as it is on disk now, as the reloader does.
+fn reload_now(router: &Arc<switchyard::server::Router>, config: &std::path::Path) {
+    let loaded = switchyard::config::load_after(config, Some(&router.snapshot()))
+        .unwrap_or_else(|p| panic!("reload: {p}"));
+    router.apply(loaded.snapshot).expect("apply");
+}
+
+/// With `close_removed_after`, a terminated connection survives reloads
+/// that leave its route alone and is closed when a reload moves it.
+#[tokio::test]
+async fn close_removed_after_closes_terminated_connections_only_when_their_route_moves() {
+    let s = setup("").await;
+    let config = s.dir.path().join("switchyard.toml");
+    let mut text = std::fs::read_to_string(&config).expect("read");
+    text.push_str("\n[reload]\nclose_removed_after = \"200ms\"\n");
+    std::fs::write(&config, text).expect("write");
+    let (router, addr) = start(&config);
+    let mut edge = Open::connect(addr, "edge.test", s.front.client_config())
+        .await
+        .expect("edge");
+    let mut secure = Open::connect(addr, "secure.test", client(&s.front, &[]))
+        .await
+        .expect("secure");
+    assert_eq!(edge.server, "plain-edge");
+
+    // An unrelated edit: a route for another name.
+    let added = format!("{} be_secure:t:secure\n", route_regex("new.test"));
+    let edge_map = s.dir.path().join("maps/os_edge_reencrypt_be.map");
+    let before = std::fs::read_to_string(&edge_map).expect("map");
+    std::fs::write(&edge_map, format!("{before}{added}")).expect("map");
+    reload_now(&router, &config);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    edge.echo(b"still routed")
+        .await
+        .expect("an edge connection whose route a reload kept stays open");
+    secure
+        .echo(b"still routed")
+        .await
+        .expect("a re-encrypt connection whose route a reload kept stays open");
+
+    // Now move edge.test to another backend.
+    let moved = before.replace(
+        &format!("{} be_edge_http:t:edge", route_regex("edge.test")),
+        &format!("{} be_secure:t:secure", route_regex("edge.test")),
+    );
+    assert_ne!(moved, before);
+    std::fs::write(&edge_map, moved).expect("map");
+    reload_now(&router, &config);
+    let started = Instant::now();
+    while edge.echo(b"x").await.is_ok() {
+        assert!(
+            started.elapsed() < WAIT,
+            "the moved route's connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "after the grace"
+    );
+    secure
+        .echo(b"kept")
+        .await
+        .expect("the route that stayed keeps its connection");
+}
+
+/// `switchyard route` explains terminated names from the edge map, and
+/// says where a name without a route would go.
+#[tokio::test]
+async fn route_command_explains_edge_and_reencrypt_names() {
+    let s = setup("").await;
+    let config = s.dir.path().join("switchyard.toml");
+    let run = |sni: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["route", "--config"])
+            .arg(&config)
+            .arg(sni)
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), stdout)
+    };
+    let (code, out) = run("Secure.Test");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("os_edge_reencrypt_be.map:4"), "{out}");
+    assert!(
+        out.contains("backend:     be_secure:t:secure (termination reencrypt"),
+        "{out}"
+    );
+    let (code, out) = run("a.wild.test");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("be_edge_http:t:edge (termination edge"),
+        "{out}"
+    );
+    let (code, out) = run("nothing.test");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("route:       none (no map line matches)"),
+        "{out}"
+    );
+    let (code, out) = run("bad name");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not a server name"), "{out}");
+}

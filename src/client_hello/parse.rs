@@ -351,7 +351,7 @@ fn server_name(mut data: Reader<'_>) -> Result<Option<String>, HelloError> {
 /// Validates a host name and normalises it: lowercase, no trailing dot.
 /// Only letters, digits, `-`, `_` and `.` are accepted, so every later stage
 /// (route keys, logs) sees plain ASCII.
-fn host_name(raw: &[u8]) -> Result<String, HelloError> {
+pub fn host_name(raw: &[u8]) -> Result<String, HelloError> {
     let raw = raw.strip_suffix(b".").unwrap_or(raw);
     let valid = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
     if raw.is_empty() || raw.len() > 253 || !raw.iter().all(valid) {

@@ -164,7 +164,8 @@ impl Context {
             tls,
             stats,
             routes,
-            backends,
+            backends: backends.into_iter().map(Arc::new).collect(),
+            generation: 0,
             files: self.files.clone(),
             watch: raw.reload.watch.unwrap_or(true),
             close_removed_after: raw
@@ -461,8 +462,12 @@ impl Context {
         for e in pattern_errors {
             self.errors.push(problem(e.line, e.message));
         }
+        for &line in table.never_lines() {
+            let m = "this line cannot match a server name (it needs `/`, `:` or another character host names never hold): it is not used to route connections by SNI".to_string();
+            self.warnings.push(problem(line, m));
+        }
         Some(Map {
-            path: path.to_path_buf(),
+            path: path.into(),
             table,
         })
     }
@@ -484,7 +489,7 @@ impl Context {
         }
         let mut out: Vec<ListenerSpec> = Vec::new();
         for raw in raws {
-            let name = raw.name.get_ref().clone();
+            let name: Arc<str> = raw.name.get_ref().as_str().into();
             if out.iter().any(|l| l.name == name) {
                 self.error(
                     src,

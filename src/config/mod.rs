@@ -25,7 +25,7 @@ use crate::route::{BackendId, Routes};
 /// One listening socket and what it does with connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
-    pub name: String,
+    pub name: Arc<str>,
     pub bind: SocketAddr,
     /// Deadline for the whole ClientHello, from accept.
     pub inspect_timeout: Duration,
@@ -43,7 +43,9 @@ pub struct ListenerSpec {
 pub struct Snapshot {
     pub listeners: Vec<ListenerSpec>,
     pub routes: Routes,
-    pub backends: Vec<Backend>,
+    /// Shared with the connections decided to them, so that a connection
+    /// holds its backend, not the snapshot.
+    pub backends: Vec<Arc<Backend>>,
     /// Every file it was built from, main file first.
     pub files: Vec<PathBuf>,
     /// Whether edits to `files` are applied without a signal.
@@ -56,11 +58,33 @@ pub struct Snapshot {
     /// Grace period after which connections whose route was removed by a
     /// reload are closed; `None` lets them run to their end.
     pub close_removed_after: Option<Duration>,
+    /// Set by the router when it applies the snapshot: 1 for the first,
+    /// +1 per applied reload (0 for one that was never applied).
+    pub generation: u64,
 }
 
 impl Snapshot {
     pub fn backend(&self, id: BackendId) -> &Backend {
         &self.backends[id]
+    }
+
+    /// A snapshot with nothing in it, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn empty() -> Self {
+        Snapshot {
+            listeners: Vec::new(),
+            routes: Routes::default(),
+            backends: Vec::new(),
+            files: Vec::new(),
+            watch: false,
+            stats: crate::stats::StatsConfig {
+                bind: None,
+                authorization: None,
+            },
+            tls: Vec::new(),
+            close_removed_after: None,
+            generation: 0,
+        }
     }
 
     /// `routes, backends, servers` in one line, as `check` prints it.

@@ -1,9 +1,10 @@
 //! The life of one accepted connection, top to bottom: read the ClientHello
-//! without consuming it, choose the route, then hand over to the path of
-//! the backend's termination (`passthrough`: replay the hello and relay the
-//! raw bytes; `terminate`: edge or re-encrypt), and write one access-log
-//! line. Everything it consults comes from the snapshot taken at accept,
-//! so a reload never changes a connection midway.
+//! without consuming it, ask the snapshot for the routing decision
+//! (`Snapshot::decide`, the same code `switchyard route` runs), then hand
+//! over to the path of the backend's termination (`passthrough`: replay the
+//! hello and relay the raw bytes; `terminate`: edge or re-encrypt), and
+//! write one access-log line. The decision owns its backend, so a reload
+//! never changes a connection midway.
 
 mod passthrough;
 mod terminate;
@@ -20,8 +21,8 @@ use crate::backend::{ActiveGuard, Backend, Termination};
 use crate::client_hello::{self, ClientHello, HelloError, Progress};
 use crate::config::{ListenerSpec, Snapshot};
 use crate::relay;
-use crate::route::BackendId;
-use crate::server::Router;
+use crate::route::{Hello, Miss, OwnedHello, Via};
+use crate::shared::Shared;
 use crate::stats::counters::{global, HelloOutcome};
 
 /// First read size: most ClientHellos (500–1,800 bytes) arrive in one read.
@@ -31,12 +32,12 @@ const FIRST_READ: usize = 2048;
 pub struct Accepted {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    /// The configuration this connection lives with, to its end.
+    /// The configuration current at accept: the decision is made from it.
     pub snapshot: Arc<Snapshot>,
     /// Index of the accepting listener in `snapshot.listeners`.
     pub listener: usize,
     /// To follow reloads when removed routes must be closed.
-    pub router: Arc<Router>,
+    pub shared: Arc<Shared>,
 }
 
 /// Runs a connection to its end. Never panics on peer input; every way it
@@ -47,30 +48,45 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         peer,
         snapshot,
         listener,
-        router,
+        shared,
     } = conn;
     let spec = &snapshot.listeners[listener];
-    let mut log = AccessLog::new(peer, &spec.name);
+    let mut log = AccessLog::new(peer, Arc::clone(&spec.name));
     let _ = stream.set_nodelay(true);
-    let Some((hello_bytes, id)) = decide(&stream, &snapshot, spec, &mut log).await else {
-        return log.finish();
+    let (hello_bytes, hello) = match preread(&stream, spec, &mut log).await {
+        Ok(bytes) => (bytes, Said::Sni),
+        Err(PrereadError::NoSni(bytes)) => (bytes, Said::NoSni),
+        Err(PrereadError::Hello(bytes)) => (bytes, Said::NotTls),
+        Err(PrereadError::Timeout | PrereadError::Closed) => return log.finish(),
     };
-    let backend = snapshot.backend(id);
-    log.backend(backend);
+    let decision = match snapshot.decide(listener, hello.of(&log)) {
+        Ok(decision) => decision,
+        Err(miss) => {
+            if let Some(name) = log.sni() {
+                global().unmatched(name);
+                let why = format!("no route: {}", miss.as_str());
+                log.end("switchyard", &why);
+            }
+            return log.finish();
+        }
+    };
+    if let (Some(name), Via::Default(Miss::NoRoute)) = (log.sni(), &decision.via) {
+        global().unmatched(name);
+    }
+    log.decided(&decision);
     let removed = snapshot.close_removed_after.map(|grace| {
-        let sni = log.sni().map(str::to_string);
-        let watch = route_removed(
-            Arc::clone(&router),
-            sni,
-            listener,
-            backend.name.clone(),
-            grace,
-        );
-        Box::pin(watch) as relay::Stop
+        let followed = Followed {
+            listener: Arc::clone(&spec.name),
+            hello: OwnedHello::from(hello.of(&log)),
+            backend: decision.backend.name.clone(),
+            generation: decision.generation,
+        };
+        Box::pin(route_removed(shared, followed, grace)) as relay::Stop
     });
+    let backend = decision.backend;
     let ctx = Ctx {
         peer,
-        backend,
+        backend: &backend,
         removed,
     };
     match backend.termination {
@@ -100,33 +116,30 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
     log.finish()
 }
 
+/// What the preread found; the name itself stays in the log.
+#[derive(Clone, Copy)]
+enum Said {
+    Sni,
+    NoSni,
+    NotTls,
+}
+
+impl Said {
+    fn of(self, log: &AccessLog) -> Hello<'_> {
+        match self {
+            Said::Sni => log.sni().map_or(Hello::NoSni, Hello::Sni),
+            Said::NoSni => Hello::NoSni,
+            Said::NotTls => Hello::NotTls,
+        }
+    }
+}
+
 /// What the termination paths need besides the streams.
 pub(crate) struct Ctx<'a> {
     pub peer: SocketAddr,
-    pub backend: &'a Backend,
+    pub backend: &'a Arc<Backend>,
     /// Resolves when a reload removed this connection's route (if asked).
     pub removed: Option<relay::Stop>,
-}
-
-/// Reads the ClientHello and chooses the backend: a passthrough route, an
-/// edge or re-encrypt route, or the listener's default backend. Returns
-/// the bytes read (to replay) and the backend, or `None` to close.
-async fn decide<'a>(
-    stream: &TcpStream,
-    snapshot: &'a Snapshot,
-    spec: &ListenerSpec,
-    log: &mut AccessLog<'a>,
-) -> Option<(Vec<u8>, BackendId)> {
-    match preread(stream, spec, log).await {
-        Ok(hello_bytes) => choose_backend(snapshot, spec, log).map(|id| (hello_bytes, id)),
-        Err(PrereadError::NoSni(bytes)) => spec.default_backend.map(|id| (bytes, id)),
-        // Not a usable hello: only a passthrough default can take it.
-        Err(PrereadError::Hello(bytes)) => spec
-            .default_backend
-            .filter(|&id| snapshot.backend(id).termination == Termination::Passthrough)
-            .map(|id| (bytes, id)),
-        Err(PrereadError::Timeout | PrereadError::Closed) => None,
-    }
 }
 
 /// Why the preread stopped without a ClientHello that names a host.
@@ -144,7 +157,7 @@ enum PrereadError {
 async fn preread(
     stream: &TcpStream,
     spec: &ListenerSpec,
-    log: &mut AccessLog<'_>,
+    log: &mut AccessLog,
 ) -> Result<Vec<u8>, PrereadError> {
     let deadline = Instant::now() + spec.inspect_timeout;
     let mut buf = Vec::with_capacity(FIRST_READ);
@@ -198,7 +211,7 @@ fn accept_hello(
     hello: ClientHello,
     buf: Vec<u8>,
     reads: usize,
-    log: &mut AccessLog<'_>,
+    log: &mut AccessLog,
 ) -> Result<Vec<u8>, PrereadError> {
     let has_sni = hello.sni.is_some();
     global().hello(if has_sni {
@@ -226,35 +239,12 @@ async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usi
     }
 }
 
-/// The backend for the SNI the log has recorded, or the default one.
-fn choose_backend<'a>(
-    snapshot: &'a Snapshot,
-    spec: &ListenerSpec,
-    log: &mut AccessLog<'a>,
-) -> Option<BackendId> {
-    let sni = log.sni()?;
-    let miss = match snapshot.routes.find(sni) {
-        Ok(route) => {
-            log.route(route.hit.file, route.hit.line);
-            return Some(route.backend);
-        }
-        Err(miss) => miss,
-    };
-    if let Some((hit, id)) = snapshot.routes.find_terminated(sni) {
-        log.route(hit.file, hit.line);
-        return Some(id);
-    }
-    global().unmatched(sni);
-    log.end("switchyard", &format!("no route: {}", miss.as_str()));
-    spec.default_backend
-}
-
 /// Picks a server and connects, trying others after a failure (bounded by
 /// the backend's retries).
-pub(crate) async fn connect<'a>(
-    backend: &'a Backend,
+pub(crate) async fn connect(
+    backend: &Backend,
     peer: SocketAddr,
-    log: &mut AccessLog<'a>,
+    log: &mut AccessLog,
 ) -> Option<(TcpStream, ActiveGuard)> {
     let mut tried = Vec::new();
     for _ in 0..=backend.retries {
@@ -266,7 +256,7 @@ pub(crate) async fn connect<'a>(
         let started = Instant::now();
         match connect_one(server.addr, backend.timeouts.connect).await {
             Ok(stream) => {
-                log.server(server, started.elapsed());
+                log.server(i, started.elapsed());
                 return Some((stream, active));
             }
             Err(e) => {
@@ -314,37 +304,52 @@ async fn connect_one(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpSt
     Ok(stream)
 }
 
-/// Resolves once a reload has taken this connection's route away (its SNI
-/// no longer leads to `backend`) and `grace` has passed without it coming
-/// back. Only built when `close_removed_after` is set.
-async fn route_removed(
-    router: Arc<Router>,
-    sni: Option<String>,
-    listener: usize,
+/// What a connection's route was decided from, to decide it again.
+struct Followed {
+    listener: Arc<str>,
+    hello: OwnedHello,
+    /// The backend it was decided to.
     backend: String,
-    grace: Duration,
-) {
-    let mut applied = router.subscribe();
+    /// The generation of the snapshot it was decided from.
+    generation: u64,
+}
+
+/// Resolves once a reload has taken this connection's route away (the same
+/// listener and ClientHello no longer lead to its backend) and `grace` has
+/// passed without it coming back. A reload applied between the decision
+/// and the start of this watch is seen: generations are compared, no
+/// snapshot is held. Only built when `close_removed_after` is set.
+async fn route_removed(shared: Arc<Shared>, followed: Followed, grace: Duration) {
+    let mut applied = shared.subscribe();
+    let mut seen = followed.generation;
     loop {
+        let now = *applied.borrow_and_update();
+        if now != seen {
+            seen = now;
+            if !still_routed(&shared, &followed) {
+                tokio::time::sleep(grace).await;
+                if !still_routed(&shared, &followed) {
+                    return;
+                }
+            }
+        }
         if applied.changed().await.is_err() {
             return std::future::pending().await;
-        }
-        if !still_routed(&router, sni.as_deref(), listener, &backend) {
-            tokio::time::sleep(grace).await;
-            if !still_routed(&router, sni.as_deref(), listener, &backend) {
-                return;
-            }
         }
     }
 }
 
-fn still_routed(router: &Router, sni: Option<&str>, listener: usize, backend: &str) -> bool {
-    let now = router.snapshot();
-    let id = match sni.map(|s| now.routes.find(s)) {
-        Some(Ok(route)) => Some(route.backend),
-        _ => now.listeners.get(listener).and_then(|l| l.default_backend),
+fn still_routed(shared: &Shared, followed: &Followed) -> bool {
+    let now = shared.snapshot();
+    let Some(listener) = now
+        .listeners
+        .iter()
+        .position(|l| l.name == followed.listener)
+    else {
+        return false;
     };
-    id.is_some_and(|id| now.backend(id).name == backend)
+    now.decide(listener, followed.hello.as_hello())
+        .is_ok_and(|d| d.backend.name == followed.backend)
 }
 
 #[cfg(test)]
@@ -369,11 +374,67 @@ mod size {
                     .expect("write");
                 let snapshot = crate::config::load(&config).expect("load").snapshot;
                 let router = crate::server::Router::start(snapshot).expect("router");
-                let conn = super::Accepted { stream, peer: addr, snapshot: router.snapshot(), listener: 0, router };
+                let conn = super::Accepted { stream, peer: addr, snapshot: router.snapshot(), listener: 0, shared: std::sync::Arc::clone(router.shared()) };
                 std::mem::size_of_val(&super::handle(conn))
             })
         }
         let size = size_of_handle();
         assert!(size <= 1536, "connection future is {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod follow {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{route_removed, Followed};
+    use crate::route::OwnedHello;
+    use crate::shared::Shared;
+
+    /// A snapshot whose passthrough map routes `svc.test` to `backend`.
+    fn snapshot(dir: &std::path::Path, backend: &str, generation: u64) -> crate::config::Snapshot {
+        std::fs::write(dir.join("tcp.map"), format!("^svc\\.test$ {backend}\n")).expect("map");
+        let config = dir.join("s.toml");
+        let text = "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\
+                    [maps]\ntcp_be = \"tcp.map\"\n[stats]\nenabled = false\n\
+                    [[backend]]\nname = \"a\"\nservers = []\n\
+                    [[backend]]\nname = \"b\"\nservers = []\n";
+        std::fs::write(&config, text).expect("config");
+        let mut snapshot = crate::config::load(&config).expect("load").snapshot;
+        snapshot.generation = generation;
+        snapshot
+    }
+
+    fn followed(generation: u64) -> Followed {
+        Followed {
+            listener: "l".into(),
+            hello: OwnedHello::Sni("svc.test".into()),
+            backend: "a".into(),
+            generation,
+        }
+    }
+
+    /// A reload applied after the decision but before the watch starts is
+    /// still seen: the watch compares generations.
+    #[tokio::test]
+    async fn a_reload_before_the_watch_starts_is_not_missed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let shared = Arc::new(Shared::new(Arc::new(snapshot(dir.path(), "a", 1))));
+        shared.publish(Arc::new(snapshot(dir.path(), "b", 2)));
+        let watch = route_removed(Arc::clone(&shared), followed(1), Duration::from_millis(10));
+        tokio::time::timeout(Duration::from_secs(5), watch)
+            .await
+            .expect("the moved route is noticed");
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_keeps_the_route_keeps_the_connection() {
+        let dir = tempfile::tempdir().expect("dir");
+        let shared = Arc::new(Shared::new(Arc::new(snapshot(dir.path(), "a", 1))));
+        shared.publish(Arc::new(snapshot(dir.path(), "a", 2)));
+        let watch = route_removed(Arc::clone(&shared), followed(1), Duration::from_millis(10));
+        let ended = tokio::time::timeout(Duration::from_millis(300), watch).await;
+        assert!(ended.is_err(), "the route is the same: keep the connection");
     }
 }

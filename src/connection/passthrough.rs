@@ -7,12 +7,7 @@ use super::{connect, Ctx};
 use crate::access_log::AccessLog;
 use crate::relay::{self, Deadlines};
 
-pub(super) async fn run<'a>(
-    client: TcpStream,
-    hello: Vec<u8>,
-    ctx: Ctx<'a>,
-    log: &mut AccessLog<'a>,
-) {
+pub(super) async fn run(client: TcpStream, hello: Vec<u8>, ctx: Ctx<'_>, log: &mut AccessLog) {
     let Some((server, _active)) = connect(ctx.backend, ctx.peer, log).await else {
         return;
     };

@@ -22,13 +22,13 @@ use crate::stats::counters::{global, HandshakeFailure};
 use crate::tls::upstream::{describe_failure, is_verify_failure};
 use crate::tls::{Served, ServerSide};
 
-pub(super) async fn run<'a>(
+pub(super) async fn run(
     client: TcpStream,
     hello: Vec<u8>,
     tls: &ServerSide,
     spec: &ListenerSpec,
-    ctx: Ctx<'a>,
-    log: &mut AccessLog<'a>,
+    ctx: Ctx<'_>,
+    log: &mut AccessLog,
 ) {
     let Some(cert) = tls.certificate(log.sni()) else {
         global().handshake_failure(HandshakeFailure::NoCertificate);
@@ -117,7 +117,7 @@ async fn handshake(
     cert: &Served,
     alpn: Vec<Vec<u8>>,
     deadline: Instant,
-    log: &mut AccessLog<'_>,
+    log: &mut AccessLog,
 ) -> Option<tokio_rustls::server::TlsStream<Replay>> {
     match timeout_at(deadline, start.into_stream(tls.config(cert, alpn))).await {
         Ok(Ok(stream)) => Some(stream),
@@ -136,7 +136,7 @@ async fn handshake(
     }
 }
 
-fn client_failure(log: &mut AccessLog<'_>, why: HandshakeFailure, text: &str) {
+fn client_failure(log: &mut AccessLog, why: HandshakeFailure, text: &str) {
     global().handshake_failure(why);
     let by = if why == HandshakeFailure::Timeout {
         "switchyard"

@@ -5,7 +5,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::connection::{self, Accepted};
-use crate::server::Router;
+use crate::shared::Shared;
 
 /// Pending connections the kernel may queue before accept.
 const BACKLOG: i32 = 4096;
@@ -37,8 +36,8 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// listener's settings in whichever snapshot is current at each accept.
 pub async fn serve(
     listener: TcpListener,
-    name: String,
-    router: Arc<Router>,
+    name: Arc<str>,
+    shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -64,15 +63,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let snapshot = router.current().load_full();
+        let snapshot = shared.snapshot();
         let Some(index) = snapshot.listeners.iter().position(|l| l.name == name) else {
             continue; // being removed by a reload: the stop signal follows
         };
-        let open = Arc::clone(router.open_counter());
-        open.fetch_add(1, Ordering::Relaxed);
-        let frontend = Arc::clone(&frontend);
-        frontend.current.fetch_add(1, Ordering::Relaxed);
-        let router = Arc::clone(&router);
+        let open = shared.open(&frontend);
+        let handle = Arc::clone(&shared);
         tokio::spawn(async move {
             let _slot = permit;
             let conn = Accepted {
@@ -80,12 +76,11 @@ pub async fn serve(
                 peer,
                 snapshot,
                 listener: index,
-                router,
+                shared: handle,
             };
             let (bytes_in, bytes_out, failed) = connection::handle(conn).await;
-            frontend.current.fetch_sub(1, Ordering::Relaxed);
-            frontend.record(bytes_in, bytes_out, failed);
-            open.fetch_sub(1, Ordering::Relaxed);
+            open.frontend().record(bytes_in, bytes_out, failed);
+            // `open` and `_slot` are released here, or on panic or abort.
         });
     }
 }

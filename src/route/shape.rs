@@ -1,105 +1,313 @@
-//! Recognises the regex shapes OpenShift writes into its maps, so that they
-//! can be answered by hash lookups instead of running a regex per route.
+//! Recognises what a map line's regex means for SNI route keys, so that the
+//! shapes OpenShift writes are answered by hash lookups instead of running
+//! a regex per route.
 //!
-//! Route keys are SNI host names as the ClientHello reader hands them over:
-//! lowercase letters, digits, `-`, `_` and `.`, no trailing dot. Against
-//! such keys the optional port and path groups can only match the empty
-//! string, which is what makes the rewriting below exact.
+//! Route keys are host names as the ClientHello reader hands them over:
+//! lowercase letters, digits, `-`, `_` and `.` (the *key alphabet*). The
+//! shape is decided from the parsed regex (`regex-syntax` HIR), never from
+//! its text: every part of the pattern is reduced to what it can match over
+//! the key alphabet. A part that needs a character outside it (`/`, `:`, an
+//! upper-case letter) can never match; a repetition or alternative of such
+//! a part can only match the empty string. What remains is compared with
+//! the two shapes that hash (an exact host, a one-label wildcard); anything
+//! else is `General` and scanned in file order, never dropped.
+
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// What a pattern means for host-name keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shape {
-    /// Matches exactly this key.
-    Exact(String),
-    /// Matches `<label>.<suffix>` where the label holds no dot.
-    Wildcard(String),
-    /// Requires a `/`, so no host name matches it (a path route).
+    /// Matches exactly these keys (one, or two when a trailing `\.?`
+    /// also admits the name with a final dot).
+    Exact(Vec<String>),
+    /// Matches `<label>.<suffix>` for one of these suffixes, where the
+    /// label holds no dot (it may be empty, as `[^.]*` may).
+    Wildcard(Vec<String>),
+    /// No host name can match it: it needs a character that keys never
+    /// hold (a path route such as `^a\.test/api(/.*)?$`).
     Never,
     /// Anything else: evaluated as a regex, in file order.
     General,
 }
 
-/// Classifies `pattern`. Unknown shapes are `General`, never a guess.
+/// Classifies `pattern`; an unparsable pattern is `General` (the compiler
+/// then reports it). Unknown shapes are `General`, never a guess.
 pub fn classify(pattern: &str) -> Shape {
-    let Some(body) = pattern.strip_prefix('^') else {
-        return Shape::General;
-    };
-    let (wildcard, rest) = match strip_any(body, &["[^\\.]*\\.", "[^.]*\\."]) {
-        Some(rest) => (true, rest),
-        None => (false, body),
-    };
-    let (host, rest) = host_literal(rest);
-    if host.is_empty() {
-        return Shape::General;
+    match regex_syntax::Parser::new().parse(pattern) {
+        Ok(hir) => classify_hir(&hir),
+        Err(_) => Shape::General,
     }
-    let rest = rest.strip_prefix("\\.?").unwrap_or(rest);
-    let rest = rest.strip_prefix("(:[0-9]+)?").unwrap_or(rest);
-    if let Some(path) = strip_any(rest, &["/", "\\/"]) {
-        // A literal `/` in a regex without alternation: every match has one.
-        return if path.contains('|') || path.ends_with("\\$") {
-            Shape::General
-        } else {
-            Shape::Never
+}
+
+/// Classifies a parsed pattern.
+pub fn classify_hir(hir: &Hir) -> Shape {
+    let HirKind::Concat(parts) = hir.kind() else {
+        return match reduce(hir) {
+            Reduced::Never => Shape::Never,
+            _ => Shape::General,
+        };
+    };
+    let anchored = matches!(
+        parts.first().map(Hir::kind),
+        Some(HirKind::Look(Look::Start))
+    ) && matches!(parts.last().map(Hir::kind), Some(HirKind::Look(Look::End)));
+    if !anchored || parts.len() < 2 {
+        return match reduce(hir) {
+            Reduced::Never => Shape::Never,
+            _ => Shape::General,
         };
     }
-    let rest = strip_any(rest, &["(/.*)?", "(\\/.*)?"]).unwrap_or(rest);
-    if rest != "$" {
-        return Shape::General;
-    }
-    if wildcard {
-        Shape::Wildcard(host)
-    } else {
-        Shape::Exact(host)
+    match reduce_concat(&parts[1..parts.len() - 1]) {
+        Reduced::Never => Shape::Never,
+        Reduced::Unknown => Shape::General,
+        Reduced::Seq(atoms) => from_atoms(&atoms),
     }
 }
 
-fn strip_any<'a>(s: &'a str, prefixes: &[&str]) -> Option<&'a str> {
-    prefixes.iter().find_map(|p| s.strip_prefix(p))
+/// One position of a reduced pattern, over the key alphabet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Atom {
+    /// Exactly this byte.
+    Byte(u8),
+    /// `\.?`: a dot or nothing.
+    OptionalDot,
+    /// `[^.]*`: any run of key bytes other than a dot.
+    Label,
 }
 
-/// Reads a regex-quoted host name (`www\.example\.com`) from the front of
-/// `s`; returns the unquoted host and what follows it.
-fn host_literal(s: &str) -> (String, &str) {
-    let bytes = s.as_bytes();
-    let mut host = String::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            host.push(char::from(b));
-            i += 1;
-        } else if b == b'\\' && matches!(bytes.get(i + 1), Some(b'.' | b'-')) {
-            // `\.?` belongs to the suffix, not the host.
-            if bytes.get(i + 1) == Some(&b'.') && bytes.get(i + 2) == Some(&b'?') {
-                break;
+/// What a part of a pattern can match over the key alphabet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reduced {
+    /// Nothing at all.
+    Never,
+    /// Exactly the strings this sequence describes.
+    Seq(Vec<Atom>),
+    /// Something the hash shapes cannot express.
+    Unknown,
+}
+
+/// Longest sequence a counted repetition is unrolled to.
+const MAX_UNROLLED: usize = 255;
+
+/// Bytes a route key may hold.
+fn in_key_alphabet(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+}
+
+/// The key bytes a class admits, in order.
+fn class_bytes(class: &Class) -> Vec<u8> {
+    let admitted = |b: u8| match class {
+        Class::Unicode(c) => c
+            .ranges()
+            .iter()
+            .any(|r| (r.start()..=r.end()).contains(&char::from(b))),
+        Class::Bytes(c) => c
+            .ranges()
+            .iter()
+            .any(|r| (r.start()..=r.end()).contains(&b)),
+    };
+    (0u8..128)
+        .filter(|&b| in_key_alphabet(b) && admitted(b))
+        .collect()
+}
+
+/// Whether `class` admits every key byte except the dot, and nothing else
+/// of the key alphabet: `[^.]`, `[^\.]`, `[^./]` and the like.
+fn is_label_class(class: &Class) -> bool {
+    let bytes = class_bytes(class);
+    let all = (0u8..128).filter(|&b| in_key_alphabet(b) && b != b'.');
+    bytes.iter().copied().eq(all)
+}
+
+fn reduce(hir: &Hir) -> Reduced {
+    match hir.kind() {
+        HirKind::Empty => Reduced::Seq(Vec::new()),
+        HirKind::Literal(lit) => {
+            if lit.0.iter().all(|&b| in_key_alphabet(b)) {
+                Reduced::Seq(lit.0.iter().map(|&b| Atom::Byte(b)).collect())
+            } else {
+                Reduced::Never
             }
-            host.push(char::from(bytes[i + 1]));
-            i += 2;
-        } else {
-            break;
+        }
+        HirKind::Class(class) => match class_bytes(class).as_slice() {
+            [] => Reduced::Never,
+            [b] => Reduced::Seq(vec![Atom::Byte(*b)]),
+            _ => Reduced::Unknown,
+        },
+        HirKind::Look(_) => Reduced::Unknown,
+        HirKind::Capture(capture) => reduce(&capture.sub),
+        HirKind::Concat(parts) => reduce_concat(parts),
+        HirKind::Alternation(branches) => {
+            let mut kept: Option<Vec<Atom>> = None;
+            for branch in branches {
+                match reduce(branch) {
+                    Reduced::Never => continue,
+                    Reduced::Unknown => return Reduced::Unknown,
+                    Reduced::Seq(atoms) => match &kept {
+                        None => kept = Some(atoms),
+                        Some(k) if *k == atoms => {}
+                        Some(_) => return Reduced::Unknown,
+                    },
+                }
+            }
+            kept.map_or(Reduced::Never, Reduced::Seq)
+        }
+        HirKind::Repetition(rep) => {
+            if rep.min == 0 && rep.max.is_none() {
+                if let HirKind::Class(class) = unwrap_captures(&rep.sub).kind() {
+                    if is_label_class(class) {
+                        return Reduced::Seq(vec![Atom::Label]);
+                    }
+                }
+            }
+            match reduce(&rep.sub) {
+                Reduced::Never if rep.min == 0 => Reduced::Seq(Vec::new()),
+                Reduced::Never => Reduced::Never,
+                Reduced::Seq(atoms) if atoms.is_empty() => Reduced::Seq(atoms),
+                Reduced::Seq(atoms)
+                    if rep.min == 0 && rep.max == Some(1) && atoms == [Atom::Byte(b'.')] =>
+                {
+                    Reduced::Seq(vec![Atom::OptionalDot])
+                }
+                Reduced::Seq(atoms)
+                    if rep.max == Some(rep.min)
+                        && atoms.len() * rep.min as usize <= MAX_UNROLLED =>
+                {
+                    Reduced::Seq(atoms.repeat(rep.min as usize))
+                }
+                _ => Reduced::Unknown,
+            }
         }
     }
-    (host, &s[i..])
+}
+
+fn unwrap_captures(hir: &Hir) -> &Hir {
+    match hir.kind() {
+        HirKind::Capture(c) => unwrap_captures(&c.sub),
+        _ => hir,
+    }
+}
+
+/// A concatenation can match nothing if any part can match nothing,
+/// whatever the other parts are.
+fn reduce_concat(parts: &[Hir]) -> Reduced {
+    let mut out = Vec::new();
+    let mut unknown = false;
+    for part in parts {
+        match reduce(part) {
+            Reduced::Never => return Reduced::Never,
+            Reduced::Unknown => unknown = true,
+            Reduced::Seq(atoms) => out.extend(atoms),
+        }
+    }
+    if unknown {
+        Reduced::Unknown
+    } else {
+        Reduced::Seq(out)
+    }
+}
+
+/// The hash shape of an anchored sequence: bytes, optionally after
+/// `[^.]*\.`, optionally ending in `\.?`.
+fn from_atoms(atoms: &[Atom]) -> Shape {
+    let (atoms, optional_dot) = match atoms.split_last() {
+        Some((Atom::OptionalDot, rest)) => (rest, true),
+        _ => (atoms, false),
+    };
+    let (wildcard, atoms) = match atoms {
+        [Atom::Label, Atom::Byte(b'.'), rest @ ..] => (true, rest),
+        _ => (false, atoms),
+    };
+    let mut text = String::with_capacity(atoms.len() + 1);
+    for atom in atoms {
+        match atom {
+            Atom::Byte(b) => text.push(char::from(*b)),
+            Atom::OptionalDot | Atom::Label => return Shape::General,
+        }
+    }
+    if wildcard && text.is_empty() {
+        return Shape::General;
+    }
+    let mut keys = vec![text.clone()];
+    if optional_dot {
+        text.push('.');
+        keys.push(text);
+    }
+    if wildcard {
+        Shape::Wildcard(keys)
+    } else {
+        Shape::Exact(keys)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn exact(host: &str) -> Shape {
+        Shape::Exact(vec![host.into(), format!("{host}.")])
+    }
+
     #[test]
     fn openshift_shapes() {
-        let exact = Shape::Exact("www.example.com".into());
-        assert_eq!(classify(r"^www\.example\.com\.?(:[0-9]+)?(/.*)?$"), exact);
-        assert_eq!(classify(r"^www\.example\.com(:[0-9]+)?(\/.*)?$"), exact);
-        assert_eq!(classify(r"^www\.example\.com$"), exact);
+        let e = exact("www.example.com");
+        assert_eq!(classify(r"^www\.example\.com\.?(:[0-9]+)?(/.*)?$"), e);
+        assert_eq!(classify(r"^www\.example\.com\.?(:[0-9]+)?(\/.*)?$"), e);
+        assert_eq!(
+            classify(r"^www\.example\.com$"),
+            Shape::Exact(vec!["www.example.com".into()])
+        );
         assert_eq!(
             classify(r"^[^\.]*\.wild\.test\.?(:[0-9]+)?(/.*)?$"),
-            Shape::Wildcard("wild.test".into())
+            Shape::Wildcard(vec!["wild.test".into(), "wild.test.".into()])
         );
         assert_eq!(
             classify(r"^www\.example\.com\.?(:[0-9]+)?/x/y(/.*)?$"),
             Shape::Never
         );
+    }
+
+    /// Tails that look like paths but admit the empty string keep the line
+    /// a host route: HAProxy matches `a.test` with every one of them.
+    #[test]
+    fn optional_path_tails_still_match_the_host() {
+        let a = Shape::Exact(vec!["a.test".into()]);
+        for p in [
+            r"^a\.test/?$",
+            r"^a\.test/{0,1}$",
+            r"^a\.test/*$",
+            r"^a\.test(/.*)?$",
+            r"^a\.test(/|/api)?$",
+            r"^a\.test(:[0-9]+|/x)?$",
+            r"^a\.test(/.*|)$",
+            r"^(a)\.test$",
+            r"^a\.(test|TEST)$",
+            r"^A\.test$|^a\.test$",
+        ] {
+            let shape = classify(p);
+            assert!(
+                shape == a || shape == Shape::General,
+                "{p} must not be Never: {shape:?}"
+            );
+            assert_ne!(shape, Shape::Never, "{p}");
+        }
+        assert_eq!(classify(r"^a\.test/?$"), a);
+        assert_eq!(classify(r"^a\.t{1}est/*$"), a);
+    }
+
+    #[test]
+    fn required_non_host_characters_never_match() {
+        for p in [
+            r"^a\.test/$",
+            r"^a\.test/+$",
+            r"^a\.test/{1,3}$",
+            r"^a\.test:443$",
+            r"^A\.test$",
+            r"a\.test/x",
+            r"^a\.test/x|^b\.test/y$",
+        ] {
+            assert_eq!(classify(p), Shape::Never, "{p}");
+        }
     }
 
     #[test]
@@ -111,9 +319,13 @@ mod tests {
             r"^a\.test|b\.test$",
             r"^a\.test/x|.*$",
             r"^(a|b)\.test$",
-            r"^a\.test\$",
             r"^.*$",
             r"^a\.test$|^b$",
+            r"^[a-z]*\.wild\.test$",
+            r"^(?m)a\.test$",
+            r"^\ba",
+            r"^a\.test(/x)?\b$",
+            r"^[^\.]*\.?$",
         ] {
             assert_eq!(classify(p), Shape::General, "{p}");
         }

@@ -40,6 +40,8 @@ pub struct Table<V> {
     wildcard: HashMap<Box<str>, u32>,
     /// General regexes with their entry index, in file order.
     general: Vec<(u32, Regex)>,
+    /// Lines no host name can match (path routes), for `check`.
+    never: Vec<usize>,
 }
 
 impl<V> Table<V> {
@@ -50,24 +52,24 @@ impl<V> Table<V> {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             general: Vec::new(),
+            never: Vec::new(),
             entries: Vec::with_capacity(entries.len()),
         };
         let mut errors = Vec::new();
         for entry in entries {
             let index = table.entries.len() as u32;
             match classify(&entry.pattern) {
-                Shape::Exact(host) => {
-                    table.exact.entry(host.into()).or_insert(index);
-                }
-                Shape::Wildcard(suffix) => {
-                    table.wildcard.entry(suffix.into()).or_insert(index);
-                }
-                Shape::Never => {
-                    if let Err(e) = regex_syntax::Parser::new().parse(&entry.pattern) {
-                        errors.push(pattern_error(entry.line, e));
-                        continue;
+                Shape::Exact(keys) => {
+                    for key in keys {
+                        table.exact.entry(key.into()).or_insert(index);
                     }
                 }
+                Shape::Wildcard(suffixes) => {
+                    for suffix in suffixes {
+                        table.wildcard.entry(suffix.into()).or_insert(index);
+                    }
+                }
+                Shape::Never => table.never.push(entry.line),
                 Shape::General => match compile(&entry.pattern) {
                     Ok(re) => table.general.push((index, re)),
                     Err(e) => {
@@ -102,6 +104,11 @@ impl<V> Table<V> {
 
     pub fn entries(&self) -> &[Entry<V>] {
         &self.entries
+    }
+
+    /// Lines that no host name can match, in file order.
+    pub fn never_lines(&self) -> &[usize] {
+        &self.never
     }
 
     /// How many entries need a regex scan (not answered by hashing).
@@ -168,6 +175,17 @@ mod tests {
         assert_eq!(t.general_count(), 1);
     }
 
+    /// A path-looking tail that admits the empty string still matches
+    /// the bare host, so that line wins over a later one.
+    #[test]
+    fn optional_slash_still_matches_the_host_first() {
+        for first in [r"^a\.test/?$", r"^a\.test/{0,1}$", r"^a\.test/*$"] {
+            let t = table(&[first, r"^a\.test$", r"^a\.test/x$"]);
+            assert_eq!(hit(&t, "a.test"), Some(0), "{first}");
+            assert_eq!(t.never_lines(), &[3]);
+        }
+    }
+
     #[test]
     fn bad_regex_reports_its_line() {
         let entries = vec![
@@ -218,6 +236,53 @@ mod tests {
         (label, domain).prop_map(|(l, d)| format!("{l}.{d}"))
     }
 
+    /// Host regexes (exact, wildcard, general) with tails that look like
+    /// paths, some of which still admit a bare host name.
+    fn tailed_pattern() -> impl Strategy<Value = String> {
+        let host = prop::sample::select(vec![
+            r"^a\.x\.test",
+            r"^b\.x\.test",
+            r"^[^\.]*\.x\.test",
+            r"^[^.]*\.test",
+            r"^(a|b)\.x\.test",
+            r"^a\.x\.t{1}est",
+            r"^.*\.test",
+            r"^a\.(x|y)\.test",
+        ]);
+        let tail = prop::sample::select(vec![
+            r"\.?(:[0-9]+)?(/.*)?$",
+            r"\.?(:[0-9]+)?/api(/.*)?$",
+            r"/?$",
+            r"/*$",
+            r"/+$",
+            r"/{0,1}$",
+            r"/{1,2}$",
+            r"(/.*)?$",
+            r"/api(/.*)?$",
+            r"(/|/api)?$",
+            r"(/api|\.y)?$",
+            r"(/.*|)$",
+            r"\.?$",
+            r"\.$",
+            r"$",
+            r"/$|\.test$",
+            r"(:[0-9]+)?",
+        ]);
+        (host, tail).prop_map(|(h, t)| format!("{h}{t}"))
+    }
+
+    fn tailed_key() -> impl Strategy<Value = String> {
+        let label = prop::sample::select(vec!["a", "b", "", "a.b", "zz"]);
+        let domain = prop::sample::select(vec!["x.test", "y.test", "test", "x.test."]);
+        (label, domain).prop_map(|(l, d)| {
+            if l.is_empty() {
+                format!(".{d}")
+            } else {
+                format!("{l}.{d}")
+            }
+        })
+    }
+
     proptest! {
         /// Whatever a map line holds, building and looking up never panic.
         #[test]
@@ -229,6 +294,22 @@ mod tests {
                 .collect();
             let (t, _) = Table::build(entries);
             let _ = t.lookup(&key);
+        }
+
+        /// Whatever tail follows the host, the table answers as the regexes
+        /// do in file order (HAProxy's first match).
+        #[test]
+        fn path_looking_tails_answer_as_ordered_scan(
+            patterns in prop::collection::vec(tailed_pattern(), 1..12),
+            keys in prop::collection::vec(tailed_key(), 1..12),
+        ) {
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            let t = table(&refs);
+            let naive: Vec<Regex> = patterns.iter().map(|p| Regex::new(p).unwrap()).collect();
+            for k in &keys {
+                let expected = naive.iter().position(|re| re.is_match(k));
+                prop_assert_eq!(hit(&t, k), expected, "key {} patterns {:?}", k, patterns);
+            }
         }
 
         /// The fast table answers exactly as an ordered scan of the regexes.

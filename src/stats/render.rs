@@ -95,7 +95,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
             let (connections, bytes_in, bytes_out, errors) = t.get();
             let bind = router.local_addr(&l.name).unwrap_or(l.bind).to_string();
             Frontend {
-                name: l.name.clone(),
+                name: l.name.to_string(),
                 bind,
                 current: t.current.load(Relaxed),
                 connections,
