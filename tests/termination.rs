@@ -369,7 +369,12 @@ async fn name_mismatch_closes_the_client_and_says_which_names() {
         .and_then(|rest| rest.split('"').next())
         .and_then(|a| a.parse().ok())
         .expect("listening address");
-    let result = Open::connect(addr, "wrong.test", s.front.client_config()).await;
+    // wrong.test has no certificate of its own: accept the default one.
+    let any = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    let result = Open::connect(addr, "wrong.test", Arc::new(any)).await;
     assert!(result.is_err(), "the client sees a closed connection");
     let expected = format!(
         "certificate for {} is valid for goldmane.calico-system.svc.example.com, goldmane; expected goldmane.calico-system.svc.cluster.local",
@@ -506,4 +511,121 @@ async fn route_command_explains_edge_and_reencrypt_names() {
     let (code, out) = run("bad name");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("not a server name"), "{out}");
+}
+
+/// A plain TCP server that counts the connections it accepts and keeps
+/// them open, echoing.
+async fn counting_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = tcp.write_all(b"counted\n").await;
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// A terminated route dials its server only once the client's handshake
+/// is complete: a bare ClientHello, or a client without the certificate
+/// a listener requires, never reaches a backend.
+#[tokio::test]
+async fn servers_are_dialed_only_after_the_client_handshake() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let s = setup("client_auth = \"optional\"\nclient_ca = \"certs/front-ca.pem\"").await;
+    let (counter, count) = counting_server().await;
+    let config = s.dir.path().join("switchyard.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    let text = text.replace(&s.edge.addr.to_string(), &counter.to_string());
+    std::fs::write(&config, text).expect("write");
+    let (_router, addr) = start(&config);
+
+    // A ClientHello and nothing more.
+    let name = ServerName::try_from("edge.test").expect("name");
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(s.front.client_config(), name)
+        .expect("client")
+        .write_tls(&mut hello)
+        .expect("hello");
+    let mut bare = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    bare.write_all(&hello).await.expect("send hello");
+    let mut first = [0u8; 1];
+    let answered = tokio::time::timeout(WAIT, bare.read(&mut first)).await;
+    assert!(
+        matches!(answered, Ok(Ok(1))),
+        "the router answers the hello"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        count.load(SeqCst),
+        0,
+        "no server dialed for a bare ClientHello"
+    );
+
+    // A completed handshake dials exactly one.
+    let open = Open::connect(addr, "edge.test", s.front.client_config())
+        .await
+        .expect("edge");
+    assert_eq!(open.server, "counted");
+    assert_eq!(count.load(SeqCst), 1);
+    drop(bare);
+
+    // Required client certificates: a client without one never reaches a server.
+    let s = setup("client_auth = \"required\"\nclient_ca = \"certs/front-ca.pem\"").await;
+    let (counter, count) = counting_server().await;
+    let config = s.dir.path().join("switchyard.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    let text = text.replace(&s.edge.addr.to_string(), &counter.to_string());
+    std::fs::write(&config, text).expect("write");
+    let (_router, addr) = start(&config);
+    let without = Open::connect(addr, "edge.test", s.front.client_config()).await;
+    assert!(without.is_err(), "no client certificate, no session");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        count.load(SeqCst),
+        0,
+        "no server dialed without the certificate"
+    );
+}
+
+/// Re-encrypt offers the server exactly the protocol negotiated with the
+/// client, which the crt-list line decides: both ends speak the same one.
+#[tokio::test]
+async fn reencrypt_offers_upstream_only_the_negotiated_protocol() {
+    let s = setup("").await;
+    let crt = s.dir.path().join("maps/cert_config.map");
+    let text = std::fs::read_to_string(&crt).expect("read");
+    let text = text.replace(
+        "[alpn h2,http/1.1] secure.test",
+        "[alpn http/1.1] secure.test",
+    );
+    std::fs::write(&crt, text).expect("write");
+    let (_router, addr) = start(&s.dir.path().join("switchyard.toml"));
+    for (offered, expected) in [(&["h2", "http/1.1"][..], "http/1.1"), (&[][..], "-")] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("secure.test").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(client(&s.front, offered))
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        let client_side = tls
+            .get_ref()
+            .1
+            .alpn_protocol()
+            .map_or("-".to_string(), |p| String::from_utf8_lossy(p).into_owned());
+        assert_eq!(client_side, expected, "client offered {offered:?}");
+        let greeting = format!("secure alpn={expected}\n");
+        let mut line = vec![0u8; greeting.len()];
+        tls.read_exact(&mut line).await.expect("greeting");
+        assert_eq!(String::from_utf8_lossy(&line), greeting, "server side");
+    }
 }

@@ -1,9 +1,11 @@
 //! Edge and re-encrypt: finish the TLS handshake with the client (the
 //! preread bytes are replayed into it, nothing is read twice from the
-//! socket), with the certificate chosen by SNI. The server is connected
-//! before the handshake completes so that a re-encrypt backend can offer
-//! the client's ALPN upstream and answer the client with the server's
-//! choice. Then relay plaintext (edge) or re-encrypted TLS.
+//! socket), with the certificate chosen by SNI, and only then connect a
+//! server: a ClientHello alone, or a client that cannot present the
+//! certificate a listener requires, never costs a backend connection.
+//! Edge relays plaintext; re-encrypt opens verified TLS to the server,
+//! offering upstream exactly the protocol the client negotiated (none if
+//! none), so both ends speak the same one.
 
 use std::io;
 use std::pin::Pin;
@@ -51,11 +53,10 @@ pub(super) async fn run(
         }
         Err(_) => return client_failure(log, HandshakeFailure::Timeout, "TLS handshake timed out"),
     };
-    let offered: Vec<Vec<u8>> = start
-        .client_hello()
-        .alpn()
-        .map(|protocols| protocols.map(<[u8]>::to_vec).collect())
-        .unwrap_or_default();
+    let Some(client) = handshake(start, tls, cert, cert.alpn.clone(), deadline, log).await else {
+        return;
+    };
+    let negotiated: Option<Vec<u8>> = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     let Some((server, _active)) = connect(ctx.backend, ctx.peer, log).await else {
         return;
     };
@@ -64,15 +65,12 @@ pub(super) async fn run(
         idle: ctx.backend.timeouts.tunnel,
     };
     let Some(upstream) = &ctx.backend.upstream else {
-        // Edge: the certificate's ALPN list, plaintext to the server.
-        let Some(client) = handshake(start, tls, cert, cert.alpn.clone(), deadline, log).await
-        else {
-            return;
-        };
+        // Edge: plaintext to the server.
         let outcome = relay::relay_streams(client, server, deadlines, ctx.removed).await;
         return log.relayed(&outcome);
     };
     let addr = server.peer_addr().ok();
+    let offered: Vec<Vec<u8>> = negotiated.iter().cloned().collect();
     let connector = TlsConnector::from(upstream.config(&offered));
     let connecting = connector.connect(upstream.verify_host.clone(), server);
     let server = match timeout(ctx.backend.timeouts.connect, connecting).await {
@@ -94,18 +92,17 @@ pub(super) async fn run(
             return log.fail("server", "TLS handshake with the server timed out");
         }
     };
-    // Answer the client with the protocol the server chose.
-    let chosen: Vec<Vec<u8>> = server
-        .get_ref()
-        .1
-        .alpn_protocol()
-        .map(<[u8]>::to_vec)
-        .into_iter()
-        .collect();
-    let deadline = Instant::now() + spec.inspect_timeout;
-    let Some(client) = handshake(start, tls, cert, chosen, deadline, log).await else {
-        return;
-    };
+    let chosen = server.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if let Some(wanted) = negotiated.filter(|w| chosen.as_ref() != Some(w)) {
+        global().handshake_failure(HandshakeFailure::Upstream);
+        let why = format!(
+            "the server did not accept ALPN {} that the client negotiated (it chose {})",
+            String::from_utf8_lossy(&wanted),
+            chosen.map_or("none".into(), |c| String::from_utf8_lossy(&c).into_owned())
+        );
+        tracing::warn!(backend = %ctx.backend.name, client = %ctx.peer, "{why}");
+        return log.fail("server", &why);
+    }
     let outcome = relay::relay_streams(client, server, deadlines, ctx.removed).await;
     log.relayed(&outcome);
 }
