@@ -55,6 +55,20 @@ fn stats_port(toml_text: &str) -> i64 {
         .expect("port")
 }
 
+/// `/etc/switchyard/../switchyard-stats` → `/etc/switchyard-stats`.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Checks one DaemonSet against its ConfigMap and the image.
 fn check_daemonset(ds: &Yaml, configmaps: &[Yaml]) {
     let name = ds["metadata"]["name"].as_str().expect("name");
@@ -150,6 +164,41 @@ fn check_daemonset(ds: &Yaml, configmaps: &[Yaml]) {
         Some(port),
         "{name}: readiness port"
     );
+    // The stats port answers on the node's addresses: everything but the
+    // health paths asks for a password, read from a mounted Secret.
+    let value: toml::Table = toml::from_str(toml_text).expect("toml");
+    let stats = value["stats"].as_table().expect("[stats]");
+    assert!(stats.contains_key("user"), "{name}: stats user");
+    let password = stats["password_file"]
+        .as_str()
+        .expect("stats password_file");
+    let password_dir = Path::new(config)
+        .parent()
+        .expect("config dir")
+        .join(password)
+        .parent()
+        .map(normalise)
+        .expect("password dir");
+    let secret_volume = pod["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| {
+            container["volumeMounts"]
+                .as_vec()
+                .expect("mounts")
+                .iter()
+                .any(|m| {
+                    m["name"] == v["name"]
+                        && Path::new(m["mountPath"].as_str().unwrap_or("")) == password_dir
+                })
+        })
+        .unwrap_or_else(|| panic!("{name}: a volume mounted at {}", password_dir.display()));
+    assert_eq!(
+        secret_volume["secret"]["secretName"].as_str(),
+        Some("switchyard-stats"),
+        "{name}: the password comes from a Secret"
+    );
     // Least privilege: non-root, only the capability to bind low ports.
     assert_eq!(
         pod["securityContext"]["runAsNonRoot"].as_bool(),
@@ -176,8 +225,12 @@ fn manifests_hold_their_invariants() {
     for ds in &sets {
         check_daemonset(ds, &configmaps);
     }
-    let secret = &documents("docker/k8s/secret.yaml")[0];
-    assert_eq!(secret["type"].as_str(), Some("kubernetes.io/tls"));
+    let secrets = documents("docker/k8s/secret.yaml");
+    assert_eq!(secrets[0]["type"].as_str(), Some("kubernetes.io/tls"));
+    assert_eq!(
+        secrets[1]["metadata"]["name"].as_str(),
+        Some("switchyard-stats")
+    );
     let dockerfile = std::fs::read_to_string(repo("docker/Dockerfile")).expect("Dockerfile");
     assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
     assert!(dockerfile.contains("USER 10001"));
@@ -217,6 +270,9 @@ async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
     let split = pem.find("-----BEGIN PRIVATE KEY").expect("key in pem");
     std::fs::write(certs.join("tls.crt"), &pem[..split]).expect("crt");
     std::fs::write(certs.join("tls.key"), &pem[split..]).expect("key");
+    let stats_secret = root.path().join("etc/switchyard-stats");
+    std::fs::create_dir_all(&stats_secret).expect("stats secret dir");
+    std::fs::write(stats_secret.join("password"), "pw-from-secret\n").expect("password");
 
     // The ConfigMap's files as they are, but for the two addresses bound:
     // loopback ports instead of 0.0.0.0:443 and 0.0.0.0:1936.
@@ -251,6 +307,12 @@ async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
         assert!(started.elapsed() < WAIT, "stats port up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Probes need no password; metrics need the one from the Secret.
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode("admin:pw-from-secret");
+    assert_eq!(http_status(stats, "/healthz/ready", None).await, 200);
+    assert_eq!(http_status(stats, "/metrics", None).await, 401);
+    assert_eq!(http_status(stats, "/metrics", Some(&token)).await, 200);
 
     // A new route to a server on loopback, published the kubelet's way.
     let server = named_server("new-pod", pki.server_config(&["new.apps.example.com"])).await;
@@ -280,4 +342,23 @@ async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answer, "new-pod");
+}
+
+/// The status code of `GET path` on `addr`, with basic auth when given.
+async fn http_status(addr: std::net::SocketAddr, path: &str, basic: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = basic.map_or(String::new(), |t| format!("Authorization: Basic {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: stats\r\n{auth}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line")
 }

@@ -9,20 +9,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::*;
+use switchyard::config::{Credentials, StatsConfig};
 use switchyard::server::Router;
-use switchyard::stats::StatsConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Starts the stats port of `router` on a free loopback port.
-async fn stats_port(router: &Arc<Router>, authorization: Option<String>) -> SocketAddr {
+async fn stats_port(router: &Arc<Router>, credentials: Option<Credentials>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let config = StatsConfig {
         bind: Some(addr),
-        authorization,
+        credentials,
     };
     let status = Arc::new(switchyard::reload::Status::default());
     tokio::spawn(switchyard::stats::serve(
@@ -153,9 +154,17 @@ async fn metrics_count_what_was_sent() {
 async fn basic_auth_guards_all_but_health() {
     let (_pki, _a, _b, dir) = two_servers("").await;
     let (router, _addr) = start(&dir.path().join("switchyard.toml"));
-    let good = switchyard::stats::basic_authorization("admin", "s3cret");
-    let stats = stats_port(&router, Some(good.clone())).await;
-    let wrong = switchyard::stats::basic_authorization("admin", "guess");
+    let credentials = Credentials {
+        user: "admin".into(),
+        password: "s3cret".into(),
+    };
+    let stats = stats_port(&router, Some(credentials)).await;
+    let basic = |scheme: &str, pair: &str| {
+        let token = base64::engine::general_purpose::STANDARD.encode(pair);
+        format!("{scheme} {token}")
+    };
+    let good = basic("Basic", "admin:s3cret");
+    let wrong = basic("Basic", "admin:guess");
     for path in ["/metrics", "/stats", "/stats.json"] {
         assert_eq!(
             get(stats, path, None).await.0,
@@ -171,6 +180,22 @@ async fn basic_auth_guards_all_but_health() {
             get(stats, path, Some(&good)).await.0,
             200,
             "{path} with the password"
+        );
+        for scheme in ["basic", "BASIC"] {
+            assert_eq!(
+                get(stats, path, Some(&basic(scheme, "admin:s3cret")))
+                    .await
+                    .0,
+                200,
+                "{path}: the scheme is case-insensitive ({scheme})"
+            );
+        }
+        assert_eq!(
+            get(stats, path, Some(&basic("Basic", "root:s3cret")))
+                .await
+                .0,
+            401,
+            "{path} with another user"
         );
     }
     assert_eq!(

@@ -38,6 +38,32 @@ pub struct ListenerSpec {
     pub default_backend: Option<BackendId>,
 }
 
+/// Where the stats port listens and who may read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsConfig {
+    /// `None`: no stats port.
+    pub bind: Option<SocketAddr>,
+    /// Required on `/metrics`, `/stats` and `/stats.json` when set.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user and password for HTTP basic auth.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: <hidden> }}",
+            self.user
+        )
+    }
+}
+
 /// A complete, validated configuration.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -51,7 +77,7 @@ pub struct Snapshot {
     /// Whether edits to `files` are applied without a signal.
     pub watch: bool,
     /// The stats port (bound at start; changes need a restart).
-    pub stats: crate::stats::StatsConfig,
+    pub stats: StatsConfig,
     /// TLS termination of each listener (same index as `listeners`); `None`
     /// when no certificate is configured.
     pub tls: Vec<Option<Arc<crate::tls::ServerSide>>>,
@@ -77,9 +103,9 @@ impl Snapshot {
             backends: Vec::new(),
             files: Vec::new(),
             watch: false,
-            stats: crate::stats::StatsConfig {
+            stats: StatsConfig {
                 bind: None,
-                authorization: None,
+                credentials: None,
             },
             tls: Vec::new(),
             close_removed_after: None,

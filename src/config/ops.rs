@@ -6,11 +6,7 @@ use super::problem::Source;
 
 impl Context {
     /// The stats port settings.
-    pub(super) fn stats(
-        &mut self,
-        src: &Source<'_>,
-        raw: &raw::RawStats,
-    ) -> crate::stats::StatsConfig {
+    pub(super) fn stats(&mut self, src: &Source<'_>, raw: &raw::RawStats) -> super::StatsConfig {
         let bind = match (raw.enabled, &raw.bind) {
             (Some(false), _) => None,
             (_, None) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 1936))),
@@ -45,10 +41,11 @@ impl Context {
             }
             (None, None) => None,
         };
-        let authorization = match (&raw.user, password) {
-            (Some(user), Some(password)) => {
-                Some(crate::stats::basic_authorization(user.get_ref(), &password))
-            }
+        let credentials = match (&raw.user, password) {
+            (Some(user), Some(password)) => Some(super::Credentials {
+                user: user.get_ref().clone(),
+                password,
+            }),
             (None, None) => None,
             (Some(user), None) => {
                 self.errors
@@ -66,10 +63,14 @@ impl Context {
                 None
             }
         };
-        crate::stats::StatsConfig {
-            bind,
-            authorization,
+        if let (Some(addr), None) = (bind, &credentials) {
+            if !addr.ip().is_loopback() {
+                let span = raw.bind.as_ref().map_or(0..0, |b| b.span());
+                let m = format!("the stats port {addr} serves /metrics and /stats without a password to every address that reaches it: set user and password_file");
+                self.warnings.push(src.problem(span, m));
+            }
         }
+        super::StatsConfig { bind, credentials }
     }
 
     /// A backend's active health check.

@@ -1,9 +1,9 @@
 //! The stats port's HTTP server (hyper, HTTP/1.1). Health endpoints are
 //! always open for probes; the others ask for basic auth when a user and
-//! password are configured.
+//! password are configured (scheme matched case-insensitively, user and
+//! password compared in constant time).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,23 +16,18 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
 
+use base64::Engine;
+use subtle::ConstantTimeEq;
+
 use super::render;
+use crate::config::{Credentials, StatsConfig};
 use crate::reload;
 use crate::server::Router;
-
-/// Where the stats port listens and who may read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatsConfig {
-    /// `None`: no stats port.
-    pub bind: Option<SocketAddr>,
-    /// `Basic …` header value required on `/metrics` and `/stats`.
-    pub authorization: Option<String>,
-}
 
 struct State {
     router: Arc<Router>,
     status: Arc<reload::Status>,
-    authorization: Option<String>,
+    credentials: Option<Credentials>,
     recorder: PrometheusRecorder,
 }
 
@@ -49,7 +44,7 @@ pub async fn serve(
     let state = Arc::new(State {
         router,
         status,
-        authorization: config.authorization,
+        credentials: config.credentials,
         recorder,
     });
     loop {
@@ -125,7 +120,7 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 fn authorized(state: &State, req: &Request<Incoming>) -> bool {
-    let Some(expected) = &state.authorization else {
+    let Some(expected) = &state.credentials else {
         return true;
     };
     let given = req
@@ -133,13 +128,31 @@ fn authorized(state: &State, req: &Request<Incoming>) -> bool {
         .get(hyper::header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    // Compare without stopping at the first differing byte.
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    check_basic(given, expected)
+}
+
+/// Whether an `Authorization` header value carries these credentials
+/// (RFC 7617; the scheme name is case-insensitive).
+fn check_basic(header: &[u8], expected: &Credentials) -> bool {
+    let header = header.trim_ascii();
+    let Some(space) = header.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, token) = header.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token.trim_ascii()) else {
+        return false;
+    };
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+    // Both compared whatever the first says, each in constant time.
+    let user_ok = user.ct_eq(expected.user.as_bytes());
+    let password_ok = password.ct_eq(expected.password.as_bytes());
+    (user_ok & password_ok).into()
 }
 
 fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -153,37 +166,42 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
     response
 }
 
-/// `Basic <base64(user:password)>`.
-pub fn basic_authorization(user: &str, password: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}");
-    let mut out = String::from("Basic ");
-    for chunk in input.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(TABLE[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn admin() -> Credentials {
+        Credentials {
+            user: "Aladdin".into(),
+            password: "open sesame".into(),
+        }
+    }
+
     #[test]
-    fn basic_authorization_is_rfc7617() {
-        assert_eq!(
-            super::basic_authorization("Aladdin", "open sesame"),
-            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-        );
-        assert_eq!(super::basic_authorization("a", "b"), "Basic YTpi");
+    fn basic_scheme_any_case_and_exact_credentials() {
+        let c = admin();
+        // RFC 7617's example.
+        assert!(check_basic(b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==", &c));
+        assert!(check_basic(b"basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==", &c));
+        assert!(check_basic(b"BASIC  QWxhZGRpbjpvcGVuIHNlc2FtZQ== ", &c));
+        let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for wrong in [
+            "Aladdin:open sesam",
+            "aladdin:open sesame",
+            "Aladdin:",
+            ":open sesame",
+        ] {
+            let header = format!("Basic {}", encode(wrong));
+            assert!(!check_basic(header.as_bytes(), &c), "{wrong}");
+        }
+        for malformed in [
+            &b""[..],
+            b"Basic",
+            b"Bearer QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+            b"Basic !!!",
+            b"Basic QWxhZGRpbg==",
+        ] {
+            assert!(!check_basic(malformed, &c));
+        }
     }
 }

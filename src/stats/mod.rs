@@ -8,4 +8,4 @@ pub mod counters;
 mod http;
 mod render;
 
-pub use http::{basic_authorization, serve, StatsConfig};
+pub use http::serve;
