@@ -629,3 +629,109 @@ async fn reencrypt_offers_upstream_only_the_negotiated_protocol() {
         assert_eq!(String::from_utf8_lossy(&line), greeting, "server side");
     }
 }
+
+/// Handshakes with `sni` and reads the server's greeting line. Returns
+/// whether the session was resumed, or the error that ended it.
+async fn greet(
+    addr: SocketAddr,
+    sni: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<bool> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_string()).map_err(std::io::Error::other)?;
+    let mut tls = tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp),
+    )
+    .await??;
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    // TLS 1.3: a refused client certificate shows on the first read.
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(WAIT, tls.read(&mut byte)).await??;
+    if n == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(resumed)
+}
+
+/// A session made on a listener without client authentication must not
+/// resume once the listener requires a certificate; while the policy is
+/// unchanged, sessions resume across reloads.
+#[tokio::test]
+async fn resumption_never_skips_client_authentication() {
+    let s = setup("").await;
+    let config = s.dir.path().join("switchyard.toml");
+    let (router, addr) = start(&config);
+    let client = s.front.client_config();
+    assert!(!greet(addr, "edge.test", &client).await.expect("first"));
+    assert!(
+        greet(addr, "edge.test", &client).await.expect("second"),
+        "the second session resumes"
+    );
+    reload_now(&router, &config);
+    assert!(
+        greet(addr, "edge.test", &client)
+            .await
+            .expect("after a reload"),
+        "an unchanged policy keeps resumption across reloads"
+    );
+
+    let text = std::fs::read_to_string(&config).expect("read");
+    let text = text.replacen(
+        "bind = \"127.0.0.1:0\"\n",
+        "bind = \"127.0.0.1:0\"\nclient_auth = \"required\"\nclient_ca = \"certs/front-ca.pem\"\n",
+        1,
+    );
+    std::fs::write(&config, text).expect("write");
+    reload_now(&router, &config);
+    let after = greet(addr, "edge.test", &client).await;
+    assert!(
+        after.is_err(),
+        "a session from before client_auth = required must not resume: {after:?}"
+    );
+}
+
+/// A revoked client certificate fails the handshake and is logged with its
+/// serial; a CRL change rotates the tickets, so the revoked client cannot
+/// resume a session made before.
+#[tokio::test]
+async fn revoked_client_certificates_are_refused_even_when_resuming() {
+    let s = setup("client_auth = \"required\"\nclient_ca = \"certs/front-ca.pem\"\nclient_crl = \"certs/crl.pem\"").await;
+    let serial = 0x5eed_0001_u64;
+    s.dir.write("certs/crl.pem", &s.front.crl_pem(&[42]));
+    let config = s.dir.path().join("switchyard.toml");
+    let process = Process::start(&[
+        "--log-format",
+        "json",
+        "run",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]);
+    let addr: SocketAddr = process
+        .listening
+        .split("\"addr\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|a| a.parse().ok())
+        .expect("listening address");
+    let client = s.front.client_with_certificate(serial);
+    assert!(!greet(addr, "edge.test", &client)
+        .await
+        .expect("not revoked yet"));
+    assert!(greet(addr, "edge.test", &client).await.expect("resumes"));
+    let revoked = s.front.client_with_certificate(42);
+    assert!(
+        greet(addr, "edge.test", &revoked).await.is_err(),
+        "serial 42 is on the CRL"
+    );
+    let line = process.line_with("client certificate revoked");
+    assert!(line.contains("\"serial\":\"2a\""), "{line}");
+
+    s.dir
+        .write("certs/crl.pem", &s.front.crl_pem(&[42, serial]));
+    process.line_with("configuration applied");
+    let after = greet(addr, "edge.test", &client).await;
+    assert!(after.is_err(), "revoked after the CRL change: {after:?}");
+    let line = process.line_with("client certificate revoked");
+    assert!(line.contains("\"serial\":\"5e:ed:00:01\""), "{line}");
+}

@@ -51,6 +51,8 @@ pub struct RawListener {
     pub client_auth: Option<Spanned<String>>,
     /// CA bundle that client certificates must chain to.
     pub client_ca: Option<Spanned<String>>,
+    /// PEM file of certificate revocation lists for client certificates.
+    pub client_crl: Option<Spanned<String>>,
 }
 
 /// `[stats]`: the stats port.

@@ -11,7 +11,9 @@ use super::problem::{Problem, Source};
 use crate::backend::{Backend, Termination};
 use crate::tls::certs::{load_pem_pair, load_roots, parse_crt_line};
 use crate::tls::upstream::{Upstream, Verify};
-use crate::tls::{CertStore, ClientAuth, Served, ServerSide};
+use crate::tls::{CertStore, ClientAuth, ClientPolicy, Served, ServerSide};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateRevocationListDer;
 
 /// Certificates expiring sooner than this are warned about.
 const EXPIRY_WARNING_DAYS: i64 = 14;
@@ -183,14 +185,22 @@ impl Context {
                 return None;
             }
         };
+        let mut fingerprint = format!("{auth:?}").into_bytes();
         let roots = match (&raw.client_ca, auth) {
-            (Some(ca), _) => match self.roots(&self.base.join(ca.get_ref())) {
-                Ok(r) => Some(r),
-                Err(m) => {
-                    self.errors.push(src.problem(ca.span(), m));
-                    return None;
+            (Some(ca), _) => {
+                let path = self.base.join(ca.get_ref());
+                match self.roots(&path) {
+                    Ok(r) => {
+                        fingerprint.push(0);
+                        fingerprint.extend(std::fs::read(&path).unwrap_or_default());
+                        Some(r)
+                    }
+                    Err(m) => {
+                        self.errors.push(src.problem(ca.span(), m));
+                        return None;
+                    }
                 }
-            },
+            }
             (None, ClientAuth::None) => None,
             (None, _) => {
                 let span = raw.client_auth.as_ref().map_or(0..0, |a| a.span());
@@ -199,14 +209,77 @@ impl Context {
                 return None;
             }
         };
+        let mut crls = Vec::new();
+        if let Some(crl) = &raw.client_crl {
+            if auth == ClientAuth::None {
+                let m = "client_crl needs client_auth = optional or required".to_string();
+                self.errors.push(src.problem(crl.span(), m));
+                return None;
+            }
+            let path = self.base.join(crl.get_ref());
+            match self.crls(&path) {
+                Ok((list, bytes)) => {
+                    fingerprint.push(0);
+                    fingerprint.extend(bytes);
+                    crls = list;
+                }
+                Err(m) => {
+                    self.errors.push(src.problem(crl.span(), m));
+                    return None;
+                }
+            }
+        }
+        let policy = ClientPolicy {
+            auth,
+            roots,
+            crls,
+            fingerprint,
+        };
         let strict = raw.strict_sni.unwrap_or(false);
-        match ServerSide::new(Arc::clone(certs), strict, auth, roots, self.min_tls13) {
+        let name = raw.name.get_ref();
+        match ServerSide::new(name, Arc::clone(certs), strict, policy, self.min_tls13) {
             Ok(side) => Some(Arc::new(side)),
             Err(m) => {
                 self.errors.push(src.problem(raw.name.span(), m));
                 None
             }
         }
+    }
+
+    /// Reads a PEM file of CRLs (watched like certificates), warning when
+    /// one is past its nextUpdate: then every client certificate it
+    /// covers is refused until it is replaced.
+    fn crls(
+        &mut self,
+        path: &Path,
+    ) -> Result<(Vec<CertificateRevocationListDer<'static>>, Vec<u8>), String> {
+        self.files.push(path.to_path_buf());
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let crls: Vec<CertificateRevocationListDer<'static>> =
+            CertificateRevocationListDer::pem_slice_iter(&bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: bad PEM CRL: {e}", path.display()))?;
+        if crls.is_empty() {
+            return Err(format!("{}: no X509 CRL in the file", path.display()));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for (i, crl) in crls.iter().enumerate() {
+            let next = crate::tls::x509::crl_next_update(crl);
+            if next.is_some_and(|t| t <= now) {
+                self.warnings.push(Problem {
+                    file: path.to_path_buf(),
+                    line: None,
+                    message: format!(
+                        "CRL {} of the file is past its nextUpdate: client certificates of its issuer are refused until it is replaced",
+                        i + 1
+                    ),
+                });
+            }
+        }
+        Ok((crls, bytes))
     }
 
     fn roots(&mut self, path: &Path) -> Result<rustls::RootCertStore, String> {

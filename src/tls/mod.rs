@@ -1,19 +1,32 @@
 //! TLS termination (edge and re-encrypt): the certificates served by SNI,
-//! the per-listener server settings (versions, client certificates,
-//! session resumption), and the client side towards re-encrypt servers.
-//! Built by `config` into the snapshot; used by `connection::terminate`.
+//! the per-listener server settings (versions, client certificates and
+//! their revocation, session resumption), and the client side towards
+//! re-encrypt servers. Built by `config` into the snapshot; used by
+//! `connection::terminate`.
+//!
+//! Resumption never skips client authentication: rustls resumes a session
+//! after checking only its suite, EMS and SNI, so session tickets and the
+//! session cache are scoped to one listener and one client-auth policy
+//! (mode, CA bundle and CRLs, byte for byte). A reload that keeps the
+//! policy keeps them (clients resume across reloads); one that changes it
+//! rotates them, so no session made under the old policy resumes.
 
 pub mod certs;
 pub mod upstream;
 pub mod x509;
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{
-    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier,
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig};
 
 pub use certs::{CertStore, Served};
 
@@ -42,6 +55,30 @@ pub fn versions(min_tls13: bool) -> &'static [&'static rustls::SupportedProtocol
     }
 }
 
+/// Who may connect to a listener: its client-certificate settings.
+pub struct ClientPolicy {
+    pub auth: ClientAuth,
+    /// Trusted issuers of client certificates (required unless `None`).
+    pub roots: Option<rustls::RootCertStore>,
+    /// Revocation lists; a client certificate must be covered by one.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The policy as bytes (mode, CA and CRL files): sessions made under
+    /// one policy never resume under another.
+    pub fingerprint: Vec<u8>,
+}
+
+impl ClientPolicy {
+    /// No client certificates.
+    pub fn none() -> Self {
+        ClientPolicy {
+            auth: ClientAuth::None,
+            roots: None,
+            crls: Vec::new(),
+            fingerprint: b"none".to_vec(),
+        }
+    }
+}
+
 /// How one listener terminates TLS.
 #[derive(Debug)]
 pub struct ServerSide {
@@ -54,34 +91,46 @@ pub struct ServerSide {
 }
 
 impl ServerSide {
+    /// The settings of listener `listener`.
     pub fn new(
+        listener: &str,
         certs: Arc<CertStore>,
         strict_sni: bool,
-        client_auth: ClientAuth,
-        client_ca: Option<rustls::RootCertStore>,
+        policy: ClientPolicy,
         min_tls13: bool,
     ) -> Result<Self, String> {
         let provider = provider();
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions(min_tls13))
             .map_err(|e| e.to_string())?;
-        let builder = match (client_auth, client_ca) {
+        let builder = match (policy.auth, policy.roots) {
             (ClientAuth::None, _) => builder.with_no_client_auth(),
             (_, None) => return Err("client_auth needs client_ca".into()),
             (auth, Some(roots)) => {
-                let verifier =
+                let mut verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-                let verifier = if auth == ClientAuth::Optional {
-                    verifier.allow_unauthenticated()
-                } else {
-                    verifier
-                };
-                builder.with_client_cert_verifier(verifier.build().map_err(|e| e.to_string())?)
+                if !policy.crls.is_empty() {
+                    // The client's own certificate must be covered by an
+                    // unexpired CRL of its issuer (as OpenSSL's crl-check).
+                    verifier = verifier
+                        .with_crls(policy.crls)
+                        .only_check_end_entity_revocation()
+                        .enforce_revocation_expiration();
+                }
+                if auth == ClientAuth::Optional {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let inner = verifier.build().map_err(|e| e.to_string())?;
+                builder.with_client_cert_verifier(Arc::new(Logged {
+                    inner,
+                    listener: listener.to_string(),
+                }))
             }
         };
         let mut config = builder.with_cert_resolver(Arc::new(Fixed(None)));
-        config.session_storage = Arc::clone(session_cache());
-        if let Some(ticketer) = ticketer() {
+        let (ticketer, cache) = resumption(listener, &policy.fingerprint);
+        config.session_storage = cache;
+        if let Some(ticketer) = ticketer {
             config.ticketer = ticketer;
         }
         Ok(ServerSide {
@@ -119,17 +168,114 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
-/// Session tickets: one key schedule for the whole process, so returning
-/// clients resume across reloads.
-fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
-    static TICKETER: OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> = OnceLock::new();
-    TICKETER
-        .get_or_init(|| rustls::crypto::aws_lc_rs::Ticketer::new().ok())
-        .clone()
+/// Resumption state of one listener under one client-auth policy.
+struct Scoped {
+    policy: Vec<u8>,
+    ticketer: Option<Arc<dyn ProducesTickets>>,
+    cache: Arc<dyn StoresServerSessions>,
 }
 
-/// Stateful resumption for clients that do not use tickets.
-fn session_cache() -> &'static Arc<dyn rustls::server::StoresServerSessions> {
-    static CACHE: OnceLock<Arc<dyn rustls::server::StoresServerSessions>> = OnceLock::new();
-    CACHE.get_or_init(|| ServerSessionMemoryCache::new(20_000))
+/// Sessions this process can resume, per listener.
+fn scopes() -> &'static Mutex<HashMap<String, Scoped>> {
+    static SCOPES: OnceLock<Mutex<HashMap<String, Scoped>>> = OnceLock::new();
+    SCOPES.get_or_init(Mutex::default)
+}
+
+/// The ticket keys and session cache of `listener` under `policy`: the
+/// same as before while the policy is, new ones when it changed.
+fn resumption(
+    listener: &str,
+    policy: &[u8],
+) -> (
+    Option<Arc<dyn ProducesTickets>>,
+    Arc<dyn StoresServerSessions>,
+) {
+    let mut scopes = scopes().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = scopes.get(listener).filter(|s| s.policy == policy) {
+        return (s.ticketer.clone(), Arc::clone(&s.cache));
+    }
+    let fresh = Scoped {
+        policy: policy.to_vec(),
+        ticketer: rustls::crypto::aws_lc_rs::Ticketer::new().ok(),
+        cache: ServerSessionMemoryCache::new(20_000),
+    };
+    let answer = (fresh.ticketer.clone(), Arc::clone(&fresh.cache));
+    if scopes.insert(listener.to_string(), fresh).is_some() {
+        tracing::info!(
+            listener,
+            "client-auth policy changed: session tickets and cache rotated"
+        );
+    }
+    answer
+}
+
+/// The web PKI client verifier, logging revoked certificates with their
+/// serial number (rustls reports only "revoked").
+#[derive(Debug)]
+struct Logged {
+    inner: Arc<dyn ClientCertVerifier>,
+    listener: String,
+}
+
+impl ClientCertVerifier for Logged {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
+        if let Err(rustls::Error::InvalidCertificate(why)) = &verified {
+            let serial = x509::serial(end_entity).map_or("?".into(), x509::hex);
+            match why {
+                CertificateError::Revoked => tracing::warn!(
+                    listener = %self.listener,
+                    serial = %serial,
+                    "client certificate revoked"
+                ),
+                other => tracing::info!(
+                    listener = %self.listener,
+                    serial = %serial,
+                    "client certificate refused: {other:?}"
+                ),
+            }
+        }
+        verified
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }

@@ -1,6 +1,7 @@
-//! Just enough DER to read a certificate's expiry (`notAfter`), for the
-//! load-time warning and the days-to-expiry metric. Pure, bounded, no
-//! allocation; anything unexpected is `None`.
+//! Just enough DER to read a certificate's expiry (`notAfter`) and serial
+//! number, and a CRL's `nextUpdate`: for load-time warnings, the
+//! days-to-expiry metric and log lines. Pure, bounded, no allocation;
+//! anything unexpected is `None`.
 
 /// Seconds since the Unix epoch at which the certificate expires.
 pub fn not_after(der: &[u8]) -> Option<i64> {
@@ -16,6 +17,38 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
     let after = skip_any(validity)?; // notBefore
     let tag = *after.first()?;
     let (time, _) = element(after, tag)?;
+    parse_time(tag, time)
+}
+
+/// The serial number of a certificate (the INTEGER's content bytes).
+pub fn serial(der: &[u8]) -> Option<&[u8]> {
+    let (cert, _) = element(der, 0x30)?;
+    let (mut tbs, _) = element(cert, 0x30)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = element(tbs, 0xa0)?.1;
+    }
+    element(tbs, 0x02).map(|(serial, _)| serial)
+}
+
+/// `0a:1b:…`, as certificate tools print serial numbers.
+pub fn hex(bytes: &[u8]) -> String {
+    let parts: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
+}
+
+/// Seconds since the Unix epoch at which a CRL says the next one is due
+/// (`None` when it has no nextUpdate or cannot be read).
+pub fn crl_next_update(der: &[u8]) -> Option<i64> {
+    let (list, _) = element(der, 0x30)?;
+    let (mut tbs, _) = element(list, 0x30)?;
+    if tbs.first() == Some(&0x02) {
+        tbs = skip(tbs, 0x02)?; // version
+    }
+    let rest = skip(tbs, 0x30)?; // signature algorithm
+    let rest = skip(rest, 0x30)?; // issuer
+    let rest = skip_any(rest)?; // thisUpdate
+    let tag = *rest.first()?;
+    let (time, _) = element(rest, tag)?;
     parse_time(tag, time)
 }
 
@@ -101,9 +134,32 @@ mod tests {
     }
 
     #[test]
+    fn reads_serial_and_crl_next_update() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).expect("params");
+        params.serial_number = Some(rcgen::SerialNumber::from(0x0a1b2c_u64));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        assert_eq!(serial(cert.der()).map(hex).as_deref(), Some("0a:1b:2c"));
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2030, 1, 1),
+            next_update: rcgen::date_time_ymd(2031, 7, 4),
+            crl_number: rcgen::SerialNumber::from(1_u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&cert, &key)
+        .expect("crl");
+        assert_eq!(crl_next_update(crl.der()), Some(1_940_889_600));
+    }
+
+    #[test]
     fn garbage_is_none() {
         assert_eq!(not_after(b""), None);
         assert_eq!(not_after(&[0x30, 0x82, 0xff]), None);
         assert_eq!(not_after(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
+        assert_eq!(serial(b"\x30"), None);
+        assert_eq!(crl_next_update(&[0x30, 0x02, 0x30, 0x00]), None);
     }
 }

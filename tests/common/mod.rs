@@ -66,6 +66,52 @@ impl Pki {
         Arc::new(config)
     }
 
+    /// A client configuration trusting this CA and presenting a client
+    /// certificate with serial number `serial`, signed by this CA.
+    pub fn client_with_certificate(&self, serial: u64) -> Arc<rustls::ClientConfig> {
+        let mut params = CertificateParams::new(vec!["client.test".to_string()]).expect("params");
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let key = KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("sign");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca.der().to_vec()))
+            .expect("root");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert.der().clone()], key)
+            .expect("client auth");
+        Arc::new(config)
+    }
+
+    /// A PEM CRL of this CA revoking `serials`, due again in 2099.
+    pub fn crl_pem(&self, serials: &[u64]) -> String {
+        let revoked_certs = serials
+            .iter()
+            .map(|&s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(s),
+                revocation_time: rcgen::date_time_ymd(2026, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(serials.len() as u64 + 1),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.ca, &self.ca_key)
+        .expect("crl")
+        .pem()
+        .expect("pem")
+    }
+
     /// A rustls client configuration trusting this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
