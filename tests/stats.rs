@@ -77,13 +77,58 @@ async fn two_servers(check: &str) -> (Pki, NamedServer, NamedServer, ConfigDir) 
     (pki, a, b, dir)
 }
 
-/// The value of a Prometheus series (exact label set) in `text`.
-fn series(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// `/metrics` read as Prometheus reads it.
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("exposition format")
 }
+
+/// The value of the one sample of `metric` carrying all of `labels`.
+fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    let sample = found.next()?;
+    assert!(
+        found.next().is_none(),
+        "{metric} {labels:?} selects one series"
+    );
+    match sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Scrapes until `metric{labels}` reads `expected` (connections are
+/// counted when they end), bounded by `WAIT`.
+async fn scrape_until(
+    stats: SocketAddr,
+    metric: &str,
+    labels: &[(&str, &str)],
+    expected: f64,
+) -> prometheus_parse::Scrape {
+    let started = Instant::now();
+    loop {
+        let (status, body) = get(stats, "/metrics", None).await;
+        assert_eq!(status, 200);
+        let parsed = scrape(&body);
+        if value(&parsed, metric, labels) == Some(expected) {
+            return parsed;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{metric} {labels:?} never {expected}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// OpenShift's labels: backends by kind, namespace and route; servers by
+/// route, pod, service and address.
+const ROUTE: [(&str, &str); 3] = [("backend", "tcp"), ("namespace", "t"), ("route", "app")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_sent() {
@@ -99,55 +144,106 @@ async fn metrics_count_what_was_sent() {
         sent += s.wire.sent.len() as u64;
         received += s.wire.received.len() as u64;
     }
-    // Connections are counted when they end; give the last one a moment.
-    let started = Instant::now();
-    let metrics = loop {
-        let (status, body) = get(stats, "/metrics", None).await;
-        assert_eq!(status, 200);
-        if series(
-            &body,
-            "haproxy_backend_connections_total{backend=\"be_tcp:t:app\"}",
-        ) == Some(6.0)
-        {
-            break body;
-        }
-        assert!(started.elapsed() < WAIT, "{body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let backend = "{backend=\"be_tcp:t:app\"}";
+    let metrics = scrape_until(stats, "haproxy_backend_connections_total", &ROUTE, 6.0).await;
+    let route = [("route", "app")];
     assert_eq!(
-        series(
-            &metrics,
-            &format!("haproxy_backend_bytes_in_total{backend}")
-        ),
+        value(&metrics, "haproxy_backend_bytes_in_total", &route),
         Some(sent as f64)
     );
     assert_eq!(
-        series(
-            &metrics,
-            &format!("haproxy_backend_bytes_out_total{backend}")
-        ),
+        value(&metrics, "haproxy_backend_bytes_out_total", &route),
         Some(received as f64)
     );
+    assert_eq!(value(&metrics, "haproxy_backend_up", &route), Some(1.0));
     for server in ["a", "b"] {
-        let labels = format!("{{backend=\"be_tcp:t:app\",server=\"{server}\"}}");
+        let labels = [("route", "app"), ("namespace", "t"), ("server", server)];
         assert_eq!(
-            series(
-                &metrics,
-                &format!("haproxy_server_connections_total{labels}")
-            ),
+            value(&metrics, "haproxy_server_connections_total", &labels),
             Some(3.0),
             "round robin"
         );
-        assert_eq!(
-            series(&metrics, &format!("haproxy_server_up{labels}")),
-            Some(1.0)
-        );
+        assert_eq!(value(&metrics, "haproxy_server_up", &labels), Some(1.0));
     }
-    assert!(
-        metrics.contains("switchyard_client_hello_total{outcome=\"ok\"}"),
-        "{metrics}"
+    // Process-wide: the other tests of this binary count here too.
+    let hellos = value(
+        &metrics,
+        "switchyard_client_hello_total",
+        &[("outcome", "ok")],
     );
+    assert!(hellos.is_some_and(|n| n >= 6.0), "{hellos:?}");
+}
+
+/// Server names as OpenShift writes them give the `pod`, `service` and
+/// `server` labels dashboards select on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_series_carry_pod_and_service() {
+    let (pki, a, b, dir) = two_servers("").await;
+    let config = dir.path().join("switchyard.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    let text = text
+        .replace(
+            "name = \"a\"",
+            &format!("name = \"pod:web-a:web:https:{}\"", a.addr),
+        )
+        .replace(
+            "name = \"b\"",
+            &format!("name = \"pod:web-b:web:https:{}\"", b.addr),
+        );
+    std::fs::write(&config, text).expect("write");
+    let (router, addr) = start(&config);
+    let stats = stats_port(&router, None).await;
+    session(addr, "svc.test", pki.client_config(), b"x")
+        .await
+        .expect("session");
+    let metrics = scrape_until(stats, "haproxy_backend_connections_total", &ROUTE, 1.0).await;
+    let a_addr = a.addr.to_string();
+    let labels = [
+        ("route", "app"),
+        ("pod", "web-a"),
+        ("service", "web"),
+        ("server", a_addr.as_str()),
+    ];
+    assert_eq!(value(&metrics, "haproxy_server_up", &labels), Some(1.0));
+    let total: f64 = ["web-a", "web-b"]
+        .iter()
+        .filter_map(|pod| {
+            value(
+                &metrics,
+                "haproxy_server_connections_total",
+                &[("route", "app"), ("pod", pod)],
+            )
+        })
+        .sum();
+    assert_eq!(total, 1.0);
+}
+
+/// Backend and server totals go on across reloads: Prometheus never sees
+/// them go down or stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_continue_across_reloads() {
+    let (pki, _a, _b, dir) = two_servers("").await;
+    let config = dir.path().join("switchyard.toml");
+    let (router, addr) = start(&config);
+    let stats = stats_port(&router, None).await;
+    let mut sent = 0u64;
+    for round in 0..3 {
+        for _ in 0..2 {
+            let s = session(addr, "svc.test", pki.client_config(), b"payload")
+                .await
+                .expect("session");
+            sent += s.wire.sent.len() as u64;
+        }
+        let expected = 2.0 * f64::from(round + 1);
+        let metrics =
+            scrape_until(stats, "haproxy_backend_connections_total", &ROUTE, expected).await;
+        assert_eq!(
+            value(&metrics, "haproxy_backend_bytes_in_total", &ROUTE),
+            Some(sent as f64)
+        );
+        let loaded =
+            switchyard::config::load_after(&config, Some(&router.snapshot())).expect("reload");
+        router.apply(loaded.snapshot).expect("apply");
+    }
 }
 
 #[tokio::test]

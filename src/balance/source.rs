@@ -105,4 +105,35 @@ mod tests {
         let ratio = f64::from(counts[1]) / f64::from(counts[0]);
         assert!((2.6..3.4).contains(&ratio), "{counts:?}");
     }
+
+    /// Replicas of different versions must agree during a rolling upgrade:
+    /// these choices are pinned. A change here is a decision to move
+    /// clients, to be announced, never a refactoring side effect.
+    #[test]
+    fn golden_choices_are_stable_across_versions() {
+        assert_eq!(hash_bytes(b""), 0xf52a_15e9_a9b5_e89b);
+        assert_eq!(hash_bytes(b"10.0.0.1"), 0x7fb1_b600_f0f5_c6d3);
+        // Identities as backends build them: "<name> <address>".
+        let names: Vec<String> = (0..4)
+            .map(|i| format!("pod:web-{i}:web:https:10.128.0.{i}:8443 10.128.0.{i}:8443"))
+            .collect();
+        let mut m = members(&names, 256);
+        m[3].weight = 128;
+        let r = Rendezvous::new(&m);
+        let clients: Vec<IpAddr> = vec![
+            "192.0.2.1".parse().expect("ip"),
+            "192.0.2.77".parse().expect("ip"),
+            "198.51.100.20".parse().expect("ip"),
+            "203.0.113.5".parse().expect("ip"),
+            "10.1.2.3".parse().expect("ip"),
+            "2001:db8::1".parse().expect("ip"),
+            "2001:db8::ff".parse().expect("ip"),
+            "fd00::42".parse().expect("ip"),
+        ];
+        let picks: Vec<usize> = clients
+            .iter()
+            .map(|&c| r.pick(c, &Fixed::default()).expect("a server"))
+            .collect();
+        assert_eq!(picks, [2, 0, 2, 2, 1, 1, 0, 2]);
+    }
 }

@@ -96,6 +96,10 @@ impl From<&Snapshot> for Carried {
             carried
                 .rotations
                 .insert(b.name.clone(), Arc::clone(&b.rotation));
+            carried.traffic.insert(
+                b.name.clone(),
+                (Arc::clone(&b.traffic), Arc::clone(&b.verify_failures)),
+            );
             for s in &b.servers {
                 let key = (b.name.clone(), s.name.clone(), s.addr);
                 carried.servers.insert(key, Arc::clone(&s.state));

@@ -6,6 +6,7 @@
 
 pub mod counters;
 mod http;
+pub mod labels;
 mod render;
 
 pub use http::serve;

@@ -210,7 +210,7 @@ fn record(r: &Report) {
         counter!("haproxy_frontend_connection_errors_total", &l).absolute(f.errors);
     }
     for b in &r.backends {
-        let l = [("backend", b.name.clone())];
+        let l = super::labels::backend(&b.name);
         gauge!("haproxy_backend_up", &l).set(if b.up { 1.0 } else { 0.0 });
         gauge!("haproxy_backend_current_sessions", &l).set(b.current as f64);
         counter!("haproxy_backend_connections_total", &l).absolute(b.connections);
@@ -219,7 +219,7 @@ fn record(r: &Report) {
         counter!("haproxy_backend_connection_errors_total", &l).absolute(b.errors);
         counter!("switchyard_backend_verify_failures_total", &l).absolute(b.verify_failures);
         for s in &b.servers {
-            let l = [("backend", b.name.clone()), ("server", s.name.clone())];
+            let l = super::labels::server(&b.name, &s.name);
             gauge!("haproxy_server_up", &l).set(if s.up { 1.0 } else { 0.0 });
             gauge!("haproxy_server_weight", &l).set(f64::from(s.weight));
             gauge!("haproxy_server_current_sessions", &l).set(s.current as f64);
