@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{ListenerSpec, Snapshot};
-use crate::listener;
+use crate::listener::{self, Slots};
 use crate::shared::Shared;
 
 /// A started router, shared by the reloader, the stats port and `main`.
@@ -39,8 +39,7 @@ struct ListenerHandle {
     /// The address actually bound.
     addr: SocketAddr,
     /// Connection slots; resized in place when `max_connections` changes.
-    slots: Arc<Semaphore>,
-    max_connections: usize,
+    slots: Arc<Slots>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -87,7 +86,7 @@ impl Router {
         self.shared.publish(Arc::clone(&next));
         for spec in &next.listeners {
             if let Some(handle) = listeners.get_mut(&*spec.name) {
-                resize(handle, spec.max_connections);
+                handle.slots.resize(spec.max_connections);
             }
         }
         let gone: Vec<String> = listeners
@@ -132,7 +131,7 @@ impl Router {
         let mut listeners = self.lock_listeners();
         for (spec, socket) in bound {
             let addr = socket.local_addr().unwrap_or(spec.bind);
-            let slots = Arc::new(Semaphore::new(spec.max_connections));
+            let slots = Slots::new(spec.max_connections);
             let (stop, stopped) = watch::channel(false);
             let task = tokio::spawn(listener::serve(
                 socket,
@@ -146,7 +145,6 @@ impl Router {
                 bind: spec.bind,
                 addr,
                 slots,
-                max_connections: spec.max_connections,
                 stop,
                 task,
             };
@@ -226,17 +224,6 @@ impl Router {
         }
         self.open_connections()
     }
-}
-
-/// Grows or shrinks a listener's connection slots to `max`.
-fn resize(handle: &mut ListenerHandle, max: usize) {
-    if max > handle.max_connections {
-        handle.slots.add_permits(max - handle.max_connections);
-    } else if max < handle.max_connections {
-        // Slots in use are given back later and then stay; forget what we can now.
-        handle.slots.forget_permits(handle.max_connections - max);
-    }
-    handle.max_connections = max;
 }
 
 fn bind_all(specs: &[ListenerSpec]) -> io::Result<Vec<(ListenerSpec, tokio::net::TcpListener)>> {

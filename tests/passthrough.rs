@@ -413,3 +413,42 @@ async fn accept_pauses_at_max_connections() {
         "queued, not refused"
     );
 }
+
+/// Lowering `max_connections` under load takes effect as connections end;
+/// the open ones are not closed.
+#[tokio::test]
+async fn lowered_max_connections_applies_as_connections_end() {
+    let s = setup().await;
+    let backends = backends(s.alpha.addr, s.beta.addr);
+    let config = s.dir.main("max_connections = 2", &backends);
+    let (router, addr) = start(&config);
+    let mut first = Open::connect(addr, "alpha.test", s.pki.client_config())
+        .await
+        .expect("first");
+    let second = Open::connect(addr, "alpha.test", s.pki.client_config())
+        .await
+        .expect("second");
+    s.dir.main("max_connections = 1", &backends);
+    let loaded = switchyard::config::load_after(&config, Some(&router.snapshot())).expect("load");
+    router.apply(loaded.snapshot).expect("apply");
+    drop(second);
+    let third = tokio::spawn({
+        let config = s.pki.client_config();
+        async move {
+            Open::connect(addr, "beta.test", config)
+                .await
+                .map(|o| o.server)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "one open under a limit of one: the third waits"
+    );
+    first.echo(b"open ones keep working").await.expect("first");
+    drop(first);
+    let served = tokio::time::timeout(WAIT, third)
+        .await
+        .expect("served once the first ends");
+    assert_eq!(served.expect("join").expect("session"), "beta");
+}

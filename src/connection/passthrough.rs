@@ -1,5 +1,6 @@
 //! Passthrough: connect a server, replay the ClientHello bytes read during
-//! the preread, then relay the raw bytes both ways.
+//! the preread (bounded by the server timeout), then relay the raw bytes
+//! both ways.
 
 use tokio::net::TcpStream;
 
@@ -11,9 +12,16 @@ pub(super) async fn run(client: TcpStream, hello: Vec<u8>, ctx: Ctx<'_>, log: &m
     let Some((server, _active)) = connect(ctx.backend, ctx.peer, log).await else {
         return;
     };
-    if let Err(e) = relay::write_all(&server, &hello).await {
-        log.end("server", &format!("write failed: {e}"));
-        return;
+    // A server that never reads must not hold the connection forever:
+    // the replay gets the same deadline as the server's first answer.
+    let limit = ctx.backend.timeouts.server;
+    match tokio::time::timeout(limit, relay::write_all(&server, &hello)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return log.end("server", &format!("write failed: {e}")),
+        Err(_) => {
+            let why = format!("server timeout: the ClientHello was not taken within {limit:?}");
+            return log.fail("switchyard", &why);
+        }
     }
     log.forwarded(hello.len() as u64);
     drop(hello);

@@ -3,6 +3,8 @@
 //! refusing), accept, take the current configuration snapshot and hand the
 //! connection to its own task (`connection::handle`).
 
+mod slots;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +12,9 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
+
+pub use slots::{Slot, Slots};
 
 use crate::connection::{self, Accepted};
 use crate::shared::Shared;
@@ -38,16 +42,13 @@ pub async fn serve(
     listener: TcpListener,
     name: Arc<str>,
     shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     mut stop: watch::Receiver<bool>,
 ) {
     let frontend = crate::stats::counters::global().frontend(&name);
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        let slot = tokio::select! {
+            slot = slots.acquire() => slot,
             _ = stop.wait_for(|s| *s) => return,
         };
         let accepted = tokio::select! {
@@ -70,7 +71,7 @@ pub async fn serve(
         let open = shared.open(&frontend);
         let handle = Arc::clone(&shared);
         tokio::spawn(async move {
-            let _slot = permit;
+            let _slot = slot;
             let conn = Accepted {
                 stream,
                 peer,
