@@ -83,15 +83,15 @@ fn main() -> ExitCode {
         } => route(&config, &sni, client, listener.as_deref()),
         Command::Run { config, drain } => serve(
             cli.threads,
-            || async { Ok(config) },
+            || async { Ok((config, None)) },
             Duration::from_secs(drain),
         ),
         Command::Demo { dir, listen } => serve(
             cli.threads,
             || async move {
                 let demo = demo::prepare(dir, listen).await?;
-                eprintln!("{}", demo::instructions(&demo, listen));
-                Ok(demo.config)
+                let banner = demo::instructions(&demo, listen);
+                Ok((demo.config, Some(banner)))
             },
             Duration::from_secs(1),
         ),
@@ -151,11 +151,12 @@ fn route(path: &Path, sni: &str, client: IpAddr, listener: Option<&str>) -> Exit
 }
 
 /// Builds the runtime, gets the configuration path from `prepare` (which
-/// may start demo servers on the runtime), serves it and drains on a signal.
+/// may start demo servers on the runtime, and gives a banner to print once
+/// the listeners are bound), serves it and drains on a signal.
 fn serve<F, Fut>(threads: Option<usize>, prepare: F, drain: Duration) -> ExitCode
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<PathBuf>>,
+    Fut: std::future::Future<Output = anyhow::Result<(PathBuf, Option<String>)>>,
 {
     // One thread: a current-thread runtime, without the work-stealing
     // scheduler's bookkeeping (the usual setup beside `nbthread 1` peers).
@@ -174,7 +175,7 @@ where
         }
     };
     runtime.block_on(async move {
-        let path = match prepare().await {
+        let (path, banner) = match prepare().await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -192,6 +193,9 @@ where
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(banner) = banner {
+            eprintln!("{banner}");
+        }
         let reloader = reload::spawn(path, std::sync::Arc::clone(&router));
         start_stats(&router, &reloader).await;
         wait_for_stop(&reloader).await;

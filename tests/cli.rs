@@ -172,3 +172,40 @@ fn version_and_help() {
         assert!(help.contains(sub), "{help}");
     }
 }
+
+/// Logs written to a pipe or a file (kubectl logs, journald) carry no
+/// terminal colour codes.
+#[test]
+fn text_logs_are_plain_when_stderr_is_not_a_terminal() {
+    let dir = ConfigDir::new();
+    let config = dir.write(
+        "switchyard.toml",
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[stats]\nenabled = false\n",
+    );
+    let process = common::Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+    assert!(
+        process.listening.contains("listening") && !process.listening.contains('\u{1b}'),
+        "{:?}",
+        process.listening
+    );
+}
+
+/// The demo says it is listening only once it is: on a taken port it
+/// fails without claiming to listen.
+#[test]
+fn demo_banner_only_after_the_port_is_bound() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = ConfigDir::new();
+    let out = switchyard(&[
+        "demo",
+        "--dir",
+        dir.path().to_str().expect("utf-8"),
+        "--listen",
+        &addr,
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot bind"), "{stderr}");
+    assert!(!stderr.contains("is listening on"), "{stderr}");
+}
