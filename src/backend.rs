@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use crate::balance::{Algorithm, Balancer, Member, View};
 use crate::health::state::Health;
-use crate::health::CheckSpec;
 use crate::stats::counters::Traffic;
 
 /// How a backend carries TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Termination {
     /// Relay the client's bytes untouched.
     Passthrough,
@@ -29,6 +28,40 @@ impl Termination {
             Termination::Passthrough => "passthrough",
             Termination::Edge => "edge",
             Termination::Reencrypt => "reencrypt",
+        }
+    }
+}
+
+/// What to check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    Tcp,
+    Tls,
+    /// `GET path`, status within `expect`.
+    Http {
+        path: String,
+        expect: (u16, u16),
+    },
+}
+
+/// A backend's active check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
         }
     }
 }

@@ -28,7 +28,7 @@ pub struct Router {
     /// Set when shutdown begins: readiness turns false.
     draining: AtomicBool,
     /// Health checkers of the current snapshot; replaced with it.
-    checks: Mutex<Vec<JoinHandle<()>>>,
+    checks: Mutex<crate::health::Checkers>,
 }
 
 /// One bound listener.
@@ -56,7 +56,7 @@ impl Router {
             shared: Arc::new(Shared::new(snapshot)),
             listeners: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
-            checks: Mutex::new(Vec::new()),
+            checks: Mutex::default(),
         });
         router.spawn_listeners(bound);
         router.restart_checks();
@@ -111,14 +111,11 @@ impl Router {
         Ok(generation)
     }
 
-    /// Replaces the health checkers with those of the current snapshot
-    /// (server health itself is carried over with the servers).
+    /// Makes the health checkers those of the current snapshot: unchanged
+    /// backends keep theirs (server health is carried with the servers).
     fn restart_checks(&self) {
         let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        for task in checks.drain(..) {
-            task.abort();
-        }
-        *checks = crate::health::spawn(&self.snapshot());
+        checks.update(&self.snapshot());
     }
 
     /// Serving: a configuration is loaded, listeners are bound, and the
@@ -205,14 +202,7 @@ impl Router {
     /// connections to end, and returns how many were still open.
     pub async fn shutdown(&self, deadline: Duration) -> usize {
         self.draining.store(true, Ordering::Relaxed);
-        for task in self
-            .checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
+        self.checks.lock().unwrap_or_else(|p| p.into_inner()).stop();
         let handles: Vec<ListenerHandle> = self.lock_listeners().drain().map(|(_, h)| h).collect();
         for handle in handles {
             let _ = handle.stop.send(true);

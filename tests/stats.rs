@@ -416,3 +416,86 @@ async fn not_ready_while_draining() {
     drop(held);
     assert_eq!(draining.await.expect("join"), 0);
 }
+
+/// A TCP server that counts the connections made to it (health checks).
+async fn counting_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
+    (addr, count)
+}
+
+/// `n` backends with a TCP check every `interval`, all on `server`.
+fn checked_backends(
+    dir: &ConfigDir,
+    n: usize,
+    server: SocketAddr,
+    interval: &str,
+) -> std::path::PathBuf {
+    dir.write("maps/os_sni_passthrough.map", "# none\n");
+    dir.write("maps/os_tcp_be.map", "# none\n");
+    let backends: String = (0..n)
+        .map(|i| {
+            format!(
+                "[[backend]]\nname = \"be_tcp:t:b{i}\"\nservers = [{{ name = \"s\", address = \"{server}\" }}]\n\
+                 [backend.check]\ninterval = \"{interval}\"\n\n"
+            )
+        })
+        .collect();
+    dir.main("", &backends)
+}
+
+/// Reloads do not restart the checks of backends they did not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_the_health_checks_of_unchanged_backends() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (server, count) = counting_server().await;
+    let dir = ConfigDir::new();
+    let config = checked_backends(&dir, 1, server, "1s");
+    let (router, _addr) = start(&config);
+    let started = Instant::now();
+    while count.load(SeqCst) == 0 {
+        assert!(started.elapsed() < WAIT, "first check");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = count.load(SeqCst);
+    for _ in 0..10 {
+        let loaded =
+            switchyard::config::load_after(&config, Some(&router.snapshot())).expect("load");
+        router.apply(loaded.snapshot).expect("apply");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let after = count.load(SeqCst);
+    assert!(
+        after - first <= 1,
+        "10 reloads within one interval: {} more checks",
+        after - first
+    );
+}
+
+/// Checkers start at random points of their interval: no connect storm
+/// when many backends start (or are changed) at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_start_with_jitter() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (server, count) = counting_server().await;
+    let dir = ConfigDir::new();
+    let config = checked_backends(&dir, 40, server, "4s");
+    let (_router, _addr) = start(&config);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early = count.load(SeqCst);
+    assert!(
+        early < 20,
+        "{early} of 40 backends checked in the first 300 ms"
+    );
+}

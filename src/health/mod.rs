@@ -18,70 +18,95 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::backend::{Backend, Server, Termination};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use crate::backend::{Backend, CheckKind, CheckSpec, Server, Termination};
 use crate::config::Snapshot;
 use rustls::pki_types::ServerName;
 use state::Change;
 
-/// What to check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckKind {
-    Tcp,
-    Tls,
-    /// `GET path`, status within `expect`.
-    Http {
-        path: String,
-        expect: (u16, u16),
-    },
+/// The running checkers, one per backend that asks for checks. A reload
+/// keeps the checker of every backend whose checks it did not change
+/// (same check, servers, termination and upstream TLS), so a reload of
+/// 10,000 backends starts no connect storm; new checkers start after a
+/// random part of their interval.
+#[derive(Default)]
+pub struct Checkers {
+    running: HashMap<String, (u64, JoinHandle<()>)>,
 }
 
-/// A backend's active check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckSpec {
-    pub kind: CheckKind,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
-}
+impl Checkers {
+    /// Makes the running checkers those of `snapshot`.
+    pub fn update(&mut self, snapshot: &Snapshot) {
+        let mut next = HashMap::with_capacity(self.running.len());
+        for backend in &snapshot.backends {
+            let Some(spec) = backend.check.clone() else {
+                continue;
+            };
+            let identity = identity(backend);
+            let task = match self.running.remove(&backend.name) {
+                Some((old, task)) if old == identity => task,
+                other => {
+                    if let Some((_, task)) = other {
+                        task.abort();
+                    }
+                    tokio::spawn(run(Arc::clone(backend), spec))
+                }
+            };
+            next.insert(backend.name.clone(), (identity, task));
+        }
+        self.stop();
+        self.running = next;
+    }
 
-impl Default for CheckSpec {
-    fn default() -> Self {
-        CheckSpec {
-            kind: CheckKind::Tcp,
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(2),
-            rise: 2,
-            fall: 3,
+    /// Stops every checker.
+    pub fn stop(&mut self) {
+        for (_, (_, task)) in self.running.drain() {
+            task.abort();
         }
     }
 }
 
-/// Starts one checker per backend that has a check. The caller aborts
-/// them when the snapshot is replaced.
-pub fn spawn(snapshot: &Arc<Snapshot>) -> Vec<JoinHandle<()>> {
-    let weak = Arc::downgrade(snapshot);
-    (0..snapshot.backends.len())
-        .filter(|&id| snapshot.backends[id].check.is_some())
-        .map(|id| {
-            let weak = weak.clone();
-            tokio::spawn(async move {
-                loop {
-                    // Hold the snapshot only while checking, never while sleeping.
-                    let Some(snapshot) = weak.upgrade() else {
-                        return;
-                    };
-                    let backend = &snapshot.backends[id];
-                    let Some(spec) = backend.check.clone() else {
-                        return;
-                    };
-                    check_backend(backend, &spec).await;
-                    drop(snapshot);
-                    tokio::time::sleep(spec.interval).await;
-                }
-            })
-        })
-        .collect()
+impl Drop for Checkers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What a checker depends on: equal identities check the same way. Server
+/// state is carried by (backend, name, address), so a kept checker still
+/// updates the servers the new snapshot routes to.
+fn identity(backend: &Backend) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    backend.termination.hash(&mut h);
+    backend.check.hash(&mut h);
+    for s in &backend.servers {
+        (&s.name, s.addr).hash(&mut h);
+    }
+    backend
+        .upstream
+        .as_ref()
+        .map(|u| u.fingerprint)
+        .hash(&mut h);
+    h.finish()
+}
+
+/// A random delay in `[0, interval)`.
+fn jitter(interval: Duration) -> Duration {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    interval.mul_f64((random >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// Checks every server of `backend` each `spec.interval`, forever.
+async fn run(backend: Arc<Backend>, spec: CheckSpec) {
+    tokio::time::sleep(jitter(spec.interval)).await;
+    loop {
+        check_backend(&backend, &spec).await;
+        tokio::time::sleep(spec.interval).await;
+    }
 }
 
 async fn check_backend(backend: &Backend, spec: &CheckSpec) {

@@ -23,6 +23,8 @@ use crate::server::Router;
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How long a write in progress may take before the files are read anyway.
 const WRITE_GRACE: Duration = Duration::from_millis(1000);
+/// Longest wait from the first event to the read, however busy the files.
+const MAX_SETTLE: Duration = Duration::from_secs(5);
 
 /// Why a reload is wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,21 +133,37 @@ fn update_watch(
 }
 
 /// Waits until the files are settled after `first`: `DEBOUNCE` of quiet
-/// after a finished write, up to `WRITE_GRACE` while one is in progress.
+/// after a finished write, up to `WRITE_GRACE` while one is in progress,
+/// and never longer than `MAX_SETTLE` in all: a file that keeps being
+/// written is read as it is then, and applied if it validates.
 /// Returns false when the channel closed.
 async fn settle(first: Trigger, rx: &mut mpsc::UnboundedReceiver<Trigger>) -> bool {
+    settle_within(first, rx, MAX_SETTLE).await
+}
+
+async fn settle_within(
+    first: Trigger,
+    rx: &mut mpsc::UnboundedReceiver<Trigger>,
+    max: Duration,
+) -> bool {
     let mut writing = match first {
         Trigger::Signal => return true,
         Trigger::Changed => false,
         Trigger::Writing => true,
     };
+    let give_up = tokio::time::Instant::now() + max;
     loop {
         let wait = if writing { WRITE_GRACE } else { DEBOUNCE };
-        match tokio::time::timeout(wait, rx.recv()).await {
+        let until = (tokio::time::Instant::now() + wait).min(give_up);
+        match tokio::time::timeout_at(until, rx.recv()).await {
             Ok(Some(Trigger::Signal)) | Err(_) => return true,
             Ok(Some(Trigger::Changed)) => writing = false,
             Ok(Some(Trigger::Writing)) => writing = true,
             Ok(None) => return false,
+        }
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(target: "reload", "files still changing after {max:?}: reading them as they are");
+            return true;
         }
     }
 }
@@ -201,4 +219,33 @@ fn refuse(router: &Router, status: &Status, error: String, count: usize) {
         s.refused += 1;
         s.last_error = Some(error);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that is written without pause is still read, after a bounded wait.
+    #[tokio::test]
+    async fn settle_gives_up_waiting_for_a_file_that_keeps_changing() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(async move {
+            for _ in 0..200 {
+                if tx.send(Trigger::Writing).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let started = std::time::Instant::now();
+        let settled = tokio::time::timeout(
+            Duration::from_secs(3),
+            settle_within(Trigger::Writing, &mut rx, Duration::from_millis(300)),
+        )
+        .await
+        .expect("settle returns while the writes go on");
+        assert!(settled);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        writer.abort();
+    }
 }

@@ -3,6 +3,7 @@
 //! are IP addresses and their certificates carry DNS names only. A failed
 //! verification is described with the names the certificate holds.
 
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ pub struct Upstream {
     pub verify_host: ServerName<'static>,
     /// Base configuration; ALPN is set per connection from the client's offer.
     config: Arc<ClientConfig>,
+    /// Hash of what the configuration was built from (name, verification,
+    /// CA and client certificate files): equal means the same TLS.
+    pub fingerprint: u64,
 }
 
 /// Certificate checking of a re-encrypt backend.
@@ -58,9 +62,19 @@ impl Upstream {
                     .map_err(|e| format!("client certificate {}: {e}", path.display()))?
             }
         };
+        let mut h = std::hash::DefaultHasher::new();
+        verify_host.hash(&mut h);
+        match verify {
+            Verify::CaFile(path) => std::fs::read(path).ok().hash(&mut h),
+            Verify::None => "none".hash(&mut h),
+        }
+        client_certificate
+            .map(|p| std::fs::read(p).ok())
+            .hash(&mut h);
         Ok(Upstream {
             verify_host: name,
             config: Arc::new(config),
+            fingerprint: h.finish(),
         })
     }
 
