@@ -4,7 +4,7 @@
 //! a server's load is and whether it may be chosen comes from the caller
 //! through [`View`], so every algorithm is tested without sockets.
 
-mod hash;
+pub(crate) mod hash;
 mod leastconn;
 mod random;
 mod roundrobin;

@@ -105,18 +105,15 @@ impl HandshakeFailure {
     }
 }
 
-/// Names that matched no route are kept as a bounded top list, never as
-/// one metric label per name a client invents.
-const UNMATCHED_KEPT: usize = 64;
-
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Global {
     hello: [AtomicU64; 7],
     handshake_failures: [AtomicU64; 4],
     pub route_misses: AtomicU64,
-    /// Space-saving top-N of unmatched SNIs: bounded memory, heavy hitters kept.
-    unmatched: Mutex<HashMap<String, u64>>,
+    /// Top unmatched SNIs: bounded memory, heavy hitters kept, no global
+    /// lock on the miss path (never one metric label per invented name).
+    unmatched: super::top::TopNames,
     frontends: Mutex<HashMap<String, Arc<Traffic>>>,
 }
 
@@ -139,33 +136,12 @@ impl Global {
 
     pub fn unmatched(&self, sni: &str) {
         self.route_misses.fetch_add(1, Relaxed);
-        let mut top = self.unmatched.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = top.get_mut(sni) {
-            *count += 1;
-            return;
-        }
-        if top.len() < UNMATCHED_KEPT {
-            top.insert(sni.to_string(), 1);
-            return;
-        }
-        // Space-saving: the new name takes the place of the least seen.
-        let least = top
-            .iter()
-            .min_by_key(|(_, c)| **c)
-            .map(|(k, c)| (k.clone(), *c));
-        if let Some((name, count)) = least {
-            top.remove(&name);
-            top.insert(sni.to_string(), count + 1);
-        }
+        self.unmatched.add(sni);
     }
 
     /// The `n` most frequent unmatched SNIs with their (approximate) counts.
     pub fn top_unmatched(&self, n: usize) -> Vec<(String, u64)> {
-        let top = self.unmatched.lock().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<(String, u64)> = top.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        list.truncate(n);
-        list
+        self.unmatched.top(n)
     }
 
     /// The traffic counters of a listener, created on first use.
@@ -179,24 +155,4 @@ impl Global {
 pub fn global() -> &'static Global {
     static GLOBAL: OnceLock<Global> = OnceLock::new();
     GLOBAL.get_or_init(Global::default)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unmatched_names_stay_bounded_and_keep_heavy_hitters() {
-        let g = Global::default();
-        // A name seen more than total/64 times is guaranteed to be kept.
-        for i in 0..10_000 {
-            g.unmatched(&format!("random-{i}.example.org"));
-            if i % 20 == 0 {
-                g.unmatched("scanner.example.org");
-            }
-        }
-        assert!(g.unmatched.lock().expect("lock").len() <= UNMATCHED_KEPT);
-        assert_eq!(g.top_unmatched(1)[0].0, "scanner.example.org");
-        assert_eq!(g.route_misses.load(Relaxed), 10_500);
-    }
 }

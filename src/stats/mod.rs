@@ -8,5 +8,6 @@ pub mod counters;
 mod http;
 pub mod labels;
 mod render;
+pub mod top;
 
 pub use http::serve;
