@@ -1,6 +1,6 @@
 //! Criterion benches for the pure parts of the data path: the ClientHello
-//! reader, the route lookup at 10 to 1,000,000 routes, the map compile, and
-//! the balancers. `cargo bench --bench hot_path`; figures go in the notes.
+//! reader, the route lookup at 10 to 1,000,000 routes, the map compile, the
+//! balancers, and the route-miss counter under a flood. `cargo bench --bench hot_path`; figures go in the notes.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -153,5 +153,64 @@ fn balancers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parser, lookup, balancers);
+/// The route-miss counter under a flood of distinct unknown names from two
+/// workers at once: the lock-free sketch against the single-mutex
+/// space-saving list it replaced (kept here as the baseline).
+fn route_miss(c: &mut Criterion) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use switchyard::stats::top::TopNames;
+
+    #[derive(Default)]
+    struct MutexTop(Mutex<HashMap<String, u64>>);
+    impl MutexTop {
+        fn add(&self, sni: &str) {
+            let mut top = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = top.get_mut(sni) {
+                *count += 1;
+                return;
+            }
+            if top.len() < 64 {
+                top.insert(sni.to_string(), 1);
+                return;
+            }
+            let least = top.iter().min_by_key(|(_, c)| **c).map(|(k, c)| (k.clone(), *c));
+            if let Some((name, count)) = least {
+                top.remove(&name);
+                top.insert(sni.to_string(), count + 1);
+            }
+        }
+    }
+
+    let names: Vec<Vec<String>> = (0..2)
+        .map(|t| (0..10_000).map(|i| format!("{t}-{i:08x}.flood.invalid")).collect())
+        .collect();
+    let mut group = c.benchmark_group("route_miss_2_threads_20000_names");
+    group.sample_size(20);
+    group.bench_function("mutex_space_saving", |b| {
+        let top = MutexTop::default();
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for list in &names {
+                    let top = &top;
+                    s.spawn(move || list.iter().for_each(|n| top.add(n)));
+                }
+            })
+        })
+    });
+    group.bench_function("sketch", |b| {
+        let top = TopNames::default();
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for list in &names {
+                    let top = &top;
+                    s.spawn(move || list.iter().for_each(|n| top.add(n)));
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parser, lookup, balancers, route_miss);
 criterion_main!(benches);

@@ -47,6 +47,9 @@ enum Mode {
     Hold(Common),
     /// New-connection latency with distinct SNIs r<i>.bench.test (i in the upper half of --routes).
     Routes(Common),
+    /// New connections with a different unknown SNI each (`<n>.flood.invalid`): the
+    /// proxy reads the hello, finds no route and closes.
+    Flood(Common),
 }
 
 #[derive(clap::Args, Clone)]
@@ -90,6 +93,7 @@ fn main() {
             Mode::Bulk(c) => report("bulk", &c, bulk(&c).await),
             Mode::Hold(c) => report("hold", &c, hold(&c).await),
             Mode::Routes(c) => report("routes", &c, routes(&c).await),
+            Mode::Flood(c) => report("flood", &c, flood(&c).await),
         }
     });
 }
@@ -343,6 +347,54 @@ async fn connect(c: &Common) -> Figures {
                 while !stop.load(Relaxed) {
                     let t = Instant::now();
                     match open(&c, &c.sni, &hello_bytes).await {
+                        Ok(_) => {
+                            let _ = hist.record(t.elapsed().as_micros() as u64);
+                            ops += 1;
+                        }
+                        Err(_) => failures += 1,
+                    }
+                }
+                (hist, ops, failures)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(c.secs)).await;
+    stop.store(true, Relaxed);
+    collect(tasks, started, c.conns).await
+}
+
+/// A ClientHello template whose SNI is patched per connection: 16 hex
+/// digits of a counter, so every connection names a host never seen.
+async fn flood(c: &Common) -> Figures {
+    const MARK: &str = "0000000000000000.flood.invalid";
+    let template = Arc::new(hello(MARK));
+    let at = template
+        .windows(16)
+        .position(|w| w == &MARK.as_bytes()[..16])
+        .expect("sni in the hello");
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..c.conns)
+        .map(|_| {
+            let (c, stop, template, next) =
+                (c.clone(), Arc::clone(&stop), Arc::clone(&template), Arc::clone(&next));
+            tokio::spawn(async move {
+                let (mut hist, mut ops, mut failures) = (histogram(), 0u64, 0u64);
+                let mut bytes = template.to_vec();
+                let mut sink = [0u8; 512];
+                while !stop.load(Relaxed) {
+                    let n = next.fetch_add(1, Relaxed);
+                    bytes[at..at + 16].copy_from_slice(format!("{n:016x}").as_bytes());
+                    let t = Instant::now();
+                    let closed = async {
+                        let mut tcp = TcpStream::connect(c.target).await?;
+                        tcp.write_all(&bytes).await?;
+                        // No route: the proxy closes; a reset counts too.
+                        while tcp.read(&mut sink).await? > 0 {}
+                        Ok::<_, std::io::Error>(())
+                    };
+                    match tokio::time::timeout(Duration::from_secs(5), closed).await {
                         Ok(_) => {
                             let _ = hist.record(t.elapsed().as_micros() as u64);
                             ops += 1;
