@@ -174,7 +174,10 @@ fn route_miss(c: &mut Criterion) {
                 top.insert(sni.to_string(), 1);
                 return;
             }
-            let least = top.iter().min_by_key(|(_, c)| **c).map(|(k, c)| (k.clone(), *c));
+            let least = top
+                .iter()
+                .min_by_key(|(_, c)| **c)
+                .map(|(k, c)| (k.clone(), *c));
             if let Some((name, count)) = least {
                 top.remove(&name);
                 top.insert(sni.to_string(), count + 1);
@@ -183,7 +186,11 @@ fn route_miss(c: &mut Criterion) {
     }
 
     let names: Vec<Vec<String>> = (0..2)
-        .map(|t| (0..10_000).map(|i| format!("{t}-{i:08x}.flood.invalid")).collect())
+        .map(|t| {
+            (0..10_000)
+                .map(|i| format!("{t}-{i:08x}.flood.invalid"))
+                .collect()
+        })
         .collect();
     let mut group = c.benchmark_group("route_miss_2_threads_20000_names");
     group.sample_size(20);

@@ -377,8 +377,12 @@ async fn flood(c: &Common) -> Figures {
     let started = Instant::now();
     let tasks: Vec<_> = (0..c.conns)
         .map(|_| {
-            let (c, stop, template, next) =
-                (c.clone(), Arc::clone(&stop), Arc::clone(&template), Arc::clone(&next));
+            let (c, stop, template, next) = (
+                c.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&template),
+                Arc::clone(&next),
+            );
             tokio::spawn(async move {
                 let (mut hist, mut ops, mut failures) = (histogram(), 0u64, 0u64);
                 let mut bytes = template.to_vec();

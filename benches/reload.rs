@@ -86,5 +86,57 @@ fn reload(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reload);
+/// One scrape of the stats port with 10,000 backends (20,000 servers):
+/// the report is built and rendered on a blocking thread, so this is what
+/// a scrape costs, not time taken from the workers that relay traffic.
+fn stats_render(c: &mut Criterion) {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = write_config(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stats = rt.block_on(async {
+        let snapshot = switchyard::config::load(&main).expect("load").snapshot;
+        let router = switchyard::server::Router::start(snapshot).expect("router");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = switchyard::config::StatsConfig {
+            bind: Some(addr),
+            credentials: None,
+        };
+        let status = Arc::new(switchyard::reload::Status::default());
+        tokio::spawn(switchyard::stats::serve(listener, router, status, config));
+        addr
+    });
+    let get = |path: &'static str| async move {
+        let mut tcp = tokio::net::TcpStream::connect(stats)
+            .await
+            .expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("send");
+        let mut body = Vec::new();
+        tcp.read_to_end(&mut body).await.expect("read");
+        assert!(
+            body.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&body[..40.min(body.len())])
+        );
+        body.len()
+    };
+    let mut group = c.benchmark_group("stats_10k_backends");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("metrics", |b| b.iter(|| rt.block_on(get("/metrics"))));
+    group.bench_function("stats_page", |b| b.iter(|| rt.block_on(get("/stats"))));
+    group.finish();
+}
+
+criterion_group!(benches, reload, stats_render);
 criterion_main!(benches);

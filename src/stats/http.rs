@@ -29,6 +29,10 @@ struct State {
     status: Arc<reload::Status>,
     credentials: Option<Credentials>,
     recorder: PrometheusRecorder,
+    /// One report is built at a time, on a blocking thread: rendering
+    /// 10,000 backends never occupies a worker that relays traffic, and
+    /// scrapes that pile up wait their turn instead of taking threads.
+    rendering: tokio::sync::Semaphore,
 }
 
 /// Serves the stats port on `listener` until the process ends.
@@ -46,6 +50,7 @@ pub async fn serve(
         status,
         credentials: config.credentials,
         recorder,
+        rendering: tokio::sync::Semaphore::new(1),
     });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -56,7 +61,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(answer(&state, &req)) }
+                async move { Ok::<_, Infallible>(answer(state, &req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -65,7 +70,7 @@ pub async fn serve(
     }
 }
 
-fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(state: Arc<State>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     match path {
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -81,7 +86,7 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         "/metrics" | "/stats" | "/stats.json" => {
-            if !authorized(state, req) {
+            if !authorized(&state, req) {
                 let mut r = text(
                     StatusCode::UNAUTHORIZED,
                     "text/plain",
@@ -92,22 +97,22 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 }
                 return r;
             }
-            let report = render::report(&state.router, &state.status);
-            match path {
-                "/metrics" => text(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    render::prometheus(&report, &state.recorder),
-                ),
-                "/stats" => text(
-                    StatusCode::OK,
-                    "text/html; charset=utf-8",
-                    render::html(&report),
-                ),
-                _ => text(
-                    StatusCode::OK,
-                    "application/json",
-                    serde_json::to_string_pretty(&report).unwrap_or_default(),
+            let kind = path.to_string();
+            let Ok(_turn) = state.rendering.acquire().await else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "stopping\n".into(),
+                );
+            };
+            let worker = Arc::clone(&state);
+            let rendered = tokio::task::spawn_blocking(move || render(&worker, &kind)).await;
+            match rendered {
+                Ok((content_type, body)) => text(StatusCode::OK, content_type, body),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("rendering failed: {e}\n"),
                 ),
             }
         }
@@ -115,6 +120,22 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             StatusCode::NOT_FOUND,
             "text/plain",
             "not found: try /stats, /metrics, /healthz\n".into(),
+        ),
+    }
+}
+
+/// Builds the report and renders it for `path` (off the async workers).
+fn render(state: &State, path: &str) -> (&'static str, String) {
+    let report = render::report(&state.router, &state.status);
+    match path {
+        "/metrics" => (
+            "text/plain; version=0.0.4",
+            render::prometheus(&report, &state.recorder),
+        ),
+        "/stats" => ("text/html; charset=utf-8", render::html(&report)),
+        _ => (
+            "application/json",
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
         ),
     }
 }
