@@ -262,7 +262,7 @@ pub(crate) async fn connect(
             Err(e) => {
                 if let Some(check) = &backend.check {
                     let change = server.state.health.failure(check.fall);
-                    crate::health::log_change(
+                    crate::health::state::log_change(
                         backend,
                         server,
                         change,

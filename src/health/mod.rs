@@ -24,7 +24,6 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use crate::backend::{Backend, CheckKind, CheckSpec, Server, Termination};
 use crate::config::Snapshot;
 use rustls::pki_types::ServerName;
-use state::Change;
 
 /// The running checkers, one per backend that asks for checks. A reload
 /// keeps the checker of every backend whose checks it did not change
@@ -144,25 +143,12 @@ fn apply(backend: &Backend, server: &Server, spec: &CheckSpec, result: Result<()
             health.failure(spec.fall)
         }
     };
-    log_change(
+    state::log_change(
         backend,
         server,
         change,
         result.err().as_deref().unwrap_or("check passed"),
     );
-}
-
-/// Logs a state change once, with the reason.
-pub fn log_change(backend: &Backend, server: &Server, change: Option<Change>, why: &str) {
-    match change {
-        Some(Change::WentDown) => {
-            tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, "server DOWN: {why}")
-        }
-        Some(Change::CameUp) => {
-            tracing::info!(backend = %backend.name, server = %server.name, addr = %server.addr, "server UP")
-        }
-        None => {}
-    }
 }
 
 /// One check of one server, owning what it needs (checks run concurrently).
