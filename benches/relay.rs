@@ -39,8 +39,9 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
-/// Starts Switchyard in front of an echo server; returns its address.
-fn start(rt: &Runtime, dir: &std::path::Path) -> SocketAddr {
+/// Starts Switchyard in front of an echo server; returns it (dropping it
+/// stops its listeners) and its address.
+fn start(rt: &Runtime, dir: &std::path::Path) -> (Arc<switchyard::server::Router>, SocketAddr) {
     rt.block_on(async {
         let echo = echo_server().await;
         let config = dir.join("switchyard.toml");
@@ -53,7 +54,8 @@ fn start(rt: &Runtime, dir: &std::path::Path) -> SocketAddr {
         std::fs::write(&config, toml).expect("config");
         let loaded = switchyard::config::load(&config).expect("load");
         let router = switchyard::server::Router::start(loaded.snapshot).expect("start");
-        router.local_addr("bench").expect("addr")
+        let addr = router.local_addr("bench").expect("addr");
+        (router, addr)
     })
 }
 
@@ -74,7 +76,7 @@ fn relay(c: &mut Criterion) {
         .build()
         .expect("rt");
     let dir = tempfile::tempdir().expect("tempdir");
-    let addr = start(&rt, dir.path());
+    let (_router, addr) = start(&rt, dir.path());
     let hello = hello();
     let mut group = c.benchmark_group("relay");
 

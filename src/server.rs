@@ -17,6 +17,7 @@ use crate::listener::{self, Slots};
 use crate::shared::Shared;
 
 /// A started router, shared by the reloader, the stats port and `main`.
+/// Dropping the last handle stops its listeners (open connections run on).
 pub struct Router {
     /// The current snapshot, the open-connection gauge and reload
     /// announcements: all that listeners and connections see.

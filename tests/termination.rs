@@ -735,3 +735,51 @@ async fn revoked_client_certificates_are_refused_even_when_resuming() {
     let line = process.line_with("client certificate revoked");
     assert!(line.contains("\"serial\":\"5e:ed:00:01\""), "{line}");
 }
+
+/// A re-encrypt server that does not do ALPN speaks HTTP/1.1: a client
+/// that negotiated http/1.1 is served; one that negotiated h2 is refused
+/// with a log line rather than relayed to a server that cannot speak it.
+#[tokio::test]
+async fn reencrypt_to_a_server_without_alpn() {
+    let s = setup("").await;
+    let plain = named_server("no-alpn", s.inner.server_config(&["secure.apps.svc"])).await;
+    let dir = s.dir.path();
+    let crt = dir.join("maps/cert_config.map");
+    let mut text = std::fs::read_to_string(&crt).expect("read");
+    text.push_str("certs/edge.pem [alpn h2,http/1.1] noalpn.test\n");
+    std::fs::write(&crt, text).expect("write");
+    let map = dir.join("maps/os_edge_reencrypt_be.map");
+    let mut text = std::fs::read_to_string(&map).expect("read");
+    text.push_str(&format!(
+        "{} be_secure:t:noalpn\n",
+        route_regex("noalpn.test")
+    ));
+    std::fs::write(&map, text).expect("write");
+    let config = dir.join("switchyard.toml");
+    let mut text = std::fs::read_to_string(&config).expect("read");
+    text.push_str(&format!(
+        "\n[[backend]]\nname = \"be_secure:t:noalpn\"\ntermination = \"reencrypt\"\n\
+         verify_host = \"secure.apps.svc\"\nca_file = \"certs/inner-ca.pem\"\n\
+         servers = [{{ name = \"n1\", address = \"{}\" }}]\n",
+        plain.addr
+    ));
+    std::fs::write(&config, text).expect("write");
+    let (_router, addr) = start(&config);
+    let any = |alpn: &[&str]| {
+        let mut c = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny))
+            .with_no_client_auth();
+        c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Arc::new(c)
+    };
+    let open = Open::connect(addr, "noalpn.test", any(&["http/1.1"]))
+        .await
+        .expect("http/1.1 to a server without ALPN");
+    assert_eq!(open.server, "no-alpn");
+    let h2 = Open::connect(addr, "noalpn.test", any(&["h2"])).await;
+    assert!(
+        h2.is_err(),
+        "h2 cannot be relayed to an HTTP/1.1-only server"
+    );
+}

@@ -67,7 +67,7 @@ pub(super) struct Context {
     pub(super) errors: Vec<Problem>,
     pub(super) warnings: Vec<Problem>,
     pub(super) files: Vec<PathBuf>,
-    carried: Carried,
+    pub(super) carried: Carried,
     /// Directory of the main file: relative paths start here.
     pub(super) base: PathBuf,
     /// `[tls] min_version = "1.3"`.
@@ -76,7 +76,7 @@ pub(super) struct Context {
 
 /// Live state of the previous configuration, by identity.
 #[derive(Default)]
-struct Carried {
+pub(super) struct Carried {
     rotations: HashMap<String, Arc<AtomicUsize>>,
     /// Backend traffic and verify-failure counters by backend name.
     traffic: HashMap<
@@ -87,11 +87,20 @@ struct Carried {
         ),
     >,
     servers: HashMap<(String, String, SocketAddr), Arc<ServerState>>,
+    /// TLS termination of each listener, by name (session resumption).
+    pub(super) tls: HashMap<String, Arc<crate::tls::ServerSide>>,
 }
 
 impl From<&Snapshot> for Carried {
     fn from(snapshot: &Snapshot) -> Self {
         let mut carried = Carried::default();
+        for (listener, tls) in snapshot.listeners.iter().zip(&snapshot.tls) {
+            if let Some(tls) = tls {
+                carried
+                    .tls
+                    .insert(listener.name.to_string(), Arc::clone(tls));
+            }
+        }
         for b in &snapshot.backends {
             carried
                 .rotations

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::load::{raw, Context};
 use super::problem::{Problem, Source};
 use crate::backend::{Backend, Termination};
-use crate::tls::certs::{load_pem_pair, load_roots, parse_crt_line};
+use crate::tls::certs::{load_pem_pair, parse_crt_line, roots_from_pem};
 use crate::tls::upstream::{Upstream, Verify};
 use crate::tls::{CertStore, ClientAuth, ClientPolicy, Served, ServerSide};
 use rustls::pki_types::pem::PemObject;
@@ -189,12 +189,19 @@ impl Context {
         let roots = match (&raw.client_ca, auth) {
             (Some(ca), _) => {
                 let path = self.base.join(ca.get_ref());
-                match self.roots(&path) {
-                    Ok(r) => {
+                self.files.push(path.clone());
+                // Read once: the roots trusted and the policy fingerprinted
+                // come from the same bytes.
+                let roots = std::fs::read(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                    .and_then(|bytes| {
+                        let roots = roots_from_pem(&bytes, &path)?;
                         fingerprint.push(0);
-                        fingerprint.extend(std::fs::read(&path).unwrap_or_default());
-                        Some(r)
-                    }
+                        fingerprint.extend_from_slice(&bytes);
+                        Ok(roots)
+                    });
+                match roots {
+                    Ok(r) => Some(r),
                     Err(m) => {
                         self.errors.push(src.problem(ca.span(), m));
                         return None;
@@ -237,7 +244,16 @@ impl Context {
         };
         let strict = raw.strict_sni.unwrap_or(false);
         let name = raw.name.get_ref();
-        match ServerSide::new(name, Arc::clone(certs), strict, policy, self.min_tls13) {
+        let previous = self.carried.tls.get(name.as_str()).map(Arc::clone);
+        let side = ServerSide::new(
+            name,
+            Arc::clone(certs),
+            strict,
+            policy,
+            self.min_tls13,
+            previous.as_deref(),
+        );
+        match side {
             Ok(side) => Some(Arc::new(side)),
             Err(m) => {
                 self.errors.push(src.problem(raw.name.span(), m));
@@ -280,11 +296,6 @@ impl Context {
             }
         }
         Ok((crls, bytes))
-    }
-
-    fn roots(&mut self, path: &Path) -> Result<rustls::RootCertStore, String> {
-        self.files.push(path.to_path_buf());
-        load_roots(path)
     }
 
     /// The upstream TLS of a re-encrypt backend (`None` for the others).

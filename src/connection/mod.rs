@@ -327,10 +327,29 @@ async fn route_removed(shared: Arc<Shared>, followed: Followed, grace: Duration)
         if now != seen {
             seen = now;
             if !still_routed(&shared, &followed) {
-                tokio::time::sleep(grace).await;
-                if !still_routed(&shared, &followed) {
-                    return;
+                // Removed: close after `grace`, unless a reload within it
+                // brings the route back (then a later removal starts anew).
+                let deadline = Instant::now() + grace;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => {
+                            if !still_routed(&shared, &followed) {
+                                return;
+                            }
+                            break;
+                        }
+                        changed = applied.changed() => {
+                            if changed.is_err() {
+                                return std::future::pending().await;
+                            }
+                            seen = *applied.borrow_and_update();
+                            if still_routed(&shared, &followed) {
+                                break;
+                            }
+                        }
+                    }
                 }
+                continue;
             }
         }
         if applied.changed().await.is_err() {
@@ -426,6 +445,32 @@ mod follow {
         tokio::time::timeout(Duration::from_secs(5), watch)
             .await
             .expect("the moved route is noticed");
+    }
+
+    /// A route removed, restored and removed again within the grace gets a
+    /// full grace from the second removal.
+    #[tokio::test]
+    async fn the_grace_starts_again_when_a_route_comes_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let shared = Arc::new(Shared::new(Arc::new(snapshot(dir.path(), "a", 1))));
+        let grace = Duration::from_millis(400);
+        let started = tokio::time::Instant::now();
+        let watch = tokio::spawn(route_removed(Arc::clone(&shared), followed(1), grace));
+        shared.publish(Arc::new(snapshot(dir.path(), "b", 2)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shared.publish(Arc::new(snapshot(dir.path(), "a", 3)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let removed_again = tokio::time::Instant::now();
+        shared.publish(Arc::new(snapshot(dir.path(), "b", 4)));
+        tokio::time::timeout(Duration::from_secs(5), watch)
+            .await
+            .expect("closed after the second removal's grace")
+            .expect("join");
+        assert!(
+            removed_again.elapsed() >= grace,
+            "a whole grace after the second removal"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(600));
     }
 
     #[tokio::test]

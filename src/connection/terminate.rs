@@ -93,7 +93,13 @@ pub(super) async fn run(
         }
     };
     let chosen = server.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    if let Some(wanted) = negotiated.filter(|w| chosen.as_ref() != Some(w)) {
+    // A server that does not do ALPN speaks HTTP/1.1 (RFC 7301 §3.2 leaves
+    // the default to the application; for HTTPS it is HTTP/1.1).
+    let agreed = |wanted: &Vec<u8>| match &chosen {
+        Some(c) => c == wanted,
+        None => wanted == b"http/1.1",
+    };
+    if let Some(wanted) = negotiated.filter(|w| !agreed(w)) {
         global().handshake_failure(HandshakeFailure::Upstream);
         let why = format!(
             "the server did not accept ALPN {} that the client negotiated (it chose {})",

@@ -45,10 +45,9 @@ impl Slots {
 
     /// A slot if one is free now.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
-        let limit = self.limit.load(Ordering::Acquire);
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used < limit).then_some(used + 1)
+                (used < self.limit.load(Ordering::Acquire)).then_some(used + 1)
             })
             .ok()
             .map(|_| Slot(Arc::clone(self)))

@@ -7,8 +7,8 @@
 //! (relayed untouched); any other name to the edge or re-encrypt backend
 //! `os_edge_reencrypt_be.map` names (terminated); no SNI, not TLS or no
 //! route to the listener's `default_backend`. The result owns what the
-//! connection needs (an `Arc` to the backend and where the route came
-//! from), so a connection does not hold the snapshot it was decided from.
+//! connection needs after routing (an `Arc` to the backend and where the
+//! route came from) and borrows nothing from the snapshot.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -32,7 +32,7 @@ struct State {
     /// One report is built at a time, on a blocking thread: rendering
     /// 10,000 backends never occupies a worker that relays traffic, and
     /// scrapes that pile up wait their turn instead of taking threads.
-    rendering: tokio::sync::Semaphore,
+    rendering: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves the stats port on `listener` until the process ends.
@@ -50,7 +50,7 @@ pub async fn serve(
         status,
         credentials: config.credentials,
         recorder,
-        rendering: tokio::sync::Semaphore::new(1),
+        rendering: Arc::new(tokio::sync::Semaphore::new(1)),
     });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -98,7 +98,7 @@ async fn answer(state: Arc<State>, req: &Request<Incoming>) -> Response<Full<Byt
                 return r;
             }
             let kind = path.to_string();
-            let Ok(_turn) = state.rendering.acquire().await else {
+            let Ok(turn) = Arc::clone(&state.rendering).acquire_owned().await else {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
@@ -106,7 +106,13 @@ async fn answer(state: Arc<State>, req: &Request<Incoming>) -> Response<Full<Byt
                 );
             };
             let worker = Arc::clone(&state);
-            let rendered = tokio::task::spawn_blocking(move || render(&worker, &kind)).await;
+            // The turn goes with the render: a client that hangs up does not
+            // free it while the render still runs.
+            let rendered = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                render(&worker, &kind)
+            })
+            .await;
             match rendered {
                 Ok((content_type, body)) => text(StatusCode::OK, content_type, body),
                 Err(e) => text(

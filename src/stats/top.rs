@@ -48,14 +48,15 @@ impl Default for TopNames {
 impl TopNames {
     /// Counts one more occurrence of `name`.
     pub fn add(&self, name: &str) {
-        let hash = hash_bytes(name.as_bytes()) | 1;
+        let hash = hash_bytes(name.as_bytes());
         let total = self.total.fetch_add(1, Relaxed) + 1;
         let mut estimate = u64::MAX;
         for row in 0..ROWS {
             let cell = &self.sketch[row * WIDTH + cell(hash, row)];
             estimate = estimate.min(cell.fetch_add(1, Relaxed) + 1);
         }
-        if self.hashes.iter().any(|h| h.load(Relaxed) == hash) {
+        let marker = hash | 1; // never 0, which marks an empty slot
+        if self.hashes.iter().any(|h| h.load(Relaxed) == marker) {
             return;
         }
         if estimate <= self.floor.load(Relaxed) || estimate * KEPT as u64 <= total {
@@ -80,7 +81,7 @@ impl TopNames {
             names[i] = (hash, name.to_string());
             i
         };
-        self.hashes[slot].store(hash, Relaxed);
+        self.hashes[slot].store(hash | 1, Relaxed);
         if names.len() == KEPT {
             let floor = names.iter().map(|(h, _)| self.estimate(*h)).min();
             self.floor.store(floor.unwrap_or(0), Relaxed);

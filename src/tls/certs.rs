@@ -45,7 +45,7 @@ pub fn load_pem_pair(
     load_pem_bytes(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn load_pem_bytes(pem: &[u8]) -> Result<(Arc<CertifiedKey>, Option<i64>), String> {
+pub(crate) fn load_pem_bytes(pem: &[u8]) -> Result<(Arc<CertifiedKey>, Option<i64>), String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bad PEM certificate: {e}"))?;
@@ -67,12 +67,12 @@ fn load_pem_bytes(pem: &[u8]) -> Result<(Arc<CertifiedKey>, Option<i64>), String
     Ok((Arc::new(certified), not_after))
 }
 
-/// Reads a PEM bundle of CA certificates (a `ca_file` or `client_ca`).
-pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+/// CA certificates (a `ca_file` or `client_ca`) from the bytes of a PEM
+/// bundle read from `path`. The caller reads the file once, so what is
+/// trusted and what is fingerprinted are the same bytes.
+pub fn roots_from_pem(bytes: &[u8], path: &Path) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    for cert in certs {
+    for cert in CertificateDer::pem_slice_iter(bytes) {
         let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
         roots
             .add(cert)

@@ -7,16 +7,17 @@
 //! Resumption never skips client authentication: rustls resumes a session
 //! after checking only its suite, EMS and SNI, so session tickets and the
 //! session cache are scoped to one listener and one client-auth policy
-//! (mode, CA bundle and CRLs, byte for byte). A reload that keeps the
-//! policy keeps them (clients resume across reloads); one that changes it
-//! rotates them, so no session made under the old policy resumes.
+//! (mode, CA bundle and CRLs, byte for byte). They are carried from the
+//! listener's previous snapshot: a reload that keeps the policy keeps them
+//! (clients resume across reloads); one that changes it rotates them, so
+//! no session made under the old policy resumes. A load that is refused
+//! changes nothing.
 
 pub mod certs;
 pub mod upstream;
 pub mod x509;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
@@ -88,17 +89,27 @@ pub struct ServerSide {
     pub certs: Arc<CertStore>,
     /// Refuse the handshake when no certificate matches the SNI.
     pub strict_sni: bool,
+    /// Ticket keys and session cache, scoped to this listener and policy.
+    resumption: Resumption,
 }
 
 impl ServerSide {
-    /// The settings of listener `listener`.
+    /// The settings of listener `listener`; `previous` is the same
+    /// listener's in the snapshot being replaced, whose resumption state is
+    /// kept if the client-auth policy did not change.
     pub fn new(
         listener: &str,
         certs: Arc<CertStore>,
         strict_sni: bool,
         policy: ClientPolicy,
         min_tls13: bool,
+        previous: Option<&ServerSide>,
     ) -> Result<Self, String> {
+        let resumption = Resumption::for_policy(
+            listener,
+            &policy.fingerprint,
+            previous.map(|p| &p.resumption),
+        );
         let provider = provider();
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions(min_tls13))
@@ -110,11 +121,11 @@ impl ServerSide {
                 let mut verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
                 if !policy.crls.is_empty() {
-                    // The client's own certificate must be covered by an
-                    // unexpired CRL of its issuer (as OpenSSL's crl-check).
+                    // Every certificate of the client's chain must be
+                    // covered by an unexpired CRL of its issuer, as HAProxy's
+                    // crl-file does (OpenSSL CRL_CHECK | CRL_CHECK_ALL).
                     verifier = verifier
                         .with_crls(policy.crls)
-                        .only_check_end_entity_revocation()
                         .enforce_revocation_expiration();
                 }
                 if auth == ClientAuth::Optional {
@@ -128,15 +139,15 @@ impl ServerSide {
             }
         };
         let mut config = builder.with_cert_resolver(Arc::new(Fixed(None)));
-        let (ticketer, cache) = resumption(listener, &policy.fingerprint);
-        config.session_storage = cache;
-        if let Some(ticketer) = ticketer {
-            config.ticketer = ticketer;
+        config.session_storage = Arc::clone(&resumption.cache);
+        if let Some(ticketer) = &resumption.ticketer {
+            config.ticketer = Arc::clone(ticketer);
         }
         Ok(ServerSide {
             base: Arc::new(config),
             certs,
             strict_sni,
+            resumption,
         })
     }
 
@@ -168,45 +179,34 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
-/// Resumption state of one listener under one client-auth policy.
-struct Scoped {
+/// Resumption state of one listener under one client-auth policy: carried
+/// from the listener's previous snapshot while the policy is the same.
+#[derive(Debug, Clone)]
+struct Resumption {
     policy: Vec<u8>,
     ticketer: Option<Arc<dyn ProducesTickets>>,
     cache: Arc<dyn StoresServerSessions>,
 }
 
-/// Sessions this process can resume, per listener.
-fn scopes() -> &'static Mutex<HashMap<String, Scoped>> {
-    static SCOPES: OnceLock<Mutex<HashMap<String, Scoped>>> = OnceLock::new();
-    SCOPES.get_or_init(Mutex::default)
-}
-
-/// The ticket keys and session cache of `listener` under `policy`: the
-/// same as before while the policy is, new ones when it changed.
-fn resumption(
-    listener: &str,
-    policy: &[u8],
-) -> (
-    Option<Arc<dyn ProducesTickets>>,
-    Arc<dyn StoresServerSessions>,
-) {
-    let mut scopes = scopes().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = scopes.get(listener).filter(|s| s.policy == policy) {
-        return (s.ticketer.clone(), Arc::clone(&s.cache));
+impl Resumption {
+    /// The previous listener's state if its policy is `policy`, else new
+    /// ticket keys and an empty cache.
+    fn for_policy(listener: &str, policy: &[u8], previous: Option<&Resumption>) -> Self {
+        if let Some(p) = previous.filter(|p| p.policy == policy) {
+            return p.clone();
+        }
+        if previous.is_some() {
+            tracing::info!(
+                listener,
+                "client-auth policy changed: session tickets and cache rotated"
+            );
+        }
+        Resumption {
+            policy: policy.to_vec(),
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new().ok(),
+            cache: ServerSessionMemoryCache::new(20_000),
+        }
     }
-    let fresh = Scoped {
-        policy: policy.to_vec(),
-        ticketer: rustls::crypto::aws_lc_rs::Ticketer::new().ok(),
-        cache: ServerSessionMemoryCache::new(20_000),
-    };
-    let answer = (fresh.ticketer.clone(), Arc::clone(&fresh.cache));
-    if scopes.insert(listener.to_string(), fresh).is_some() {
-        tracing::info!(
-            listener,
-            "client-auth policy changed: session tickets and cache rotated"
-        );
-    }
-    answer
 }
 
 /// The web PKI client verifier, logging revoked certificates with their

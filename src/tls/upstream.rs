@@ -47,30 +47,39 @@ impl Upstream {
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?;
+        // Each file is read once: what is used and what is fingerprinted
+        // are the same bytes.
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let mut h = std::hash::DefaultHasher::new();
+        verify_host.hash(&mut h);
         let builder = match verify {
-            Verify::CaFile(path) => builder.with_root_certificates(super::certs::load_roots(path)?),
-            Verify::None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider))),
+            Verify::CaFile(path) => {
+                let bytes = read(path)?;
+                bytes.hash(&mut h);
+                builder.with_root_certificates(super::certs::roots_from_pem(&bytes, path)?)
+            }
+            Verify::None => {
+                "none".hash(&mut h);
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            }
         };
         let config = match client_certificate {
             None => builder.with_no_client_auth(),
             Some(path) => {
-                let (key, _) = super::certs::load_pem(path)?;
+                let bytes = read(path)?;
+                bytes.hash(&mut h);
+                let (key, _) = super::certs::load_pem_bytes(&bytes)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let private = rustls::pki_types::PrivateKeyDer::from_pem_slice(&bytes)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 builder
-                    .with_client_auth_cert(key.cert.clone(), client_key(path)?)
+                    .with_client_auth_cert(key.cert.clone(), private)
                     .map_err(|e| format!("client certificate {}: {e}", path.display()))?
             }
         };
-        let mut h = std::hash::DefaultHasher::new();
-        verify_host.hash(&mut h);
-        match verify {
-            Verify::CaFile(path) => std::fs::read(path).ok().hash(&mut h),
-            Verify::None => "none".hash(&mut h),
-        }
-        client_certificate
-            .map(|p| std::fs::read(p).ok())
-            .hash(&mut h);
         Ok(Upstream {
             verify_host: name,
             config: Arc::new(config),
@@ -87,11 +96,6 @@ impl Upstream {
         config.alpn_protocols = alpn.to_vec();
         Arc::new(config)
     }
-}
-
-fn client_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
-    rustls::pki_types::PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A log line for a failed upstream handshake: for a name mismatch, the
