@@ -6,6 +6,7 @@
 
 pub mod decision;
 pub mod map_file;
+pub mod request;
 pub mod shape;
 pub mod table;
 

@@ -117,14 +117,14 @@ impl<V> Table<V> {
     }
 }
 
-fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+pub(super) fn compile(pattern: &str) -> Result<Regex, regex::Error> {
     RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
 }
 
-fn pattern_error(line: usize, e: impl std::fmt::Display) -> PatternError {
+pub(super) fn pattern_error(line: usize, e: impl std::fmt::Display) -> PatternError {
     let text = e.to_string();
     // regex errors span several lines (pattern, caret, reason): keep the reason.
     let reason = text.lines().last().unwrap_or("invalid regex").trim();
