@@ -182,8 +182,9 @@ impl Router {
         self.shared.snapshot().generation
     }
 
-    /// Snapshots still alive: the current one and older ones that open
-    /// connections hold. Old ones are freed with their last connection.
+    /// Snapshots (route tables) still in memory: the current one, and an
+    /// older one only while a connection accepted under it is still being
+    /// routed (connections drop their snapshot once decided).
     pub fn live_snapshots(&self) -> usize {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         history.iter().filter(|w| w.strong_count() > 0).count()

@@ -3,8 +3,10 @@
 //! (`Snapshot::decide`, the same code `switchyard route` runs), then hand
 //! over to the path of the backend's termination (`passthrough`: replay the
 //! hello and relay the raw bytes; `terminate`: edge or re-encrypt), and
-//! write one access-log line. The decision owns its backend, so a reload
-//! never changes a connection midway.
+//! write one access-log line. The decision owns its backend, and the
+//! snapshot is let go as soon as the route is decided: a long-lived
+//! connection keeps its route, not the route tables of its configuration,
+//! and a reload never changes a connection midway.
 
 mod passthrough;
 mod terminate;
@@ -32,7 +34,8 @@ const FIRST_READ: usize = 2048;
 pub struct Accepted {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    /// The configuration current at accept: the decision is made from it.
+    /// The configuration current at accept: the decision is made from it,
+    /// then it is dropped.
     pub snapshot: Arc<Snapshot>,
     /// Index of the accepting listener in `snapshot.listeners`.
     pub listener: usize,
@@ -84,34 +87,38 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         Box::pin(route_removed(shared, followed, grace)) as relay::Stop
     });
     let backend = decision.backend;
+    // What the rest of the connection needs from the configuration; the
+    // route tables go with the snapshot, now.
+    let tls = match backend.termination {
+        Termination::Passthrough => None,
+        _ => snapshot.tls.get(listener).cloned().flatten(),
+    };
+    let handshake_timeout = spec.inspect_timeout;
+    drop(snapshot);
     let ctx = Ctx {
         peer,
         backend: &backend,
         removed,
     };
-    match backend.termination {
-        Termination::Passthrough => passthrough::run(stream, hello_bytes, ctx, &mut log).await,
-        Termination::Edge | Termination::Reencrypt => {
-            match snapshot.tls.get(listener).and_then(Option::as_ref) {
-                // Boxed: TLS state is large, and a passthrough connection's
-                // task must not be sized for it.
-                Some(tls) => {
-                    Box::pin(terminate::run(
-                        stream,
-                        hello_bytes,
-                        tls,
-                        spec,
-                        ctx,
-                        &mut log,
-                    ))
-                    .await
-                }
-                None => log.fail(
-                    "switchyard",
-                    "backend terminates TLS but the listener has no certificate",
-                ),
-            }
+    match (backend.termination, tls) {
+        (Termination::Passthrough, _) => passthrough::run(stream, hello_bytes, ctx, &mut log).await,
+        // Boxed: TLS state is large, and a passthrough connection's task
+        // must not be sized for it.
+        (_, Some(tls)) => {
+            Box::pin(terminate::run(
+                stream,
+                hello_bytes,
+                tls,
+                handshake_timeout,
+                ctx,
+                &mut log,
+            ))
+            .await
         }
+        (_, None) => log.fail(
+            "switchyard",
+            "backend terminates TLS but the listener has no certificate",
+        ),
     }
     log.finish()
 }

@@ -9,7 +9,9 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -18,7 +20,6 @@ use tokio_rustls::{LazyConfigAcceptor, StartHandshake, TlsConnector};
 
 use super::{connect, Ctx};
 use crate::access_log::AccessLog;
-use crate::config::ListenerSpec;
 use crate::relay::{self, Deadlines};
 use crate::stats::counters::{global, HandshakeFailure};
 use crate::tls::upstream::{describe_failure, is_verify_failure};
@@ -27,17 +28,17 @@ use crate::tls::{Served, ServerSide};
 pub(super) async fn run(
     client: TcpStream,
     hello: Vec<u8>,
-    tls: &ServerSide,
-    spec: &ListenerSpec,
+    tls: Arc<ServerSide>,
+    handshake_timeout: Duration,
     ctx: Ctx<'_>,
     log: &mut AccessLog,
 ) {
-    let Some(cert) = tls.certificate(log.sni()) else {
+    let Some(cert) = tls.certificate(log.sni()).cloned() else {
         global().handshake_failure(HandshakeFailure::NoCertificate);
         log.fail("switchyard", "no certificate for this SNI (strict_sni)");
         return;
     };
-    let deadline = Instant::now() + spec.inspect_timeout;
+    let deadline = Instant::now() + handshake_timeout;
     let acceptor = LazyConfigAcceptor::new(
         rustls::server::Acceptor::default(),
         Replay::new(hello, client),
@@ -53,9 +54,11 @@ pub(super) async fn run(
         }
         Err(_) => return client_failure(log, HandshakeFailure::Timeout, "TLS handshake timed out"),
     };
-    let Some(client) = handshake(start, tls, cert, cert.alpn.clone(), deadline, log).await else {
+    let Some(client) = handshake(start, &tls, &cert, cert.alpn.clone(), deadline, log).await else {
         return;
     };
+    // Certificates and listener settings are not needed past the handshake.
+    drop((tls, cert));
     let negotiated: Option<Vec<u8>> = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     let Some((server, _active)) = connect(ctx.backend, ctx.peer, log).await else {
         return;
