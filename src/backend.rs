@@ -66,6 +66,15 @@ impl Default for CheckSpec {
     }
 }
 
+/// How a terminated connection is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// One tunnel per connection to one server.
+    Tcp,
+    /// Each request routed by Host and path (`route::request`).
+    Http,
+}
+
 /// Timeouts of one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -141,6 +150,8 @@ pub struct Server {
 pub struct Backend {
     pub name: String,
     pub termination: Termination,
+    /// Edge and re-encrypt: a tunnel or HTTP routed per request.
+    pub mode: Mode,
     pub algorithm: Algorithm,
     pub servers: Vec<Server>,
     pub timeouts: Timeouts,
@@ -186,6 +197,7 @@ impl Backend {
         Backend {
             name,
             termination,
+            mode: Mode::Tcp,
             algorithm,
             servers,
             timeouts,

@@ -15,7 +15,7 @@ use super::problem::{Problem, Problems, Source};
 pub(super) use super::raw;
 use super::raw::{RawBackend, RawBackendFile, RawConfig, RawDefaults, RawListener};
 use super::{duration, ListenerSpec, Snapshot};
-use crate::backend::{Backend, Server, ServerState, Termination, Timeouts};
+use crate::backend::{Backend, Mode, Server, ServerState, Termination, Timeouts};
 use crate::balance::Algorithm;
 use crate::client_hello;
 use crate::route::map_file;
@@ -167,7 +167,17 @@ impl Context {
                     backend_of(value, &names, &backends, &kinds)
                 })
             }),
+            edge_requests: None,
         };
+        let mut routes = routes;
+        // Requests are routed by Host and path only where some backend
+        // serves HTTP: the table is not built (nor kept) otherwise.
+        if backends.iter().any(|b| b.mode == Mode::Http) {
+            routes.edge_requests = routes.edge.as_ref().map(|map| {
+                let entries = map.table.entries().to_vec();
+                crate::route::request::RequestTable::build(entries).0
+            });
+        }
         let certs = self.certificates(&src, &raw.tls, &raw.maps);
         self.check_terminated_have_certs(&src, &raw.maps, &backends, certs.is_some());
         let (listeners, tls) = self.listeners(&src, &raw.listeners, &names, certs.as_ref());
@@ -385,12 +395,34 @@ impl Context {
             rotation,
         );
         backend.upstream = upstream;
+        backend.mode = self.mode(src, &raw, termination);
         backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
         if let Some(t) = self.carried.traffic.get(&backend.name) {
             backend.traffic = Arc::clone(&t.0);
             backend.verify_failures = Arc::clone(&t.1);
         }
         backend
+    }
+
+    /// `mode`: `tcp` by default; `http` only for backends that terminate TLS.
+    fn mode(&mut self, src: &Source<'_>, raw: &RawBackend, termination: Termination) -> Mode {
+        let Some(mode) = &raw.mode else {
+            return Mode::Tcp;
+        };
+        match (mode.get_ref().as_str(), termination) {
+            ("tcp", _) => Mode::Tcp,
+            ("http", Termination::Passthrough) => {
+                let m = "mode = \"http\" needs termination = \"edge\" or \"reencrypt\": passthrough bytes are never read".to_string();
+                self.error(src, mode.span(), m);
+                Mode::Tcp
+            }
+            ("http", _) => Mode::Http,
+            (other, _) => {
+                let m = format!("unknown mode `{other}`: expected tcp or http");
+                self.error(src, mode.span(), m);
+                Mode::Tcp
+            }
+        }
     }
 
     fn servers(&mut self, src: &Source<'_>, raw: &RawBackend, backend: &str) -> Vec<Server> {

@@ -135,6 +135,8 @@ pub struct RawDefaults {
 pub struct RawBackend {
     pub name: Spanned<String>,
     pub termination: Option<Spanned<String>>,
+    /// `tcp` (a tunnel per connection) or `http` (routed per request).
+    pub mode: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub server_timeout: Option<Spanned<String>>,

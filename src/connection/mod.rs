@@ -8,6 +8,7 @@
 //! connection keeps its route, not the route tables of its configuration,
 //! and a reload never changes a connection midway.
 
+mod http;
 mod passthrough;
 mod terminate;
 
@@ -19,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::access_log::AccessLog;
-use crate::backend::{ActiveGuard, Backend, Termination};
+use crate::backend::{ActiveGuard, Backend, Mode, Termination};
 use crate::client_hello::{self, ClientHello, HelloError, Progress};
 use crate::config::{ListenerSpec, Snapshot};
 use crate::relay;
@@ -77,7 +78,10 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         global().unmatched(name);
     }
     log.decided(&decision);
-    let removed = snapshot.close_removed_after.map(|grace| {
+    let http_mode = decision.backend.mode == Mode::Http;
+    let shared_for_requests = http_mode.then(|| Arc::clone(&shared));
+    let follow = snapshot.close_removed_after.filter(|_| !http_mode);
+    let removed = follow.map(|grace| {
         let followed = Followed {
             listener: Arc::clone(&spec.name),
             hello: OwnedHello::from(hello.of(&log)),
@@ -100,11 +104,27 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         backend: &backend,
         removed,
     };
-    match (backend.termination, tls) {
-        (Termination::Passthrough, _) => passthrough::run(stream, hello_bytes, ctx, &mut log).await,
+    match (backend.termination, tls, shared_for_requests) {
+        (Termination::Passthrough, _, _) => {
+            passthrough::run(stream, hello_bytes, ctx, &mut log).await
+        }
+        // HTTP mode: each request is routed on its own; the connection's
+        // backend only chose the mode. Boxed like the tunnel below.
+        (_, Some(tls), Some(shared)) => {
+            Box::pin(http::serve(
+                stream,
+                hello_bytes,
+                tls,
+                handshake_timeout,
+                shared,
+                peer,
+                &mut log,
+            ))
+            .await
+        }
         // Boxed: TLS state is large, and a passthrough connection's task
         // must not be sized for it.
-        (_, Some(tls)) => {
+        (_, Some(tls), None) => {
             Box::pin(terminate::run(
                 stream,
                 hello_bytes,
@@ -115,7 +135,7 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
             ))
             .await
         }
-        (_, None) => log.fail(
+        (_, None, _) => log.fail(
             "switchyard",
             "backend terminates TLS but the listener has no certificate",
         ),

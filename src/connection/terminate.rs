@@ -33,32 +33,9 @@ pub(super) async fn run(
     ctx: Ctx<'_>,
     log: &mut AccessLog,
 ) {
-    let Some(cert) = tls.certificate(log.sni()).cloned() else {
-        global().handshake_failure(HandshakeFailure::NoCertificate);
-        log.fail("switchyard", "no certificate for this SNI (strict_sni)");
+    let Some(client) = accept(client, hello, tls, handshake_timeout, None, log).await else {
         return;
     };
-    let deadline = Instant::now() + handshake_timeout;
-    let acceptor = LazyConfigAcceptor::new(
-        rustls::server::Acceptor::default(),
-        Replay::new(hello, client),
-    );
-    let start = match timeout_at(deadline, acceptor).await {
-        Ok(Ok(start)) => start,
-        Ok(Err(e)) => {
-            return client_failure(
-                log,
-                HandshakeFailure::Client,
-                &format!("TLS handshake failed: {e}"),
-            )
-        }
-        Err(_) => return client_failure(log, HandshakeFailure::Timeout, "TLS handshake timed out"),
-    };
-    let Some(client) = handshake(start, &tls, &cert, cert.alpn.clone(), deadline, log).await else {
-        return;
-    };
-    // Certificates and listener settings are not needed past the handshake.
-    drop((tls, cert));
     let negotiated: Option<Vec<u8>> = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     let Some((server, _active)) = connect(ctx.backend, ctx.peer, log).await else {
         return;
@@ -114,6 +91,43 @@ pub(super) async fn run(
     }
     let outcome = relay::relay_streams(client, server, deadlines, ctx.removed).await;
     log.relayed(&outcome);
+}
+
+/// Completes the client's handshake (the preread bytes replayed first) with
+/// the certificate chosen by SNI, offering the crt-list line's ALPN or
+/// `alpn` when given. The listener's settings are let go once it is done.
+pub(super) async fn accept(
+    client: TcpStream,
+    hello: Vec<u8>,
+    tls: Arc<ServerSide>,
+    handshake_timeout: Duration,
+    alpn: Option<Vec<Vec<u8>>>,
+    log: &mut AccessLog,
+) -> Option<tokio_rustls::server::TlsStream<Replay>> {
+    let Some(cert) = tls.certificate(log.sni()).cloned() else {
+        global().handshake_failure(HandshakeFailure::NoCertificate);
+        log.fail("switchyard", "no certificate for this SNI (strict_sni)");
+        return None;
+    };
+    let deadline = Instant::now() + handshake_timeout;
+    let acceptor = LazyConfigAcceptor::new(
+        rustls::server::Acceptor::default(),
+        Replay::new(hello, client),
+    );
+    let start = match timeout_at(deadline, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            let why = format!("TLS handshake failed: {e}");
+            client_failure(log, HandshakeFailure::Client, &why);
+            return None;
+        }
+        Err(_) => {
+            client_failure(log, HandshakeFailure::Timeout, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let alpn = alpn.unwrap_or_else(|| cert.alpn.clone());
+    handshake(start, &tls, &cert, alpn, deadline, log).await
 }
 
 /// Completes the client handshake presenting `cert` and offering `alpn`.

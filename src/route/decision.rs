@@ -153,6 +153,32 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Stage two, in HTTP mode: the backend for a request whose lowercased
+    /// `host[:port]` is `host` and whose path (no query) is `path`, from
+    /// `os_edge_reencrypt_be.map`, first match wins. `None` when no line
+    /// matches or the line's backend does not serve HTTP (then 503).
+    pub fn decide_request(&self, host: &str, path: &str) -> Option<Decision> {
+        let table = self.routes.edge_requests.as_ref()?;
+        let map = self.routes.edge.as_ref()?;
+        let entry = table.lookup(host, path)?;
+        let backend = &self.backends[entry.value];
+        if backend.mode != crate::backend::Mode::Http {
+            return None;
+        }
+        Some(Decision {
+            backend: Arc::clone(backend),
+            via: Via::Terminated {
+                backend: Hit {
+                    file: Arc::clone(&map.path),
+                    line: entry.line,
+                },
+            },
+            generation: self.generation,
+        })
+    }
+}
+
 impl Routes {
     /// Stage one by name: passthrough first, then terminated routes.
     fn decide(&self, name: &str) -> Option<(usize, Via)> {

@@ -44,6 +44,9 @@ pub struct Routes {
     pub tcp_be: Option<Map<BackendId>>,
     /// `os_edge_reencrypt_be.map`: name → edge or re-encrypt backend.
     pub edge: Option<Map<BackendId>>,
+    /// The same map for request keys (`host[:port]` + path), built when a
+    /// backend serves HTTP.
+    pub edge_requests: Option<request::RequestTable<BackendId>>,
 }
 
 impl Routes {

@@ -13,7 +13,7 @@ use super::shape::{classify, Shape};
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// A map line with its compiled value.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Entry<V> {
     /// Line in the map file.
     pub line: usize,

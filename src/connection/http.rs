@@ -1,0 +1,355 @@
+//! HTTP mode for edge and re-encrypt backends with `mode = "http"`: after
+//! the TLS handshake the connection is served as HTTP/1.1 (hyper), and each
+//! request is routed on its own by Host and path (`Snapshot::decide_request`
+//! against the configuration current when the request arrives, so a map
+//! edit applies to the next request of an open connection), balanced over
+//! the backend's servers and forwarded with `X-Forwarded-*` and `Forwarded`
+//! headers. A request that no line routes gets a 503 page.
+//!
+//! This is the first step of HTTP mode: HTTP/1.1 towards the client (ALPN
+//! offers only http/1.1), one server connection per request (no pool yet),
+//! no sticky cookies, no upgrades (the `Upgrade` header is not forwarded).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use super::{connect_one, terminate};
+use crate::access_log::AccessLog;
+use crate::backend::{ActiveGuard, Backend};
+use crate::shared::Shared;
+use crate::tls::ServerSide;
+
+/// Longest a client may take to send a request head.
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the router answers with: a server's response, or its own page.
+type Body = Either<Incoming, Full<Bytes>>;
+
+/// One client connection in HTTP mode.
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// Port the client connected to (`X-Forwarded-Port`).
+    local_port: u16,
+    sni: Option<Box<str>>,
+}
+
+/// Terminates TLS, then serves requests until the client is done.
+pub(super) async fn serve(
+    client: TcpStream,
+    hello: Vec<u8>,
+    tls: Arc<ServerSide>,
+    handshake_timeout: Duration,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    log: &mut AccessLog,
+) {
+    let local_port = client.local_addr().map_or(443, |a| a.port());
+    let http11 = Some(vec![b"http/1.1".to_vec()]);
+    let Some(stream) = terminate::accept(client, hello, tls, handshake_timeout, http11, log).await
+    else {
+        return;
+    };
+    let conn = Arc::new(Conn {
+        shared,
+        peer,
+        local_port,
+        sni: log.sni().map(Into::into),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(conn.route(req).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    match served {
+        Ok(()) => log.end("client", "closed (HTTP mode)"),
+        Err(e) => log.end("client", &format!("HTTP connection ended: {e}")),
+    }
+}
+
+impl Conn {
+    /// Routes, forwards and logs one request.
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let Some(host) = host_of(&req) else {
+            let response = page(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "the request names no host",
+            );
+            self.log(&method, "-", &path, response.status(), None, None, started);
+            return response;
+        };
+        let decision = self.shared.snapshot().decide_request(&host, &path);
+        let Some(decision) = decision else {
+            let response = unavailable();
+            self.log(
+                &method,
+                &host,
+                &path,
+                response.status(),
+                None,
+                None,
+                started,
+            );
+            return response;
+        };
+        let backend = decision.backend;
+        let (response, server) = self.forward(&backend, &host, req).await;
+        let server = server.and_then(|i| backend.servers.get(i));
+        let server = server.map(|s| format!("{} {}", s.name, s.addr));
+        let status = response.status();
+        self.log(
+            &method,
+            &host,
+            &path,
+            status,
+            Some(&backend.name),
+            server.as_deref(),
+            started,
+        );
+        response
+    }
+
+    /// Sends `req` to a server of `backend`, trying another after a failed
+    /// connect (never after the request may have reached one).
+    async fn forward(
+        &self,
+        backend: &Backend,
+        host: &str,
+        mut req: Request<Incoming>,
+    ) -> (Response<Body>, Option<usize>) {
+        prepare_request(&mut req, self.peer, host, self.local_port);
+        let mut tried = Vec::new();
+        for _ in 0..=backend.retries {
+            let Some(i) = backend.pick(self.peer.ip(), &tried) else {
+                break;
+            };
+            let server = &backend.servers[i];
+            let _active = ActiveGuard::new(&server.state);
+            let sender = match self.open(backend, server.addr).await {
+                Ok(sender) => sender,
+                Err(e) => {
+                    tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, client = %self.peer, "connect failed: {e}");
+                    tried.push(i);
+                    continue;
+                }
+            };
+            let mut sender = sender;
+            let sent = tokio::time::timeout(backend.timeouts.server, sender.send_request(req));
+            let response = match sent.await {
+                Ok(Ok(mut response)) => {
+                    strip_hop_by_hop(response.headers_mut());
+                    response.map(Either::Left)
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(backend = %backend.name, server = %server.name, "request failed: {e}");
+                    page(
+                        StatusCode::BAD_GATEWAY,
+                        "Bad Gateway",
+                        "the server did not answer",
+                    )
+                }
+                Err(_) => page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Gateway Timeout",
+                    "the server did not answer in time",
+                ),
+            };
+            return (response, Some(i));
+        }
+        (unavailable(), None)
+    }
+
+    /// A new HTTP/1.1 connection to a server: plaintext for edge, TLS
+    /// verified against `verify_host` for re-encrypt.
+    async fn open(
+        &self,
+        backend: &Backend,
+        addr: SocketAddr,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
+        let tcp = connect_one(addr, backend.timeouts.connect)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(upstream) = &backend.upstream else {
+            return handshake(tcp).await;
+        };
+        let config = upstream.config(&[b"http/1.1".to_vec()]);
+        let connecting = TlsConnector::from(config).connect(upstream.verify_host.clone(), tcp);
+        let tls = tokio::time::timeout(backend.timeouts.connect, connecting)
+            .await
+            .map_err(|_| "TLS handshake with the server timed out".to_string())?
+            .map_err(|e| crate::tls::upstream::describe_failure(addr, &e))?;
+        handshake(tls).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        &self,
+        method: &hyper::Method,
+        host: &str,
+        path: &str,
+        status: StatusCode,
+        backend: Option<&str>,
+        server: Option<&str>,
+        started: Instant,
+    ) {
+        tracing::info!(
+            target: "access",
+            client = %self.peer,
+            sni = self.sni.as_deref().unwrap_or("-"),
+            method = %method,
+            host,
+            path,
+            status = status.as_u16(),
+            backend = backend.unwrap_or("-"),
+            server = server.unwrap_or("-"),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+}
+
+async fn handshake<S>(
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// The request's host, lowercased, with its port if it has one: the
+/// authority of an absolute-form target, else `Host` (RFC 9112 §3.2.2).
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+    };
+    let authority = authority.trim();
+    (!authority.is_empty()).then(|| authority.to_ascii_lowercase())
+}
+
+/// Origin-form target, `Host`, forwarded headers, no hop-by-hop headers.
+fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, port: u16) {
+    if req.uri().authority().is_some() {
+        let origin = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Ok(uri) = origin.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    let client = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {client}"),
+        None => client.clone(),
+    };
+    let node = if peer.is_ipv6() {
+        format!("\"[{client}]\"")
+    } else {
+        client
+    };
+    let forwarded = format!("for={node};host={host};proto=https");
+    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {forwarded}"),
+        None => forwarded,
+    };
+    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(headers, "x-forwarded-for", xff);
+    set(headers, "x-forwarded-host", host.to_string());
+    set(headers, "x-forwarded-port", port.to_string());
+    set(headers, "x-forwarded-proto", "https".into());
+    set(headers, "forwarded", forwarded);
+    if !headers.contains_key(header::HOST) {
+        set(headers, "host", host.to_string());
+    }
+}
+
+/// Removes the headers that describe one hop (RFC 9110 §7.6.1), including
+/// those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("http2-settings"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The 503 page for a request no route serves (as the reference answers).
+fn unavailable() -> Response<Body> {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Application is not available",
+        "No route serves this address. Check the host name and path, and that the application is running.",
+    )
+}
+
+/// A small HTML page with `status`, never cached.
+fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{text}</p></body></html>\n"
+    );
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(html))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}

@@ -1,0 +1,275 @@
+//! HTTP mode (`mode = "http"` on an edge backend) through real sockets and
+//! real TLS: requests on one keep-alive connection routed by path to
+//! different servers, forwarded headers, the 503 page for a name no line
+//! routes, and a map edit seen by the next request of an open connection.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::*;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// An HTTP/1.1 server that answers every request with its name, then the
+/// request head it received, keeping the connection open.
+async fn http_server(name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while let Ok((head, _)) = read_message(&mut tcp).await {
+                    let body = format!("{name}\n{head}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tcp.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The same server behind TLS, for re-encrypt backends.
+async fn https_server(name: &'static str, config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                while let Ok((head, _)) = read_message(&mut tls).await {
+                    let body = format!("{name}\n{head}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tls.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one HTTP/1.1 message: its head (as text) and its body (by
+/// Content-Length).
+async fn read_message<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 {
+            return Err(std::io::Error::other("head too long"));
+        }
+        tokio::time::timeout(WAIT, s.read_exact(&mut byte)).await??;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(WAIT, s.read_exact(&mut body)).await??;
+    Ok((head, body))
+}
+
+/// Sends a GET and returns (status, body as text).
+async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    host: &str,
+    path: &str,
+) -> (u16, String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: test\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("send");
+    let (head, body) = read_message(s).await.expect("response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+struct Setup {
+    front: Pki,
+    dir: ConfigDir,
+    config: std::path::PathBuf,
+}
+
+fn edge_map(api_backend: &str) -> String {
+    format!(
+        "^www\\.http\\.test\\.?(:[0-9]+)?/api(/.*)?$ {api_backend}\n\
+         ^www\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_edge_http:t:web\n"
+    )
+}
+
+async fn setup() -> Setup {
+    let front = Pki::new();
+    let api = http_server("api").await;
+    let web = http_server("web").await;
+    let dir = ConfigDir::new();
+    dir.write("certs/default.pem", &front.pem(&["*.http.test"]));
+    dir.write("maps/os_sni_passthrough.map", "# none\n");
+    dir.write("maps/os_tcp_be.map", "# none\n");
+    dir.write(
+        "maps/os_edge_reencrypt_be.map",
+        &edge_map("be_edge_http:t:api"),
+    );
+    let extra = format!(
+        "[tls]\ndefault_certificate = \"certs/default.pem\"\n\n\
+         [[backend]]\nname = \"be_edge_http:t:api\"\ntermination = \"edge\"\nmode = \"http\"\n\
+         servers = [{{ name = \"api-1\", address = \"{api}\" }}]\n\n\
+         [[backend]]\nname = \"be_edge_http:t:web\"\ntermination = \"edge\"\nmode = \"http\"\n\
+         servers = [{{ name = \"web-1\", address = \"{web}\" }}]\n"
+    );
+    let config = dir.main("", &extra);
+    let text = std::fs::read_to_string(&config).expect("read");
+    let text = text.replace(
+        "tcp_be = \"maps/os_tcp_be.map\"",
+        "tcp_be = \"maps/os_tcp_be.map\"\nedge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"",
+    );
+    std::fs::write(&config, text).expect("write");
+    Setup { front, dir, config }
+}
+
+async fn connect(
+    addr: SocketAddr,
+    sni: &str,
+    pki: &Pki,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut config = (*pki.client_config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let name = ServerName::try_from(sni.to_string()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "HTTP mode offers http/1.1"
+    );
+    tls
+}
+
+#[tokio::test]
+async fn requests_on_one_connection_are_routed_by_path() {
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (status, _, body) = get(&mut tls, "www.http.test", "/api/users?id=7").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("api\nGET /api/users?id=7 HTTP/1.1\r\n"),
+        "{body}"
+    );
+    let (status, _, body) = get(&mut tls, "WWW.http.test:8443", "/apis").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("web\nGET /apis HTTP/1.1\r\n"), "{body}");
+    let lower = body.to_ascii_lowercase();
+    for header in [
+        "x-forwarded-for: 127.0.0.1\r\n",
+        "x-forwarded-proto: https\r\n",
+        "x-forwarded-host: www.http.test:8443\r\n",
+        "forwarded: for=127.0.0.1;host=www.http.test:8443;proto=https\r\n",
+    ] {
+        assert!(lower.contains(header), "{header:?} in {body}");
+    }
+    let (status, _, body) = get(&mut tls, "www.http.test", "/api").await;
+    assert_eq!(
+        (status, &body[..4]),
+        (200, "api\n"),
+        "still the same connection"
+    );
+}
+
+#[tokio::test]
+async fn unknown_names_get_the_503_page() {
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    // The SNI routes to an HTTP backend; the request names another host.
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (status, head, body) = get(&mut tls, "nothing.http.test", "/").await;
+    assert_eq!(status, 503);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(body.contains("Application is not available"), "{body}");
+}
+
+#[tokio::test]
+async fn a_map_edit_applies_to_the_next_request_of_an_open_connection() {
+    let s = setup().await;
+    let (router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (_, _, body) = get(&mut tls, "www.http.test", "/api/v1").await;
+    assert!(body.starts_with("api\n"), "{body}");
+    s.dir.write(
+        "maps/os_edge_reencrypt_be.map",
+        &edge_map("be_edge_http:t:web"),
+    );
+    let loaded = switchyard::config::load_after(&s.config, Some(&router.snapshot())).expect("load");
+    router.apply(loaded.snapshot).expect("apply");
+    let (_, _, body) = get(&mut tls, "www.http.test", "/api/v1").await;
+    assert!(
+        body.starts_with("web\n"),
+        "the edit routes the next request: {body}"
+    );
+}
+
+/// A re-encrypt backend in HTTP mode: TLS to a server addressed by IP,
+/// verified against `verify_host`; a request without a host is refused.
+#[tokio::test]
+async fn reencrypt_http_and_a_request_without_host() {
+    let s = setup().await;
+    let inner = Pki::new();
+    let secure = https_server("secure", inner.server_config(&["secure.svc"])).await;
+    s.dir.write("certs/inner-ca.pem", &inner.ca_pem);
+    let map = format!(
+        "^secure\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_secure:t:secure\n{}",
+        edge_map("be_edge_http:t:api")
+    );
+    s.dir.write("maps/os_edge_reencrypt_be.map", &map);
+    let mut text = std::fs::read_to_string(&s.config).expect("read");
+    text.push_str(&format!(
+        "\n[[backend]]\nname = \"be_secure:t:secure\"\ntermination = \"reencrypt\"\nmode = \"http\"\n\
+         verify_host = \"secure.svc\"\nca_file = \"certs/inner-ca.pem\"\n\
+         servers = [{{ name = \"s1\", address = \"{secure}\" }}]\n"
+    ));
+    std::fs::write(&s.config, text).expect("write");
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "secure.http.test", &s.front).await;
+    let (status, _, body) = get(&mut tls, "secure.http.test", "/x").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("secure\nGET /x HTTP/1.1\r\n"), "{body}");
+    tls.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .await
+        .expect("send");
+    let (head, _) = read_message(&mut tls).await.expect("answer");
+    assert!(
+        head.starts_with("HTTP/1.1 400") || head.starts_with("HTTP/1.0 400"),
+        "{head}"
+    );
+}
