@@ -107,6 +107,72 @@ pub struct ServerState {
     pub traffic: Traffic,
     /// Up or down, from active checks and passive failures.
     pub health: Health,
+    /// Idle HTTP connections to this server (HTTP mode), carried across
+    /// reloads with the server and dropped (closed) with it.
+    pub idle: IdleHttp,
+}
+
+/// Most idle HTTP connections kept per server.
+const MAX_IDLE: usize = 32;
+
+/// Idle keep-alive connections to one server, newest last. Each is tagged
+/// with the TLS identity it was opened with (0 for plaintext), so a
+/// connection verified for one backend is never used under another
+/// identity after a reload changed it.
+#[derive(Debug, Default)]
+pub struct IdleHttp {
+    slots: std::sync::Mutex<Vec<IdleSender>>,
+}
+
+#[derive(Debug)]
+struct IdleSender {
+    tls: u64,
+    since: std::time::Instant,
+    sender: hyper::client::conn::http1::SendRequest<hyper::body::Incoming>,
+}
+
+impl IdleHttp {
+    /// The newest idle connection opened with `tls` and idle for less than
+    /// `max_idle`; stale or closed ones met on the way are dropped.
+    pub fn take(
+        &self,
+        tls: u64,
+        max_idle: Duration,
+    ) -> Option<hyper::client::conn::http1::SendRequest<hyper::body::Incoming>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(idle) = slots.pop() {
+            if idle.tls == tls && idle.since.elapsed() < max_idle && idle.sender.is_ready() {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender` for a later request (the oldest goes when full).
+    pub fn put(
+        &self,
+        tls: u64,
+        sender: hyper::client::conn::http1::SendRequest<hyper::body::Incoming>,
+    ) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= MAX_IDLE {
+            slots.remove(0);
+        }
+        slots.push(IdleSender {
+            tls,
+            since: std::time::Instant::now(),
+            sender,
+        });
+    }
+
+    /// Idle connections kept now.
+    pub fn len(&self) -> usize {
+        self.slots.lock().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl ServerState {

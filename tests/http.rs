@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
@@ -14,13 +15,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// An HTTP/1.1 server that answers every request with its name, then the
 /// request head it received, keeping the connection open.
-async fn http_server(name: &'static str) -> SocketAddr {
+async fn http_server(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 while let Ok((head, _)) = read_message(&mut tcp).await {
                     let body = format!("{name}\n{head}");
@@ -35,7 +39,7 @@ async fn http_server(name: &'static str) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 /// The same server behind TLS, for re-encrypt backends.
@@ -115,6 +119,8 @@ struct Setup {
     front: Pki,
     dir: ConfigDir,
     config: std::path::PathBuf,
+    /// Connections the `web` server accepted.
+    web_connections: Arc<AtomicUsize>,
 }
 
 fn edge_map(api_backend: &str) -> String {
@@ -126,8 +132,8 @@ fn edge_map(api_backend: &str) -> String {
 
 async fn setup() -> Setup {
     let front = Pki::new();
-    let api = http_server("api").await;
-    let web = http_server("web").await;
+    let (api, _) = http_server("api").await;
+    let (web, web_connections) = http_server("web").await;
     let dir = ConfigDir::new();
     dir.write("certs/default.pem", &front.pem(&["*.http.test"]));
     dir.write("maps/os_sni_passthrough.map", "# none\n");
@@ -150,7 +156,12 @@ async fn setup() -> Setup {
         "tcp_be = \"maps/os_tcp_be.map\"\nedge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"",
     );
     std::fs::write(&config, text).expect("write");
-    Setup { front, dir, config }
+    Setup {
+        front,
+        dir,
+        config,
+        web_connections,
+    }
 }
 
 async fn connect(
@@ -271,5 +282,27 @@ async fn reencrypt_http_and_a_request_without_host() {
     assert!(
         head.starts_with("HTTP/1.1 400") || head.starts_with("HTTP/1.0 400"),
         "{head}"
+    );
+}
+
+/// Server connections are kept alive and reused: many requests, from one
+/// client connection or several, over one server connection.
+#[tokio::test]
+async fn server_connections_are_pooled() {
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    for _ in 0..3 {
+        let mut tls = connect(addr, "www.http.test", &s.front).await;
+        for _ in 0..4 {
+            let (status, _, body) = get(&mut tls, "www.http.test", "/").await;
+            assert_eq!((status, &body[..4]), (200, "web\n"));
+        }
+    }
+    // One, or a few when a request arrives before the previous response's
+    // connection is back in the pool; without a pool it would be 12.
+    let opened = s.web_connections.load(Ordering::SeqCst);
+    assert!(
+        (1..=3).contains(&opened),
+        "12 requests over {opened} server connections"
     );
 }

@@ -6,9 +6,12 @@
 //! the backend's servers and forwarded with `X-Forwarded-*` and `Forwarded`
 //! headers. A request that no line routes gets a 503 page.
 //!
+//! Server connections are kept alive in a small pool per server (in its
+//! carried state), tagged with the TLS identity they were verified under.
+//!
 //! This is the first step of HTTP mode: HTTP/1.1 towards the client (ALPN
-//! offers only http/1.1), one server connection per request (no pool yet),
-//! no sticky cookies, no upgrades (the `Upgrade` header is not forwarded).
+//! offers only http/1.1), no sticky cookies, no upgrades (the `Upgrade`
+//! header is not forwarded).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,6 +37,8 @@ use crate::tls::ServerSide;
 
 /// Longest a client may take to send a request head.
 const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle server connections older than this are not reused.
+const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// What the router answers with: a server's response, or its own page.
 type Body = Either<Incoming, Full<Bytes>>;
@@ -139,36 +144,58 @@ impl Conn {
         mut req: Request<Incoming>,
     ) -> (Response<Body>, Option<usize>) {
         prepare_request(&mut req, self.peer, host, self.local_port);
+        let tls = backend.upstream.as_ref().map_or(0, |u| u.fingerprint);
         let mut tried = Vec::new();
-        for _ in 0..=backend.retries {
+        let mut attempts = 0;
+        while attempts <= backend.retries {
             let Some(i) = backend.pick(self.peer.ip(), &tried) else {
                 break;
             };
             let server = &backend.servers[i];
-            let _active = ActiveGuard::new(&server.state);
-            let sender = match self.open(backend, server.addr).await {
-                Ok(sender) => sender,
-                Err(e) => {
-                    tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, client = %self.peer, "connect failed: {e}");
-                    tried.push(i);
-                    continue;
-                }
+            let active = ActiveGuard::new(&server.state);
+            // A pooled connection first; if it turns out closed before the
+            // request was written, the request comes back and goes on a
+            // new connection (never resent once it may have been read).
+            let mut sender = match server.state.idle.take(tls, POOL_IDLE) {
+                Some(sender) => sender,
+                None => match self.open(backend, server.addr).await {
+                    Ok(sender) => sender,
+                    Err(e) => {
+                        tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, client = %self.peer, "connect failed: {e}");
+                        tried.push(i);
+                        attempts += 1;
+                        continue;
+                    }
+                },
             };
-            let mut sender = sender;
-            let sent = tokio::time::timeout(backend.timeouts.server, sender.send_request(req));
+            let sent = tokio::time::timeout(backend.timeouts.server, sender.try_send_request(req));
             let response = match sent.await {
                 Ok(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
+                    // Back to the pool once this response is read through.
+                    let state = Arc::clone(&server.state);
+                    tokio::spawn(async move {
+                        if sender.ready().await.is_ok() {
+                            state.idle.put(tls, sender);
+                        }
+                        drop(active);
+                    });
                     response.map(Either::Left)
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(backend = %backend.name, server = %server.name, "request failed: {e}");
-                    page(
-                        StatusCode::BAD_GATEWAY,
-                        "Bad Gateway",
-                        "the server did not answer",
-                    )
-                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(unsent) => {
+                        req = unsent;
+                        continue;
+                    }
+                    None => {
+                        tracing::warn!(backend = %backend.name, server = %server.name, "request failed: {}", e.error());
+                        page(
+                            StatusCode::BAD_GATEWAY,
+                            "Bad Gateway",
+                            "the server did not answer",
+                        )
+                    }
+                },
                 Err(_) => page(
                     StatusCode::GATEWAY_TIMEOUT,
                     "Gateway Timeout",
