@@ -112,6 +112,15 @@ pub struct ServerState {
     pub idle: IdleHttp,
 }
 
+/// The sticky cookie's name when none is configured: a hash of the
+/// backend's name, the same on every replica.
+pub fn default_cookie_name(backend: &str) -> String {
+    format!(
+        "{:016x}",
+        crate::balance::hash::hash_bytes(backend.as_bytes())
+    )
+}
+
 /// Most idle HTTP connections kept per server.
 const MAX_IDLE: usize = 32;
 
@@ -218,6 +227,8 @@ pub struct Backend {
     pub termination: Termination,
     /// Edge and re-encrypt: a tunnel or HTTP routed per request.
     pub mode: Mode,
+    /// HTTP mode: the sticky cookie's name, `None` when turned off.
+    pub cookie: Option<Box<str>>,
     pub algorithm: Algorithm,
     pub servers: Vec<Server>,
     pub timeouts: Timeouts,
@@ -264,6 +275,7 @@ impl Backend {
             name,
             termination,
             mode: Mode::Tcp,
+            cookie: None,
             algorithm,
             servers,
             timeouts,
@@ -275,6 +287,26 @@ impl Backend {
             traffic: Arc::default(),
             balancer,
         }
+    }
+
+    /// The sticky-cookie value of server `i`: a hash of the backend's and
+    /// the server's names and the server's address, so every replica with
+    /// the same configuration gives the same value, with no shared state.
+    pub fn cookie_value(&self, i: usize) -> Option<String> {
+        let s = self.servers.get(i)?;
+        let identity = format!("{} {} {}", self.name, s.name, s.addr);
+        Some(format!(
+            "{:016x}",
+            crate::balance::hash::hash_bytes(identity.as_bytes())
+        ))
+    }
+
+    /// The server a sticky-cookie value names, if it is up (weight 0
+    /// included: it keeps its sessions, it only takes no new ones).
+    pub fn server_for_cookie(&self, value: &str) -> Option<usize> {
+        (0..self.servers.len()).find(|&i| {
+            self.servers[i].state.health.is_up() && self.cookie_value(i).as_deref() == Some(value)
+        })
     }
 
     /// Servers that are up now.
@@ -317,5 +349,38 @@ impl View for Candidates<'_> {
 
     fn active(&self, i: usize) -> usize {
         self.backend.servers.get(i).map_or(0, |s| s.state.active())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas of different versions must agree on cookies during a
+    /// rolling upgrade: names and values are pinned.
+    #[test]
+    fn golden_cookie_names_and_values() {
+        let servers = (0..2)
+            .map(|i| Server {
+                name: format!("pod:web-{i}:web:https:10.128.0.{i}:8443"),
+                addr: SocketAddr::from(([10, 128, 0, i], 8443)),
+                weight: 256,
+                state: Arc::default(),
+            })
+            .collect();
+        let backend = Backend::new(
+            "be_edge_http:shop:web".into(),
+            Termination::Edge,
+            Algorithm::Random,
+            servers,
+            Timeouts::default(),
+            2,
+            Arc::default(),
+        );
+        assert_eq!(default_cookie_name(&backend.name), "14592ce5c0da0a63");
+        assert_eq!(backend.cookie_value(0).as_deref(), Some("9a2c4f19d62a7e50"));
+        assert_eq!(backend.cookie_value(1).as_deref(), Some("d93e77109915b790"));
+        assert_eq!(backend.server_for_cookie("d93e77109915b790"), Some(1));
+        assert_eq!(backend.server_for_cookie("0000000000000000"), None);
     }
 }

@@ -306,3 +306,108 @@ async fn server_connections_are_pooled() {
         "12 requests over {opened} server connections"
     );
 }
+
+/// Sticky cookies: the first answer sets a cookie naming the server; with
+/// it every request goes there (roundrobin would alternate), the server
+/// never sees it, another router with the same configuration honours it,
+/// and when its server is gone the request is redispatched and the cookie
+/// replaced.
+#[tokio::test]
+async fn sticky_cookies_pin_a_server_on_every_replica() {
+    let front = Pki::new();
+    let (a, _) = http_server("web-a").await;
+    let (b, _) = http_server("web-b").await;
+    let dir = ConfigDir::new();
+    dir.write("certs/default.pem", &front.pem(&["*.http.test"]));
+    dir.write("maps/os_sni_passthrough.map", "# none\n");
+    dir.write("maps/os_tcp_be.map", "# none\n");
+    dir.write(
+        "maps/os_edge_reencrypt_be.map",
+        "^www\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_edge_http:t:web\n",
+    );
+    let backend = |servers: &str| {
+        format!(
+            "[tls]\ndefault_certificate = \"certs/default.pem\"\n\n\
+             [[backend]]\nname = \"be_edge_http:t:web\"\ntermination = \"edge\"\nmode = \"http\"\n\
+             balance = \"roundrobin\"\nservers = [{servers}]\n"
+        )
+    };
+    let both = format!(
+        "{{ name = \"web-a\", address = \"{a}\" }}, {{ name = \"web-b\", address = \"{b}\" }}"
+    );
+    let config = dir.main("", &backend(&both));
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        "tcp_be = \"maps/os_tcp_be.map\"",
+        "tcp_be = \"maps/os_tcp_be.map\"\nedge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"",
+    );
+    std::fs::write(&config, text).expect("write");
+    let (router, addr) = start(&config);
+    let mut tls = connect(addr, "www.http.test", &front).await;
+
+    // Without a cookie, roundrobin alternates, and each answer sets one.
+    let (_, head1, body1) = get(&mut tls, "www.http.test", "/").await;
+    let (_, _, body2) = get(&mut tls, "www.http.test", "/").await;
+    assert_ne!(body1.lines().next(), body2.lines().next(), "roundrobin");
+    let set_cookie = head1
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a cookie is set")
+        .to_string();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("Secure"),
+        "{set_cookie}"
+    );
+    let pair = set_cookie
+        .split_once(':')
+        .map(|(_, v)| v.trim())
+        .and_then(|v| v.split(';').next())
+        .expect("name=value")
+        .to_string();
+    let first = body1.lines().next().expect("server").to_string();
+
+    // With it, always the same server; the cookie is not passed on.
+    for _ in 0..4 {
+        let request =
+            format!("GET / HTTP/1.1\r\nHost: www.http.test\r\nCookie: other=1; {pair}\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.expect("send");
+        let (head, body) = read_message(&mut tls).await.expect("answer");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(body.lines().next(), Some(first.as_str()), "sticky");
+        assert!(!head.to_ascii_lowercase().contains("set-cookie"), "{head}");
+        let forwarded = body.to_ascii_lowercase();
+        assert!(forwarded.contains("cookie: other=1\r\n"), "{body}");
+        assert!(!forwarded.contains(&pair.to_ascii_lowercase()), "{body}");
+    }
+
+    // Another router with the same configuration sends it to the same server.
+    let (_other, other_addr) = start(&config);
+    let mut tls2 = connect(other_addr, "www.http.test", &front).await;
+    let request = format!("GET / HTTP/1.1\r\nHost: www.http.test\r\nCookie: {pair}\r\n\r\n");
+    tls2.write_all(request.as_bytes()).await.expect("send");
+    let (_, body) = read_message(&mut tls2).await.expect("answer");
+    assert_eq!(
+        String::from_utf8_lossy(&body).lines().next(),
+        Some(first.as_str()),
+        "replicas agree"
+    );
+
+    // Its server removed: redispatched, and the cookie replaced.
+    let remaining = if first == "web-a" {
+        format!("{{ name = \"web-b\", address = \"{b}\" }}")
+    } else {
+        format!("{{ name = \"web-a\", address = \"{a}\" }}")
+    };
+    let text = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace(&both, &remaining);
+    std::fs::write(&config, text).expect("write");
+    let loaded = switchyard::config::load_after(&config, Some(&router.snapshot())).expect("load");
+    router.apply(loaded.snapshot).expect("apply");
+    tls.write_all(request.as_bytes()).await.expect("send");
+    let (head, body) = read_message(&mut tls).await.expect("answer");
+    assert_ne!(
+        String::from_utf8_lossy(&body).lines().next(),
+        Some(first.as_str())
+    );
+    assert!(head.to_ascii_lowercase().contains("set-cookie"), "{head}");
+}

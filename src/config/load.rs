@@ -396,6 +396,7 @@ impl Context {
         );
         backend.upstream = upstream;
         backend.mode = self.mode(src, &raw, termination);
+        backend.cookie = self.cookie(src, &raw, &backend.name, backend.mode);
         backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
         if let Some(t) = self.carried.traffic.get(&backend.name) {
             backend.traffic = Arc::clone(&t.0);
@@ -422,6 +423,54 @@ impl Context {
                 self.error(src, mode.span(), m);
                 Mode::Tcp
             }
+        }
+    }
+
+    /// The sticky cookie of an HTTP-mode backend: on by default, named
+    /// `cookie_name` or after a hash of the backend's name (the same on
+    /// every replica).
+    fn cookie(
+        &mut self,
+        src: &Source<'_>,
+        raw: &RawBackend,
+        name: &str,
+        mode: Mode,
+    ) -> Option<Box<str>> {
+        if mode != Mode::Http {
+            for span in [
+                raw.cookie.as_ref().map(|c| c.span()),
+                raw.cookie_name.as_ref().map(|c| c.span()),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let m = format!(
+                    "sticky cookies need mode = \"http\": backend `{name}` relays a tunnel"
+                );
+                self.error(src, span, m);
+            }
+            return None;
+        }
+        if raw.cookie.as_ref().is_some_and(|c| !*c.get_ref()) {
+            return None;
+        }
+        match &raw.cookie_name {
+            Some(n) => {
+                let valid = !n.get_ref().is_empty()
+                    && n.get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !valid {
+                    let m = format!(
+                        "cookie_name `{}`: use letters, digits, `-`, `_` and `.`",
+                        n.get_ref()
+                    );
+                    self.error(src, n.span(), m);
+                    return None;
+                }
+                Some(n.get_ref().as_str().into())
+            }
+            None => Some(crate::backend::default_cookie_name(name).into()),
         }
     }
 

@@ -137,6 +137,9 @@ pub struct RawBackend {
     pub termination: Option<Spanned<String>>,
     /// `tcp` (a tunnel per connection) or `http` (routed per request).
     pub mode: Option<Spanned<String>>,
+    /// HTTP mode: sticky cookie on (default) or off, and its name.
+    pub cookie: Option<Spanned<bool>>,
+    pub cookie_name: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub server_timeout: Option<Spanned<String>>,

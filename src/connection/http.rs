@@ -144,11 +144,25 @@ impl Conn {
         mut req: Request<Incoming>,
     ) -> (Response<Body>, Option<usize>) {
         prepare_request(&mut req, self.peer, host, self.local_port);
+        // Sticky cookie: the server it names while that one is up; the
+        // cookie itself is the router's and not passed on.
+        let sticky = backend.cookie.as_deref().map(|name| {
+            let value = take_cookie(req.headers_mut(), name);
+            (name, value)
+        });
+        let mut preferred = sticky
+            .as_ref()
+            .and_then(|(_, v)| v.as_deref())
+            .and_then(|v| backend.server_for_cookie(v));
         let tls = backend.upstream.as_ref().map_or(0, |u| u.fingerprint);
         let mut tried = Vec::new();
         let mut attempts = 0;
         while attempts <= backend.retries {
-            let Some(i) = backend.pick(self.peer.ip(), &tried) else {
+            let chosen = match preferred.take() {
+                Some(i) => Some(i),
+                None => backend.pick(self.peer.ip(), &tried),
+            };
+            let Some(i) = chosen else {
                 break;
             };
             let server = &backend.servers[i];
@@ -156,7 +170,9 @@ impl Conn {
             // A pooled connection first; if it turns out closed before the
             // request was written, the request comes back and goes on a
             // new connection (never resent once it may have been read).
-            let mut sender = match server.state.idle.take(tls, POOL_IDLE) {
+            let pooled = server.state.idle.take(tls, POOL_IDLE);
+            let fresh = pooled.is_none();
+            let mut sender = match pooled {
                 Some(sender) => sender,
                 None => match self.open(backend, server.addr).await {
                     Ok(sender) => sender,
@@ -172,6 +188,16 @@ impl Conn {
             let response = match sent.await {
                 Ok(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
+                    if let Some((name, given)) = &sticky {
+                        let value = backend.cookie_value(i);
+                        if value.is_some() && given.as_deref() != value.as_deref() {
+                            set_cookie(
+                                response.headers_mut(),
+                                name,
+                                value.as_deref().unwrap_or(""),
+                            );
+                        }
+                    }
                     // Back to the pool once this response is read through.
                     let state = Arc::clone(&server.state);
                     tokio::spawn(async move {
@@ -184,7 +210,15 @@ impl Conn {
                 }
                 Ok(Err(mut e)) => match e.take_message() {
                     Some(unsent) => {
+                        // Not written: safe to send again. A stale pooled
+                        // connection costs no attempt; a fresh one does.
                         req = unsent;
+                        if fresh {
+                            tried.push(i);
+                            attempts += 1;
+                        } else {
+                            preferred = Some(i);
+                        }
                         continue;
                     }
                     None => {
@@ -323,6 +357,51 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, po
     set(headers, "forwarded", forwarded);
     if !headers.contains_key(header::HOST) {
         set(headers, "host", host.to_string());
+    }
+}
+
+/// Removes the cookie `name` from the request's `Cookie` headers and
+/// returns its value.
+fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    let mut kept = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else {
+            kept.push(value.clone());
+            continue;
+        };
+        let mut rest = Vec::new();
+        for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((n, v)) if n.trim() == name => found = Some(v.trim().to_string()),
+                _ => rest.push(pair),
+            }
+        }
+        if !rest.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&rest.join("; ")) {
+                kept.push(v);
+            }
+        }
+    }
+    if found.is_some() {
+        headers.remove(header::COOKIE);
+        for v in kept {
+            headers.append(header::COOKIE, v);
+        }
+    }
+    found
+}
+
+/// `Set-Cookie` for the server chosen (HttpOnly, and Secure with
+/// SameSite=None: HTTP mode serves TLS routes); a response that sets it is
+/// not cached by shared caches.
+fn set_cookie(headers: &mut HeaderMap, name: &str, value: &str) {
+    let cookie = format!("{name}={value}; Path=/; HttpOnly; Secure; SameSite=None");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        headers.append(header::SET_COOKIE, v);
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
 }
 
