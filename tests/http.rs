@@ -171,7 +171,7 @@ async fn connect(
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut config = (*pki.client_config()).clone();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = ServerName::try_from(sni.to_string()).expect("name");
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
@@ -180,7 +180,7 @@ async fn connect(
     assert_eq!(
         tls.get_ref().1.alpn_protocol(),
         Some(&b"http/1.1"[..]),
-        "HTTP mode offers http/1.1"
+        "HTTP mode speaks http/1.1"
     );
     tls
 }
@@ -410,4 +410,53 @@ async fn sticky_cookies_pin_a_server_on_every_replica() {
         Some(first.as_str())
     );
     assert!(head.to_ascii_lowercase().contains("set-cookie"), "{head}");
+}
+
+/// An h2 client: requests on one connection (streams) routed by path, the
+/// h2 `:authority` as the host, and `X-Forwarded-Proto-Version: h2`.
+#[tokio::test]
+async fn h2_clients_are_routed_per_request() {
+    use http_body_util::{BodyExt, Empty};
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut config = (*s.front.client_config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let name = ServerName::try_from("www.http.test").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "h2 offered"
+    );
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    for (path, server) in [("/api/x", "api"), ("/", "web"), ("/api", "api")] {
+        let request = hyper::Request::get(format!("https://www.http.test{path}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+        assert!(
+            body.starts_with(&format!("{server}\nget {path} http/1.1\r\n")),
+            "{body}"
+        );
+        assert!(body.contains("x-forwarded-proto-version: h2\r\n"), "{body}");
+        assert!(body.contains("host: www.http.test\r\n"), "{body}");
+    }
 }

@@ -9,9 +9,9 @@
 //! Server connections are kept alive in a small pool per server (in its
 //! carried state), tagged with the TLS identity they were verified under.
 //!
-//! This is the first step of HTTP mode: HTTP/1.1 towards the client (ALPN
-//! offers only http/1.1), no sticky cookies, no upgrades (the `Upgrade`
-//! header is not forwarded).
+//! Clients speak h2 or HTTP/1.1 (ALPN offers `h2,http/1.1` unless the
+//! crt-list line names its own list); servers are spoken to in HTTP/1.1.
+//! Not yet: upgrades (the `Upgrade` header is not forwarded).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +23,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -37,6 +37,10 @@ use crate::tls::ServerSide;
 
 /// Longest a client may take to send a request head.
 const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request heads (h1 buffer, h2 header list) are bounded by this.
+const MAX_HEAD: u32 = 64 * 1024;
+/// Concurrent streams one h2 client may open.
+const H2_MAX_STREAMS: u32 = 128;
 /// Idle server connections older than this are not reused.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
@@ -50,6 +54,8 @@ struct Conn {
     /// Port the client connected to (`X-Forwarded-Port`).
     local_port: u16,
     sni: Option<Box<str>>,
+    /// The client speaks h2 (`X-Forwarded-Proto-Version`).
+    h2: bool,
 }
 
 /// Terminates TLS, then serves requests until the client is done.
@@ -63,26 +69,40 @@ pub(super) async fn serve(
     log: &mut AccessLog,
 ) {
     let local_port = client.local_addr().map_or(443, |a| a.port());
-    let http11 = Some(vec![b"http/1.1".to_vec()]);
-    let Some(stream) = terminate::accept(client, hello, tls, handshake_timeout, http11, log).await
+    let offer: [&[u8]; 2] = [b"h2", b"http/1.1"];
+    let Some(stream) = terminate::accept(client, hello, tls, handshake_timeout, &offer, log).await
     else {
         return;
     };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = Arc::new(Conn {
         shared,
         peer,
         local_port,
         sni: log.sni().map(Into::into),
+        h2,
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
         async move { Ok::<_, Infallible>(conn.route(req).await) }
     });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    let io = TokioIo::new(stream);
+    let served = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(MAX_HEAD)
+            .keep_alive_interval(None)
+            .serve_connection(io, service)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+            .max_buf_size(MAX_HEAD as usize)
+            .serve_connection(io, service)
+            .await
+    };
     match served {
         Ok(()) => log.end("client", "closed (HTTP mode)"),
         Err(e) => log.end("client", &format!("HTTP connection ended: {e}")),
@@ -143,7 +163,7 @@ impl Conn {
         host: &str,
         mut req: Request<Incoming>,
     ) -> (Response<Body>, Option<usize>) {
-        prepare_request(&mut req, self.peer, host, self.local_port);
+        prepare_request(&mut req, self.peer, host, self.local_port, self.h2);
         // Sticky cookie: the server it names while that one is up; the
         // cookie itself is the router's and not passed on.
         let sticky = backend.cookie.as_deref().map(|name| {
@@ -317,7 +337,9 @@ fn host_of(req: &Request<Incoming>) -> Option<String> {
 }
 
 /// Origin-form target, `Host`, forwarded headers, no hop-by-hop headers.
-fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, port: u16) {
+fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, port: u16, h2: bool) {
+    // Servers are spoken to in HTTP/1.1, whatever the client speaks.
+    *req.version_mut() = hyper::Version::HTTP_11;
     if req.uri().authority().is_some() {
         let origin = req
             .uri()
@@ -355,6 +377,11 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, po
     set(headers, "x-forwarded-port", port.to_string());
     set(headers, "x-forwarded-proto", "https".into());
     set(headers, "forwarded", forwarded);
+    if h2 {
+        set(headers, "x-forwarded-proto-version", "h2".into());
+    } else {
+        headers.remove("x-forwarded-proto-version");
+    }
     if !headers.contains_key(header::HOST) {
         set(headers, "host", host.to_string());
     }

@@ -33,7 +33,7 @@ pub(super) async fn run(
     ctx: Ctx<'_>,
     log: &mut AccessLog,
 ) {
-    let Some(client) = accept(client, hello, tls, handshake_timeout, None, log).await else {
+    let Some(client) = accept(client, hello, tls, handshake_timeout, &[], log).await else {
         return;
     };
     let negotiated: Option<Vec<u8>> = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
@@ -94,14 +94,15 @@ pub(super) async fn run(
 }
 
 /// Completes the client's handshake (the preread bytes replayed first) with
-/// the certificate chosen by SNI, offering the crt-list line's ALPN or
-/// `alpn` when given. The listener's settings are let go once it is done.
+/// the certificate chosen by SNI, offering the crt-list line's ALPN, or
+/// `fallback` when the line names none. The listener's settings are let go
+/// once it is done.
 pub(super) async fn accept(
     client: TcpStream,
     hello: Vec<u8>,
     tls: Arc<ServerSide>,
     handshake_timeout: Duration,
-    alpn: Option<Vec<Vec<u8>>>,
+    fallback: &[&[u8]],
     log: &mut AccessLog,
 ) -> Option<tokio_rustls::server::TlsStream<Replay>> {
     let Some(cert) = tls.certificate(log.sni()).cloned() else {
@@ -126,7 +127,11 @@ pub(super) async fn accept(
             return None;
         }
     };
-    let alpn = alpn.unwrap_or_else(|| cert.alpn.clone());
+    let alpn = if cert.alpn.is_empty() {
+        fallback.iter().map(|p| p.to_vec()).collect()
+    } else {
+        cert.alpn.clone()
+    };
     handshake(start, &tls, &cert, alpn, deadline, log).await
 }
 
