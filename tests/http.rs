@@ -460,3 +460,55 @@ async fn h2_clients_are_routed_per_request() {
         assert!(body.contains("host: www.http.test\r\n"), "{body}");
     }
 }
+
+/// A request for a host that another certificate serves, on a connection
+/// made for a different name, gets 421 (h1 and h2); hosts the default
+/// certificate serves are routed or get 503 as usual.
+#[tokio::test]
+async fn requests_for_a_name_with_another_certificate_get_421() {
+    use http_body_util::Empty;
+    let s = setup().await;
+    s.dir
+        .write("certs/other.pem", &s.front.pem(&["other.http.test"]));
+    s.dir
+        .write("maps/cert_config.map", "certs/other.pem other.http.test\n");
+    let text = std::fs::read_to_string(&s.config).expect("read").replace(
+        "edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"",
+        "edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\ncert_config = \"maps/cert_config.map\"",
+    );
+    std::fs::write(&s.config, text).expect("write");
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (status, _, _) = get(&mut tls, "other.http.test", "/").await;
+    assert_eq!(status, 421, "other.http.test has its own certificate");
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!(status, 200);
+    let (status, _, _) = get(&mut tls, "unknown.http.test", "/").await;
+    assert_eq!(
+        status, 503,
+        "the default certificate's names are not misdirected"
+    );
+
+    // The same over h2.
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut config = (*s.front.client_config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = ServerName::try_from("www.http.test").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2");
+    tokio::spawn(connection);
+    let request = hyper::Request::get("https://other.http.test/")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 421);
+}

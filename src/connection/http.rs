@@ -33,7 +33,7 @@ use super::{connect_one, terminate};
 use crate::access_log::AccessLog;
 use crate::backend::{ActiveGuard, Backend};
 use crate::shared::Shared;
-use crate::tls::ServerSide;
+use crate::tls::{CertStore, Served, ServerSide};
 
 /// Longest a client may take to send a request head.
 const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +56,10 @@ struct Conn {
     sni: Option<Box<str>>,
     /// The client speaks h2 (`X-Forwarded-Proto-Version`).
     h2: bool,
+    /// The listener's certificates, and the one this connection presented:
+    /// a request for a host another certificate serves gets 421.
+    certs: Arc<CertStore>,
+    served: Arc<Served>,
 }
 
 /// Terminates TLS, then serves requests until the client is done.
@@ -70,8 +74,9 @@ pub(super) async fn serve(
 ) {
     let local_port = client.local_addr().map_or(443, |a| a.port());
     let offer: [&[u8]; 2] = [b"h2", b"http/1.1"];
-    let Some(stream) = terminate::accept(client, hello, tls, handshake_timeout, &offer, log).await
-    else {
+    let certs = Arc::clone(&tls.certs);
+    let accepted = terminate::accept(client, hello, tls, handshake_timeout, &offer, log).await;
+    let Some((stream, served)) = accepted else {
         return;
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -81,6 +86,8 @@ pub(super) async fn serve(
         local_port,
         sni: log.sni().map(Into::into),
         h2,
+        certs,
+        served,
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
@@ -124,6 +131,23 @@ impl Conn {
             self.log(&method, "-", &path, response.status(), None, None, started);
             return response;
         };
+        if self.misdirected(&host) {
+            let response = page(
+                StatusCode::MISDIRECTED_REQUEST,
+                "Misdirected Request",
+                "This connection was made for another name; retry on a new connection.",
+            );
+            self.log(
+                &method,
+                &host,
+                &path,
+                response.status(),
+                None,
+                None,
+                started,
+            );
+            return response;
+        }
         let decision = self.shared.snapshot().decide_request(&host, &path);
         let Some(decision) = decision else {
             let response = unavailable();
@@ -153,6 +177,23 @@ impl Conn {
             started,
         );
         response
+    }
+
+    /// Whether `host` has a certificate of its own other than the one this
+    /// connection presented: a browser that coalesced connections under a
+    /// wildcard certificate must retry on a connection made for that name
+    /// (RFC 9110 §15.5.20), so it never reaches another tenant's backend
+    /// through this one. Hosts that would get the default certificate are
+    /// routed (or get 503) as usual.
+    fn misdirected(&self, host: &str) -> bool {
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => host.split(':').next().unwrap_or(host),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        self.certs
+            .find(Some(name))
+            .is_some_and(|wanted| !Arc::ptr_eq(wanted, &self.served))
     }
 
     /// Sends `req` to a server of `backend`, trying another after a failed

@@ -33,7 +33,7 @@ pub(super) async fn run(
     ctx: Ctx<'_>,
     log: &mut AccessLog,
 ) {
-    let Some(client) = accept(client, hello, tls, handshake_timeout, &[], log).await else {
+    let Some((client, _)) = accept(client, hello, tls, handshake_timeout, &[], log).await else {
         return;
     };
     let negotiated: Option<Vec<u8>> = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
@@ -96,7 +96,7 @@ pub(super) async fn run(
 /// Completes the client's handshake (the preread bytes replayed first) with
 /// the certificate chosen by SNI, offering the crt-list line's ALPN, or
 /// `fallback` when the line names none. The listener's settings are let go
-/// once it is done.
+/// once it is done. Returns the stream and the certificate it presented.
 pub(super) async fn accept(
     client: TcpStream,
     hello: Vec<u8>,
@@ -104,7 +104,7 @@ pub(super) async fn accept(
     handshake_timeout: Duration,
     fallback: &[&[u8]],
     log: &mut AccessLog,
-) -> Option<tokio_rustls::server::TlsStream<Replay>> {
+) -> Option<(tokio_rustls::server::TlsStream<Replay>, Arc<Served>)> {
     let Some(cert) = tls.certificate(log.sni()).cloned() else {
         global().handshake_failure(HandshakeFailure::NoCertificate);
         log.fail("switchyard", "no certificate for this SNI (strict_sni)");
@@ -132,7 +132,8 @@ pub(super) async fn accept(
     } else {
         cert.alpn.clone()
     };
-    handshake(start, &tls, &cert, alpn, deadline, log).await
+    let stream = handshake(start, &tls, &cert, alpn, deadline, log).await?;
+    Some((stream, cert))
 }
 
 /// Completes the client handshake presenting `cert` and offering `alpn`.
