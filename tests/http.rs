@@ -27,6 +27,18 @@ async fn http_server(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 while let Ok((head, _)) = read_message(&mut tcp).await {
+                    if head
+                        .to_ascii_lowercase()
+                        .contains("\r\nupgrade: websocket\r\n")
+                    {
+                        // Switch, then echo raw bytes: a stand-in for WebSocket frames.
+                        let switch = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+                        if tcp.write_all(switch.as_bytes()).await.is_ok() {
+                            let (mut r, mut w) = tcp.split();
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                        return;
+                    }
                     let body = format!("{name}\n{head}");
                     let answer = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
@@ -511,4 +523,41 @@ async fn requests_for_a_name_with_another_certificate_get_421() {
         .expect("request");
     let response = sender.send_request(request).await.expect("response");
     assert_eq!(response.status(), 421);
+}
+
+/// A WebSocket upgrade becomes a tunnel after the server's 101; an h2c
+/// upgrade is not passed on.
+#[tokio::test]
+async fn websocket_upgrades_become_tunnels_and_h2c_is_stripped() {
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let request = "GET /h2c HTTP/1.1\r\nHost: www.http.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n";
+    tls.write_all(request.as_bytes()).await.expect("send");
+    let (head, body) = read_message(&mut tls).await.expect("answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(
+        !seen.contains("upgrade") && !seen.contains("http2-settings"),
+        "{seen}"
+    );
+
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let request = "GET /ws HTTP/1.1\r\nHost: www.http.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    tls.write_all(request.as_bytes()).await.expect("send");
+    let (head, _) = read_message(&mut tls).await.expect("101");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for frame in [&b"first frame"[..], b"second"] {
+        tls.write_all(frame).await.expect("frame");
+        let mut back = vec![0u8; frame.len()];
+        tokio::time::timeout(WAIT, tls.read_exact(&mut back))
+            .await
+            .expect("in time")
+            .expect("echoed through the tunnel");
+        assert_eq!(back, frame);
+    }
 }

@@ -11,7 +11,8 @@
 //!
 //! Clients speak h2 or HTTP/1.1 (ALPN offers `h2,http/1.1` unless the
 //! crt-list line names its own list); servers are spoken to in HTTP/1.1.
-//! Not yet: upgrades (the `Upgrade` header is not forwarded).
+//! HTTP/1.1 upgrades (WebSocket) become a tunnel after the server's 101,
+//! under the backend's tunnel timeout; `Upgrade: h2c` is never passed on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -108,6 +109,7 @@ pub(super) async fn serve(
             .header_read_timeout(REQUEST_HEAD_TIMEOUT)
             .max_buf_size(MAX_HEAD as usize)
             .serve_connection(io, service)
+            .with_upgrades()
             .await
     };
     match served {
@@ -204,7 +206,20 @@ impl Conn {
         host: &str,
         mut req: Request<Incoming>,
     ) -> (Response<Body>, Option<usize>) {
+        // An HTTP/1.1 upgrade (WebSocket): passed on, and the connection
+        // becomes a tunnel after the server's 101. Never h2c.
+        let upgrade = if self.h2 {
+            None
+        } else {
+            upgrade_of(req.headers())
+        };
+        let mut client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         prepare_request(&mut req, self.peer, host, self.local_port, self.h2);
+        if let Some(protocol) = &upgrade {
+            let headers = req.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
         // Sticky cookie: the server it names while that one is up; the
         // cookie itself is the router's and not passed on.
         let sticky = backend.cookie.as_deref().map(|name| {
@@ -231,7 +246,11 @@ impl Conn {
             // A pooled connection first; if it turns out closed before the
             // request was written, the request comes back and goes on a
             // new connection (never resent once it may have been read).
-            let pooled = server.state.idle.take(tls, POOL_IDLE);
+            let pooled = if upgrade.is_some() {
+                None // a tunnel-to-be gets a connection of its own
+            } else {
+                server.state.idle.take(tls, POOL_IDLE)
+            };
             let fresh = pooled.is_none();
             let mut sender = match pooled {
                 Some(sender) => sender,
@@ -247,6 +266,28 @@ impl Conn {
             };
             let sent = tokio::time::timeout(backend.timeouts.server, sender.try_send_request(req));
             let response = match sent.await {
+                Ok(Ok(mut response))
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && client_side.is_some() =>
+                {
+                    let server_side = hyper::upgrade::on(&mut response);
+                    let deadlines = crate::relay::Deadlines {
+                        first_response: backend.timeouts.tunnel,
+                        idle: backend.timeouts.tunnel,
+                    };
+                    if let Some(client_side) = client_side.take() {
+                        tokio::spawn(async move {
+                            let _active = active;
+                            let _sender = sender;
+                            if let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side)
+                            {
+                                let (client, server) = (TokioIo::new(client), TokioIo::new(server));
+                                crate::relay::relay_streams(client, server, deadlines, None).await;
+                            }
+                        });
+                    }
+                    response.map(Either::Left)
+                }
                 Ok(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
                     if let Some((name, given)) = &sticky {
@@ -361,7 +402,7 @@ where
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
-        let _ = connection.await;
+        let _ = connection.with_upgrades().await;
     });
     Ok(sender)
 }
@@ -426,6 +467,23 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, po
     if !headers.contains_key(header::HOST) {
         set(headers, "host", host.to_string());
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection:
+/// upgrade` and `Upgrade`), unless it is h2c: cleartext h2 would slip past
+/// routing and header policy.
+fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let protocol = headers.get(header::UPGRADE)?;
+    let h2c = protocol
+        .to_str()
+        .map_or(true, |p| p.to_ascii_lowercase().contains("h2c"));
+    (asked && !h2c).then(|| protocol.clone())
 }
 
 /// Removes the cookie `name` from the request's `Cookie` headers and
