@@ -20,6 +20,8 @@ pub enum Termination {
     Edge,
     /// Terminate TLS, open verified TLS to the server.
     Reencrypt,
+    /// Plain HTTP from clients and to servers (`be_http`, port 80 only).
+    None,
 }
 
 impl Termination {
@@ -28,6 +30,7 @@ impl Termination {
             Termination::Passthrough => "passthrough",
             Termination::Edge => "edge",
             Termination::Reencrypt => "reencrypt",
+            Termination::None => "none",
         }
     }
 }

@@ -561,3 +561,56 @@ async fn websocket_upgrades_become_tunnels_and_h2c_is_stripped() {
         assert_eq!(back, frame);
     }
 }
+
+/// The port-80 listener: `os_route_http_redirect.map` sends https routes
+/// to https (host without its port, `https_port`, path and query kept);
+/// `os_http_be.map` serves plain routes (`termination = "none"`) and
+/// edge routes whose insecure policy is Allow; anything else gets 503.
+#[tokio::test]
+async fn the_plain_http_listener_redirects_and_serves() {
+    let s = setup().await;
+    let (plain, _) = http_server("plain").await;
+    s.dir.write(
+        "maps/os_http_be.map",
+        "^plain\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_http:t:plain\n\
+         ^www\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_edge_http:t:web\n",
+    );
+    s.dir.write(
+        "maps/os_route_http_redirect.map",
+        "^secure\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ 1\n^plain\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ 0\n",
+    );
+    let mut text = std::fs::read_to_string(&s.config).expect("read").replace(
+        "edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"",
+        "edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\nhttp_be = \"maps/os_http_be.map\"\nhttp_redirect = \"maps/os_route_http_redirect.map\"",
+    );
+    text.push_str(&format!(
+        "\n[[listener]]\nname = \"public_http\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\nhttps_port = 8443\n\n\
+         [[backend]]\nname = \"be_http:t:plain\"\ntermination = \"none\"\n\
+         servers = [{{ name = \"plain-1\", address = \"{plain}\" }}]\n"
+    ));
+    std::fs::write(&s.config, text).expect("write");
+    let (router, _) = start(&s.config);
+    let addr = router.local_addr("public_http").expect("http listener");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+
+    let (status, head, _) = get(&mut tcp, "secure.http.test:80", "/a/b?c=1").await;
+    assert_eq!(status, 302);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("location: https://secure.http.test:8443/a/b?c=1\r\n"),
+        "{head}"
+    );
+    let (status, _, body) = get(&mut tcp, "plain.http.test", "/x").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("plain\nGET /x HTTP/1.1\r\n"), "{body}");
+    let lower = body.to_ascii_lowercase();
+    assert!(lower.contains("x-forwarded-proto: http\r\n"), "{body}");
+    let (status, _, body) = get(&mut tcp, "www.http.test", "/").await;
+    assert_eq!(
+        (status, &body[..4]),
+        (200, "web\n"),
+        "an Allow route on port 80"
+    );
+    let (status, _, _) = get(&mut tcp, "nothing.http.test", "/").await;
+    assert_eq!(status, 503);
+}

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::problem::{Problem, Problems, Source};
 pub(super) use super::raw;
 use super::raw::{RawBackend, RawBackendFile, RawConfig, RawDefaults, RawListener};
-use super::{duration, ListenerSpec, Snapshot};
+use super::{duration, ListenerSpec, Protocol, Snapshot};
 use crate::backend::{Backend, Mode, Server, ServerState, Termination, Timeouts};
 use crate::balance::Algorithm;
 use crate::client_hello;
@@ -168,6 +168,30 @@ impl Context {
                 })
             }),
             edge_requests: None,
+            http_be: raw.maps.http_be.as_ref().and_then(|p| {
+                self.request_map(&base.join(p.get_ref()), |value| {
+                    let id = backend_of(
+                        value,
+                        &names,
+                        &backends,
+                        &[Termination::None, Termination::Edge, Termination::Reencrypt],
+                    )?;
+                    if backends[id].mode == Mode::Http {
+                        Ok(id)
+                    } else {
+                        Err(format!(
+                            "backend `{value}` is not in HTTP mode (mode = \"http\")"
+                        ))
+                    }
+                })
+            }),
+            http_redirect: raw.maps.http_redirect.as_ref().and_then(|p| {
+                self.request_map(&base.join(p.get_ref()), |value| match value {
+                    "1" => Ok(true),
+                    "0" => Ok(false),
+                    other => Err(format!("`{other}`: expected 1 (redirect to https) or 0")),
+                })
+            }),
         };
         let mut routes = routes;
         // Requests are routed by Host and path only where some backend
@@ -342,18 +366,17 @@ impl Context {
     ) -> Backend {
         let termination = match &raw.termination {
             None => Termination::Passthrough,
-            Some(t) => {
-                match t.get_ref().as_str() {
-                    "passthrough" => Termination::Passthrough,
-                    "edge" => Termination::Edge,
-                    "reencrypt" => Termination::Reencrypt,
-                    other => {
-                        let m = format!("unknown termination `{other}`: expected passthrough, edge or reencrypt");
-                        self.error(src, t.span(), m);
-                        Termination::Passthrough
-                    }
+            Some(t) => match t.get_ref().as_str() {
+                "passthrough" => Termination::Passthrough,
+                "edge" => Termination::Edge,
+                "reencrypt" => Termination::Reencrypt,
+                "none" => Termination::None,
+                other => {
+                    let m = format!("unknown termination `{other}`: expected passthrough, edge, reencrypt or none");
+                    self.error(src, t.span(), m);
+                    Termination::Passthrough
                 }
-            }
+            },
         };
         let algorithm = self
             .opt_parse(src, &raw.balance)
@@ -407,6 +430,13 @@ impl Context {
 
     /// `mode`: `tcp` by default; `http` only for backends that terminate TLS.
     fn mode(&mut self, src: &Source<'_>, raw: &RawBackend, termination: Termination) -> Mode {
+        if termination == Termination::None {
+            if let Some(mode) = raw.mode.as_ref().filter(|m| m.get_ref() != "http") {
+                let m = "termination = \"none\" serves plain HTTP: mode is http".to_string();
+                self.error(src, mode.span(), m);
+            }
+            return Mode::Http;
+        }
         let Some(mode) = &raw.mode else {
             return Mode::Tcp;
         };
@@ -566,6 +596,43 @@ impl Context {
         })
     }
 
+    /// Reads a map whose keys are requests (`host[:port]` + path).
+    fn request_map<V>(
+        &mut self,
+        path: &Path,
+        value: impl Fn(&str) -> Result<V, String>,
+    ) -> Option<crate::route::RequestMap<V>> {
+        let text = self.read(path)?;
+        let (lines, line_errors) = map_file::parse(&text);
+        let problem = |line, message| Problem {
+            file: path.to_path_buf(),
+            line: Some(line),
+            message,
+        };
+        for e in line_errors {
+            self.errors.push(problem(e.line, e.message));
+        }
+        let mut entries = Vec::with_capacity(lines.len());
+        for l in lines {
+            match value(&l.value) {
+                Ok(v) => entries.push(Entry {
+                    line: l.line,
+                    pattern: l.pattern,
+                    value: v,
+                }),
+                Err(m) => self.errors.push(problem(l.line, m)),
+            }
+        }
+        let (table, pattern_errors) = crate::route::request::RequestTable::build(entries);
+        for e in pattern_errors {
+            self.errors.push(problem(e.line, e.message));
+        }
+        Some(crate::route::RequestMap {
+            path: path.into(),
+            table,
+        })
+    }
+
     fn listeners(
         &mut self,
         src: &Source<'_>,
@@ -626,8 +693,23 @@ impl Context {
                 client_hello::DEFAULT_LIMIT as u64,
                 16_384..=1 << 20,
             );
-            tls.push(certs.and_then(|c| self.listener_tls(src, raw, c)));
+            let protocol = match raw.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+                None | Some((_, "tls")) => Protocol::Tls,
+                Some((_, "http")) => Protocol::Http,
+                Some((p, other)) => {
+                    let m = format!("protocol `{other}`: expected tls or http");
+                    self.error(src, p.span(), m);
+                    Protocol::Tls
+                }
+            };
+            let https_port = self.bounded(src, &raw.https_port, 443, 1..=65_535) as u16;
+            tls.push(match protocol {
+                Protocol::Tls => certs.and_then(|c| self.listener_tls(src, raw, c)),
+                Protocol::Http => None,
+            });
             out.push(ListenerSpec {
+                protocol,
+                https_port,
                 name,
                 bind,
                 inspect_timeout: self.duration(src, &raw.inspect_timeout, Duration::from_secs(5)),

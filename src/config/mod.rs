@@ -36,6 +36,20 @@ pub struct ListenerSpec {
     /// Where connections without SNI, without TLS or without a route go;
     /// without one they are closed.
     pub default_backend: Option<BackendId>,
+    /// What clients speak first on this listener.
+    pub protocol: Protocol,
+    /// Port of the https URLs that plain-HTTP redirects point to.
+    pub https_port: u16,
+}
+
+/// What a listener expects first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A TLS ClientHello (port 443): routed by SNI.
+    Tls,
+    /// Plain HTTP (port 80): each request routed by Host and path through
+    /// `os_route_http_redirect.map` and `os_http_be.map`.
+    Http,
 }
 
 /// Where the stats port listens and who may read it.

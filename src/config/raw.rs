@@ -53,6 +53,10 @@ pub struct RawListener {
     pub client_ca: Option<Spanned<String>>,
     /// PEM file of certificate revocation lists for client certificates.
     pub client_crl: Option<Spanned<String>>,
+    /// `tls` (default: ClientHello first) or `http` (plain HTTP, port 80).
+    pub protocol: Option<Spanned<String>>,
+    /// Port named in redirects to https (default 443).
+    pub https_port: Option<Spanned<u64>>,
 }
 
 /// `[stats]`: the stats port.
@@ -108,6 +112,10 @@ pub struct RawMaps {
     pub edge_reencrypt_be: Option<Spanned<String>>,
     /// `cert_config.map`: crt-list of certificates and the SNIs they serve.
     pub cert_config: Option<Spanned<String>>,
+    /// `os_http_be.map`: plain-HTTP requests (port 80) → backend.
+    pub http_be: Option<Spanned<String>>,
+    /// `os_route_http_redirect.map`: `1` redirects plain HTTP to https.
+    pub http_redirect: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

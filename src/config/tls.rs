@@ -157,7 +157,7 @@ impl Context {
         }
         if let Some(b) = backends
             .iter()
-            .find(|b| b.termination != Termination::Passthrough)
+            .find(|b| matches!(b.termination, Termination::Edge | Termination::Reencrypt))
         {
             let span = maps.edge_reencrypt_be.as_ref().map_or(0..0, |p| p.span());
             let m = format!(

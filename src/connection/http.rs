@@ -33,6 +33,7 @@ use tokio_rustls::TlsConnector;
 use super::{connect_one, terminate};
 use crate::access_log::AccessLog;
 use crate::backend::{ActiveGuard, Backend};
+use crate::route::PlainDecision;
 use crate::shared::Shared;
 use crate::tls::{CertStore, Served, ServerSide};
 
@@ -57,10 +58,12 @@ struct Conn {
     sni: Option<Box<str>>,
     /// The client speaks h2 (`X-Forwarded-Proto-Version`).
     h2: bool,
-    /// The listener's certificates, and the one this connection presented:
-    /// a request for a host another certificate serves gets 421.
-    certs: Arc<CertStore>,
-    served: Arc<Served>,
+    /// TLS connections: the listener's certificates and the one this
+    /// connection presented (a request for a host another certificate
+    /// serves gets 421). `None` on a plain-HTTP listener.
+    tls: Option<(Arc<CertStore>, Arc<Served>)>,
+    /// Plain HTTP: the port redirects to https name (443 is left out).
+    https_port: u16,
 }
 
 /// Terminates TLS, then serves requests until the client is done.
@@ -87,8 +90,8 @@ pub(super) async fn serve(
         local_port,
         sni: log.sni().map(Into::into),
         h2,
-        certs,
-        served,
+        tls: Some((certs, served)),
+        https_port: 443,
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
@@ -112,6 +115,42 @@ pub(super) async fn serve(
             .with_upgrades()
             .await
     };
+    match served {
+        Ok(()) => log.end("client", "closed (HTTP mode)"),
+        Err(e) => log.end("client", &format!("HTTP connection ended: {e}")),
+    }
+}
+
+/// A plain-HTTP listener (port 80): requests are redirected to https by
+/// `os_route_http_redirect.map` or routed by `os_http_be.map`.
+pub(super) async fn serve_plain(
+    client: TcpStream,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    https_port: u16,
+    log: &mut AccessLog,
+) {
+    let local_port = client.local_addr().map_or(80, |a| a.port());
+    let conn = Arc::new(Conn {
+        shared,
+        peer,
+        local_port,
+        sni: None,
+        h2: false,
+        tls: None,
+        https_port,
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(conn.route(req).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD as usize)
+        .serve_connection(TokioIo::new(client), service)
+        .with_upgrades()
+        .await;
     match served {
         Ok(()) => log.end("client", "closed (HTTP mode)"),
         Err(e) => log.end("client", &format!("HTTP connection ended: {e}")),
@@ -150,7 +189,27 @@ impl Conn {
             );
             return response;
         }
-        let decision = self.shared.snapshot().decide_request(&host, &path);
+        let decision = if self.tls.is_some() {
+            self.shared.snapshot().decide_request(&host, &path)
+        } else {
+            match self.shared.snapshot().decide_plain_request(&host, &path) {
+                Some(PlainDecision::Redirect) => {
+                    let response = self.redirect(&host, &req);
+                    self.log(
+                        &method,
+                        &host,
+                        &path,
+                        response.status(),
+                        None,
+                        None,
+                        started,
+                    );
+                    return response;
+                }
+                Some(PlainDecision::Route(decision)) => Some(decision),
+                None => None,
+            }
+        };
         let Some(decision) = decision else {
             let response = unavailable();
             self.log(
@@ -188,14 +247,34 @@ impl Conn {
     /// through this one. Hosts that would get the default certificate are
     /// routed (or get 503) as usual.
     fn misdirected(&self, host: &str) -> bool {
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => host.split(':').next().unwrap_or(host),
+        let Some((certs, served)) = &self.tls else {
+            return false;
         };
+        let name = host_name(host);
         let name = name.strip_suffix('.').unwrap_or(name);
-        self.certs
+        certs
             .find(Some(name))
-            .is_some_and(|wanted| !Arc::ptr_eq(wanted, &self.served))
+            .is_some_and(|wanted| !Arc::ptr_eq(wanted, served))
+    }
+
+    /// `302` to the same host (without its port) and target over https.
+    fn redirect(&self, host: &str, req: &Request<Incoming>) -> Response<Body> {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let port = match self.https_port {
+            443 => String::new(),
+            p => format!(":{p}"),
+        };
+        let location = format!("https://{}{port}{target}", host_name(host));
+        let mut response = page(
+            StatusCode::FOUND,
+            "Found",
+            "This site is served over https.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, v);
+        }
+        response.headers_mut().remove(header::CONNECTION);
+        response
     }
 
     /// Sends `req` to a server of `backend`, trying another after a failed
@@ -214,7 +293,8 @@ impl Conn {
             upgrade_of(req.headers())
         };
         let mut client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        prepare_request(&mut req, self.peer, host, self.local_port, self.h2);
+        let proto = if self.tls.is_some() { "https" } else { "http" };
+        prepare_request(&mut req, self.peer, host, self.local_port, proto, self.h2);
         if let Some(protocol) = &upgrade {
             let headers = req.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -297,6 +377,7 @@ impl Conn {
                                 response.headers_mut(),
                                 name,
                                 value.as_deref().unwrap_or(""),
+                                self.tls.is_some(),
                             );
                         }
                     }
@@ -419,7 +500,14 @@ fn host_of(req: &Request<Incoming>) -> Option<String> {
 }
 
 /// Origin-form target, `Host`, forwarded headers, no hop-by-hop headers.
-fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, port: u16, h2: bool) {
+fn prepare_request(
+    req: &mut Request<Incoming>,
+    peer: SocketAddr,
+    host: &str,
+    port: u16,
+    proto: &str,
+    h2: bool,
+) {
     // Servers are spoken to in HTTP/1.1, whatever the client speaks.
     *req.version_mut() = hyper::Version::HTTP_11;
     if req.uri().authority().is_some() {
@@ -444,7 +532,7 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, po
     } else {
         client
     };
-    let forwarded = format!("for={node};host={host};proto=https");
+    let forwarded = format!("for={node};host={host};proto={proto}");
     let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
         Some(before) => format!("{before}, {forwarded}"),
         None => forwarded,
@@ -457,7 +545,7 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, po
     set(headers, "x-forwarded-for", xff);
     set(headers, "x-forwarded-host", host.to_string());
     set(headers, "x-forwarded-port", port.to_string());
-    set(headers, "x-forwarded-proto", "https".into());
+    set(headers, "x-forwarded-proto", proto.into());
     set(headers, "forwarded", forwarded);
     if h2 {
         set(headers, "x-forwarded-proto-version", "h2".into());
@@ -467,6 +555,14 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, host: &str, po
     if !headers.contains_key(header::HOST) {
         set(headers, "host", host.to_string());
     }
+}
+
+/// `host[:port]` without the port (an IPv6 literal keeps its brackets).
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.split(':').next().unwrap_or(host)
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection:
@@ -518,11 +614,15 @@ fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
     found
 }
 
-/// `Set-Cookie` for the server chosen (HttpOnly, and Secure with
-/// SameSite=None: HTTP mode serves TLS routes); a response that sets it is
-/// not cached by shared caches.
-fn set_cookie(headers: &mut HeaderMap, name: &str, value: &str) {
-    let cookie = format!("{name}={value}; Path=/; HttpOnly; Secure; SameSite=None");
+/// `Set-Cookie` for the server chosen (HttpOnly, plus Secure and
+/// SameSite=None on TLS routes); a response that sets it is not cached by
+/// shared caches.
+fn set_cookie(headers: &mut HeaderMap, name: &str, value: &str, tls: bool) {
+    let cookie = if tls {
+        format!("{name}={value}; Path=/; HttpOnly; Secure; SameSite=None")
+    } else {
+        format!("{name}={value}; Path=/; HttpOnly")
+    };
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         headers.append(header::SET_COOKIE, v);
     }

@@ -22,7 +22,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use crate::access_log::AccessLog;
 use crate::backend::{ActiveGuard, Backend, Mode, Termination};
 use crate::client_hello::{self, ClientHello, HelloError, Progress};
-use crate::config::{ListenerSpec, Snapshot};
+use crate::config::{ListenerSpec, Protocol, Snapshot};
 use crate::relay;
 use crate::route::{Hello, Miss, OwnedHello, Via};
 use crate::shared::Shared;
@@ -57,6 +57,16 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
     let spec = &snapshot.listeners[listener];
     let mut log = AccessLog::new(peer, Arc::clone(&spec.name));
     let _ = stream.set_nodelay(true);
+    if spec.protocol == Protocol::Http {
+        // Port 80: no ClientHello, each request routed on its own.
+        let https_port = spec.https_port;
+        drop(snapshot);
+        Box::pin(http::serve_plain(
+            stream, shared, peer, https_port, &mut log,
+        ))
+        .await;
+        return log.finish();
+    }
     let (hello_bytes, hello) = match preread(&stream, spec, &mut log).await {
         Ok(bytes) => (bytes, Said::Sni),
         Err(PrereadError::NoSni(bytes)) => (bytes, Said::NoSni),

@@ -179,6 +179,41 @@ impl Snapshot {
     }
 }
 
+/// What a plain-HTTP request (port 80) gets.
+#[derive(Debug, Clone)]
+pub enum PlainDecision {
+    /// `os_route_http_redirect.map` says 1: redirect to https.
+    Redirect,
+    /// `os_http_be.map` names this backend.
+    Route(Decision),
+}
+
+impl Snapshot {
+    /// A plain-HTTP request: redirected if `os_route_http_redirect.map`
+    /// says so, else routed by `os_http_be.map`; `None` gets 503.
+    pub fn decide_plain_request(&self, host: &str, path: &str) -> Option<PlainDecision> {
+        let redirect = self.routes.http_redirect.as_ref();
+        if redirect
+            .and_then(|m| m.table.lookup(host, path))
+            .is_some_and(|e| e.value)
+        {
+            return Some(PlainDecision::Redirect);
+        }
+        let map = self.routes.http_be.as_ref()?;
+        let entry = map.table.lookup(host, path)?;
+        Some(PlainDecision::Route(Decision {
+            backend: Arc::clone(&self.backends[entry.value]),
+            via: Via::Terminated {
+                backend: Hit {
+                    file: Arc::clone(&map.path),
+                    line: entry.line,
+                },
+            },
+            generation: self.generation,
+        }))
+    }
+}
+
 impl Routes {
     /// Stage one by name: passthrough first, then terminated routes.
     fn decide(&self, name: &str) -> Option<(usize, Via)> {

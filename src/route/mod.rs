@@ -13,7 +13,7 @@ pub mod table;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use decision::{Decision, Hello, Hit, Miss, OwnedHello, Via};
+pub use decision::{Decision, Hello, Hit, Miss, OwnedHello, PlainDecision, Via};
 pub use table::{Entry, Table};
 
 /// Index of a backend in the snapshot's backend list.
@@ -47,6 +47,17 @@ pub struct Routes {
     /// The same map for request keys (`host[:port]` + path), built when a
     /// backend serves HTTP.
     pub edge_requests: Option<request::RequestTable<BackendId>>,
+    /// `os_http_be.map`: plain-HTTP request → backend in HTTP mode.
+    pub http_be: Option<RequestMap<BackendId>>,
+    /// `os_route_http_redirect.map`: plain-HTTP request → redirect to https.
+    pub http_redirect: Option<RequestMap<bool>>,
+}
+
+/// A map of request keys with the file it came from.
+#[derive(Debug)]
+pub struct RequestMap<V> {
+    pub path: Arc<Path>,
+    pub table: request::RequestTable<V>,
 }
 
 impl Routes {
