@@ -330,7 +330,10 @@ async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
     publish(&etc, 2, &files);
     let swapped = Instant::now();
     let answer = loop {
-        if let Ok(open) = Open::connect(listen, "new.apps.example.com", pki.client_config()).await {
+        // Until the swap is applied the name has no route: it is served in
+        // HTTP mode (503 page), which never greets: give up on it quickly.
+        let attempt = Open::connect(listen, "new.apps.example.com", pki.client_config());
+        if let Ok(Ok(open)) = tokio::time::timeout(Duration::from_millis(500), attempt).await {
             break open.server;
         }
         assert!(

@@ -614,3 +614,83 @@ async fn the_plain_http_listener_redirects_and_serves() {
     let (status, _, _) = get(&mut tcp, "nothing.http.test", "/").await;
     assert_eq!(status, 503);
 }
+
+/// A name that no line routes at the handshake is still terminated (with
+/// the default certificate) and served in HTTP mode: a browser gets the
+/// 503 page, not a reset, and a request for a routed host on that
+/// connection is routed. A hello without SNI is treated the same.
+#[tokio::test]
+async fn unrouted_names_and_hellos_without_sni_get_http_mode() {
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "nothing.http.test", &s.front).await;
+    let (status, _, body) = get(&mut tls, "nothing.http.test", "/").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("Application is not available"), "{body}");
+    let mut tls = connect(addr, "nothing.http.test", &s.front).await;
+    let (status, _, body) = get(&mut tls, "www.http.test", "/api").await;
+    assert_eq!((status, &body[..4]), (200, "api\n"), "routed per request");
+
+    // No SNI at all: rustls sends none for an IP address.
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").expect("ip");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake with the default certificate");
+    let (status, _, _) = get(&mut tls, "nothing.http.test", "/").await;
+    assert_eq!(status, 503);
+}
+
+/// Accepts any server certificate (the no-SNI case gets the default one,
+/// issued for a name, not for the address dialed).
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,4 +1,5 @@
-//! Edge and re-encrypt termination through real sockets and real TLS:
+//! Edge and re-encrypt termination as TCP tunnels (`mode = "tcp"`; HTTP
+//! mode is in tests/http.rs) through real sockets and real TLS:
 //! certificates by SNI (exact, wildcard, default, strict), plaintext to
 //! edge servers, verified TLS to re-encrypt servers addressed by IP whose
 //! certificates carry DNS names only, ALPN end to end, client certificates,
@@ -106,12 +107,12 @@ async fn setup(listener_extra: &str) -> Setup {
     dir.write("maps/os_edge_reencrypt_be.map", &edge_map);
     let extra = format!(
         "[tls]\ndefault_certificate = \"certs/default.pem\"\n\n\
-         [[backend]]\nname = \"be_edge_http:t:edge\"\ntermination = \"edge\"\n\
+         [[backend]]\nname = \"be_edge_http:t:edge\"\ntermination = \"edge\"\nmode = \"tcp\"\n\
          servers = [{{ name = \"e1\", address = \"{}\" }}]\n\n\
-         [[backend]]\nname = \"be_secure:t:secure\"\ntermination = \"reencrypt\"\n\
+         [[backend]]\nname = \"be_secure:t:secure\"\ntermination = \"reencrypt\"\nmode = \"tcp\"\n\
          verify_host = \"secure.apps.svc\"\nca_file = \"certs/inner-ca.pem\"\n\
          servers = [{{ name = \"s1\", address = \"{}\" }}]\n\n\
-         [[backend]]\nname = \"be_secure:t:wrong\"\ntermination = \"reencrypt\"\n\
+         [[backend]]\nname = \"be_secure:t:wrong\"\ntermination = \"reencrypt\"\nmode = \"tcp\"\n\
          verify_host = \"goldmane.calico-system.svc.cluster.local\"\nca_file = \"certs/inner-ca.pem\"\n\
          servers = [{{ name = \"w1\", address = \"{}\" }}]\n",
         edge.addr, secure.addr, wrong.addr
@@ -389,7 +390,7 @@ async fn idle_terminated_connection_is_closed_at_the_tunnel_timeout() {
     let s = setup("").await;
     let config = s.dir.path().join("switchyard.toml");
     let text = std::fs::read_to_string(&config).expect("read");
-    let edge = "termination = \"edge\"\n";
+    let edge = "termination = \"edge\"\nmode = \"tcp\"\n";
     std::fs::write(
         &config,
         text.replacen(edge, &format!("{edge}tunnel_timeout = \"300ms\"\n"), 1),
@@ -758,7 +759,7 @@ async fn reencrypt_to_a_server_without_alpn() {
     let config = dir.join("switchyard.toml");
     let mut text = std::fs::read_to_string(&config).expect("read");
     text.push_str(&format!(
-        "\n[[backend]]\nname = \"be_secure:t:noalpn\"\ntermination = \"reencrypt\"\n\
+        "\n[[backend]]\nname = \"be_secure:t:noalpn\"\ntermination = \"reencrypt\"\nmode = \"tcp\"\n\
          verify_host = \"secure.apps.svc\"\nca_file = \"certs/inner-ca.pem\"\n\
          servers = [{{ name = \"n1\", address = \"{}\" }}]\n",
         plain.addr

@@ -428,7 +428,8 @@ impl Context {
         backend
     }
 
-    /// `mode`: `tcp` by default; `http` only for backends that terminate TLS.
+    /// `mode`: `http` by default for edge and re-encrypt, `tcp` for
+    /// passthrough (and the only one it may have).
     fn mode(&mut self, src: &Source<'_>, raw: &RawBackend, termination: Termination) -> Mode {
         if termination == Termination::None {
             if let Some(mode) = raw.mode.as_ref().filter(|m| m.get_ref() != "http") {
@@ -438,7 +439,12 @@ impl Context {
             return Mode::Http;
         }
         let Some(mode) = &raw.mode else {
-            return Mode::Tcp;
+            // Terminated routes are HTTP unless they say otherwise, as in
+            // the reference; passthrough is always a tunnel.
+            return match termination {
+                Termination::Passthrough => Mode::Tcp,
+                _ => Mode::Http,
+            };
         };
         match (mode.get_ref().as_str(), termination) {
             ("tcp", _) => Mode::Tcp,

@@ -64,6 +64,17 @@ struct Conn {
     tls: Option<(Arc<CertStore>, Arc<Served>)>,
     /// Plain HTTP: the port redirects to https name (443 is left out).
     https_port: u16,
+    /// The listener's default backend, if it serves HTTP: requests no map
+    /// line routes go there instead of getting 503.
+    fallback: Option<Arc<Backend>>,
+}
+
+/// What requests of one connection are routed with.
+pub(super) struct Routing {
+    pub shared: Arc<Shared>,
+    /// The listener's default backend, if it serves HTTP.
+    pub fallback: Option<Arc<Backend>>,
+    pub peer: SocketAddr,
 }
 
 /// Terminates TLS, then serves requests until the client is done.
@@ -72,10 +83,14 @@ pub(super) async fn serve(
     hello: Vec<u8>,
     tls: Arc<ServerSide>,
     handshake_timeout: Duration,
-    shared: Arc<Shared>,
-    peer: SocketAddr,
+    routing: Routing,
     log: &mut AccessLog,
 ) {
+    let Routing {
+        shared,
+        fallback,
+        peer,
+    } = routing;
     let local_port = client.local_addr().map_or(443, |a| a.port());
     let offer: [&[u8]; 2] = [b"h2", b"http/1.1"];
     let certs = Arc::clone(&tls.certs);
@@ -92,6 +107,7 @@ pub(super) async fn serve(
         h2,
         tls: Some((certs, served)),
         https_port: 443,
+        fallback,
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
@@ -139,6 +155,7 @@ pub(super) async fn serve_plain(
         h2: false,
         tls: None,
         https_port,
+        fallback: None,
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
@@ -210,20 +227,23 @@ impl Conn {
                 None => None,
             }
         };
-        let Some(decision) = decision else {
-            let response = unavailable();
-            self.log(
-                &method,
-                &host,
-                &path,
-                response.status(),
-                None,
-                None,
-                started,
-            );
-            return response;
+        let backend = match (decision, &self.fallback) {
+            (Some(decision), _) => decision.backend,
+            (None, Some(fallback)) => Arc::clone(fallback),
+            (None, None) => {
+                let response = unavailable();
+                self.log(
+                    &method,
+                    &host,
+                    &path,
+                    response.status(),
+                    None,
+                    None,
+                    started,
+                );
+                return response;
+            }
         };
-        let backend = decision.backend;
         let (response, server) = self.forward(&backend, &host, req).await;
         let server = server.and_then(|i| backend.servers.get(i));
         let server = server.map(|s| format!("{} {}", s.name, s.addr));

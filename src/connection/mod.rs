@@ -81,6 +81,28 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
                 let why = format!("no route: {}", miss.as_str());
                 log.end("switchyard", &why);
             }
+            // A listener that terminates TLS serves what no route takes in
+            // HTTP mode, with the default certificate: a browser gets a 503
+            // page (or a route per request) rather than a reset.
+            let tls = snapshot.tls.get(listener).cloned().flatten();
+            if let (Some(tls), Miss::NoRoute | Miss::NoSni) = (tls, miss) {
+                let handshake_timeout = spec.inspect_timeout;
+                let fallback = http_fallback(&snapshot, listener);
+                drop(snapshot);
+                let serve = http::serve(
+                    stream,
+                    hello_bytes,
+                    tls,
+                    handshake_timeout,
+                    http::Routing {
+                        shared,
+                        fallback,
+                        peer,
+                    },
+                    &mut log,
+                );
+                Box::pin(serve).await;
+            }
             return log.finish();
         }
     };
@@ -108,6 +130,7 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         _ => snapshot.tls.get(listener).cloned().flatten(),
     };
     let handshake_timeout = spec.inspect_timeout;
+    let fallback = http_fallback(&snapshot, listener);
     drop(snapshot);
     let ctx = Ctx {
         peer,
@@ -126,8 +149,11 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
                 hello_bytes,
                 tls,
                 handshake_timeout,
-                shared,
-                peer,
+                http::Routing {
+                    shared,
+                    fallback,
+                    peer,
+                },
                 &mut log,
             ))
             .await
@@ -151,6 +177,14 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         ),
     }
     log.finish()
+}
+
+/// The listener's default backend when it serves HTTP: where requests that
+/// no map line routes go (else they get 503).
+fn http_fallback(snapshot: &Snapshot, listener: usize) -> Option<Arc<Backend>> {
+    let id = snapshot.listeners.get(listener)?.default_backend?;
+    let backend = snapshot.backends.get(id)?;
+    (backend.mode == Mode::Http).then(|| Arc::clone(backend))
 }
 
 /// What the preread found; the name itself stays in the log.
