@@ -1,14 +1,17 @@
-//! `switchyard route`: explains the decision for one SNI with the code the
-//! data path runs (`Snapshot::decide`): which map lines matched, which
-//! backend and termination, how it balances, and which server a given
-//! client would get.
+//! `switchyard route`: explains a decision with the code the data path
+//! runs: by SNI (`Snapshot::decide`), then, in HTTP mode or on a
+//! plain-HTTP listener and with `--path`, by request
+//! (`Snapshot::decide_request`, `decide_plain_request`): which map lines
+//! matched, which backend and termination, how it balances, which server a
+//! given client would get and its sticky cookie.
 
 use std::fmt::Write;
 use std::net::IpAddr;
 
+use crate::backend::{Backend, Mode};
 use crate::client_hello;
-use crate::config::Snapshot;
-use crate::route::{Hello, Hit, Map, Via};
+use crate::config::{Protocol, Snapshot};
+use crate::route::{Decision, Hello, Hit, Map, PlainDecision, Via};
 
 /// The explanation, as lines of text, for a connection on `listener` (the
 /// first listener when `None`). Returns whether a map line routed it.
@@ -16,9 +19,31 @@ pub fn explain(
     snapshot: &Snapshot,
     listener: Option<&str>,
     sni: &str,
+    path: Option<&str>,
     client: IpAddr,
 ) -> (bool, String) {
     let mut out = String::new();
+    let index = match listener {
+        None => 0,
+        Some(name) => match snapshot.listeners.iter().position(|l| &*l.name == name) {
+            Some(i) => i,
+            None => {
+                let _ = writeln!(out, "listener:    `{name}` is not configured");
+                return (false, out);
+            }
+        },
+    };
+    if snapshot.listeners.get(index).map(|l| l.protocol) == Some(Protocol::Http) {
+        return plain(snapshot, sni, path.unwrap_or("/"), client);
+    }
+    let host = sni;
+    let sni = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     let key = match client_hello::host_name(sni.as_bytes()) {
         Ok(key) => key,
         Err(e) => {
@@ -30,16 +55,6 @@ pub fn explain(
         }
     };
     let _ = writeln!(out, "sni:         {key}");
-    let index = match listener {
-        None => 0,
-        Some(name) => match snapshot.listeners.iter().position(|l| &*l.name == name) {
-            Some(i) => i,
-            None => {
-                let _ = writeln!(out, "listener:    `{name}` is not configured");
-                return (false, out);
-            }
-        },
-    };
     let Some(spec) = snapshot.listeners.get(index) else {
         let _ = writeln!(out, "listener:    none configured");
         return (false, out);
@@ -48,6 +63,14 @@ pub fn explain(
         Ok(decision) => decision,
         Err(miss) => {
             let _ = writeln!(out, "route:       none ({})", miss.as_str());
+            if snapshot.tls.get(index).is_some_and(Option::is_some) {
+                let _ = writeln!(
+                    out,
+                    "result:      terminated with the default certificate, HTTP mode"
+                );
+                let routed = request(snapshot, index, host, path.unwrap_or("/"), client, &mut out);
+                return (routed, out);
+            }
             let _ = writeln!(
                 out,
                 "result:      connection closed (listener {} has no default backend)",
@@ -84,6 +107,107 @@ pub fn explain(
         }
     };
     let backend = &decision.backend;
+    if backend.termination != crate::backend::Termination::Passthrough && backend.mode == Mode::Http
+    {
+        let _ = writeln!(
+            out,
+            "mode:        http (the connection's requests are routed one by one)"
+        );
+        let routed = request(snapshot, index, host, path.unwrap_or("/"), client, &mut out);
+        return (routed, out);
+    }
+    describe(backend, client, &mut out);
+    (routed, out)
+}
+
+/// Stage two on a TLS listener: the request for `host` + `path`.
+fn request(
+    snapshot: &Snapshot,
+    listener: usize,
+    host: &str,
+    path: &str,
+    client: IpAddr,
+    out: &mut String,
+) -> bool {
+    let host = host.to_ascii_lowercase();
+    let _ = writeln!(out, "request:     {host}{path}");
+    match snapshot.decide_request(&host, path) {
+        Some(decision) => {
+            request_line(snapshot, &decision, out);
+            describe(&decision.backend, client, out);
+            true
+        }
+        None => fallback(snapshot, listener, client, out),
+    }
+}
+
+/// A request on a plain-HTTP listener: redirect or `os_http_be.map`.
+fn plain(snapshot: &Snapshot, host: &str, path: &str, client: IpAddr) -> (bool, String) {
+    let mut out = String::new();
+    let host = host.to_ascii_lowercase();
+    let _ = writeln!(out, "request:     http://{host}{path}");
+    match snapshot.decide_plain_request(&host, path) {
+        Some(PlainDecision::Redirect) => {
+            let _ = writeln!(
+                out,
+                "result:      302 to https (os_route_http_redirect.map)"
+            );
+            (true, out)
+        }
+        Some(PlainDecision::Route(decision)) => {
+            request_line(snapshot, &decision, &mut out);
+            describe(&decision.backend, client, &mut out);
+            (true, out)
+        }
+        None => {
+            let _ = writeln!(out, "result:      503 (no line of os_http_be.map matches)");
+            (false, out)
+        }
+    }
+}
+
+/// No line routed the request: the listener's HTTP default or 503.
+fn fallback(snapshot: &Snapshot, listener: usize, client: IpAddr, out: &mut String) -> bool {
+    let default = snapshot
+        .listeners
+        .get(listener)
+        .and_then(|l| l.default_backend)
+        .map(|id| snapshot.backend(id))
+        .filter(|b| b.mode == Mode::Http);
+    match default {
+        Some(backend) => {
+            let _ = writeln!(out, "result:      the listener's default backend");
+            describe(backend, client, out);
+        }
+        None => {
+            let _ = writeln!(out, "result:      503 (no map line matches the request)");
+        }
+    }
+    false
+}
+
+/// The map line a request decision came from.
+fn request_line(snapshot: &Snapshot, decision: &Decision, out: &mut String) {
+    if let Some(hit) = decision.hit() {
+        let routes = &snapshot.routes;
+        let from_edge = routes.edge.as_ref().is_some_and(|m| m.path == hit.file);
+        let table = if from_edge {
+            routes.edge_requests.as_ref()
+        } else {
+            routes.http_be.as_ref().map(|m| &m.table)
+        };
+        let pattern = table.and_then(|t| t.pattern_at(hit.line)).unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "matched:     {}:{}  {pattern}",
+            hit.file.display(),
+            hit.line
+        );
+    }
+}
+
+/// Backend, server for `client` and, in HTTP mode, its sticky cookie.
+fn describe(backend: &Backend, client: IpAddr, out: &mut String) {
     let _ = writeln!(
         out,
         "backend:     {} (termination {}, balance {}, {} servers)",
@@ -104,6 +228,9 @@ pub fn explain(
                 "server:      {} {} weight {} ({how}: client {client})",
                 s.name, s.addr, s.weight
             );
+            if let (Some(name), Some(value)) = (&backend.cookie, backend.cookie_value(i)) {
+                let _ = writeln!(out, "cookie:      {name}={value}");
+            }
         }
         None => {
             let _ = writeln!(
@@ -112,7 +239,6 @@ pub fn explain(
             );
         }
     }
-    (routed, out)
 }
 
 fn line<V>(out: &mut String, label: &str, hit: &Hit, map: &Map<V>) {

@@ -57,6 +57,9 @@ enum Command {
         /// applies when no map line matches); default: the first one.
         #[arg(long)]
         listener: Option<String>,
+        /// In HTTP mode: the request's path (the name is then its Host).
+        #[arg(long)]
+        path: Option<String>,
     },
     /// Start demo TLS servers and a router in front of them, with a
     /// configuration written to a directory you can edit.
@@ -80,7 +83,8 @@ fn main() -> ExitCode {
             sni,
             client,
             listener,
-        } => route(&config, &sni, client, listener.as_deref()),
+            path,
+        } => route(&config, &sni, client, listener.as_deref(), path.as_deref()),
         Command::Run { config, drain } => serve(
             cli.threads,
             || async { Ok((config, None)) },
@@ -137,11 +141,17 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn route(path: &Path, sni: &str, client: IpAddr, listener: Option<&str>) -> ExitCode {
+fn route(
+    path: &Path,
+    sni: &str,
+    client: IpAddr,
+    listener: Option<&str>,
+    request_path: Option<&str>,
+) -> ExitCode {
     let Some(loaded) = load(path) else {
         return ExitCode::FAILURE;
     };
-    let (found, text) = explain::explain(&loaded.snapshot, listener, sni, client);
+    let (found, text) = explain::explain(&loaded.snapshot, listener, sni, request_path, client);
     print!("{text}");
     if found {
         ExitCode::SUCCESS

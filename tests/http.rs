@@ -694,3 +694,37 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
             .supported_schemes()
     }
 }
+
+/// `switchyard route NAME --path P` explains the request decision of HTTP
+/// mode: the map line, the backend, the server and its sticky cookie.
+#[tokio::test]
+async fn route_command_explains_requests() {
+    let s = setup().await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["route", "--config"])
+            .arg(&s.config)
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&["www.http.test", "--path", "/api/users"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("mode:        http"), "{out}");
+    assert!(
+        out.contains("request:     www.http.test/api/users"),
+        "{out}"
+    );
+    assert!(out.contains("os_edge_reencrypt_be.map:1  ^www"), "{out}");
+    assert!(out.contains("backend:     be_edge_http:t:api"), "{out}");
+    assert!(out.contains("cookie:      "), "{out}");
+    let (_, out) = run(&["www.http.test", "--path", "/"]);
+    assert!(out.contains("backend:     be_edge_http:t:web"), "{out}");
+    let (code, out) = run(&["nothing.http.test", "--path", "/"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("503"), "{out}");
+}

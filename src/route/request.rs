@@ -151,6 +151,12 @@ impl<V> RequestTable<V> {
     pub fn entries(&self) -> &[Entry<V>] {
         &self.entries
     }
+
+    /// The pattern written on `line`, for explanations.
+    pub fn pattern_at(&self, line: usize) -> Option<&str> {
+        let i = self.entries.binary_search_by_key(&line, |e| e.line).ok()?;
+        Some(&self.entries[i].pattern)
+    }
 }
 
 impl Matcher {
