@@ -296,12 +296,14 @@ async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["run", "--config", config.to_str().expect("utf-8")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("run");
+    // Killed when the test ends, also when an assertion fails first.
+    let _child = KillOnDrop(child);
     let started = Instant::now();
     while tokio::net::TcpStream::connect(stats).await.is_err() {
         assert!(started.elapsed() < WAIT, "stats port up");
@@ -342,8 +344,6 @@ async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(answer, "new-pod");
 }
 
@@ -364,4 +364,14 @@ async fn http_status(addr: std::net::SocketAddr, path: &str, basic: Option<&str>
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status line")
+}
+
+/// A child process killed and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
