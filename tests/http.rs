@@ -216,7 +216,7 @@ async fn requests_on_one_connection_are_routed_by_path() {
         "x-forwarded-for: 127.0.0.1\r\n",
         "x-forwarded-proto: https\r\n",
         "x-forwarded-host: www.http.test:8443\r\n",
-        "forwarded: for=127.0.0.1;host=www.http.test:8443;proto=https\r\n",
+        "forwarded: for=127.0.0.1;host=\"www.http.test:8443\";proto=https\r\n",
     ] {
         assert!(lower.contains(header), "{header:?} in {body}");
     }
@@ -727,4 +727,42 @@ async fn route_command_explains_requests() {
     let (code, out) = run(&["nothing.http.test", "--path", "/"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("503"), "{out}");
+}
+
+/// Only a host name (or bracketed IPv6 address) with an optional port may
+/// reach the route key and the forwarded headers; the server sees the host
+/// the request was routed by; CONNECT is not proxied.
+#[tokio::test]
+async fn bad_hosts_are_refused_and_the_routed_host_is_sent() {
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    for head in [
+        "GET /x HTTP/1.1\r\nHost: www.http.test/api\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: www.http.test\r\nHost: other.test\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: www.http.test:80, for=1.2.3.4\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: www.http.test:x\r\n\r\n",
+    ] {
+        let mut tls = connect(addr, "www.http.test", &s.front).await;
+        tls.write_all(head.as_bytes()).await.expect("send");
+        let (answer, _) = read_message(&mut tls).await.expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+    }
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    tls.write_all(b"CONNECT www.http.test:443 HTTP/1.1\r\nHost: www.http.test:443\r\n\r\n")
+        .await
+        .expect("send");
+    let (answer, _) = read_message(&mut tls).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+
+    // Absolute-form: routed by its authority, and that is the Host sent on.
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    tls.write_all(b"GET https://www.http.test/api/v1 HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n")
+        .await
+        .expect("send");
+    let (answer, body) = read_message(&mut tls).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(body.starts_with("api\nget /api/v1 http/1.1\r\n"), "{body}");
+    assert!(body.contains("host: www.http.test\r\n"), "{body}");
+    assert!(!body.contains("elsewhere"), "{body}");
 }

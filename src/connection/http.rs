@@ -43,6 +43,12 @@ const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD: u32 = 64 * 1024;
 /// Concurrent streams one h2 client may open.
 const H2_MAX_STREAMS: u32 = 128;
+/// Stale pooled connections one request may skip (twice the pool's size).
+const MAX_STALE: usize = 32;
+/// h2: a PING after this much silence, and the connection closes if the
+/// answer takes longer than the timeout (dead peers do not pin streams).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Idle server connections older than this are not reused.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
@@ -67,6 +73,23 @@ struct Conn {
     /// The listener's default backend, if it serves HTTP: requests no map
     /// line routes go there instead of getting 503.
     fallback: Option<Arc<Backend>>,
+    /// Upgraded requests relayed as tunnels: the connection's task waits
+    /// for them, so they keep its slot and count, and drain waits for them.
+    tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Conn {
+    /// Waits for the tunnels this connection's upgrades became.
+    async fn join_tunnels(&self) {
+        let tunnels: Vec<_> = self
+            .tunnels
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for tunnel in tunnels {
+            let _ = tunnel.await;
+        }
+    }
 }
 
 /// What requests of one connection are routed with.
@@ -108,7 +131,9 @@ pub(super) async fn serve(
         tls: Some((certs, served)),
         https_port: 443,
         fallback,
+        tunnels: Default::default(),
     });
+    let tunnels = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
         async move { Ok::<_, Infallible>(conn.route(req).await) }
@@ -119,7 +144,8 @@ pub(super) async fn serve(
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_STREAMS)
             .max_header_list_size(MAX_HEAD)
-            .keep_alive_interval(None)
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
             .serve_connection(io, service)
             .await
     } else {
@@ -131,6 +157,7 @@ pub(super) async fn serve(
             .with_upgrades()
             .await
     };
+    tunnels.join_tunnels().await;
     match served {
         Ok(()) => log.end("client", "closed (HTTP mode)"),
         Err(e) => log.end("client", &format!("HTTP connection ended: {e}")),
@@ -156,7 +183,9 @@ pub(super) async fn serve_plain(
         tls: None,
         https_port,
         fallback: None,
+        tunnels: Default::default(),
     });
+    let tunnels = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
         async move { Ok::<_, Infallible>(conn.route(req).await) }
@@ -168,6 +197,7 @@ pub(super) async fn serve_plain(
         .serve_connection(TokioIo::new(client), service)
         .with_upgrades()
         .await;
+    tunnels.join_tunnels().await;
     match served {
         Ok(()) => log.end("client", "closed (HTTP mode)"),
         Err(e) => log.end("client", &format!("HTTP connection ended: {e}")),
@@ -180,11 +210,20 @@ impl Conn {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        if method == hyper::Method::CONNECT {
+            let response = page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+                "CONNECT is not proxied.",
+            );
+            self.log(&method, "-", &path, response.status(), None, None, started);
+            return response;
+        }
         let Some(host) = host_of(&req) else {
             let response = page(
                 StatusCode::BAD_REQUEST,
                 "Bad Request",
-                "the request names no host",
+                "the request names no valid host, or more than one",
             );
             self.log(&method, "-", &path, response.status(), None, None, started);
             return response;
@@ -333,7 +372,9 @@ impl Conn {
         let tls = backend.upstream.as_ref().map_or(0, |u| u.fingerprint);
         let mut tried = Vec::new();
         let mut attempts = 0;
-        while attempts <= backend.retries {
+        // Stale pooled connections met on the way: bounded, as the pool is.
+        let mut stale = 0;
+        while attempts <= backend.retries && stale <= 2 * MAX_STALE {
             let chosen = match preferred.take() {
                 Some(i) => Some(i),
                 None => backend.pick(self.peer.ip(), &tried),
@@ -376,7 +417,7 @@ impl Conn {
                         idle: backend.timeouts.tunnel,
                     };
                     if let Some(client_side) = client_side.take() {
-                        tokio::spawn(async move {
+                        let tunnel = tokio::spawn(async move {
                             let _active = active;
                             let _sender = sender;
                             if let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side)
@@ -385,8 +426,19 @@ impl Conn {
                                 crate::relay::relay_streams(client, server, deadlines, None).await;
                             }
                         });
+                        if let Ok(mut tunnels) = self.tunnels.lock() {
+                            tunnels.push(tunnel);
+                        }
                     }
                     response.map(Either::Left)
+                }
+                Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    tracing::warn!(backend = %backend.name, server = %server.name, "101 to a request that asked for no upgrade");
+                    page(
+                        StatusCode::BAD_GATEWAY,
+                        "Bad Gateway",
+                        "the server switched protocols unasked",
+                    )
                 }
                 Ok(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
@@ -420,6 +472,7 @@ impl Conn {
                             tried.push(i);
                             attempts += 1;
                         } else {
+                            stale += 1;
                             preferred = Some(i);
                         }
                         continue;
@@ -510,13 +563,57 @@ where
 
 /// The request's host, lowercased, with its port if it has one: the
 /// authority of an absolute-form target, else `Host` (RFC 9112 §3.2.2).
+/// `None` when it has none, more than one `Host`, or one that is not a
+/// host name or bracketed IPv6 address with an optional port: nothing
+/// else may reach the route key or the forwarded headers.
 fn host_of(req: &Request<Incoming>) -> Option<String> {
     let authority = match req.uri().authority() {
         Some(a) => a.as_str().to_string(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+        None => {
+            let mut hosts = req.headers().get_all(header::HOST).iter();
+            let host = hosts.next()?.to_str().ok()?.to_string();
+            if hosts.next().is_some() {
+                return None;
+            }
+            host
+        }
     };
-    let authority = authority.trim();
-    (!authority.is_empty()).then(|| authority.to_ascii_lowercase())
+    let authority = authority.trim().to_ascii_lowercase();
+    valid_authority(&authority).then_some(authority)
+}
+
+/// `name[:port]` or `[v6]:port`: letters, digits, `-`, `_`, `.` in a name.
+fn valid_authority(authority: &str) -> bool {
+    let (name, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => {
+                if v6.is_empty()
+                    || !v6
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return false;
+                }
+                ("v6", port)
+            }
+            None => return false,
+        },
+        None => match authority.find(':') {
+            Some(i) => (&authority[..i], &authority[i..]),
+            None => (authority, ""),
+        },
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let port_ok = match port.strip_prefix(':') {
+        Some(digits) => {
+            !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => port.is_empty(),
+    };
+    name_ok && port_ok
 }
 
 /// Origin-form target, `Host`, forwarded headers, no hop-by-hop headers.
@@ -542,18 +639,27 @@ fn prepare_request(
     }
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    let client = peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let client = peer.ip().to_canonical().to_string();
+    let joined = |headers: &HeaderMap, name: &str| -> Option<String> {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+    let xff = match joined(headers, "x-forwarded-for") {
         Some(before) => format!("{before}, {client}"),
         None => client.clone(),
     };
-    let node = if peer.is_ipv6() {
+    let node = if peer.ip().to_canonical().is_ipv6() {
         format!("\"[{client}]\"")
     } else {
         client
     };
-    let forwarded = format!("for={node};host={host};proto={proto}");
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+    // RFC 7239: a host with a port or brackets is a quoted-string.
+    let forwarded = format!("for={node};host=\"{host}\";proto={proto}");
+    let forwarded = match joined(headers, "forwarded") {
         Some(before) => format!("{before}, {forwarded}"),
         None => forwarded,
     };
@@ -572,9 +678,9 @@ fn prepare_request(
     } else {
         headers.remove("x-forwarded-proto-version");
     }
-    if !headers.contains_key(header::HOST) {
-        set(headers, "host", host.to_string());
-    }
+    // The server sees the host the request was routed by (RFC 9112
+    // §3.2.2: an absolute-form target or h2 :authority wins over Host).
+    set(headers, "host", host.to_string());
 }
 
 /// `host[:port]` without the port (an IPv6 literal keeps its brackets).
@@ -646,7 +752,12 @@ fn set_cookie(headers: &mut HeaderMap, name: &str, value: &str, tls: bool) {
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         headers.append(header::SET_COOKIE, v);
     }
-    if !headers.contains_key(header::CACHE_CONTROL) {
+    // A shared cache must not keep one client's cookie for others.
+    let public = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("public"));
+    if public || !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
 }
@@ -654,6 +765,11 @@ fn set_cookie(headers: &mut HeaderMap, name: &str, value: &str, tls: bool) {
 /// Removes the headers that describe one hop (RFC 9110 §7.6.1), including
 /// those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // A length beside Transfer-Encoding is not the body's length: hyper
+    // frames what is forwarded itself (RFC 9112 §6.3).
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

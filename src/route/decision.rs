@@ -157,7 +157,8 @@ impl Snapshot {
     /// Stage two, in HTTP mode: the backend for a request whose lowercased
     /// `host[:port]` is `host` and whose path (no query) is `path`, from
     /// `os_edge_reencrypt_be.map`, first match wins. `None` when no line
-    /// matches or the line's backend does not serve HTTP (then 503).
+    /// matches or the line's backend does not serve HTTP (then the
+    /// listener's HTTP default backend, or 503).
     pub fn decide_request(&self, host: &str, path: &str) -> Option<Decision> {
         let table = self.routes.edge_requests.as_ref()?;
         let map = self.routes.edge.as_ref()?;

@@ -53,6 +53,8 @@ impl Upstream {
             |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
         let mut h = std::hash::DefaultHasher::new();
         verify_host.hash(&mut h);
+        // TLS 1.3 only or not: a pooled connection must not outlive that.
+        versions.len().hash(&mut h);
         let builder = match verify {
             Verify::CaFile(path) => {
                 let bytes = read(path)?;
