@@ -78,6 +78,15 @@ pub enum Mode {
     Http,
 }
 
+/// What HTTP mode does with the client's forwarded headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Forwarded {
+    Append,
+    Replace,
+    IfNone,
+    Never,
+}
+
 /// Timeouts of one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -232,6 +241,10 @@ pub struct Backend {
     pub mode: Mode,
     /// HTTP mode: the sticky cookie's name, `None` when turned off.
     pub cookie: Option<Box<str>>,
+    /// HTTP mode: forwarded-header policy.
+    pub forwarded: Forwarded,
+    /// HTTP mode on TLS: `Strict-Transport-Security` set on responses.
+    pub hsts: Option<hyper::header::HeaderValue>,
     pub algorithm: Algorithm,
     pub servers: Vec<Server>,
     pub timeouts: Timeouts,
@@ -279,6 +292,8 @@ impl Backend {
             termination,
             mode: Mode::Tcp,
             cookie: None,
+            forwarded: Forwarded::Append,
+            hsts: None,
             algorithm,
             servers,
             timeouts,

@@ -766,3 +766,63 @@ async fn bad_hosts_are_refused_and_the_routed_host_is_sent() {
     assert!(body.contains("host: www.http.test\r\n"), "{body}");
     assert!(!body.contains("elsewhere"), "{body}");
 }
+
+/// Forwarded-header policies per backend, and HSTS on TLS routes.
+#[tokio::test]
+async fn forwarded_policies_and_hsts() {
+    let s = setup().await;
+    let text = std::fs::read_to_string(&s.config).expect("read")
+        .replace(
+            "name = \"be_edge_http:t:api\"\ntermination = \"edge\"\nmode = \"http\"\n",
+            "name = \"be_edge_http:t:api\"\ntermination = \"edge\"\nmode = \"http\"\nforwarded = \"replace\"\nhsts = \"max-age=600\"\n",
+        )
+        .replace(
+            "name = \"be_edge_http:t:web\"\ntermination = \"edge\"\nmode = \"http\"\n",
+            "name = \"be_edge_http:t:web\"\ntermination = \"edge\"\nmode = \"http\"\nforwarded = \"if-none\"\n",
+        );
+    std::fs::write(&s.config, text).expect("write");
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let request = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: www.http.test\r\nX-Forwarded-For: 192.0.2.9\r\nX-Forwarded-Proto: gopher\r\n\r\n")
+    };
+    tls.write_all(request("/api").as_bytes())
+        .await
+        .expect("send");
+    let (head, body) = read_message(&mut tls).await.expect("answer");
+    let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(
+        body.contains("x-forwarded-for: 127.0.0.1\r\n"),
+        "replace: {body}"
+    );
+    assert!(
+        body.contains("x-forwarded-proto: https\r\n"),
+        "replace: {body}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=600\r\n"),
+        "{head}"
+    );
+    tls.write_all(request("/").as_bytes()).await.expect("send");
+    let (head, body) = read_message(&mut tls).await.expect("answer");
+    let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(
+        body.contains("x-forwarded-for: 192.0.2.9\r\n"),
+        "if-none: {body}"
+    );
+    assert!(
+        body.contains("x-forwarded-proto: gopher\r\n"),
+        "if-none: {body}"
+    );
+    assert!(
+        body.contains("x-forwarded-host: www.http.test\r\n"),
+        "if-none adds the missing: {body}"
+    );
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "{head}"
+    );
+}

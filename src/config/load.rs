@@ -15,7 +15,7 @@ use super::problem::{Problem, Problems, Source};
 pub(super) use super::raw;
 use super::raw::{RawBackend, RawBackendFile, RawConfig, RawDefaults, RawListener};
 use super::{duration, ListenerSpec, Protocol, Snapshot};
-use crate::backend::{Backend, Mode, Server, ServerState, Termination, Timeouts};
+use crate::backend::{Backend, Forwarded, Mode, Server, ServerState, Termination, Timeouts};
 use crate::balance::Algorithm;
 use crate::client_hello;
 use crate::route::map_file;
@@ -420,6 +420,29 @@ impl Context {
         backend.upstream = upstream;
         backend.mode = self.mode(src, &raw, termination);
         backend.cookie = self.cookie(src, &raw, &backend.name, backend.mode);
+        if let Some(f) = &raw.forwarded {
+            backend.forwarded = match f.get_ref().as_str() {
+                "append" => Forwarded::Append,
+                "replace" => Forwarded::Replace,
+                "if-none" => Forwarded::IfNone,
+                "never" => Forwarded::Never,
+                other => {
+                    let m =
+                        format!("forwarded `{other}`: expected append, replace, if-none or never");
+                    self.error(src, f.span(), m);
+                    Forwarded::Append
+                }
+            };
+        }
+        if let Some(h) = &raw.hsts {
+            match hyper::header::HeaderValue::from_str(h.get_ref()) {
+                Ok(v) if h.get_ref().starts_with("max-age=") => backend.hsts = Some(v),
+                _ => {
+                    let m = format!("hsts `{}`: expected a header value such as \"max-age=31536000; includeSubDomains\"", h.get_ref());
+                    self.error(src, h.span(), m);
+                }
+            }
+        }
         backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
         if let Some(t) = self.carried.traffic.get(&backend.name) {
             backend.traffic = Arc::clone(&t.0);

@@ -148,6 +148,10 @@ pub struct RawBackend {
     /// HTTP mode: sticky cookie on (default) or off, and its name.
     pub cookie: Option<Spanned<bool>>,
     pub cookie_name: Option<Spanned<String>>,
+    /// `append` (default), `replace`, `if-none` or `never`.
+    pub forwarded: Option<Spanned<String>>,
+    /// `Strict-Transport-Security` value for responses on TLS routes.
+    pub hsts: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub server_timeout: Option<Spanned<String>>,

@@ -32,7 +32,7 @@ use tokio_rustls::TlsConnector;
 
 use super::{connect_one, terminate};
 use crate::access_log::AccessLog;
-use crate::backend::{ActiveGuard, Backend};
+use crate::backend::{ActiveGuard, Backend, Forwarded};
 use crate::route::PlainDecision;
 use crate::shared::Shared;
 use crate::tls::{CertStore, Served, ServerSide};
@@ -352,8 +352,14 @@ impl Conn {
             upgrade_of(req.headers())
         };
         let mut client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let proto = if self.tls.is_some() { "https" } else { "http" };
-        prepare_request(&mut req, self.peer, host, self.local_port, proto, self.h2);
+        let hop = Hop {
+            peer: self.peer,
+            host,
+            port: self.local_port,
+            proto: if self.tls.is_some() { "https" } else { "http" },
+            h2: self.h2,
+        };
+        prepare_request(&mut req, &hop, backend.forwarded);
         if let Some(protocol) = &upgrade {
             let headers = req.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -442,6 +448,11 @@ impl Conn {
                 }
                 Ok(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
+                    if let (Some(hsts), Some(_)) = (&backend.hsts, &self.tls) {
+                        response
+                            .headers_mut()
+                            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                    }
                     if let Some((name, given)) = &sticky {
                         let value = backend.cookie_value(i);
                         if value.is_some() && given.as_deref() != value.as_deref() {
@@ -617,14 +628,7 @@ fn valid_authority(authority: &str) -> bool {
 }
 
 /// Origin-form target, `Host`, forwarded headers, no hop-by-hop headers.
-fn prepare_request(
-    req: &mut Request<Incoming>,
-    peer: SocketAddr,
-    host: &str,
-    port: u16,
-    proto: &str,
-    h2: bool,
-) {
+fn prepare_request(req: &mut Request<Incoming>, hop: &Hop<'_>, policy: Forwarded) {
     // Servers are spoken to in HTTP/1.1, whatever the client speaks.
     *req.version_mut() = hyper::Version::HTTP_11;
     if req.uri().authority().is_some() {
@@ -639,7 +643,39 @@ fn prepare_request(
     }
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    let client = peer.ip().to_canonical().to_string();
+    // The server sees the host the request was routed by (RFC 9112
+    // §3.2.2: an absolute-form target or h2 :authority wins over Host).
+    if let Ok(v) = HeaderValue::from_str(hop.host) {
+        headers.insert(header::HOST, v);
+    }
+    forwarded_headers(headers, hop, policy);
+}
+
+/// What the forwarded headers say about one hop.
+struct Hop<'a> {
+    peer: SocketAddr,
+    host: &'a str,
+    port: u16,
+    proto: &'a str,
+    h2: bool,
+}
+
+/// `X-Forwarded-For/-Host/-Port/-Proto/-Proto-Version` and `Forwarded`,
+/// under the backend's policy: `append` adds this hop to what the client
+/// sent (and sets the others), `replace` sends only this hop, `if-none`
+/// sets each header the client did not send, `never` leaves them as sent.
+fn forwarded_headers(headers: &mut HeaderMap, hop: &Hop<'_>, policy: Forwarded) {
+    if policy == Forwarded::Never {
+        return;
+    }
+    let client = hop.peer.ip().to_canonical().to_string();
+    let node = if hop.peer.ip().to_canonical().is_ipv6() {
+        format!("\"[{client}]\"")
+    } else {
+        client.clone()
+    };
+    // RFC 7239: a host with a port or brackets is a quoted-string.
+    let this_hop = format!("for={node};host=\"{}\";proto={}", hop.host, hop.proto);
     let joined = |headers: &HeaderMap, name: &str| -> Option<String> {
         let values: Vec<&str> = headers
             .get_all(name)
@@ -648,39 +684,38 @@ fn prepare_request(
             .collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
-    let xff = match joined(headers, "x-forwarded-for") {
-        Some(before) => format!("{before}, {client}"),
-        None => client.clone(),
-    };
-    let node = if peer.ip().to_canonical().is_ipv6() {
-        format!("\"[{client}]\"")
-    } else {
-        client
-    };
-    // RFC 7239: a host with a port or brackets is a quoted-string.
-    let forwarded = format!("for={node};host=\"{host}\";proto={proto}");
-    let forwarded = match joined(headers, "forwarded") {
-        Some(before) => format!("{before}, {forwarded}"),
-        None => forwarded,
-    };
-    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
+    let mut ours: Vec<(&'static str, String)> = vec![
+        ("x-forwarded-host", hop.host.to_string()),
+        ("x-forwarded-port", hop.port.to_string()),
+        ("x-forwarded-proto", hop.proto.to_string()),
+    ];
+    if hop.h2 {
+        ours.push(("x-forwarded-proto-version", "h2".into()));
+    } else if policy != Forwarded::IfNone {
+        headers.remove("x-forwarded-proto-version");
+    }
+    match policy {
+        Forwarded::Append => {
+            let xff = joined(headers, "x-forwarded-for")
+                .map_or(client.clone(), |b| format!("{b}, {client}"));
+            let fwd = joined(headers, "forwarded")
+                .map_or(this_hop.clone(), |b| format!("{b}, {this_hop}"));
+            ours.push(("x-forwarded-for", xff));
+            ours.push(("forwarded", fwd));
+        }
+        _ => {
+            ours.push(("x-forwarded-for", client));
+            ours.push(("forwarded", this_hop));
+        }
+    }
+    for (name, value) in ours {
+        if policy == Forwarded::IfNone && headers.contains_key(name) {
+            continue;
+        }
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), v);
         }
-    };
-    set(headers, "x-forwarded-for", xff);
-    set(headers, "x-forwarded-host", host.to_string());
-    set(headers, "x-forwarded-port", port.to_string());
-    set(headers, "x-forwarded-proto", proto.into());
-    set(headers, "forwarded", forwarded);
-    if h2 {
-        set(headers, "x-forwarded-proto-version", "h2".into());
-    } else {
-        headers.remove("x-forwarded-proto-version");
     }
-    // The server sees the host the request was routed by (RFC 9112
-    // §3.2.2: an absolute-form target or h2 :authority wins over Host).
-    set(headers, "host", host.to_string());
 }
 
 /// `host[:port]` without the port (an IPv6 literal keeps its brackets).
