@@ -826,3 +826,71 @@ async fn forwarded_policies_and_hsts() {
         "{head}"
     );
 }
+
+/// Responses are counted per backend and server by class, with the
+/// OpenShift labels: `haproxy_backend_http_responses_total{code}`.
+#[tokio::test]
+async fn responses_are_counted_by_class() {
+    let s = setup().await;
+    let (router, addr) = start(&s.config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stats = listener.local_addr().expect("addr");
+    let config = switchyard::config::StatsConfig {
+        bind: Some(stats),
+        credentials: None,
+    };
+    let status = Arc::new(switchyard::reload::Status::default());
+    tokio::spawn(switchyard::stats::serve(
+        listener,
+        Arc::clone(&router),
+        status,
+        config,
+    ));
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    for _ in 0..3 {
+        let (code, _, _) = get(&mut tls, "www.http.test", "/").await;
+        assert_eq!(code, 200);
+    }
+    let mut scrape = tokio::net::TcpStream::connect(stats).await.expect("stats");
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut text = String::new();
+    scrape.read_to_string(&mut text).await.expect("metrics");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let parsed =
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("parse");
+    let value = |metric: &str, labels: &[(&str, &str)]| {
+        parsed
+            .samples
+            .iter()
+            .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => -1.0,
+            })
+    };
+    let web = [("route", "web"), ("namespace", "t"), ("code", "2xx")];
+    assert_eq!(
+        value("haproxy_backend_http_responses_total", &web),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            "haproxy_server_http_responses_total",
+            &[("route", "web"), ("code", "2xx")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            "haproxy_backend_http_responses_total",
+            &[("route", "web"), ("code", "5xx")]
+        ),
+        Some(0.0)
+    );
+}

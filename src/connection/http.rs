@@ -284,6 +284,11 @@ impl Conn {
             }
         };
         let (response, server) = self.forward(&backend, &host, req).await;
+        let status = response.status().as_u16();
+        backend.traffic.response(status);
+        if let Some(s) = server.and_then(|i| backend.servers.get(i)) {
+            s.state.traffic.response(status);
+        }
         let server = server.and_then(|i| backend.servers.get(i));
         let server = server.map(|s| format!("{} {}", s.name, s.addr));
         let status = response.status();

@@ -20,7 +20,13 @@ pub struct Traffic {
     pub bytes_out: AtomicU64,
     /// Connections that ended in an error (connect, handshake, reset, timeout).
     pub errors: AtomicU64,
+    /// HTTP mode: responses by class (1xx … 5xx, other), as
+    /// `http_responses_total{code}`.
+    pub responses: [AtomicU64; 6],
 }
+
+/// The `code` labels of `responses`, in order.
+pub const RESPONSE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 impl Traffic {
     pub fn record(&self, bytes_in: u64, bytes_out: u64, error: bool) {
@@ -30,6 +36,20 @@ impl Traffic {
         if error {
             self.errors.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts one HTTP response with `status`.
+    pub fn response(&self, status: u16) {
+        let class = match status {
+            100..=599 => usize::from(status / 100) - 1,
+            _ => 5,
+        };
+        self.responses[class].fetch_add(1, Relaxed);
+    }
+
+    /// Responses per class, in the order of `RESPONSE_CLASSES`.
+    pub fn responses(&self) -> [u64; 6] {
+        std::array::from_fn(|i| self.responses[i].load(Relaxed))
     }
 
     pub fn get(&self) -> (u64, u64, u64, u64) {

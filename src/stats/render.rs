@@ -59,6 +59,8 @@ pub struct BackendReport {
     pub bytes_out: u64,
     pub errors: u64,
     pub verify_failures: u64,
+    /// HTTP mode: responses by class (`1xx` … `5xx`, `other`).
+    pub http_responses: [u64; 6],
     pub servers: Vec<ServerReport>,
 }
 
@@ -74,6 +76,8 @@ pub struct ServerReport {
     pub bytes_out: u64,
     pub errors: u64,
     pub check_failures: u64,
+    /// HTTP mode: responses by class.
+    pub http_responses: [u64; 6],
     pub last_check: String,
     pub since_change_seconds: Option<u64>,
 }
@@ -125,6 +129,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
                         bytes_out,
                         errors,
                         check_failures: s.state.health.check_failures.load(Relaxed),
+                        http_responses: s.state.traffic.responses(),
                         last_check: s.state.health.last(),
                         since_change_seconds: s.state.health.since_change(),
                     }
@@ -142,6 +147,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
                 bytes_out,
                 errors,
                 verify_failures: b.verify_failures.load(Relaxed),
+                http_responses: b.traffic.responses(),
                 servers,
             }
         })
@@ -218,6 +224,11 @@ fn record(r: &Report) {
         counter!("haproxy_backend_bytes_out_total", &l).absolute(b.bytes_out);
         counter!("haproxy_backend_connection_errors_total", &l).absolute(b.errors);
         counter!("switchyard_backend_verify_failures_total", &l).absolute(b.verify_failures);
+        http_responses(
+            "haproxy_backend_http_responses_total",
+            &l,
+            &b.http_responses,
+        );
         for s in &b.servers {
             let l = super::labels::server(&b.name, &s.name);
             gauge!("haproxy_server_up", &l).set(if s.up { 1.0 } else { 0.0 });
@@ -228,6 +239,7 @@ fn record(r: &Report) {
             counter!("haproxy_server_bytes_out_total", &l).absolute(s.bytes_out);
             counter!("haproxy_server_connection_errors_total", &l).absolute(s.errors);
             counter!("haproxy_server_check_failures_total", &l).absolute(s.check_failures);
+            http_responses("haproxy_server_http_responses_total", &l, &s.http_responses);
         }
     }
     counter!("switchyard_reloads_total").absolute(r.reload.applied);
@@ -253,6 +265,19 @@ fn record(r: &Report) {
         if let Some(days) = c.expires_in_days {
             gauge!("switchyard_certificate_expiry_days", "path" => c.path.clone()).set(days);
         }
+    }
+}
+
+/// `http_responses_total{code}` for one backend or server, only once it
+/// has served HTTP (TCP-mode backends get no such series).
+fn http_responses(name: &'static str, labels: &[(&'static str, String)], counts: &[u64; 6]) {
+    if counts.iter().all(|&n| n == 0) {
+        return;
+    }
+    for (code, n) in super::counters::RESPONSE_CLASSES.iter().zip(counts) {
+        let mut l = labels.to_vec();
+        l.push(("code", (*code).to_string()));
+        metrics::counter!(name, &l).absolute(*n);
     }
 }
 
