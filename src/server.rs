@@ -204,6 +204,7 @@ impl Router {
     /// connections to end, and returns how many were still open.
     pub async fn shutdown(&self, deadline: Duration) -> usize {
         self.draining.store(true, Ordering::Relaxed);
+        self.shared.begin_drain();
         self.checks.lock().unwrap_or_else(|p| p.into_inner()).stop();
         let handles: Vec<ListenerHandle> = self.lock_listeners().drain().map(|(_, h)| h).collect();
         for handle in handles {

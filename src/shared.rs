@@ -21,6 +21,9 @@ pub struct Shared {
     open: AtomicUsize,
     /// The generation of every snapshot applied.
     applied: watch::Sender<u64>,
+    /// Turns true when the router starts draining: HTTP connections then
+    /// finish their requests and close (Connection: close, h2 GOAWAY).
+    drain: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -30,6 +33,7 @@ impl Shared {
             current: ArcSwap::new(snapshot),
             open: AtomicUsize::new(0),
             applied: watch::Sender::new(generation),
+            drain: watch::Sender::new(false),
         }
     }
 
@@ -49,6 +53,16 @@ impl Shared {
     /// value seen first is the current one.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// Resolves-to-true receiver of the drain signal.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+
+    /// Tells open connections that the router is draining.
+    pub(crate) fn begin_drain(&self) {
+        self.drain.send_replace(true);
     }
 
     /// Connections open now.

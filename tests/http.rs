@@ -894,3 +894,27 @@ async fn responses_are_counted_by_class() {
         Some(0.0)
     );
 }
+
+/// On shutdown, HTTP connections finish and close instead of holding the
+/// drain until its deadline: an idle keep-alive connection is closed and
+/// the router reports none left.
+#[tokio::test]
+async fn draining_closes_idle_keep_alive_connections() {
+    let s = setup().await;
+    let (router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(router.open_connections(), 1);
+    let started = std::time::Instant::now();
+    let left = router.shutdown(std::time::Duration::from_secs(10)).await;
+    assert_eq!(left, 0, "no connection left at the end of the drain");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the keep-alive connection was closed, not waited for: {:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the client sees the close");
+}

@@ -92,6 +92,31 @@ impl Conn {
     }
 }
 
+/// Drives a hyper connection to its end; when the router starts draining,
+/// asks it to shut down gracefully (in-flight requests finish, HTTP/1.1
+/// answers `Connection: close`, h2 sends GOAWAY) and goes on driving it.
+macro_rules! until_drained {
+    ($connection:expr, $drain:expr) => {{
+        let connection = $connection;
+        tokio::pin!(connection);
+        let mut asked = *$drain.borrow();
+        if asked {
+            connection.as_mut().graceful_shutdown();
+        }
+        loop {
+            tokio::select! {
+                done = connection.as_mut() => break done,
+                changed = $drain.wait_for(|d| *d), if !asked => {
+                    asked = true;
+                    if changed.is_ok() {
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }};
+}
+
 /// What requests of one connection are routed with.
 pub(super) struct Routing {
     pub shared: Arc<Shared>,
@@ -114,6 +139,7 @@ pub(super) async fn serve(
         fallback,
         peer,
     } = routing;
+    let shared_drain = shared.draining();
     let local_port = client.local_addr().map_or(443, |a| a.port());
     let offer: [&[u8]; 2] = [b"h2", b"http/1.1"];
     let certs = Arc::clone(&tls.certs);
@@ -139,23 +165,24 @@ pub(super) async fn serve(
         async move { Ok::<_, Infallible>(conn.route(req).await) }
     });
     let io = TokioIo::new(stream);
+    let mut drain = shared_drain;
     let served = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_STREAMS)
             .max_header_list_size(MAX_HEAD)
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT)
-            .serve_connection(io, service)
-            .await
+            .serve_connection(io, service);
+        until_drained!(connection, drain)
     } else {
-        hyper::server::conn::http1::Builder::new()
+        let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(REQUEST_HEAD_TIMEOUT)
             .max_buf_size(MAX_HEAD as usize)
             .serve_connection(io, service)
-            .with_upgrades()
-            .await
+            .with_upgrades();
+        until_drained!(connection, drain)
     };
     tunnels.join_tunnels().await;
     match served {
@@ -174,6 +201,7 @@ pub(super) async fn serve_plain(
     log: &mut AccessLog,
 ) {
     let local_port = client.local_addr().map_or(80, |a| a.port());
+    let shared_drain = shared.draining();
     let conn = Arc::new(Conn {
         shared,
         peer,
@@ -190,13 +218,14 @@ pub(super) async fn serve_plain(
         let conn = Arc::clone(&conn);
         async move { Ok::<_, Infallible>(conn.route(req).await) }
     });
-    let served = hyper::server::conn::http1::Builder::new()
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(REQUEST_HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD as usize)
         .serve_connection(TokioIo::new(client), service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    let mut drain = shared_drain;
+    let served = until_drained!(connection, drain);
     tunnels.join_tunnels().await;
     match served {
         Ok(()) => log.end("client", "closed (HTTP mode)"),
