@@ -209,3 +209,27 @@ fn demo_banner_only_after_the_port_is_bound() {
     assert!(stderr.contains("cannot bind"), "{stderr}");
     assert!(!stderr.contains("is listening on"), "{stderr}");
 }
+
+/// `check` says, per line, that a path route in an SNI-only map can never
+/// route a connection; in the edge map path routes serve requests.
+#[test]
+fn check_flags_path_routes_in_sni_maps() {
+    let dir = ConfigDir::new();
+    dir.write(
+        "maps/os_tcp_be.map",
+        "^a\\.test\\.?(:[0-9]+)?(/.*)?$ be_tcp:t:a\n^a\\.test\\.?(:[0-9]+)?/api(/.*)?$ be_tcp:t:a\n",
+    );
+    dir.write("maps/os_sni_passthrough.map", "^a\\.test$ 1\n");
+    let config = dir.main(
+        "",
+        "[stats]\nenabled = false\n[[backend]]\nname = \"be_tcp:t:a\"\nservers = [{ name = \"s\", address = \"127.0.0.1:9\" }]\n",
+    );
+    let out = switchyard(&["check", "--config", config.to_str().expect("utf-8")]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "warnings only: {stderr}");
+    assert!(
+        stderr.contains("os_tcp_be.map:2: warning: this line cannot match a server name"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("os_tcp_be.map:1: warning"), "{stderr}");
+}

@@ -44,6 +44,10 @@ impl DemoProcess {
 }
 
 fn https_get(listen: SocketAddr, ca: &Path, host: &str) -> String {
+    https_get_path(listen, ca, host, "/")
+}
+
+fn https_get_path(listen: SocketAddr, ca: &Path, host: &str, path: &str) -> String {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
         roots.add(cert.expect("pem")).expect("root");
@@ -56,7 +60,7 @@ fn https_get(listen: SocketAddr, ca: &Path, host: &str) -> String {
     let mut tcp = TcpStream::connect(listen).expect("connect");
     tcp.set_read_timeout(Some(common::WAIT)).expect("timeout");
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     if tls.write_all(request.as_bytes()).is_err() {
         return String::new(); // closed: no route
     }
@@ -128,6 +132,23 @@ fn demo_serves_its_routes_and_stops_cleanly() {
             "curl: {body} {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // h2 through the edge route, as the printed command does.
+        let version = Command::new("curl")
+            .arg("--version")
+            .output()
+            .expect("curl");
+        if String::from_utf8_lossy(&version.stdout).contains("HTTP2") {
+            let out = Command::new("curl")
+                .args(["-sS", "--http2", "--max-time", "10", "-o", "/dev/null"])
+                .args(["-w", "%{http_version} %{http_code}"])
+                .args(["--cacert", ca.to_str().expect("utf-8")])
+                .args(["--resolve", &format!("edge.demo.test:{port}:127.0.0.1")])
+                .arg(format!("https://edge.demo.test:{port}/api/x"))
+                .output()
+                .expect("curl");
+            let written = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(written, "2 200", "{}", String::from_utf8_lossy(&out.stderr));
+        }
     } else {
         eprintln!("curl not installed: the curl check did not run");
     }
@@ -175,6 +196,11 @@ fn demo_serves_its_routes_and_stops_cleanly() {
     assert!(
         edge.contains("Hello from web-plain: this request reached me over plaintext"),
         "{edge}"
+    );
+    let api = https_get_path(demo.listen, &ca, "edge.demo.test", "/api/hello");
+    assert!(
+        api.contains("Hello from api-plain: this request reached me over plaintext"),
+        "the /api path route: {api}"
     );
     let secure = https_get(demo.listen, &ca, "secure.demo.test");
     assert!(

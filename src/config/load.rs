@@ -162,7 +162,7 @@ impl Context {
                 })
             }),
             edge: raw.maps.edge_reencrypt_be.as_ref().and_then(|p| {
-                self.map(&base.join(p.get_ref()), |value, _| {
+                self.map_for_requests(&base.join(p.get_ref()), |value, _| {
                     let kinds = [Termination::Edge, Termination::Reencrypt];
                     backend_of(value, &names, &backends, &kinds)
                 })
@@ -583,6 +583,25 @@ impl Context {
         path: &Path,
         value: impl Fn(&str, usize) -> Result<V, String>,
     ) -> Option<Map<V>> {
+        self.map_keyed(path, value, true)
+    }
+
+    /// A map whose lines also route requests (HTTP mode): path routes are
+    /// legitimate there, so no warning that they cannot match an SNI.
+    fn map_for_requests<V>(
+        &mut self,
+        path: &Path,
+        value: impl Fn(&str, usize) -> Result<V, String>,
+    ) -> Option<Map<V>> {
+        self.map_keyed(path, value, false)
+    }
+
+    fn map_keyed<V>(
+        &mut self,
+        path: &Path,
+        value: impl Fn(&str, usize) -> Result<V, String>,
+        sni_only: bool,
+    ) -> Option<Map<V>> {
         let text = self.read(path)?;
         let (lines, line_errors) = map_file::parse(&text);
         let problem = |line, message| Problem {
@@ -615,7 +634,7 @@ impl Context {
         for e in pattern_errors {
             self.errors.push(problem(e.line, e.message));
         }
-        for &line in table.never_lines() {
+        for &line in table.never_lines().iter().filter(|_| sni_only) {
             let m = "this line cannot match a server name (it needs `/`, `:` or another character host names never hold): it is not used to route connections by SNI".to_string();
             self.warnings.push(problem(line, m));
         }

@@ -37,6 +37,7 @@ pub async fn prepare(dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result
     let web1 = servers::web(Arc::clone(&web_config), "web-1").await?;
     let web2 = servers::web(web_config, "web-2").await?;
     let plain = servers::web_plain("web-plain").await?;
+    let api = servers::web_plain("api-plain").await?;
     write(&dir, "certs/demo-ca.pem", &certs.ca_pem)?;
     // The router presents the same demo certificate (chain and key in one file).
     let server_pem = format!("{}{}", certs.server_pem, certs.server_key_pem);
@@ -45,7 +46,7 @@ pub async fn prepare(dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result
     write(
         &dir,
         "backends.toml",
-        &backends_toml(echo, web1, web2, plain),
+        &backends_toml(echo, web1, web2, plain, api),
     )?;
     write(&dir, "maps/os_tcp_be.map", TCP_BE_MAP)?;
     write(&dir, "maps/os_edge_reencrypt_be.map", EDGE_REENCRYPT_MAP)?;
@@ -73,7 +74,10 @@ pub fn instructions(demo: &Demo, listen: SocketAddr) -> String {
     let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve web.demo.test:{port}:{ip} https://web.demo.test:{port}/");
     let _ = writeln!(s, "  openssl s_client -connect {listen} -servername echo.demo.test -quiet   # type a line: it comes back");
     let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve edge.demo.test:{port}:{ip} https://edge.demo.test:{port}/     # edge");
+    let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve edge.demo.test:{port}:{ip} https://edge.demo.test:{port}/api/hello   # /api: another server");
+    let _ = writeln!(s, "  curl --http2 -sv --cacert {dir}/certs/demo-ca.pem --resolve edge.demo.test:{port}:{ip} https://edge.demo.test:{port}/ 2>&1 | grep '< HTTP'   # h2");
     let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve secure.demo.test:{port}:{ip} https://secure.demo.test:{port}/ # re-encrypt");
+    let _ = writeln!(s, "  curl -k --resolve nothing.demo.test:{port}:{ip} https://nothing.demo.test:{port}/   # no route: the 503 page");
     let _ = writeln!(
         s,
         "  {exe} route --config {} web.demo.test --client 203.0.113.7",
@@ -90,12 +94,13 @@ pub fn instructions(demo: &Demo, listen: SocketAddr) -> String {
     );
     let _ = writeln!(
         s,
-        "edge.demo.test is terminated here and forwarded as plaintext; secure.demo.test is"
+        "edge.demo.test is terminated here and each request routed by path (/api to api-plain,"
     );
     let _ = writeln!(
         s,
-        "terminated and re-encrypted to web-1, verified as web.demo.test."
+        "the rest to web-plain) over plaintext; secure.demo.test is terminated and re-encrypted"
     );
+    let _ = writeln!(s, "to web-1, verified as web.demo.test.");
     let _ = writeln!(
         s,
         "Add a line to {dir}/maps/os_tcp_be.map and the new name is routed within a second."
@@ -150,6 +155,7 @@ fn backends_toml(
     web1: SocketAddr,
     web2: SocketAddr,
     plain: SocketAddr,
+    api: SocketAddr,
 ) -> String {
     format!(
         r#"# Demo backends: TLS servers started by the demo on loopback.
@@ -168,10 +174,17 @@ servers = [
   {{ name = "web-2", address = "{web2}", weight = 256 }},
 ]
 
+# Edge and re-encrypt backends are served in HTTP mode: each request is
+# routed by Host and path through os_edge_reencrypt_be.map.
 [[backend]]
 name = "be_edge_http:demo:plain"
 termination = "edge"
 servers = [{{ name = "web-plain", address = "{plain}" }}]
+
+[[backend]]
+name = "be_edge_http:demo:api"
+termination = "edge"
+servers = [{{ name = "api-plain", address = "{api}" }}]
 
 # Re-encrypt: the servers are dialed by IP; their certificate is checked
 # against verify_host and the demo CA.
@@ -190,11 +203,12 @@ const TCP_BE_MAP: &str = r"# SNI regex -> passthrough backend, first match wins.
 ^web\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_tcp:demo:web
 ";
 
-const EDGE_REENCRYPT_MAP: &str = r"# SNI regex -> edge or re-encrypt backend, first match wins.
+const EDGE_REENCRYPT_MAP: &str = r"# Host + path regex -> edge or re-encrypt backend, first match wins.
+^edge\.demo\.test\.?(:[0-9]+)?/api(/.*)?$ be_edge_http:demo:api
 ^edge\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_edge_http:demo:plain
 ^secure\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_secure:demo:web
 ";
 
 const CERT_CONFIG: &str = "# crt-list: <pem (chain and key)> [alpn …] <SNI filters>
-certs/demo-server.pem [alpn http/1.1] edge.demo.test secure.demo.test
+certs/demo-server.pem [alpn h2,http/1.1] edge.demo.test secure.demo.test
 ";
