@@ -602,41 +602,12 @@ impl Context {
         value: impl Fn(&str, usize) -> Result<V, String>,
         sni_only: bool,
     ) -> Option<Map<V>> {
-        let text = self.read(path)?;
-        let (lines, line_errors) = map_file::parse(&text);
-        let problem = |line, message| Problem {
-            file: path.to_path_buf(),
-            line: Some(line),
-            message,
-        };
-        for e in line_errors {
-            self.errors.push(problem(e.line, e.message));
-        }
-        let mut entries = Vec::with_capacity(lines.len());
-        for l in lines {
-            if !l.pattern.starts_with('^') || !l.pattern.ends_with('$') {
-                let m = format!(
-                    "`{}` is not anchored with ^…$: it matches any name that contains it",
-                    l.pattern
-                );
-                self.warnings.push(problem(l.line, m));
-            }
-            match value(&l.value, l.line) {
-                Ok(v) => entries.push(Entry {
-                    line: l.line,
-                    pattern: l.pattern,
-                    value: v,
-                }),
-                Err(m) => self.errors.push(problem(l.line, m)),
-            }
-        }
+        let entries = self.map_entries(path, value)?;
         let (table, pattern_errors) = Table::build(entries);
-        for e in pattern_errors {
-            self.errors.push(problem(e.line, e.message));
-        }
+        self.pattern_problems(path, pattern_errors);
         for &line in table.never_lines().iter().filter(|_| sni_only) {
             let m = "this line cannot match a server name (it needs `/`, `:` or another character host names never hold): it is not used to route connections by SNI".to_string();
-            self.warnings.push(problem(line, m));
+            self.warnings.push(Problem::at(path, line, m));
         }
         Some(Map {
             path: path.into(),
@@ -650,35 +621,52 @@ impl Context {
         path: &Path,
         value: impl Fn(&str) -> Result<V, String>,
     ) -> Option<crate::route::RequestMap<V>> {
+        let entries = self.map_entries(path, |v, _| value(v))?;
+        let (table, pattern_errors) = crate::route::request::RequestTable::build(entries);
+        self.pattern_problems(path, pattern_errors);
+        Some(crate::route::RequestMap {
+            path: path.into(),
+            table,
+        })
+    }
+
+    /// A map file's lines with their values, every bad line and value
+    /// reported as `file:line`, a warning for each unanchored regex.
+    fn map_entries<V>(
+        &mut self,
+        path: &Path,
+        value: impl Fn(&str, usize) -> Result<V, String>,
+    ) -> Option<Vec<Entry<V>>> {
         let text = self.read(path)?;
         let (lines, line_errors) = map_file::parse(&text);
-        let problem = |line, message| Problem {
-            file: path.to_path_buf(),
-            line: Some(line),
-            message,
-        };
         for e in line_errors {
-            self.errors.push(problem(e.line, e.message));
+            self.errors.push(Problem::at(path, e.line, e.message));
         }
         let mut entries = Vec::with_capacity(lines.len());
         for l in lines {
-            match value(&l.value) {
+            if !l.pattern.starts_with('^') || !l.pattern.ends_with('$') {
+                let m = format!(
+                    "`{}` is not anchored with ^…$: it matches any name that contains it",
+                    l.pattern
+                );
+                self.warnings.push(Problem::at(path, l.line, m));
+            }
+            match value(&l.value, l.line) {
                 Ok(v) => entries.push(Entry {
                     line: l.line,
                     pattern: l.pattern,
                     value: v,
                 }),
-                Err(m) => self.errors.push(problem(l.line, m)),
+                Err(m) => self.errors.push(Problem::at(path, l.line, m)),
             }
         }
-        let (table, pattern_errors) = crate::route::request::RequestTable::build(entries);
-        for e in pattern_errors {
-            self.errors.push(problem(e.line, e.message));
+        Some(entries)
+    }
+
+    fn pattern_problems(&mut self, path: &Path, errors: Vec<crate::route::table::PatternError>) {
+        for e in errors {
+            self.errors.push(Problem::at(path, e.line, e.message));
         }
-        Some(crate::route::RequestMap {
-            path: path.into(),
-            table,
-        })
     }
 
     fn listeners(

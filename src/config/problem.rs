@@ -14,6 +14,15 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem on line `line` of `file`.
+    pub fn at(file: &Path, line: usize, message: String) -> Self {
+        Problem {
+            file: file.to_path_buf(),
+            line: Some(line),
+            message,
+        }
+    }
+
     /// `file:line` (or just `file`).
     pub fn location(&self) -> String {
         match self.line {

@@ -234,103 +234,83 @@ pub(super) async fn serve_plain(
 }
 
 impl Conn {
-    /// Routes, forwards and logs one request.
+    /// Routes, forwards and logs one request (one access-log line).
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        if method == hyper::Method::CONNECT {
-            let response = page(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method Not Allowed",
-                "CONNECT is not proxied.",
-            );
-            self.log(&method, "-", &path, response.status(), None, None, started);
-            return response;
-        }
-        let Some(host) = host_of(&req) else {
-            let response = page(
-                StatusCode::BAD_REQUEST,
-                "Bad Request",
-                "the request names no valid host, or more than one",
-            );
-            self.log(&method, "-", &path, response.status(), None, None, started);
-            return response;
-        };
-        if self.misdirected(&host) {
-            let response = page(
-                StatusCode::MISDIRECTED_REQUEST,
-                "Misdirected Request",
-                "This connection was made for another name; retry on a new connection.",
-            );
-            self.log(
-                &method,
-                &host,
-                &path,
-                response.status(),
-                None,
-                None,
-                started,
-            );
-            return response;
-        }
-        let decision = if self.tls.is_some() {
-            self.shared.snapshot().decide_request(&host, &path)
-        } else {
-            match self.shared.snapshot().decide_plain_request(&host, &path) {
-                Some(PlainDecision::Redirect) => {
-                    let response = self.redirect(&host, &req);
-                    self.log(
-                        &method,
-                        &host,
-                        &path,
-                        response.status(),
-                        None,
-                        None,
-                        started,
-                    );
-                    return response;
-                }
-                Some(PlainDecision::Route(decision)) => Some(decision),
-                None => None,
-            }
-        };
-        let backend = match (decision, &self.fallback) {
-            (Some(decision), _) => decision.backend,
-            (None, Some(fallback)) => Arc::clone(fallback),
-            (None, None) => {
-                let response = unavailable();
-                self.log(
-                    &method,
-                    &host,
-                    &path,
-                    response.status(),
-                    None,
-                    None,
-                    started,
-                );
-                return response;
-            }
-        };
-        let (response, server) = self.forward(&backend, &host, req).await;
-        let status = response.status().as_u16();
-        backend.traffic.response(status);
-        if let Some(s) = server.and_then(|i| backend.servers.get(i)) {
-            s.state.traffic.response(status);
-        }
-        let server = server.and_then(|i| backend.servers.get(i));
-        let server = server.map(|s| format!("{} {}", s.name, s.addr));
+        let host = host_of(&req);
+        let (response, served) = self.answer(req, host.as_deref(), &path).await;
         let status = response.status();
+        let (backend, server) = match &served {
+            Some((backend, server)) => {
+                backend.traffic.response(status.as_u16());
+                let server = server.and_then(|i| backend.servers.get(i));
+                if let Some(s) = server {
+                    s.state.traffic.response(status.as_u16());
+                }
+                let server = server.map(|s| format!("{} {}", s.name, s.addr));
+                (Some(backend.name.as_str()), server)
+            }
+            None => (None, None),
+        };
+        let host = host.as_deref().unwrap_or("-");
         self.log(
             &method,
-            &host,
+            host,
             &path,
             status,
-            Some(&backend.name),
+            backend,
             server.as_deref(),
             started,
         );
         response
+    }
+
+    /// The response to one request, and the backend (and server) that
+    /// gave it, if one did.
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        host: Option<&str>,
+        path: &str,
+    ) -> (Response<Body>, Option<(Arc<Backend>, Option<usize>)>) {
+        if req.method() == hyper::Method::CONNECT {
+            let text = "CONNECT is not proxied.";
+            return (
+                page(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", text),
+                None,
+            );
+        }
+        let Some(host) = host else {
+            let text = "the request names no valid host, or more than one";
+            return (page(StatusCode::BAD_REQUEST, "Bad Request", text), None);
+        };
+        if self.misdirected(host) {
+            let text = "This connection was made for another name; retry on a new connection.";
+            return (
+                page(StatusCode::MISDIRECTED_REQUEST, "Misdirected Request", text),
+                None,
+            );
+        }
+        let snapshot = self.shared.snapshot();
+        let decision = if self.tls.is_some() {
+            snapshot.decide_request(host, path)
+        } else {
+            match snapshot.decide_plain_request(host, path) {
+                Some(PlainDecision::Redirect) => return (self.redirect(host, &req), None),
+                Some(PlainDecision::Route(decision)) => Some(decision),
+                None => None,
+            }
+        };
+        drop(snapshot);
+        let backend = match (decision, &self.fallback) {
+            (Some(decision), _) => decision.backend,
+            (None, Some(fallback)) => Arc::clone(fallback),
+            (None, None) => return (unavailable(), None),
+        };
+        let (response, server) = self.forward(&backend, host, req).await;
+        (response, Some((backend, server)))
     }
 
     /// Whether `host` has a certificate of its own other than the one this
