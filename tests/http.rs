@@ -820,7 +820,9 @@ async fn responses_are_counted_by_class() {
             .iter()
             .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
             .map(|x| match x.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => -1.0,
             })
     };
@@ -844,6 +846,16 @@ async fn responses_are_counted_by_class() {
         ),
         Some(0.0)
     );
+    for family in [
+        "haproxy_backend_http_average_response_latency_milliseconds",
+        "haproxy_server_http_average_response_latency_milliseconds",
+    ] {
+        let ms = value(family, &[("route", "web")]);
+        assert!(
+            ms.is_some_and(|ms| (0.0..1000.0).contains(&ms)),
+            "{family}: {ms:?}"
+        );
+    }
 }
 
 /// On shutdown, HTTP connections finish and close instead of holding the

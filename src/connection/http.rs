@@ -425,8 +425,14 @@ impl Conn {
                     }
                 },
             };
+            let sent_at = Instant::now();
             let sent = tokio::time::timeout(backend.timeouts.server, sender.try_send_request(req));
-            let response = match sent.await {
+            let sent = sent.await;
+            if let Ok(Ok(_)) = &sent {
+                backend.traffic.response_time(sent_at.elapsed());
+                server.state.traffic.response_time(sent_at.elapsed());
+            }
+            let response = match sent {
                 Ok(Ok(mut response))
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS
                         && client_side.is_some() =>

@@ -23,7 +23,15 @@ pub struct Traffic {
     /// HTTP mode: responses by class (1xx … 5xx, other), as
     /// `http_responses_total{code}`.
     pub responses: [AtomicU64; 6],
+    /// HTTP mode: average time to the response head, in ms (f64 bits),
+    /// over the last 1,024 responses (fewer at first).
+    response_ms: AtomicU64,
+    /// Responses timed so far (caps the average's window).
+    timed: AtomicU64,
 }
+
+/// Responses the average response time spans, as HAProxy's `rtime`.
+const RESPONSE_WINDOW: u64 = 1024;
 
 /// The `code` labels of `responses`, in order.
 pub const RESPONSE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
@@ -45,6 +53,21 @@ impl Traffic {
             _ => 5,
         };
         self.responses[class].fetch_add(1, Relaxed);
+    }
+
+    /// Adds one response time to the moving average (lock-free).
+    pub fn response_time(&self, elapsed: std::time::Duration) {
+        let n = (self.timed.fetch_add(1, Relaxed) + 1).min(RESPONSE_WINDOW) as f64;
+        let ms = elapsed.as_secs_f64() * 1e3;
+        let _ = self.response_ms.fetch_update(Relaxed, Relaxed, |bits| {
+            let avg = f64::from_bits(bits);
+            Some((avg + (ms - avg) / n).to_bits())
+        });
+    }
+
+    /// The average response time in ms, once one response was timed.
+    pub fn average_response_ms(&self) -> Option<f64> {
+        (self.timed.load(Relaxed) > 0).then(|| f64::from_bits(self.response_ms.load(Relaxed)))
     }
 
     /// Responses per class, in the order of `RESPONSE_CLASSES`.
@@ -175,4 +198,24 @@ impl Global {
 pub fn global() -> &'static Global {
     static GLOBAL: OnceLock<Global> = OnceLock::new();
     GLOBAL.get_or_init(Global::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn average_response_time_is_exact_at_first_then_a_window_of_1024() {
+        let t = Traffic::default();
+        assert_eq!(t.average_response_ms(), None);
+        t.response_time(Duration::from_millis(10));
+        t.response_time(Duration::from_millis(30));
+        assert!((t.average_response_ms().unwrap_or(0.0) - 20.0).abs() < 1e-9);
+        for _ in 0..10_000 {
+            t.response_time(Duration::from_millis(100));
+        }
+        let avg = t.average_response_ms().unwrap_or(0.0);
+        assert!((99.0..=100.0).contains(&avg), "{avg}");
+    }
 }

@@ -61,6 +61,8 @@ pub struct BackendReport {
     pub verify_failures: u64,
     /// HTTP mode: responses by class (`1xx` … `5xx`, `other`).
     pub http_responses: [u64; 6],
+    /// HTTP mode: average time to the response head, ms.
+    pub http_response_ms: Option<f64>,
     pub servers: Vec<ServerReport>,
 }
 
@@ -78,6 +80,8 @@ pub struct ServerReport {
     pub check_failures: u64,
     /// HTTP mode: responses by class.
     pub http_responses: [u64; 6],
+    /// HTTP mode: average time to the response head, ms.
+    pub http_response_ms: Option<f64>,
     pub last_check: String,
     pub since_change_seconds: Option<u64>,
 }
@@ -130,6 +134,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
                         errors,
                         check_failures: s.state.health.check_failures.load(Relaxed),
                         http_responses: s.state.traffic.responses(),
+                        http_response_ms: s.state.traffic.average_response_ms(),
                         last_check: s.state.health.last(),
                         since_change_seconds: s.state.health.since_change(),
                     }
@@ -148,6 +153,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
                 errors,
                 verify_failures: b.verify_failures.load(Relaxed),
                 http_responses: b.traffic.responses(),
+                http_response_ms: b.traffic.average_response_ms(),
                 servers,
             }
         })
@@ -229,6 +235,13 @@ fn record(r: &Report) {
             &l,
             &b.http_responses,
         );
+        if let Some(ms) = b.http_response_ms {
+            gauge!(
+                "haproxy_backend_http_average_response_latency_milliseconds",
+                &l
+            )
+            .set(ms);
+        }
         for s in &b.servers {
             let l = super::labels::server(&b.name, &s.name);
             gauge!("haproxy_server_up", &l).set(if s.up { 1.0 } else { 0.0 });
@@ -240,6 +253,13 @@ fn record(r: &Report) {
             counter!("haproxy_server_connection_errors_total", &l).absolute(s.errors);
             counter!("haproxy_server_check_failures_total", &l).absolute(s.check_failures);
             http_responses("haproxy_server_http_responses_total", &l, &s.http_responses);
+            if let Some(ms) = s.http_response_ms {
+                gauge!(
+                    "haproxy_server_http_average_response_latency_milliseconds",
+                    &l
+                )
+                .set(ms);
+            }
         }
     }
     counter!("switchyard_reloads_total").absolute(r.reload.applied);
