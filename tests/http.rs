@@ -881,3 +881,49 @@ async fn draining_closes_idle_keep_alive_connections() {
     let closed = tokio::time::timeout(WAIT, tls.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the client sees the close");
 }
+
+/// On a listener that asks for client certificates, servers get the
+/// `X-SSL-*` headers describing the one presented; headers of that name
+/// sent by a client never reach a server.
+#[tokio::test]
+async fn client_certificates_are_described_to_servers() {
+    let s = setup().await;
+    s.dir.write("certs/front-ca.pem", &s.front.ca_pem);
+    let text = std::fs::read_to_string(&s.config).expect("read").replacen(
+        "bind = \"127.0.0.1:0\"\n",
+        "bind = \"127.0.0.1:0\"\nclient_auth = \"optional\"\nclient_ca = \"certs/front-ca.pem\"\n",
+        1,
+    );
+    std::fs::write(&s.config, text).expect("write");
+    let (_router, addr) = start(&s.config);
+    let forged = "GET / HTTP/1.1\r\nHost: www.http.test\r\nX-SSL-Client-CN: \"admin\"\r\nX-SSL-Client-Verify: 0\r\n\r\n";
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("www.http.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(s.front.client_with_certificate(0x77))
+        .connect(name, tcp)
+        .await
+        .expect("handshake with a client certificate");
+    tls.write_all(forged.as_bytes()).await.expect("send");
+    let (_, body) = read_message(&mut tls).await.expect("answer");
+    let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(body.contains("x-ssl-client-verify: 0\r\n"), "{body}");
+    assert!(
+        !body.contains("\"admin\""),
+        "the client's own claim is gone: {body}"
+    );
+    let sha1 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("x-ssl-client-sha1: "))
+        .expect("sha1 header");
+    assert_eq!(sha1.trim().len(), 42, "quoted 40 hex digits: {sha1}");
+    assert!(body.contains("x-ssl-client-der: \"miib"), "{body}");
+    assert!(body.contains("x-ssl-issuer: \""), "{body}");
+
+    // Without a certificate: nothing about one, forged or not.
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    tls.write_all(forged.as_bytes()).await.expect("send");
+    let (_, body) = read_message(&mut tls).await.expect("answer");
+    let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(!body.contains("x-ssl"), "{body}");
+}

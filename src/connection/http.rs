@@ -70,6 +70,9 @@ struct Conn {
     tls: Option<(Arc<CertStore>, Arc<Served>)>,
     /// Plain HTTP: the port redirects to https name (443 is left out).
     https_port: u16,
+    /// `X-SSL-*` headers describing the client's certificate (mTLS
+    /// listeners), the same for every request of the connection.
+    client_certificate: Vec<(HeaderName, HeaderValue)>,
     /// The listener's default backend, if it serves HTTP: requests no map
     /// line routes go there instead of getting 503.
     fallback: Option<Arc<Backend>>,
@@ -148,6 +151,13 @@ pub(super) async fn serve(
         return;
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let client_certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| client_certificate_headers(leaf))
+        .unwrap_or_default();
     let conn = Arc::new(Conn {
         shared,
         peer,
@@ -156,6 +166,7 @@ pub(super) async fn serve(
         h2,
         tls: Some((certs, served)),
         https_port: 443,
+        client_certificate,
         fallback,
         tunnels: Default::default(),
     });
@@ -210,6 +221,7 @@ pub(super) async fn serve_plain(
         h2: false,
         tls: None,
         https_port,
+        client_certificate: Vec::new(),
         fallback: None,
         tunnels: Default::default(),
     });
@@ -372,6 +384,7 @@ impl Conn {
             port: self.local_port,
             proto: if self.tls.is_some() { "https" } else { "http" },
             h2: self.h2,
+            client_certificate: &self.client_certificate,
         };
         prepare_request(&mut req, &hop, backend.forwarded);
         if let Some(protocol) = &upgrade {
@@ -663,6 +676,18 @@ fn prepare_request(req: &mut Request<Incoming>, hop: &Hop<'_>, policy: Forwarded
     }
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    // X-SSL-* describe the client's certificate: only the router says so.
+    let claimed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-ssl"))
+        .cloned()
+        .collect();
+    for name in claimed {
+        headers.remove(name);
+    }
+    for (name, value) in hop.client_certificate {
+        headers.insert(name.clone(), value.clone());
+    }
     // The server sees the host the request was routed by (RFC 9112
     // §3.2.2: an absolute-form target or h2 :authority wins over Host).
     if let Ok(v) = HeaderValue::from_str(hop.host) {
@@ -678,6 +703,7 @@ struct Hop<'a> {
     port: u16,
     proto: &'a str,
     h2: bool,
+    client_certificate: &'a [(HeaderName, HeaderValue)],
 }
 
 /// `X-Forwarded-For/-Host/-Port/-Proto/-Proto-Version` and `Forwarded`,
@@ -736,6 +762,40 @@ fn forwarded_headers(headers: &mut HeaderMap, hop: &Hop<'_>, policy: Forwarded) 
             headers.insert(HeaderName::from_static(name), v);
         }
     }
+}
+
+/// The `X-SSL-*` headers the reference router sends for a verified client
+/// certificate (values quoted as its `%{+Q}` does): verify result, SHA-1,
+/// subject and CN, issuer, validity, and the DER in base64.
+fn client_certificate_headers(leaf: &[u8]) -> Vec<(HeaderName, HeaderValue)> {
+    use base64::Engine;
+    let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, leaf);
+    let sha1: String = sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    let der = base64::engine::general_purpose::STANDARD.encode(leaf);
+    let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut headers = vec![
+        ("x-ssl", "1".to_string()),
+        ("x-ssl-client-verify", "0".to_string()),
+        ("x-ssl-client-sha1", quoted(&sha1)),
+        ("x-ssl-client-der", quoted(&der)),
+    ];
+    if let Some(d) = crate::tls::x509::describe(leaf) {
+        headers.push(("x-ssl-client-dn", quoted(&d.subject)));
+        headers.push((
+            "x-ssl-client-cn",
+            quoted(d.common_name.as_deref().unwrap_or("")),
+        ));
+        headers.push(("x-ssl-issuer", quoted(&d.issuer)));
+        headers.push(("x-ssl-client-notbefore", quoted(&d.not_before)));
+        headers.push(("x-ssl-client-notafter", quoted(&d.not_after)));
+    }
+    headers
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let value = HeaderValue::from_bytes(value.as_bytes()).ok()?;
+            Some((HeaderName::from_static(name), value))
+        })
+        .collect()
 }
 
 /// `host[:port]` without the port (an IPv6 literal keeps its brackets).

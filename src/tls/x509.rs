@@ -52,6 +52,106 @@ pub fn crl_next_update(der: &[u8]) -> Option<i64> {
     parse_time(tag, time)
 }
 
+/// What a client certificate says, as HAProxy's `ssl_c_*` fetches give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// Subject, OpenSSL one-line form: `/C=US/O=Example/CN=client`.
+    pub subject: String,
+    /// The subject's common name.
+    pub common_name: Option<String>,
+    pub issuer: String,
+    /// notBefore and notAfter as written (`YYMMDDhhmmssZ`).
+    pub not_before: String,
+    pub not_after: String,
+}
+
+/// Subject, issuer and validity of a certificate.
+pub fn describe(der: &[u8]) -> Option<Described> {
+    let (cert, _) = element(der, 0x30)?;
+    let (mut tbs, _) = element(cert, 0x30)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = element(tbs, 0xa0)?.1;
+    }
+    let rest = skip(tbs, 0x02)?; // serial
+    let rest = skip(rest, 0x30)?; // signature algorithm
+    let (issuer, rest) = element(rest, 0x30)?;
+    let (validity, rest) = element(rest, 0x30)?;
+    let (subject, _) = element(rest, 0x30)?;
+    let time = |input: &[u8]| -> Option<(String, usize)> {
+        let tag = *input.first()?;
+        let (text, after) = element(input, tag)?;
+        let used = input.len() - after.len();
+        Some((String::from_utf8_lossy(text).into_owned(), used))
+    };
+    let (not_before, used) = time(validity)?;
+    let (not_after, _) = time(validity.get(used..)?)?;
+    let subject_parts = name(subject)?;
+    let common_name = subject_parts
+        .iter()
+        .find(|(k, _)| k == "CN")
+        .map(|(_, v)| v.clone());
+    Some(Described {
+        subject: one_line(&subject_parts),
+        common_name,
+        issuer: one_line(&name(issuer)?),
+        not_before,
+        not_after,
+    })
+}
+
+/// The attributes of a Name, in order: (short name or dotted OID, value).
+fn name(mut input: &[u8]) -> Option<Vec<(String, String)>> {
+    let mut parts = Vec::new();
+    while !input.is_empty() {
+        let (mut set, rest) = element(input, 0x31)?;
+        input = rest;
+        while !set.is_empty() {
+            let (attribute, more) = element(set, 0x30)?;
+            set = more;
+            let (oid, value) = element(attribute, 0x06)?;
+            let tag = *value.first()?;
+            let (text, _) = element(value, tag)?;
+            parts.push((oid_name(oid), String::from_utf8_lossy(text).into_owned()));
+        }
+    }
+    Some(parts)
+}
+
+fn one_line(parts: &[(String, String)]) -> String {
+    parts.iter().map(|(k, v)| format!("/{k}={v}")).collect()
+}
+
+fn oid_name(oid: &[u8]) -> String {
+    match oid {
+        [0x55, 0x04, 0x03] => "CN".into(),
+        [0x55, 0x04, 0x06] => "C".into(),
+        [0x55, 0x04, 0x07] => "L".into(),
+        [0x55, 0x04, 0x08] => "ST".into(),
+        [0x55, 0x04, 0x0a] => "O".into(),
+        [0x55, 0x04, 0x0b] => "OU".into(),
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress".into(),
+        other => {
+            // Dotted form: the first byte holds two arcs, then base-128.
+            let mut arcs = Vec::new();
+            let mut value = 0u64;
+            for (i, &b) in other.iter().enumerate() {
+                if i == 0 {
+                    arcs.push(u64::from(b / 40));
+                    arcs.push(u64::from(b % 40));
+                    continue;
+                }
+                value = (value << 7) | u64::from(b & 0x7f);
+                if b & 0x80 == 0 {
+                    arcs.push(value);
+                    value = 0;
+                }
+            }
+            let arcs: Vec<String> = arcs.iter().map(u64::to_string).collect();
+            arcs.join(".")
+        }
+    }
+}
+
 /// The contents of the element at the start of `input` if it has tag
 /// `tag`, and what follows it.
 fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
@@ -152,6 +252,41 @@ mod tests {
         .signed_by(&cert, &key)
         .expect("crl");
         assert_eq!(crl_next_update(crl.der()), Some(1_940_889_600));
+    }
+
+    #[test]
+    fn describes_subject_issuer_and_validity() {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name = rcgen::DistinguishedName::new();
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Test CA");
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let mut params = rcgen::CertificateParams::new(vec!["c.test".to_string()]).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CountryName, "DE");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client one");
+        params.not_before = rcgen::date_time_ymd(2026, 1, 2);
+        params.not_after = rcgen::date_time_ymd(2031, 7, 4);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
+        let d = describe(cert.der()).expect("described");
+        assert_eq!(d.subject, "/C=DE/CN=client one");
+        assert_eq!(d.common_name.as_deref(), Some("client one"));
+        assert_eq!(d.issuer, "/O=Test CA");
+        assert_eq!(d.not_before, "260102000000Z");
+        assert_eq!(d.not_after, "310704000000Z");
+        assert_eq!(
+            oid_name(&[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37]),
+            "1.3.6.1.4.1.311"
+        );
+        assert_eq!(describe(b"\x30\x00"), None);
     }
 
     #[test]
