@@ -70,6 +70,9 @@ enum Command {
         /// Address the demo router listens on.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// Address of the demo's plain-HTTP listener (redirects, insecure routes).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http_listen: SocketAddr,
     },
 }
 
@@ -90,11 +93,15 @@ fn main() -> ExitCode {
             || async { Ok((config, None)) },
             Duration::from_secs(drain),
         ),
-        Command::Demo { dir, listen } => serve(
+        Command::Demo {
+            dir,
+            listen,
+            http_listen,
+        } => serve(
             cli.threads,
             || async move {
-                let demo = demo::prepare(dir, listen).await?;
-                let banner = demo::instructions(&demo, listen);
+                let demo = demo::prepare(dir, listen, http_listen).await?;
+                let banner = demo::instructions(&demo, listen, http_listen);
                 Ok((demo.config, Some(banner)))
             },
             Duration::from_secs(1),

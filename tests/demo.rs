@@ -19,19 +19,30 @@ struct DemoProcess {
     process: common::Process,
     listen: SocketAddr,
     dir: tempfile::TempDir,
+    http_listen: SocketAddr,
 }
 
 impl DemoProcess {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let listen = common::closed_port();
+        let http_listen = common::closed_port();
         let listen_text = listen.to_string();
+        let http_text = http_listen.to_string();
         let dir_text = dir.path().to_str().expect("utf-8");
-        let process =
-            common::Process::start(&["demo", "--dir", dir_text, "--listen", &listen_text]);
+        let process = common::Process::start(&[
+            "demo",
+            "--dir",
+            dir_text,
+            "--listen",
+            &listen_text,
+            "--http-listen",
+            &http_text,
+        ]);
         DemoProcess {
             process,
             listen,
+            http_listen,
             dir,
         }
     }
@@ -66,6 +77,17 @@ fn https_get_path(listen: SocketAddr, ca: &Path, host: &str, path: &str) -> Stri
     }
     let mut response = Vec::new();
     let _ = tls.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A plain-HTTP GET; the whole answer as text.
+fn http_get(listen: SocketAddr, host: &str, path: &str) -> String {
+    let mut tcp = TcpStream::connect(listen).expect("connect");
+    tcp.set_read_timeout(Some(common::WAIT)).expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    let _ = tcp.read_to_end(&mut response);
     String::from_utf8_lossy(&response).into_owned()
 }
 
@@ -197,6 +219,20 @@ fn demo_serves_its_routes_and_stops_cleanly() {
         edge.contains("Hello from web-plain: this request reached me over plaintext"),
         "{edge}"
     );
+    // Plain HTTP: a redirect to https, and the insecure (Allow) route.
+    let redirect = http_get(demo.http_listen, "secure.demo.test", "/a?b=1");
+    assert!(redirect.starts_with("HTTP/1.1 302"), "{redirect}");
+    let location = format!(
+        "location: https://secure.demo.test:{}/a?b=1\r\n",
+        demo.listen.port()
+    );
+    assert!(
+        redirect.to_ascii_lowercase().contains(&location),
+        "{redirect}"
+    );
+    let insecure = http_get(demo.http_listen, "edge.demo.test", "/");
+    assert!(insecure.contains("Hello from web-plain"), "{insecure}");
+
     let api = https_get_path(demo.listen, &ca, "edge.demo.test", "/api/hello");
     assert!(
         api.contains("Hello from api-plain: this request reached me over plaintext"),

@@ -23,7 +23,11 @@ pub struct Demo {
 
 /// Makes certificates, starts the demo servers and writes the configuration
 /// for a router listening on `listen`.
-pub async fn prepare(dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<Demo> {
+pub async fn prepare(
+    dir: Option<PathBuf>,
+    listen: SocketAddr,
+    http_listen: SocketAddr,
+) -> anyhow::Result<Demo> {
     let dir = match dir {
         Some(d) => d,
         None => fresh_dir(),
@@ -42,7 +46,7 @@ pub async fn prepare(dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result
     // The router presents the same demo certificate (chain and key in one file).
     let server_pem = format!("{}{}", certs.server_pem, certs.server_key_pem);
     write(&dir, "certs/demo-server.pem", &server_pem)?;
-    write(&dir, "switchyard.toml", &main_toml(listen))?;
+    write(&dir, "switchyard.toml", &main_toml(listen, http_listen))?;
     write(
         &dir,
         "backends.toml",
@@ -51,6 +55,8 @@ pub async fn prepare(dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result
     write(&dir, "maps/os_tcp_be.map", TCP_BE_MAP)?;
     write(&dir, "maps/os_edge_reencrypt_be.map", EDGE_REENCRYPT_MAP)?;
     write(&dir, "maps/cert_config.map", CERT_CONFIG)?;
+    write(&dir, "maps/os_http_be.map", HTTP_BE_MAP)?;
+    write(&dir, "maps/os_route_http_redirect.map", HTTP_REDIRECT_MAP)?;
     Ok(Demo {
         config: dir.join("switchyard.toml"),
         dir,
@@ -58,7 +64,7 @@ pub async fn prepare(dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result
 }
 
 /// What the demo prints once it listens: commands that work as pasted.
-pub fn instructions(demo: &Demo, listen: SocketAddr) -> String {
+pub fn instructions(demo: &Demo, listen: SocketAddr, http_listen: SocketAddr) -> String {
     let (ip, port) = (listen.ip(), listen.port());
     let exe =
         std::env::current_exe().map_or_else(|_| "switchyard".into(), |p| p.display().to_string());
@@ -78,6 +84,9 @@ pub fn instructions(demo: &Demo, listen: SocketAddr) -> String {
     let _ = writeln!(s, "  curl --http2 -sv --cacert {dir}/certs/demo-ca.pem --resolve edge.demo.test:{port}:{ip} https://edge.demo.test:{port}/ 2>&1 | grep '< HTTP'   # h2");
     let _ = writeln!(s, "  curl --cacert {dir}/certs/demo-ca.pem --resolve secure.demo.test:{port}:{ip} https://secure.demo.test:{port}/ # re-encrypt");
     let _ = writeln!(s, "  curl -k --resolve nothing.demo.test:{port}:{ip} https://nothing.demo.test:{port}/   # no route: the 503 page");
+    let (hip, hport) = (http_listen.ip(), http_listen.port());
+    let _ = writeln!(s, "  curl -i --resolve secure.demo.test:{hport}:{hip} http://secure.demo.test:{hport}/   # plain HTTP: 302 to https");
+    let _ = writeln!(s, "  curl --resolve edge.demo.test:{hport}:{hip} http://edge.demo.test:{hport}/   # an insecure (Allow) route on {http_listen}");
     let _ = writeln!(
         s,
         "  {exe} route --config {} web.demo.test --client 203.0.113.7",
@@ -121,7 +130,8 @@ fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn main_toml(listen: SocketAddr) -> String {
+fn main_toml(listen: SocketAddr, http_listen: SocketAddr) -> String {
+    let https_port = listen.port();
     format!(
         r#"# Switchyard demo configuration, written by `switchyard demo`.
 # Paths are relative to this file.
@@ -133,12 +143,22 @@ name = "public_ssl"
 bind = "{listen}"
 inspect_timeout = "5s"
 
+# Plain HTTP: os_route_http_redirect.map sends https routes to https,
+# os_http_be.map serves the routes that allow insecure traffic.
+[[listener]]
+name = "public_http"
+bind = "{http_listen}"
+protocol = "http"
+https_port = {https_port}
+
 # The demo has no os_sni_passthrough.map: a name in os_tcp_be.map is
 # passthrough, any other is terminated and routed by os_edge_reencrypt_be.map.
 [maps]
 tcp_be = "maps/os_tcp_be.map"
 edge_reencrypt_be = "maps/os_edge_reencrypt_be.map"
 cert_config = "maps/cert_config.map"
+http_be = "maps/os_http_be.map"
+http_redirect = "maps/os_route_http_redirect.map"
 
 [tls]
 default_certificate = "certs/demo-server.pem"
@@ -211,4 +231,12 @@ const EDGE_REENCRYPT_MAP: &str = r"# Host + path regex -> edge or re-encrypt bac
 
 const CERT_CONFIG: &str = "# crt-list: <pem (chain and key)> [alpn …] <SNI filters>
 certs/demo-server.pem [alpn h2,http/1.1] edge.demo.test secure.demo.test
+";
+
+const HTTP_BE_MAP: &str = r"# Plain-HTTP request regex -> backend (routes that allow insecure traffic).
+^edge\.demo\.test\.?(:[0-9]+)?(/.*)?$ be_edge_http:demo:plain
+";
+
+const HTTP_REDIRECT_MAP: &str = r"# Plain-HTTP request regex -> 1: redirect to https.
+^secure\.demo\.test\.?(:[0-9]+)?(/.*)?$ 1
 ";
