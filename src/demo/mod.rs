@@ -70,7 +70,10 @@ pub fn instructions(demo: &Demo, listen: SocketAddr, http_listen: SocketAddr) ->
         std::env::current_exe().map_or_else(|_| "switchyard".into(), |p| p.display().to_string());
     let dir = demo.dir.display();
     let mut s = String::new();
-    let _ = writeln!(s, "\nSwitchyard demo is listening on {listen}");
+    let _ = writeln!(
+        s,
+        "\nSwitchyard demo is listening on {listen} (TLS) and {http_listen} (plain HTTP)"
+    );
     let _ = writeln!(s, "Configuration (read it, edit it): {dir}");
     let _ = writeln!(s, "\nTry, from another terminal:");
     let _ = writeln!(
