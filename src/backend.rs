@@ -262,6 +262,9 @@ pub struct Backend {
     /// across reloads.
     pub traffic: Arc<Traffic>,
     balancer: Balancer,
+    /// Sticky-cookie value of each server, computed on first use (only
+    /// HTTP-mode backends ever need them).
+    cookie_values: std::sync::OnceLock<Vec<Box<str>>>,
 }
 
 impl Backend {
@@ -304,26 +307,37 @@ impl Backend {
             check: None,
             traffic: Arc::default(),
             balancer,
+            cookie_values: std::sync::OnceLock::new(),
         }
     }
 
     /// The sticky-cookie value of server `i`: a hash of the backend's and
     /// the server's names and the server's address, so every replica with
     /// the same configuration gives the same value, with no shared state.
-    pub fn cookie_value(&self, i: usize) -> Option<String> {
-        let s = self.servers.get(i)?;
-        let identity = format!("{} {} {}", self.name, s.name, s.addr);
-        Some(format!(
-            "{:016x}",
-            crate::balance::hash::hash_bytes(identity.as_bytes())
-        ))
+    pub fn cookie_value(&self, i: usize) -> Option<&str> {
+        self.cookie_values().get(i).map(|v| &**v)
     }
 
     /// The server a sticky-cookie value names, if it is up (weight 0
     /// included: it keeps its sessions, it only takes no new ones).
     pub fn server_for_cookie(&self, value: &str) -> Option<usize> {
+        let values = self.cookie_values();
         (0..self.servers.len()).find(|&i| {
-            self.servers[i].state.health.is_up() && self.cookie_value(i).as_deref() == Some(value)
+            self.servers[i].state.health.is_up() && values.get(i).is_some_and(|v| **v == *value)
+        })
+    }
+
+    /// Computed once per backend, not per request.
+    fn cookie_values(&self) -> &[Box<str>] {
+        self.cookie_values.get_or_init(|| {
+            self.servers
+                .iter()
+                .map(|s| {
+                    let identity = format!("{} {} {}", self.name, s.name, s.addr);
+                    let hash = crate::balance::hash::hash_bytes(identity.as_bytes());
+                    format!("{hash:016x}").into()
+                })
+                .collect()
         })
     }
 
@@ -396,8 +410,8 @@ mod tests {
             Arc::default(),
         );
         assert_eq!(default_cookie_name(&backend.name), "14592ce5c0da0a63");
-        assert_eq!(backend.cookie_value(0).as_deref(), Some("9a2c4f19d62a7e50"));
-        assert_eq!(backend.cookie_value(1).as_deref(), Some("d93e77109915b790"));
+        assert_eq!(backend.cookie_value(0), Some("9a2c4f19d62a7e50"));
+        assert_eq!(backend.cookie_value(1), Some("d93e77109915b790"));
         assert_eq!(backend.server_for_cookie("d93e77109915b790"), Some(1));
         assert_eq!(backend.server_for_cookie("0000000000000000"), None);
     }

@@ -487,14 +487,11 @@ impl Conn {
                             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
                     }
                     if let Some((name, given)) = &sticky {
-                        let value = backend.cookie_value(i);
-                        if value.is_some() && given.as_deref() != value.as_deref() {
-                            set_cookie(
-                                response.headers_mut(),
-                                name,
-                                value.as_deref().unwrap_or(""),
-                                self.tls.is_some(),
-                            );
+                        if let Some(value) = backend.cookie_value(i) {
+                            if given.as_deref() != Some(value) {
+                                let tls = self.tls.is_some();
+                                set_cookie(response.headers_mut(), name, value, tls);
+                            }
                         }
                     }
                     // Back to the pool once this response is read through.
