@@ -110,6 +110,35 @@ async fn read_message<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<(Strin
     Ok((head, body))
 }
 
+/// An h2 connection through the router to `sni` (ALPN must choose h2).
+async fn h2_connect(
+    addr: SocketAddr,
+    sni: &str,
+    pki: &Pki,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut config = (*pki.client_config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let name = ServerName::try_from(sni.to_string()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "h2 offered"
+    );
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
 /// Sends a GET and returns (status, body as text).
 async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
@@ -431,26 +460,7 @@ async fn h2_clients_are_routed_per_request() {
     use http_body_util::{BodyExt, Empty};
     let s = setup().await;
     let (_router, addr) = start(&s.config);
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut config = (*s.front.client_config()).clone();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let name = ServerName::try_from("www.http.test").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("handshake");
-    assert_eq!(
-        tls.get_ref().1.alpn_protocol(),
-        Some(&b"h2"[..]),
-        "h2 offered"
-    );
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(connection);
+    let mut sender = h2_connect(addr, "www.http.test", &s.front).await;
     for (path, server) in [("/api/x", "api"), ("/", "web"), ("/api", "api")] {
         let request = hyper::Request::get(format!("https://www.http.test{path}"))
             .body(Empty::<bytes::Bytes>::new())
@@ -503,21 +513,7 @@ async fn requests_for_a_name_with_another_certificate_get_421() {
     );
 
     // The same over h2.
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut config = (*s.front.client_config()).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let name = ServerName::try_from("www.http.test").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("handshake");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .expect("h2");
-    tokio::spawn(connection);
+    let mut sender = h2_connect(addr, "www.http.test", &s.front).await;
     let request = hyper::Request::get("https://other.http.test/")
         .body(Empty::<bytes::Bytes>::new())
         .expect("request");
