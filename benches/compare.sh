@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
-# Side-by-side figures: Switchyard, HAProxy, nginx (stream ssl_preread and
-# stream TLS termination) and sniproxy, with equivalent configurations, one
-# worker thread each, the same load generator (benches/loadgen.rs, one
-# thread), all on loopback. Prints one table with the ratio to HAProxy and
-# writes every figure to target/bench/compare.json.
+# Side-by-side figures: Switchyard, HAProxy, nginx (stream ssl_preread,
+# stream TLS termination, http proxy) and sniproxy, with equivalent
+# configurations, one worker thread each, all on loopback. TCP figures use
+# the same load generator (benches/loadgen.rs, one thread); HTTP figures use
+# wrk (HTTP/1.1) and h2load (h2), one thread each. Prints one table with the
+# ratio to HAProxy and writes every figure to target/bench/compare.json.
 #
 #   bash benches/compare.sh --install   # apt-get install the peers first
 #   DUR=6 HOLD=4000 bash benches/compare.sh
+#   ONLY=http bash benches/compare.sh   # only the HTTP-mode figures
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DUR=${DUR:-6}
 HOLD=${HOLD:-4000}
 ROUTES=${ROUTES:-100000}
+ONLY=${ONLY:-all}
 OUT=$ROOT/target/bench
 WORK=$OUT/work
 mkdir -p "$WORK"
 
 if [ "${1:-}" = "--install" ]; then
-  apt-get update -qq && apt-get install -y -qq haproxy nginx-light libnginx-mod-stream sniproxy openssl >/dev/null
+  apt-get update -qq && apt-get install -y -qq haproxy nginx-light libnginx-mod-stream sniproxy openssl wrk nghttp2-client >/dev/null
 fi
-for tool in haproxy nginx sniproxy openssl; do
+for tool in haproxy nginx sniproxy openssl wrk h2load; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run with --install"; exit 1; }
 done
 ulimit -n 20000 2>/dev/null || true
@@ -61,7 +64,8 @@ events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:9443 ssl; ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
     ssl_session_cache off; ssl_session_tickets off;
-    location / { return 200 "hello-from-backend\n"; } } }
+    location / { return 200 "hello-from-backend\n"; } }
+  server { listen 127.0.0.1:9080; location / { return 200 "hello-from-backend\n"; } } }
 NGX
 nginx -c "$WORK/nginx-backend.conf"
 
@@ -70,11 +74,14 @@ q() { printf '%s' "$1" | sed 's/\./\\./g'; }
 route() { printf '^%s\\.?(:[0-9]+)?(/.*)?$ %s\n' "$(q "$1")" "$2"; }
 { route echo.bench.test be_tcp:b:echo; route app.bench.test be_tcp:b:app; route bulk.bench.test be_tcp:b:bulk; route hold.bench.test be_tcp:b:echo; } > os_tcp_be.map
 awk -v n="$ROUTES" 'BEGIN { for (i = 0; i < n; i++) printf "^r%d\\.bench\\.test\\.?(:[0-9]+)?(/.*)?$ be_tcp:b:echo\n", i }' > scale.map
+route web.bench.test be_edge_http:b:web > web.map
+route plain.bench.test be_http:b:plain > plain.map
 awk 'BEGIN { for (i = 0; i < 10; i++) printf "^r%d\\.bench\\.test\\.?(:[0-9]+)?(/.*)?$ be_tcp:b:echo\n", i }' > small.map
 
-# Switchyard: passthrough 13443, edge 13444, scale 13445, small 13446. The maps
-# apply to every listener: the edge figures use a name no map lists
-# (edge.bench.test), which goes to the edge listener's default backend.
+# Switchyard: passthrough 13443, edge 13444, scale 13445, small 13446, HTTP
+# mode on 13447 (TLS) and 13480 (plain). The maps apply to every listener:
+# the edge figures use a name no map lists (edge.bench.test), which goes to
+# the edge listener's default backend, a TCP-mode tunnel.
 cat > switchyard.toml <<TOML
 [[listener]]
 name = "passthrough"
@@ -84,8 +91,17 @@ max_connections = 20000
 name = "edge"
 bind = "127.0.0.1:13444"
 default_backend = "be_edge:b:echo"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:13447"
+[[listener]]
+name = "plain"
+bind = "127.0.0.1:13480"
+protocol = "http"
 [maps]
 tcp_be = "os_tcp_be.map"
+edge_reencrypt_be = "web.map"
+http_be = "plain.map"
 [tls]
 default_certificate = "srv.pem"
 [stats]
@@ -102,7 +118,16 @@ servers = [{ name = "source", address = "127.0.0.1:9502" }]
 [[backend]]
 name = "be_edge:b:echo"
 termination = "edge"
+mode = "tcp"
 servers = [{ name = "echo", address = "127.0.0.1:9501" }]
+[[backend]]
+name = "be_edge_http:b:web"
+termination = "edge"
+servers = [{ name = "web", address = "127.0.0.1:9080" }]
+[[backend]]
+name = "be_http:b:plain"
+termination = "none"
+servers = [{ name = "web", address = "127.0.0.1:9080" }]
 TOML
 for size in scale small; do
   port=$([ $size = scale ] && echo 13445 || echo 13446)
@@ -131,6 +156,19 @@ hap_frontend() { # name port map
   hap_frontend small 10446 small.map
   printf 'frontend edge\n  bind 127.0.0.1:10444 ssl crt %s/srv.pem\n  default_backend be_tcp:b:echo\n' "$WORK"
   printf 'backend be_tcp:b:echo\n  server s 127.0.0.1:9501\nbackend be_tcp:b:app\n  server s 127.0.0.1:9443\nbackend be_tcp:b:bulk\n  server s 127.0.0.1:9502\n'
+  # HTTP mode as the reference writes it: route by base (Host + path), the
+  # forwarded headers, a sticky cookie inserted on every response.
+  for fe in "web 10447 ssl crt $WORK/srv.pem alpn h2,http/1.1:web.map:https" "plain 10480:plain.map:http"; do
+    IFS=: read -r bind map proto <<<"$fe"
+    printf 'frontend %s\n  mode http\n  bind 127.0.0.1:%s\n  option http-keep-alive\n  option forwardfor\n' "${bind%% *}" "${bind#* }"
+    printf '  http-request set-header X-Forwarded-Host %%[req.hdr(host)]\n  http-request set-header X-Forwarded-Port %%[dst_port]\n'
+    printf '  http-request set-header X-Forwarded-Proto %s\n  http-request set-header X-Forwarded-Proto-Version h2 if { ssl_fc_alpn -i h2 }\n' "$proto"
+    printf '  http-request add-header Forwarded for=%%[src];host=%%[req.hdr(host)];proto=%s\n' "$proto"
+    printf '  use_backend %%[base,lower,map_reg(%s)]\n' "$WORK/$map"
+  done
+  for be in be_edge_http:b:web be_http:b:plain; do
+    printf 'backend %s\n  mode http\n  cookie c0ffee insert indirect nocache httponly secure attr SameSite=None\n  server web 127.0.0.1:9080 cookie 5e1ec7ed\n' "$be"
+  done
 } > haproxy.cfg
 
 # nginx: stream ssl_preread on 11443, stream TLS termination on 11444.
@@ -146,6 +184,16 @@ stream {
   server { listen 127.0.0.1:11443; ssl_preread on; proxy_pass \$be; }
   server { listen 127.0.0.1:11444 ssl; ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
     ssl_session_cache off; ssl_session_tickets off; proxy_pass 127.0.0.1:9501; }
+}
+http {
+  access_log off; keepalive_requests 1000000;
+  upstream web { server 127.0.0.1:9080; keepalive 64; }
+  server { listen 127.0.0.1:11447 ssl http2; listen 127.0.0.1:11480;
+    ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
+    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Host \$host; proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header Forwarded "for=\$remote_addr;host=\$host;proto=\$scheme"; } }
 }
 NGX
 
@@ -202,6 +250,7 @@ figure() { # label field mode args… (over the passthrough proxies)
 }
 
 echo "measuring (${DUR}s per figure, one thread per proxy)…"
+if [ "$ONLY" != http ]; then
 figure "passthrough keep-alive 64 B req/s" ops_per_s keepalive --sni echo.bench.test --conns 32 --secs "$DUR" --size 64
 figure "passthrough keep-alive p99 us" p99_us keepalive --sni echo.bench.test --conns 32 --secs 2 --size 64
 figure "passthrough new TLS connections/s" ops_per_s connect --sni app.bench.test --conns 32 --secs "$DUR" --tls
@@ -249,6 +298,61 @@ for name in switchyard haproxy; do
   T["failed connections over 20 reloads,$name"]=$(field "$line" failures)
   T["connections during reloads,$name"]=$(field "$line" ops)
 done
+fi
+# HTTP mode: wrk (HTTP/1.1 keep-alive) and h2load (h2, 10 streams per
+# connection), 32 connections, one thread; the proxy's CPU time (all its
+# threads) is read from /proc before and after each run.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
+per_cpu() { # requests ticks-used
+  awk -v n="$1" -v t="$2" -v hz="$HZ" 'BEGIN { if (t <= 0) print "-"; else printf "%.0f", n / (t / hz) }'
+}
+to_us() { # wrk's "1.23ms" → 1230
+  awk -v v="$1" 'BEGIN { u = v; sub(/[0-9.]+/, "", u); n = v + 0;
+    if (u == "us") print int(n); else if (u == "ms") print int(n * 1000); else if (u == "s") print int(n * 1000000); else print "-" }'
+}
+hfigure() { # label tool url-scheme host sw-port hap-port ngx-port
+  local label=$1 tool=$2 scheme=$3 host=$4; shift 4
+  local hports=("$@") hnames=(switchyard haproxy nginx) hprocs=("$SYPID" "$HAPID" "$NGPID")
+  for i in 0 1 2; do
+    local port=${hports[$i]} pid=${hprocs[$i]} before after out reqs rps p99
+    before=$(ticks "$pid")
+    if [ "$tool" = wrk ]; then
+      out=$(wrk -t1 -c32 -d"${DUR}s" --latency -H "Host: $host" "$scheme://127.0.0.1:$port/" 2>&1)
+      reqs=$(printf '%s\n' "$out" | awk '/requests in/ { print $1 }')
+      rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec/ { printf "%.0f", $2 }')
+      p99=$(to_us "$(printf '%s\n' "$out" | awk '$1 == "99%" { print $2 }')")
+      bad=$(printf '%s\n' "$out" | awk '/Non-2xx/ { print $NF }')
+    else
+      out=$(h2load -t1 -c32 -m10 -D "$DUR" --warm-up-time=1 --connect-to="127.0.0.1:$port" \
+        "$scheme://$host:$port/" 2>&1)
+      reqs=$(printf '%s\n' "$out" | awk '/^requests:/ { print $8 }')
+      rps=$(printf '%s\n' "$out" | awk '/^finished in/ { printf "%.0f", $4 }')
+      bad=$(printf '%s\n' "$out" | awk '/^status codes:/ { print $5 + $7 + $9 }')
+    fi
+    after=$(ticks "$pid")
+    if [ "$tool" = h2load ]; then
+      # p99 from a shorter run that logs every request (logging costs
+      # h2load CPU, so it is kept out of the throughput run).
+      rm -f "$WORK/h2load.log"
+      h2load -t1 -c32 -m10 -D 2 --connect-to="127.0.0.1:$port" --log-file="$WORK/h2load.log" \
+        "$scheme://$host:$port/" >/dev/null 2>&1
+      p99=$(awk '{ print $3 }' "$WORK/h2load.log" 2>/dev/null | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int(NR * 0.99)]; else print "-" }')
+    fi
+    local cpu=$((after - before)) per
+    per=$(per_cpu "${reqs:-0}" "$cpu")
+    T["$label req/s,${hnames[$i]}"]=${rps:--}
+    T["$label p99 us,${hnames[$i]}"]=${p99:--}
+    T["$label req per proxy CPU-s,${hnames[$i]}"]=$per
+    printf '{"figure":"%s","proxy":"%s","tool":"%s","requests":%s,"req_per_s":%s,"p99_us":%s,"proxy_cpu_s":%s,"req_per_cpu_s":%s,"non_2xx":%s}\n' \
+      "$label" "${hnames[$i]}" "$tool" "${reqs:-0}" "${rps:-0}" "${p99/-/0}" \
+      "$(awk -v t="$cpu" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')" "${per/-/0}" "${bad:-0}" >> "$JSON"
+  done
+}
+hfigure "edge h1" wrk https web.bench.test 13447 10447 11447
+hfigure "edge h2" h2load https web.bench.test 13447 10447 11447
+hfigure "plain h1" wrk http plain.bench.test 13480 10480 11480
+
 
 row() { printf '%-40s' "$1"; shift; for v in "$@"; do printf '%13s' "$v"; done; echo; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2fx", a / b }'; }
@@ -258,7 +362,9 @@ row "figure" switchyard haproxy nginx sniproxy "sy/haproxy"
 for label in "passthrough keep-alive 64 B req/s" "passthrough keep-alive p99 us" "passthrough new TLS connections/s" \
   "passthrough new conn (hello+echo)/s" "passthrough bulk MB/s" "idle passthrough conn, bytes each" \
   "edge handshakes/s" "edge keep-alive 64 B req/s" "new-conn p50 us, small routes" "new-conn p50 us, scale routes" \
-  "failed connections over 20 reloads" "connections during reloads"; do
+  "failed connections over 20 reloads" "connections during reloads" \
+  "edge h1 req/s" "edge h1 p99 us" "edge h1 req per proxy CPU-s" "edge h2 req/s" "edge h2 p99 us" \
+  "edge h2 req per proxy CPU-s" "plain h1 req/s" "plain h1 p99 us" "plain h1 req per proxy CPU-s"; do
   s=${T["$label,switchyard"]:-}; h=${T["$label,haproxy"]:-}
   row "$label" "${s:--}" "${h:--}" "${T["$label,nginx"]:--}" "${T["$label,sniproxy"]:--}" "$(ratio "$s" "$h")"
 done

@@ -133,16 +133,18 @@ pub fn default_cookie_name(backend: &str) -> String {
     )
 }
 
-/// Most idle HTTP connections kept per server.
-const MAX_IDLE: usize = 32;
+/// Most idle HTTP connections kept per server: enough for every request a
+/// busy h2 client multiplexes to find a connection again, so that load
+/// does not turn into a new server connection per request.
+const MAX_IDLE: usize = 1024;
 
-/// Idle keep-alive connections to one server, newest last. Each is tagged
+/// Idle keep-alive connections to one server, oldest first. Each is tagged
 /// with the TLS identity it was opened with (0 for plaintext), so a
 /// connection verified for one backend is never used under another
 /// identity after a reload changed it.
 #[derive(Debug, Default)]
 pub struct IdleHttp {
-    slots: std::sync::Mutex<Vec<IdleSender>>,
+    slots: std::sync::Mutex<std::collections::VecDeque<IdleSender>>,
 }
 
 #[derive(Debug)]
@@ -152,17 +154,31 @@ struct IdleSender {
     sender: hyper::client::conn::http1::SendRequest<hyper::body::Incoming>,
 }
 
+impl IdleSender {
+    fn usable(&self, tls: u64, max_idle: Duration) -> bool {
+        self.tls == tls && self.since.elapsed() < max_idle && self.sender.is_ready()
+    }
+}
+
 impl IdleHttp {
     /// The newest idle connection opened with `tls` and idle for less than
-    /// `max_idle`; stale or closed ones met on the way are dropped.
+    /// `max_idle` (the warmest one). Connections idle too long are dropped
+    /// from the old end first, so they do not linger under newer ones;
+    /// unusable ones met on the way are dropped too.
     pub fn take(
         &self,
         tls: u64,
         max_idle: Duration,
     ) -> Option<hyper::client::conn::http1::SendRequest<hyper::body::Incoming>> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(idle) = slots.pop() {
-            if idle.tls == tls && idle.since.elapsed() < max_idle && idle.sender.is_ready() {
+        while slots
+            .front()
+            .is_some_and(|oldest| oldest.since.elapsed() >= max_idle)
+        {
+            slots.pop_front();
+        }
+        while let Some(idle) = slots.pop_back() {
+            if idle.usable(tls, max_idle) {
                 return Some(idle.sender);
             }
         }
@@ -177,9 +193,9 @@ impl IdleHttp {
     ) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if slots.len() >= MAX_IDLE {
-            slots.remove(0);
+            slots.pop_front();
         }
-        slots.push(IdleSender {
+        slots.push_back(IdleSender {
             tls,
             since: std::time::Instant::now(),
             sender,

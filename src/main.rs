@@ -12,6 +12,12 @@ use switchyard::config::{self, Loaded};
 use switchyard::logging::{self, Format};
 use switchyard::{demo, explain, reload, server};
 
+/// mimalloc instead of the system allocator: HTTP mode allocates per
+/// request (headers, frames, tasks), and glibc's malloc and free cost
+/// about a tenth of the proxy's CPU there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// SNI-routing TCP/TLS ingress router. Reads the SNI of each TLS connection
 /// without decrypting it, finds the route in HAProxy-style map files and
 /// relays the connection to a server of the backend.

@@ -43,8 +43,10 @@ const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD: u32 = 64 * 1024;
 /// Concurrent streams one h2 client may open.
 const H2_MAX_STREAMS: u32 = 128;
-/// Stale pooled connections one request may skip (twice the pool's size).
-const MAX_STALE: usize = 32;
+/// Pooled connections one request may find closed under it before it gets
+/// 503 (a close racing the request; connections whose server already
+/// closed them are skipped by the pool itself).
+const MAX_STALE: usize = 64;
 /// h2: a PING after this much silence, and the connection closes if the
 /// answer takes longer than the timeout (dead peers do not pin streams).
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -53,14 +55,106 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// What the router answers with: a server's response, or its own page.
-type Body = Either<Incoming, Full<Bytes>>;
+type Body = Either<Returning, Full<Bytes>>;
+
+/// A server's response body that gives its connection back to the pool
+/// when it has been read through (no task per request for that). A body
+/// dropped before its end takes the connection with it: what is left of
+/// it on the wire would otherwise be read as the next response.
+struct Returning {
+    body: Incoming,
+    back: Option<PoolReturn>,
+}
+
+/// A server connection on its way back to the pool, holding its place in
+/// the server's active count until then.
+struct PoolReturn {
+    sender: hyper::client::conn::http1::SendRequest<Incoming>,
+    state: Arc<crate::backend::ServerState>,
+    tls: u64,
+    active: ActiveGuard,
+}
+
+impl PoolReturn {
+    fn put(self) {
+        let PoolReturn {
+            sender,
+            state,
+            tls,
+            active,
+        } = self;
+        if sender.is_ready() {
+            state.idle.put(tls, sender);
+            drop(active);
+            return;
+        }
+        // The connection's own task has not yet seen the end of the
+        // exchange: wait for it to become ready (or closed).
+        let mut sender = sender;
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                state.idle.put(tls, sender);
+            }
+            drop(active);
+        });
+    }
+}
+
+impl Returning {
+    fn new(body: Incoming, back: Option<PoolReturn>) -> Self {
+        Returning { body, back }
+    }
+}
+
+impl hyper::body::Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => this.back.take().map_or((), PoolReturn::put),
+            std::task::Poll::Ready(Some(Err(_))) => this.back = None,
+            std::task::Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => {
+                this.back.take().map_or((), PoolReturn::put)
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        // A body with nothing in it (204, HEAD, an empty 200) is never
+        // polled: it has been read through all the same.
+        if hyper::body::Body::is_end_stream(&self.body) {
+            if let Some(back) = self.back.take() {
+                back.put();
+            }
+        }
+    }
+}
 
 /// One client connection in HTTP mode.
 struct Conn {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    /// Port the client connected to (`X-Forwarded-Port`).
-    local_port: u16,
+    /// How the forwarded headers name the client and the port it came to,
+    /// formatted once per connection.
+    this_side: ThisSide,
     sni: Option<Box<str>>,
     /// The client speaks h2 (`X-Forwarded-Proto-Version`).
     h2: bool,
@@ -161,7 +255,7 @@ pub(super) async fn serve(
     let conn = Arc::new(Conn {
         shared,
         peer,
-        local_port,
+        this_side: ThisSide::new(peer, local_port),
         sni: log.sni().map(Into::into),
         h2,
         tls: Some((certs, served)),
@@ -216,7 +310,7 @@ pub(super) async fn serve_plain(
     let conn = Arc::new(Conn {
         shared,
         peer,
-        local_port,
+        this_side: ThisSide::new(peer, local_port),
         sni: None,
         h2: false,
         tls: None,
@@ -261,21 +355,12 @@ impl Conn {
                 if let Some(s) = server {
                     s.state.traffic.response(status.as_u16());
                 }
-                let server = server.map(|s| format!("{} {}", s.name, s.addr));
                 (Some(backend.name.as_str()), server)
             }
             None => (None, None),
         };
         let host = host.as_deref().unwrap_or("-");
-        self.log(
-            &method,
-            host,
-            &path,
-            status,
-            backend,
-            server.as_deref(),
-            started,
-        );
+        self.log(&method, host, &path, status, backend, server, started);
         response
     }
 
@@ -379,9 +464,8 @@ impl Conn {
         };
         let mut client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let hop = Hop {
-            peer: self.peer,
+            this_side: &self.this_side,
             host,
-            port: self.local_port,
             proto: if self.tls.is_some() { "https" } else { "http" },
             h2: self.h2,
             client_certificate: &self.client_certificate,
@@ -407,7 +491,7 @@ impl Conn {
         let mut attempts = 0;
         // Stale pooled connections met on the way: bounded, as the pool is.
         let mut stale = 0;
-        while attempts <= backend.retries && stale <= 2 * MAX_STALE {
+        while attempts <= backend.retries && stale <= MAX_STALE {
             let chosen = match preferred.take() {
                 Some(i) => Some(i),
                 None => backend.pick(self.peer.ip(), &tried),
@@ -428,7 +512,9 @@ impl Conn {
             let fresh = pooled.is_none();
             let mut sender = match pooled {
                 Some(sender) => sender,
-                None => match self.open(backend, server.addr).await {
+                // Boxed: connecting (TLS included) is the rare path, and
+                // would otherwise more than double every request's future.
+                None => match Box::pin(self.open(backend, server.addr)).await {
                     Ok(sender) => sender,
                     Err(e) => {
                         tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, client = %self.peer, "connect failed: {e}");
@@ -469,7 +555,7 @@ impl Conn {
                             tunnels.push(tunnel);
                         }
                     }
-                    response.map(Either::Left)
+                    response.map(|body| Either::Left(Returning::new(body, None)))
                 }
                 Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     tracing::warn!(backend = %backend.name, server = %server.name, "101 to a request that asked for no upgrade");
@@ -495,14 +581,13 @@ impl Conn {
                         }
                     }
                     // Back to the pool once this response is read through.
-                    let state = Arc::clone(&server.state);
-                    tokio::spawn(async move {
-                        if sender.ready().await.is_ok() {
-                            state.idle.put(tls, sender);
-                        }
-                        drop(active);
-                    });
-                    response.map(Either::Left)
+                    let back = PoolReturn {
+                        sender,
+                        state: Arc::clone(&server.state),
+                        tls,
+                        active,
+                    };
+                    response.map(|body| Either::Left(Returning::new(body, Some(back))))
                 }
                 Ok(Err(mut e)) => match e.take_message() {
                     Some(unsent) => {
@@ -568,9 +653,19 @@ impl Conn {
         path: &str,
         status: StatusCode,
         backend: Option<&str>,
-        server: Option<&str>,
+        server: Option<&crate::backend::Server>,
         started: Instant,
     ) {
+        // Formatted only when the access log is on.
+        struct Named<'a>(Option<&'a crate::backend::Server>);
+        impl std::fmt::Display for Named<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.0 {
+                    Some(s) => write!(f, "{} {}", s.name, s.addr),
+                    None => f.write_str("-"),
+                }
+            }
+        }
         tracing::info!(
             target: "access",
             client = %self.peer,
@@ -580,7 +675,7 @@ impl Conn {
             path,
             status = status.as_u16(),
             backend = backend.unwrap_or("-"),
-            server = server.unwrap_or("-"),
+            server = %Named(server),
             duration_ms = started.elapsed().as_millis() as u64,
             "request"
         );
@@ -693,12 +788,39 @@ fn prepare_request(req: &mut Request<Incoming>, hop: &Hop<'_>, policy: Forwarded
     forwarded_headers(headers, hop, policy);
 }
 
+/// The parts of the forwarded headers that are the same for every request
+/// of a connection.
+struct ThisSide {
+    /// The client's address (`X-Forwarded-For`).
+    client: HeaderValue,
+    /// The client as a `Forwarded` node (IPv6 quoted and bracketed).
+    node: Box<str>,
+    /// The port the client connected to (`X-Forwarded-Port`).
+    port: HeaderValue,
+}
+
+impl ThisSide {
+    fn new(peer: SocketAddr, local_port: u16) -> Self {
+        let ip = peer.ip().to_canonical();
+        let client = ip.to_string();
+        let node = if ip.is_ipv6() {
+            format!("\"[{client}]\"")
+        } else {
+            client.clone()
+        };
+        ThisSide {
+            client: HeaderValue::from_str(&client).unwrap_or(HeaderValue::from_static("unknown")),
+            node: node.into(),
+            port: HeaderValue::from(local_port),
+        }
+    }
+}
+
 /// What the forwarded headers say about one hop.
 struct Hop<'a> {
-    peer: SocketAddr,
+    this_side: &'a ThisSide,
     host: &'a str,
-    port: u16,
-    proto: &'a str,
+    proto: &'static str,
     h2: bool,
     client_certificate: &'a [(HeaderName, HeaderValue)],
 }
@@ -711,53 +833,63 @@ fn forwarded_headers(headers: &mut HeaderMap, hop: &Hop<'_>, policy: Forwarded) 
     if policy == Forwarded::Never {
         return;
     }
-    let client = hop.peer.ip().to_canonical().to_string();
-    let node = if hop.peer.ip().to_canonical().is_ipv6() {
-        format!("\"[{client}]\"")
-    } else {
-        client.clone()
-    };
+    let side = hop.this_side;
     // RFC 7239: a host with a port or brackets is a quoted-string.
-    let this_hop = format!("for={node};host=\"{}\";proto={}", hop.host, hop.proto);
-    let joined = |headers: &HeaderMap, name: &str| -> Option<String> {
-        let values: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.join(", "))
+    let this_hop = format!(
+        "for={};host=\"{}\";proto={}",
+        side.node, hop.host, hop.proto
+    );
+    let joined = |headers: &HeaderMap, name: &str, ours: &str| -> Option<String> {
+        let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+        let first = values.next()?;
+        let mut all = String::from(first);
+        for v in values {
+            all.push_str(", ");
+            all.push_str(v);
+        }
+        all.push_str(", ");
+        all.push_str(ours);
+        Some(all)
     };
-    let mut ours: Vec<(&'static str, String)> = vec![
-        ("x-forwarded-host", hop.host.to_string()),
-        ("x-forwarded-port", hop.port.to_string()),
-        ("x-forwarded-proto", hop.proto.to_string()),
-    ];
+    let set = |headers: &mut HeaderMap, name: &'static str, value: HeaderValue| {
+        if policy != Forwarded::IfNone || !headers.contains_key(name) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    let text = |value: &str| HeaderValue::from_str(value).ok();
+    if let Some(host) = text(hop.host) {
+        set(headers, "x-forwarded-host", host);
+    }
+    set(headers, "x-forwarded-port", side.port.clone());
+    set(
+        headers,
+        "x-forwarded-proto",
+        HeaderValue::from_static(hop.proto),
+    );
     if hop.h2 {
-        ours.push(("x-forwarded-proto-version", "h2".into()));
+        set(
+            headers,
+            "x-forwarded-proto-version",
+            HeaderValue::from_static("h2"),
+        );
     } else if policy != Forwarded::IfNone {
         headers.remove("x-forwarded-proto-version");
     }
-    match policy {
-        Forwarded::Append => {
-            let xff = joined(headers, "x-forwarded-for")
-                .map_or(client.clone(), |b| format!("{b}, {client}"));
-            let fwd = joined(headers, "forwarded")
-                .map_or(this_hop.clone(), |b| format!("{b}, {this_hop}"));
-            ours.push(("x-forwarded-for", xff));
-            ours.push(("forwarded", fwd));
-        }
-        _ => {
-            ours.push(("x-forwarded-for", client));
-            ours.push(("forwarded", this_hop));
-        }
-    }
-    for (name, value) in ours {
-        if policy == Forwarded::IfNone && headers.contains_key(name) {
-            continue;
-        }
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
+    let client = side.client.to_str().unwrap_or("unknown");
+    let (xff, fwd) = match policy {
+        Forwarded::Append => (
+            joined(headers, "x-forwarded-for", client).and_then(|v| text(&v)),
+            joined(headers, "forwarded", &this_hop).map_or_else(|| text(&this_hop), |v| text(&v)),
+        ),
+        _ => (None, text(&this_hop)),
+    };
+    set(
+        headers,
+        "x-forwarded-for",
+        xff.unwrap_or_else(|| side.client.clone()),
+    );
+    if let Some(fwd) = fwd {
+        set(headers, "forwarded", fwd);
     }
 }
 
