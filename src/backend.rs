@@ -96,6 +96,11 @@ pub struct Timeouts {
     pub server: Duration,
     /// Inactivity in both directions once the server has answered.
     pub tunnel: Duration,
+    /// HTTP mode: a request head from its first byte, and each pause in a
+    /// request body.
+    pub http_request: Duration,
+    /// HTTP mode: a client connection with no request in flight.
+    pub http_keep_alive: Duration,
 }
 
 impl Default for Timeouts {
@@ -104,6 +109,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             server: Duration::from_secs(30),
             tunnel: Duration::from_secs(3600),
+            http_request: Duration::from_secs(10),
+            http_keep_alive: Duration::from_secs(300),
         }
     }
 }
@@ -151,7 +158,7 @@ pub struct IdleHttp {
 struct IdleSender {
     tls: u64,
     since: std::time::Instant,
-    sender: hyper::client::conn::http1::SendRequest<hyper::body::Incoming>,
+    sender: hyper::client::conn::http1::SendRequest<crate::connection::Upload>,
 }
 
 impl IdleSender {
@@ -169,7 +176,7 @@ impl IdleHttp {
         &self,
         tls: u64,
         max_idle: Duration,
-    ) -> Option<hyper::client::conn::http1::SendRequest<hyper::body::Incoming>> {
+    ) -> Option<hyper::client::conn::http1::SendRequest<crate::connection::Upload>> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         while slots
             .front()
@@ -189,7 +196,7 @@ impl IdleHttp {
     pub fn put(
         &self,
         tls: u64,
-        sender: hyper::client::conn::http1::SendRequest<hyper::body::Incoming>,
+        sender: hyper::client::conn::http1::SendRequest<crate::connection::Upload>,
     ) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if slots.len() >= MAX_IDLE {

@@ -923,3 +923,178 @@ async fn client_certificates_are_described_to_servers() {
     let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
     assert!(!body.contains("x-ssl"), "{body}");
 }
+
+/// `setup()` with `text` appended to the configuration.
+async fn setup_with(text: &str) -> Setup {
+    let s = setup().await;
+    let mut config = std::fs::read_to_string(&s.config).expect("read");
+    config.push_str(text);
+    std::fs::write(&s.config, config).expect("write");
+    s
+}
+
+/// Reads until the router closes the connection; fails after `limit`.
+async fn closed_within<S: AsyncRead + Unpin>(s: &mut S, limit: std::time::Duration) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(limit, s.read_to_end(&mut rest)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
+}
+
+/// `http_keep_alive_timeout` bounds an idle connection, and is not cut
+/// short by the shorter `http_request_timeout`, which bounds a request
+/// head from its first byte.
+#[tokio::test]
+async fn idle_connections_and_slow_heads_are_closed_at_their_timeouts() {
+    let s = setup_with(
+        "\n[defaults]\nhttp_request_timeout = \"500ms\"\nhttp_keep_alive_timeout = \"1500ms\"\n",
+    )
+    .await;
+    let (_router, addr) = start(&s.config);
+    // Idle for longer than the head timeout: still served.
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!(status, 200, "idle 0.9 s < keep-alive 1.5 s");
+    // Then idle past the keep-alive timeout: closed by the router.
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut tls, WAIT).await,
+        "idle connection closed"
+    );
+    let idle = started.elapsed();
+    assert!(
+        idle >= std::time::Duration::from_millis(1300),
+        "closed after {idle:?}"
+    );
+    // Half a request head, then nothing: closed at the head timeout.
+    let mut slow = connect(addr, "www.http.test", &s.front).await;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: www.ht")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut slow, WAIT).await, "slow head closed");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1300),
+        "the head timeout (0.5 s), not keep-alive, closed it: {took:?}"
+    );
+}
+
+/// An h2 connection with no stream open is closed (GOAWAY) after
+/// `http_keep_alive_timeout`.
+#[tokio::test]
+async fn idle_h2_connections_are_closed() {
+    use http_body_util::Empty;
+    let s = setup_with("\n[defaults]\nhttp_keep_alive_timeout = \"500ms\"\n").await;
+    let (_router, addr) = start(&s.config);
+    let mut sender = h2_connect(addr, "www.http.test", &s.front).await;
+    let request = hyper::Request::get("https://www.http.test/")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    drop(response);
+    let closed = tokio::time::timeout(WAIT, async {
+        while !sender.is_closed() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle h2 connection closed by the router");
+}
+
+/// A request body that stops arriving gets 408 after
+/// `http_request_timeout`; one that keeps arriving, for longer than the
+/// server timeout in all, is forwarded whole (the server timeout starts
+/// after the body).
+#[tokio::test]
+async fn slow_bodies_are_bounded_and_uploads_outlast_the_server_timeout() {
+    let s =
+        setup_with("\n[defaults]\nhttp_request_timeout = \"700ms\"\nserver_timeout = \"600ms\"\n")
+            .await;
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    tls.write_all(b"POST /upload HTTP/1.1\r\nHost: www.http.test\r\nContent-Length: 8\r\n\r\n")
+        .await
+        .expect("head");
+    for piece in [b"ab", b"cd", b"ef", b"gh"] {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tls.write_all(piece).await.expect("piece");
+    }
+    let (head, body) = read_message(&mut tls).await.expect("response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("web\nPOST /upload HTTP/1.1\r\n"), "{body}");
+
+    let mut stalled = connect(addr, "www.http.test", &s.front).await;
+    stalled
+        .write_all(b"POST / HTTP/1.1\r\nHost: www.http.test\r\nContent-Length: 100\r\n\r\nabc")
+        .await
+        .expect("write");
+    let (head, _) = read_message(&mut stalled).await.expect("response");
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+}
+
+/// `[http] error_page_503` is the body of 503 answers; a missing file is
+/// a configuration error that names the key's line.
+#[tokio::test]
+async fn the_503_page_can_be_configured() {
+    let s = setup_with("\n[http]\nerror_page_503 = \"pages/503.html\"\n").await;
+    s.dir.write(
+        "pages/503.html",
+        "<html><body>down for a moment</body></html>\n",
+    );
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (status, head, body) = get(&mut tls, "nothing.http.test", "/").await;
+    assert_eq!(status, 503);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{head}"
+    );
+    assert_eq!(body, "<html><body>down for a moment</body></html>\n");
+
+    std::fs::remove_file(s.dir.path().join("pages/503.html")).expect("remove");
+    let problems = switchyard::config::load(&s.config).expect_err("missing page");
+    let text = problems.to_string();
+    let line = std::fs::read_to_string(&s.config)
+        .expect("read")
+        .lines()
+        .position(|l| l.starts_with("error_page_503"))
+        .expect("line")
+        + 1;
+    assert!(
+        text.contains(&format!("switchyard.toml:{line}")) && text.contains("error_page_503"),
+        "{text}"
+    );
+}
+
+/// h2 clients may send one `cookie` field per pair: the server gets them
+/// joined in one line.
+#[tokio::test]
+async fn h2_cookie_fields_reach_the_server_joined() {
+    use http_body_util::{BodyExt, Empty};
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    let mut sender = h2_connect(addr, "www.http.test", &s.front).await;
+    let request = hyper::Request::get("https://www.http.test/")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(body.contains("\r\ncookie: a=1; b=2\r\n"), "{body}");
+    assert_eq!(body.matches("\r\ncookie:").count(), 1, "{body}");
+}

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::problem::{Problem, Problems, Source};
 pub(super) use super::raw;
 use super::raw::{RawBackend, RawBackendFile, RawConfig, RawDefaults, RawListener};
-use super::{duration, ListenerSpec, Protocol, Snapshot};
+use super::{duration, HttpSettings, ListenerSpec, Protocol, Snapshot};
 use crate::backend::{Backend, Forwarded, Mode, Server, ServerState, Termination, Timeouts};
 use crate::balance::Algorithm;
 use crate::client_hello;
@@ -206,7 +206,23 @@ impl Context {
         self.check_terminated_have_certs(&src, &raw.maps, &backends, certs.is_some());
         let (listeners, tls) = self.listeners(&src, &raw.listeners, &names, certs.as_ref());
         let stats = self.stats(&src, &raw.stats);
+        let http = HttpSettings {
+            timeouts: defaults.timeouts,
+            error_page_503: raw.http.error_page_503.as_ref().and_then(|p| {
+                let path = base.join(p.get_ref());
+                self.files.push(path.clone());
+                match std::fs::read(&path) {
+                    Ok(page) => Some(bytes::Bytes::from(page)),
+                    Err(e) => {
+                        let m = format!("error_page_503 `{}`: cannot read: {e}", path.display());
+                        self.error(&src, p.span(), m);
+                        None
+                    }
+                }
+            }),
+        };
         Some(Snapshot {
+            http,
             listeners,
             tls,
             stats,
@@ -266,10 +282,23 @@ impl Context {
             balance: self
                 .opt_parse(src, &raw.balance)
                 .unwrap_or(fallback.balance),
+            http_balance: self
+                .opt_parse(src, &raw.http_balance)
+                .unwrap_or(fallback.http_balance),
             timeouts: Timeouts {
                 connect: self.duration(src, &raw.connect_timeout, fallback.timeouts.connect),
                 server: self.duration(src, &raw.server_timeout, fallback.timeouts.server),
                 tunnel: self.duration(src, &raw.tunnel_timeout, fallback.timeouts.tunnel),
+                http_request: self.duration(
+                    src,
+                    &raw.http_request_timeout,
+                    fallback.timeouts.http_request,
+                ),
+                http_keep_alive: self.duration(
+                    src,
+                    &raw.http_keep_alive_timeout,
+                    fallback.timeouts.http_keep_alive,
+                ),
             },
             retries: self.retries(src, &raw.retries, fallback.retries),
         }
@@ -378,13 +407,18 @@ impl Context {
                 }
             },
         };
-        let algorithm = self
-            .opt_parse(src, &raw.balance)
-            .unwrap_or(defaults.balance);
+        let mode = self.mode(src, &raw, termination);
+        let algorithm = self.opt_parse(src, &raw.balance).unwrap_or(match mode {
+            Mode::Http => defaults.http_balance,
+            Mode::Tcp => defaults.balance,
+        });
+        let d = &defaults.timeouts;
         let timeouts = Timeouts {
-            connect: self.duration(src, &raw.connect_timeout, defaults.timeouts.connect),
-            server: self.duration(src, &raw.server_timeout, defaults.timeouts.server),
-            tunnel: self.duration(src, &raw.tunnel_timeout, defaults.timeouts.tunnel),
+            connect: self.duration(src, &raw.connect_timeout, d.connect),
+            server: self.duration(src, &raw.server_timeout, d.server),
+            tunnel: self.duration(src, &raw.tunnel_timeout, d.tunnel),
+            http_request: self.duration(src, &raw.http_request_timeout, d.http_request),
+            http_keep_alive: self.duration(src, &raw.http_keep_alive_timeout, d.http_keep_alive),
         };
         let retries = self.retries(src, &raw.retries, defaults.retries);
         let servers = self.servers(src, &raw, &name);
@@ -418,7 +452,7 @@ impl Context {
             rotation,
         );
         backend.upstream = upstream;
-        backend.mode = self.mode(src, &raw, termination);
+        backend.mode = mode;
         backend.cookie = self.cookie(src, &raw, &backend.name, backend.mode);
         if let Some(f) = &raw.forwarded {
             backend.forwarded = match f.get_ref().as_str() {
@@ -784,6 +818,7 @@ impl Context {
 /// What a backend inherits from `[defaults]`.
 struct BackendDefaults {
     balance: Algorithm,
+    http_balance: Algorithm,
     timeouts: Timeouts,
     retries: u32,
 }
@@ -792,6 +827,8 @@ impl Default for BackendDefaults {
     fn default() -> Self {
         BackendDefaults {
             balance: Algorithm::Source,
+            // The reference's default for HTTP backends.
+            http_balance: Algorithm::Random,
             timeouts: Timeouts::default(),
             retries: 2,
         }
@@ -818,4 +855,52 @@ fn backend_of(
         termination.as_str(),
         wanted.join(" or ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::balance::Algorithm;
+
+    fn algorithms(defaults: &str) -> Vec<(String, Algorithm)> {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("s.toml");
+        let text = format!(
+            "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[stats]\nenabled = false\n{defaults}\n\
+             [[backend]]\nname = \"tcp\"\nservers = [{{ name = \"a\", address = \"127.0.0.1:1\" }}]\n\
+             [[backend]]\nname = \"web\"\ntermination = \"none\"\nservers = [{{ name = \"a\", address = \"127.0.0.1:1\" }}]\n\
+             [[backend]]\nname = \"own\"\ntermination = \"none\"\nbalance = \"leastconn\"\n\
+             servers = [{{ name = \"a\", address = \"127.0.0.1:1\" }}]\n"
+        );
+        std::fs::write(&config, text).expect("write");
+        let loaded = crate::config::load(&config).expect("load");
+        let backends = &loaded.snapshot.backends;
+        backends
+            .iter()
+            .map(|b| (b.name.clone(), b.algorithm))
+            .collect()
+    }
+
+    /// HTTP backends take `http_balance` (random by default), others
+    /// `balance`; a backend's own `balance` wins over both.
+    #[test]
+    fn http_backends_have_their_own_default_balance() {
+        let by_default = algorithms("");
+        assert_eq!(
+            by_default,
+            [
+                ("tcp".to_string(), Algorithm::Source),
+                ("web".to_string(), Algorithm::Random),
+                ("own".to_string(), Algorithm::LeastConn),
+            ]
+        );
+        let set = algorithms("[defaults]\nbalance = \"roundrobin\"\nhttp_balance = \"source\"\n");
+        assert_eq!(
+            set,
+            [
+                ("tcp".to_string(), Algorithm::RoundRobin),
+                ("web".to_string(), Algorithm::Source),
+                ("own".to_string(), Algorithm::LeastConn),
+            ]
+        );
+    }
 }

@@ -82,6 +82,9 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug)]
 pub struct Snapshot {
     pub listeners: Vec<ListenerSpec>,
+    /// HTTP mode's own settings: `[defaults]` timeouts for connections no
+    /// backend was chosen for yet, and the 503 page.
+    pub http: HttpSettings,
     pub routes: Routes,
     /// Shared with the connections decided to them, so that a connection
     /// holds its backend, not the snapshot.
@@ -103,6 +106,15 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
+/// What HTTP mode needs from the configuration beyond the backends.
+#[derive(Debug, Default)]
+pub struct HttpSettings {
+    pub timeouts: crate::backend::Timeouts,
+    /// The body of 503 responses (`[http] error_page_503`); a built-in
+    /// page when `None`.
+    pub error_page_503: Option<bytes::Bytes>,
+}
+
 impl Snapshot {
     pub fn backend(&self, id: BackendId) -> &Backend {
         &self.backends[id]
@@ -112,6 +124,7 @@ impl Snapshot {
     #[cfg(test)]
     pub(crate) fn empty() -> Self {
         Snapshot {
+            http: HttpSettings::default(),
             listeners: Vec::new(),
             routes: Routes::default(),
             backends: Vec::new(),

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub stats: RawStats,
+    #[serde(default)]
+    pub http: RawHttp,
     /// Further files holding `[[backend]]` tables, relative to this file.
     #[serde(default)]
     pub backend_files: Vec<Spanned<String>>,
@@ -60,6 +62,14 @@ pub struct RawListener {
 }
 
 /// `[stats]`: the stats port.
+/// `[http]`: what the router itself answers in HTTP mode.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// An HTML file served as the body of 503 responses.
+    pub error_page_503: Option<Spanned<String>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStats {
@@ -132,6 +142,11 @@ pub struct RawReload {
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
     pub balance: Option<Spanned<String>>,
+    /// Balance of HTTP-mode backends that name none (`balance` stays the
+    /// passthrough default).
+    pub http_balance: Option<Spanned<String>>,
+    pub http_request_timeout: Option<Spanned<String>>,
+    pub http_keep_alive_timeout: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub server_timeout: Option<Spanned<String>>,
     pub tunnel_timeout: Option<Spanned<String>>,
@@ -152,6 +167,8 @@ pub struct RawBackend {
     pub forwarded: Option<Spanned<String>>,
     /// `Strict-Transport-Security` value for responses on TLS routes.
     pub hsts: Option<Spanned<String>>,
+    pub http_request_timeout: Option<Spanned<String>>,
+    pub http_keep_alive_timeout: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub server_timeout: Option<Spanned<String>>,

@@ -30,15 +30,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use super::upload::{Upload, UploadEnd};
 use super::{connect_one, terminate};
 use crate::access_log::AccessLog;
-use crate::backend::{ActiveGuard, Backend, Forwarded};
+use crate::backend::{ActiveGuard, Backend, Forwarded, Timeouts};
 use crate::route::PlainDecision;
 use crate::shared::Shared;
 use crate::tls::{CertStore, Served, ServerSide};
 
-/// Longest a client may take to send a request head.
-const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request heads (h1 buffer, h2 header list) are bounded by this.
 const MAX_HEAD: u32 = 64 * 1024;
 /// Concurrent streams one h2 client may open.
@@ -69,7 +68,7 @@ struct Returning {
 /// A server connection on its way back to the pool, holding its place in
 /// the server's active count until then.
 struct PoolReturn {
-    sender: hyper::client::conn::http1::SendRequest<Incoming>,
+    sender: hyper::client::conn::http1::SendRequest<Upload>,
     state: Arc<crate::backend::ServerState>,
     tls: u64,
     active: ActiveGuard,
@@ -173,6 +172,222 @@ struct Conn {
     /// Upgraded requests relayed as tunnels: the connection's task waits
     /// for them, so they keep its slot and count, and drain waits for them.
     tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// `http_request_timeout` and `http_keep_alive_timeout` apply to the
+    /// client side; the server-side ones are each request's backend's.
+    timeouts: Timeouts,
+    /// Requests in flight and when the connection last went idle.
+    activity: Activity,
+}
+
+/// What the connection is doing, for its idle and request-head deadlines.
+/// Times are milliseconds since `epoch`.
+struct Activity {
+    epoch: Instant,
+    /// Requests received and not yet answered to the end of their body.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// When the last request ended (or the connection began).
+    idle_since: std::sync::atomic::AtomicU64,
+    /// HTTP/1.1: when bytes of the next request head began to arrive on an
+    /// idle connection (0: none yet).
+    head_since: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            epoch: Instant::now(),
+            in_flight: Default::default(),
+            idle_since: Default::default(),
+            head_since: Default::default(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        // Never 0 once started, so 0 can mean "not yet".
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms.saturating_sub(1))
+    }
+
+    /// Bytes arrived from the client (HTTP/1.1 connections only).
+    fn bytes_arrived(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0 {
+            self.head_since.store(self.now(), Relaxed);
+        }
+    }
+
+    /// When the connection is to be closed if nothing changes, and why.
+    fn deadline(&self, timeouts: &Timeouts) -> Option<(Instant, &'static str)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        match self.head_since.load(Relaxed) {
+            0 => Some((
+                self.at(self.idle_since.load(Relaxed)) + timeouts.http_keep_alive,
+                "idle longer than http_keep_alive_timeout",
+            )),
+            head => Some((
+                self.at(head) + timeouts.http_request,
+                "request head not received within http_request_timeout",
+            )),
+        }
+    }
+}
+
+/// One request in flight: counted from its head until its response body
+/// has been sent (or dropped).
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn new(conn: &Arc<Conn>) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        conn.activity.in_flight.fetch_add(1, Relaxed);
+        conn.activity.head_since.store(0, Relaxed);
+        Busy(Arc::clone(conn))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let activity = &self.0.activity;
+        activity.idle_since.store(activity.now(), Relaxed);
+        activity.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A response on its way to the client, keeping its request counted.
+struct Answer {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The client's stream on an HTTP/1.1 connection: notes when the bytes of
+/// a request head begin to arrive on an idle connection.
+struct Watched<S> {
+    io: S,
+    conn: Arc<Conn>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.conn.activity.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Resolves when the connection has been idle, or taken too long over a
+/// request head, past its deadline (re-read at every wake of the task).
+struct Deadline<'a> {
+    conn: &'a Conn,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(conn: &'a Conn) -> Self {
+        let far = Instant::now() + conn.timeouts.http_keep_alive;
+        Deadline {
+            conn,
+            timer: Box::pin(tokio::time::sleep_until(far)),
+        }
+    }
+}
+
+impl std::future::Future for Deadline<'_> {
+    type Output = &'static str;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<&'static str> {
+        // Polled at every wake of the connection's task: no clock read and
+        // no timer reset unless the deadline moved.
+        let conn = self.conn;
+        let Some((at, why)) = conn.activity.deadline(&conn.timeouts) else {
+            // Busy: look again a keep-alive period from now.
+            while self.timer.as_mut().poll(cx).is_ready() {
+                let later = Instant::now() + conn.timeouts.http_keep_alive;
+                self.timer.as_mut().reset(later);
+            }
+            return std::task::Poll::Pending;
+        };
+        if self.timer.deadline() != at {
+            self.timer.as_mut().reset(at);
+        }
+        match self.timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(why),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
 }
 
 impl Conn {
@@ -192,21 +407,40 @@ impl Conn {
 /// Drives a hyper connection to its end; when the router starts draining,
 /// asks it to shut down gracefully (in-flight requests finish, HTTP/1.1
 /// answers `Connection: close`, h2 sends GOAWAY) and goes on driving it.
+///
+/// A connection idle past `http_keep_alive_timeout`, or slower than
+/// `http_request_timeout` over a request head, is closed: HTTP/1.1 at once
+/// (there is nothing in flight), h2 with GOAWAY.
 macro_rules! until_drained {
-    ($connection:expr, $drain:expr) => {{
+    ($connection:expr, $drain:expr, $conn:expr, $log:expr) => {{
         let connection = $connection;
         tokio::pin!(connection);
         let mut asked = *$drain.borrow();
         if asked {
             connection.as_mut().graceful_shutdown();
         }
+        let deadline = Deadline::new($conn);
+        tokio::pin!(deadline);
+        let mut expired = false;
         loop {
             tokio::select! {
-                done = connection.as_mut() => break done,
+                // The connection first: the deadline reads what it did.
+                biased;
+                done = connection.as_mut() => break Some(done),
                 changed = $drain.wait_for(|d| *d), if !asked => {
                     asked = true;
                     if changed.is_ok() {
                         connection.as_mut().graceful_shutdown();
+                    }
+                }
+                why = deadline.as_mut(), if !expired => {
+                    expired = true;
+                    $log.end("client", &format!("closed: {why}"));
+                    if $conn.h2 {
+                        asked = true;
+                        connection.as_mut().graceful_shutdown();
+                    } else {
+                        break None;
                     }
                 }
             }
@@ -220,6 +454,9 @@ pub(super) struct Routing {
     /// The listener's default backend, if it serves HTTP.
     pub fallback: Option<Arc<Backend>>,
     pub peer: SocketAddr,
+    /// `http_request_timeout` and `http_keep_alive_timeout` of the backend
+    /// the SNI chose, else of `[defaults]`.
+    pub timeouts: Timeouts,
 }
 
 /// Terminates TLS, then serves requests until the client is done.
@@ -235,6 +472,7 @@ pub(super) async fn serve(
         shared,
         fallback,
         peer,
+        timeouts,
     } = routing;
     let shared_drain = shared.draining();
     let local_port = client.local_addr().map_or(443, |a| a.port());
@@ -263,13 +501,18 @@ pub(super) async fn serve(
         client_certificate,
         fallback,
         tunnels: Default::default(),
+        timeouts,
+        activity: Activity::new(),
     });
-    let tunnels = Arc::clone(&conn);
+    let watched = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, Infallible>(conn.route(req).await) }
+        async move {
+            let busy = Busy::new(&conn);
+            let response = conn.route(req).await;
+            Ok::<_, Infallible>(response.map(|body| Answer { body, _busy: busy }))
+        }
     });
-    let io = TokioIo::new(stream);
     let mut drain = shared_drain;
     let served = if h2 {
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -278,22 +521,34 @@ pub(super) async fn serve(
             .max_header_list_size(MAX_HEAD)
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT)
-            .serve_connection(io, service);
-        until_drained!(connection, drain)
+            .serve_connection(TokioIo::new(stream), service);
+        until_drained!(connection, drain, &watched, log)
     } else {
+        let io = TokioIo::new(Watched {
+            io: stream,
+            conn: Arc::clone(&watched),
+        });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+            .header_read_timeout(head_backstop(&timeouts))
             .max_buf_size(MAX_HEAD as usize)
             .serve_connection(io, service)
             .with_upgrades();
-        until_drained!(connection, drain)
+        until_drained!(connection, drain, &watched, log)
     };
-    tunnels.join_tunnels().await;
+    watched.join_tunnels().await;
     match served {
-        Ok(()) => log.end("client", "closed (HTTP mode)"),
-        Err(e) => log.end("client", &format!("HTTP connection ended: {e}")),
+        Some(Ok(())) => log.end("client", "closed (HTTP mode)"),
+        Some(Err(e)) => log.end("client", &format!("HTTP connection ended: {e}")),
+        None => {}
     }
+}
+
+/// hyper's own bound on reading a request head, which starts as soon as a
+/// connection waits for its next request: a backstop only, above the
+/// keep-alive and head deadlines the connection keeps itself.
+fn head_backstop(timeouts: &Timeouts) -> Duration {
+    timeouts.http_keep_alive + timeouts.http_request
 }
 
 /// A plain-HTTP listener (port 80): requests are redirected to https by
@@ -303,6 +558,7 @@ pub(super) async fn serve_plain(
     shared: Arc<Shared>,
     peer: SocketAddr,
     https_port: u16,
+    timeouts: Timeouts,
     log: &mut AccessLog,
 ) {
     let local_port = client.local_addr().map_or(80, |a| a.port());
@@ -318,24 +574,35 @@ pub(super) async fn serve_plain(
         client_certificate: Vec::new(),
         fallback: None,
         tunnels: Default::default(),
+        timeouts,
+        activity: Activity::new(),
     });
-    let tunnels = Arc::clone(&conn);
+    let watched = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, Infallible>(conn.route(req).await) }
+        async move {
+            let busy = Busy::new(&conn);
+            let response = conn.route(req).await;
+            Ok::<_, Infallible>(response.map(|body| Answer { body, _busy: busy }))
+        }
+    });
+    let io = TokioIo::new(Watched {
+        io: client,
+        conn: Arc::clone(&watched),
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+        .header_read_timeout(head_backstop(&timeouts))
         .max_buf_size(MAX_HEAD as usize)
-        .serve_connection(TokioIo::new(client), service)
+        .serve_connection(io, service)
         .with_upgrades();
     let mut drain = shared_drain;
-    let served = until_drained!(connection, drain);
-    tunnels.join_tunnels().await;
+    let served = until_drained!(connection, drain, &watched, log);
+    watched.join_tunnels().await;
     match served {
-        Ok(()) => log.end("client", "closed (HTTP mode)"),
-        Err(e) => log.end("client", &format!("HTTP connection ended: {e}")),
+        Some(Ok(())) => log.end("client", "closed (HTTP mode)"),
+        Some(Err(e)) => log.end("client", &format!("HTTP connection ended: {e}")),
+        None => {}
     }
 }
 
@@ -404,7 +671,7 @@ impl Conn {
         let backend = match (decision, &self.fallback) {
             (Some(decision), _) => decision.backend,
             (None, Some(fallback)) => Arc::clone(fallback),
-            (None, None) => return (unavailable(), None),
+            (None, None) => return (self.unavailable(), None),
         };
         let (response, server) = self.forward(&backend, host, req).await;
         (response, Some((backend, server)))
@@ -425,6 +692,15 @@ impl Conn {
         certs
             .find(Some(name))
             .is_some_and(|wanted| !Arc::ptr_eq(wanted, served))
+    }
+
+    /// `503`, with the configured page if there is one.
+    fn unavailable(&self) -> Response<Body> {
+        let mut response = unavailable();
+        if let Some(page) = &self.shared.snapshot().http.error_page_503 {
+            *response.body_mut() = Either::Right(Full::new(page.clone()));
+        }
+        response
     }
 
     /// `302` to the same host (without its port) and target over https.
@@ -471,6 +747,9 @@ impl Conn {
             client_certificate: &self.client_certificate,
         };
         prepare_request(&mut req, &hop, backend.forwarded);
+        let (parts, body) = req.into_parts();
+        let (body, upload) = Upload::new(body, self.timeouts.http_request);
+        let mut req = Request::from_parts(parts, body);
         if let Some(protocol) = &upgrade {
             let headers = req.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -525,8 +804,7 @@ impl Conn {
                 },
             };
             let sent_at = Instant::now();
-            let sent = tokio::time::timeout(backend.timeouts.server, sender.try_send_request(req));
-            let sent = sent.await;
+            let sent = send(&mut sender, req, upload.as_deref(), backend.timeouts.server).await;
             if let Ok(Ok(_)) = &sent {
                 backend.traffic.response_time(sent_at.elapsed());
                 server.state.traffic.response_time(sent_at.elapsed());
@@ -603,6 +881,14 @@ impl Conn {
                         }
                         continue;
                     }
+                    None if upload.as_ref().is_some_and(|u| u.stalled()) => {
+                        tracing::info!(backend = %backend.name, client = %self.peer, "request body stalled: {}", e.error());
+                        page(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "Request Timeout",
+                            "the request body stopped arriving",
+                        )
+                    }
                     None => {
                         tracing::warn!(backend = %backend.name, server = %server.name, "request failed: {}", e.error());
                         page(
@@ -620,7 +906,7 @@ impl Conn {
             };
             return (response, Some(i));
         }
-        (unavailable(), None)
+        (self.unavailable(), None)
     }
 
     /// A new HTTP/1.1 connection to a server: plaintext for edge, TLS
@@ -629,7 +915,7 @@ impl Conn {
         &self,
         backend: &Backend,
         addr: SocketAddr,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
+    ) -> Result<hyper::client::conn::http1::SendRequest<Upload>, String> {
         let tcp = connect_one(addr, backend.timeouts.connect)
             .await
             .map_err(|e| e.to_string())?;
@@ -682,9 +968,30 @@ impl Conn {
     }
 }
 
-async fn handshake<S>(
-    stream: S,
-) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String>
+/// Sends a request; the server timeout runs from the end of its body (a
+/// slow upload is bounded by its own pauses, not by the server's answer).
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Upload>,
+    req: Request<Upload>,
+    upload: Option<&UploadEnd>,
+    server_timeout: Duration,
+) -> Result<
+    Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Upload>>>,
+    tokio::time::error::Elapsed,
+> {
+    let sending = sender.try_send_request(req);
+    let Some(upload) = upload else {
+        return tokio::time::timeout(server_timeout, sending).await;
+    };
+    tokio::pin!(sending);
+    tokio::select! {
+        sent = &mut sending => return Ok(sent),
+        () = upload.finished() => {}
+    }
+    tokio::time::timeout(server_timeout, sending).await
+}
+
+async fn handshake<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Upload>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -768,6 +1075,11 @@ fn prepare_request(req: &mut Request<Incoming>, hop: &Hop<'_>, policy: Forwarded
     }
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    // h2 clients may split `cookie` into one field per pair; an HTTP/1.1
+    // server expects one line (RFC 9113 §8.2.3).
+    if hop.h2 {
+        join_cookies(headers);
+    }
     // X-SSL-* describe the client's certificate: only the router says so.
     let claimed: Vec<HeaderName> = headers
         .keys()
@@ -813,6 +1125,24 @@ impl ThisSide {
             node: node.into(),
             port: HeaderValue::from(local_port),
         }
+    }
+}
+
+/// Several `cookie` fields as one, joined by "; ".
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for field in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(field.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
     }
 }
 
@@ -1040,6 +1370,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The 503 page for a request no route serves (as the reference answers).
+/// The built-in 503 page, when `[http] error_page_503` names none.
 fn unavailable() -> Response<Body> {
     page(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -11,6 +11,9 @@
 mod http;
 mod passthrough;
 mod terminate;
+mod upload;
+
+pub use upload::Upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,9 +63,10 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
     if spec.protocol == Protocol::Http {
         // Port 80: no ClientHello, each request routed on its own.
         let https_port = spec.https_port;
+        let timeouts = snapshot.http.timeouts;
         drop(snapshot);
         Box::pin(http::serve_plain(
-            stream, shared, peer, https_port, &mut log,
+            stream, shared, peer, https_port, timeouts, &mut log,
         ))
         .await;
         return log.finish();
@@ -88,6 +92,7 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
             if let (Some(tls), Miss::NoRoute | Miss::NoSni) = (tls, miss) {
                 let handshake_timeout = spec.inspect_timeout;
                 let fallback = http_fallback(&snapshot, listener);
+                let timeouts = snapshot.http.timeouts;
                 drop(snapshot);
                 let serve = http::serve(
                     stream,
@@ -98,6 +103,7 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
                         shared,
                         fallback,
                         peer,
+                        timeouts,
                     },
                     &mut log,
                 );
@@ -153,6 +159,7 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
                     shared,
                     fallback,
                     peer,
+                    timeouts: backend.timeouts,
                 },
                 &mut log,
             ))
