@@ -1098,3 +1098,115 @@ async fn h2_cookie_fields_reach_the_server_joined() {
     assert!(body.contains("\r\ncookie: a=1; b=2\r\n"), "{body}");
     assert_eq!(body.matches("\r\ncookie:").count(), 1, "{body}");
 }
+
+/// A server that records every byte it receives and answers each request
+/// head with 200 (reading a chunked body through to its last chunk).
+async fn recording_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let record = Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(Ok(n)) = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    record.lock().expect("lock").extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                    let complete = match text.find("\r\n\r\n") {
+                        Some(_) if text.contains("transfer-encoding: chunked") => {
+                            text.ends_with("\r\n0\r\n\r\n")
+                        }
+                        Some(_) => true,
+                        None => false,
+                    };
+                    if complete {
+                        got.clear();
+                        let answer = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+                        if tcp.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Requests that could be read two ways never reach a server: a head over
+/// 32 KiB gets 431, two different lengths or a body encoding that does not
+/// end in chunked get 400. A length beside `Transfer-Encoding: chunked` is
+/// dropped, the body goes on chunked, and the client connection is closed
+/// after the answer (RFC 9112 §6.1), so no second request can hide in it.
+#[tokio::test]
+async fn ambiguous_requests_are_refused_or_made_unambiguous() {
+    let (server, seen) = recording_server().await;
+    let s = setup().await;
+    s.dir.write(
+        "maps/os_edge_reencrypt_be.map",
+        "^www\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_edge_http:t:raw\n",
+    );
+    let mut config = std::fs::read_to_string(&s.config).expect("read");
+    config.push_str(&format!(
+        "\n[[backend]]\nname = \"be_edge_http:t:raw\"\ntermination = \"edge\"\n\
+         servers = [{{ name = \"raw-1\", address = \"{server}\" }}]\n"
+    ));
+    std::fs::write(&s.config, config).expect("write");
+    let (_router, addr) = start(&s.config);
+
+    let big = "a".repeat(40 * 1024);
+    let refused = [
+        (format!("GET / HTTP/1.1\r\nHost: www.http.test\r\nX-Big: {big}\r\n\r\n"), "431"),
+        (
+            "POST / HTTP/1.1\r\nHost: www.http.test\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_string(),
+            "400",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: www.http.test\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n".to_string(),
+            "400",
+        ),
+    ];
+    for (request, status) in refused {
+        let mut tls = connect(addr, "www.http.test", &s.front).await;
+        tls.write_all(request.as_bytes()).await.expect("send");
+        let (head, _) = read_message(&mut tls).await.expect("response");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{status}: {head}"
+        );
+    }
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "nothing reached the server"
+    );
+
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let smuggle = "POST / HTTP/1.1\r\nHost: www.http.test\r\nContent-Length: 4\r\n\
+                   Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+                   GET /hidden HTTP/1.1\r\nHost: www.http.test\r\n\r\n";
+    tls.write_all(smuggle.as_bytes()).await.expect("send");
+    let (head, body) = read_message(&mut tls).await.expect("response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok\n");
+    assert!(
+        closed_within(&mut tls, WAIT).await,
+        "connection closed after the answer"
+    );
+    let seen = String::from_utf8_lossy(&seen.lock().expect("lock")).to_ascii_lowercase();
+    assert!(seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
+    assert!(seen.contains("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{seen}");
+    assert!(!seen.contains("content-length"), "{seen}");
+    assert!(!seen.contains("/hidden"), "{seen}");
+}
