@@ -313,7 +313,8 @@ to_us() { # wrk's "1.23ms" → 1230
 }
 hfigure() { # label tool url-scheme host sw-port hap-port ngx-port
   local label=$1 tool=$2 scheme=$3 host=$4; shift 4
-  local hports=("$@") hnames=(switchyard haproxy nginx) hprocs=("$SYPID" "$HAPID" "$NGPID")
+  # HAProxy's pid is read again: the reload figures replace its process.
+  local hports=("$@") hnames=(switchyard haproxy nginx) hprocs=("$SYPID" "$(cat "$WORK/haproxy.pid")" "$NGPID")
   for i in 0 1 2; do
     local port=${hports[$i]} pid=${hprocs[$i]} before after out reqs rps p99
     before=$(ticks "$pid")

@@ -149,9 +149,22 @@ const MAX_IDLE: usize = 1024;
 /// with the TLS identity it was opened with (0 for plaintext), so a
 /// connection verified for one backend is never used under another
 /// identity after a reload changed it.
+///
+/// A server that chose h2 (re-encrypt, by ALPN) needs one connection for
+/// all requests: it is kept beside the idle ones and shared.
 #[derive(Debug, Default)]
 pub struct IdleHttp {
     slots: std::sync::Mutex<std::collections::VecDeque<IdleSender>>,
+    shared: std::sync::Mutex<Option<SharedH2>>,
+}
+
+/// An h2 server connection, multiplexed by every request to its server.
+pub type H2Sender = hyper::client::conn::http2::SendRequest<crate::connection::Upload>;
+
+#[derive(Debug)]
+struct SharedH2 {
+    tls: u64,
+    sender: H2Sender,
 }
 
 #[derive(Debug)]
@@ -207,6 +220,25 @@ impl IdleHttp {
             since: std::time::Instant::now(),
             sender,
         });
+    }
+
+    /// The shared h2 connection opened with `tls`, if it is still open.
+    pub fn shared_h2(&self, tls: u64) -> Option<H2Sender> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match &*shared {
+            Some(h2) if h2.tls == tls && h2.sender.is_ready() => Some(h2.sender.clone()),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Shares `sender` with the requests that follow.
+    pub fn share_h2(&self, tls: u64, sender: H2Sender) {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        *shared = Some(SharedH2 { tls, sender });
     }
 
     /// Idle connections kept now.

@@ -1210,3 +1210,105 @@ async fn ambiguous_requests_are_refused_or_made_unambiguous() {
     assert!(!seen.contains("content-length"), "{seen}");
     assert!(!seen.contains("/hidden"), "{seen}");
 }
+
+/// A TLS server that speaks h2 (ALPN) and answers each request with the
+/// version, method, target and headers it received; counts connections.
+async fn h2_server(config: Arc<rustls::ServerConfig>) -> (SocketAddr, Arc<AtomicUsize>) {
+    use http_body_util::{BodyExt, Full};
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut text =
+                            format!("{:?} {} {}\n", req.version(), req.method(), req.uri());
+                        for (name, value) in req.headers() {
+                            text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+                        }
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        text.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body)));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from(text),
+                        )))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A re-encrypt server that chooses h2 by ALPN is spoken to in h2: with
+/// `:scheme https` and the routed host as `:authority`, request bodies
+/// included, every request of every client over one shared connection.
+#[tokio::test]
+async fn reencrypt_servers_that_choose_h2_get_h2() {
+    let s = setup().await;
+    let inner = Pki::new();
+    let (secure, connections) = h2_server(inner.server_config(&["secure.svc"])).await;
+    s.dir.write("certs/inner-ca.pem", &inner.ca_pem);
+    let map = format!(
+        "^secure\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_secure:t:secure\n{}",
+        edge_map("be_edge_http:t:api")
+    );
+    s.dir.write("maps/os_edge_reencrypt_be.map", &map);
+    let mut text = std::fs::read_to_string(&s.config).expect("read");
+    text.push_str(&format!(
+        "\n[[backend]]\nname = \"be_secure:t:secure\"\ntermination = \"reencrypt\"\n\
+         verify_host = \"secure.svc\"\nca_file = \"certs/inner-ca.pem\"\n\
+         servers = [{{ name = \"s1\", address = \"{secure}\" }}]\n"
+    ));
+    std::fs::write(&s.config, text).expect("write");
+    let (_router, addr) = start(&s.config);
+    for client in 0..2 {
+        let mut tls = connect(addr, "secure.http.test", &s.front).await;
+        let (status, _, body) = get(&mut tls, "secure.http.test", "/x?y=1").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.starts_with("HTTP/2.0 GET https://secure.http.test/x?y=1\n"),
+            "client {client}: {body}"
+        );
+        assert!(body.contains("x-forwarded-proto: https\n"), "{body}");
+        tls.write_all(
+            b"POST /up HTTP/1.1\r\nHost: secure.http.test\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await
+        .expect("post");
+        let (head, body) = read_message(&mut tls).await.expect("response");
+        let body = String::from_utf8_lossy(&body);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            body.starts_with("HTTP/2.0 POST https://secure.http.test/up\n"),
+            "{body}"
+        );
+        assert!(body.ends_with("body: hello\n"), "{body}");
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one shared h2 connection"
+    );
+}

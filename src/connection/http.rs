@@ -10,7 +10,9 @@
 //! carried state), tagged with the TLS identity they were verified under.
 //!
 //! Clients speak h2 or HTTP/1.1 (ALPN offers `h2,http/1.1` unless the
-//! crt-list line names its own list); servers are spoken to in HTTP/1.1.
+//! crt-list line names its own list); servers are spoken to in HTTP/1.1,
+//! or in h2 when a re-encrypt server chooses it by ALPN (one connection per
+//! server, shared by every request).
 //! HTTP/1.1 upgrades (WebSocket) become a tunnel after the server's 101,
 //! under the backend's tunnel timeout; `Upgrade: h2c` is never passed on.
 
@@ -68,7 +70,8 @@ struct Returning {
 /// A server connection on its way back to the pool, holding its place in
 /// the server's active count until then.
 struct PoolReturn {
-    sender: hyper::client::conn::http1::SendRequest<Upload>,
+    /// An HTTP/1.1 connection to put back; h2 ones stay shared meanwhile.
+    sender: Option<hyper::client::conn::http1::SendRequest<Upload>>,
     state: Arc<crate::backend::ServerState>,
     tls: u64,
     active: ActiveGuard,
@@ -82,6 +85,9 @@ impl PoolReturn {
             tls,
             active,
         } = self;
+        let Some(sender) = sender else {
+            return;
+        };
         if sender.is_ready() {
             state.idle.put(tls, sender);
             drop(active);
@@ -798,15 +804,24 @@ impl Conn {
             // new connection (never resent once it may have been read).
             let pooled = if upgrade.is_some() {
                 None // a tunnel-to-be gets a connection of its own
+            } else if backend.upstream.is_some() {
+                let idle = &server.state.idle;
+                idle.shared_h2(tls)
+                    .map(Sender::H2)
+                    .or_else(|| idle.take(tls, POOL_IDLE).map(Sender::H1))
             } else {
-                server.state.idle.take(tls, POOL_IDLE)
+                server.state.idle.take(tls, POOL_IDLE).map(Sender::H1)
             };
             let fresh = pooled.is_none();
             let mut sender = match pooled {
                 Some(sender) => sender,
                 // Boxed: connecting (TLS included) is the rare path, and
                 // would otherwise more than double every request's future.
-                None => match Box::pin(self.open(backend, server.addr)).await {
+                None => match Box::pin(self.open(backend, server.addr, upgrade.is_none())).await {
+                    Ok(Sender::H2(h2)) => {
+                        server.state.idle.share_h2(tls, h2.clone());
+                        Sender::H2(h2)
+                    }
                     Ok(sender) => sender,
                     Err(e) => {
                         tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, client = %self.peer, "connect failed: {e}");
@@ -816,6 +831,9 @@ impl Conn {
                     }
                 },
             };
+            if backend.upstream.is_some() {
+                sender.fit(&mut req, host);
+            }
             let sent_at = Instant::now();
             let sent = send(&mut sender, req, upload.as_deref(), backend.timeouts.server).await;
             if let Ok(Ok(_)) = &sent {
@@ -873,7 +891,10 @@ impl Conn {
                     }
                     // Back to the pool once this response is read through.
                     let back = PoolReturn {
-                        sender,
+                        sender: match sender {
+                            Sender::H1(h1) => Some(h1),
+                            Sender::H2(_) => None,
+                        },
                         state: Arc::clone(&server.state),
                         tls,
                         active,
@@ -928,20 +949,27 @@ impl Conn {
         &self,
         backend: &Backend,
         addr: SocketAddr,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Upload>, String> {
+        may_h2: bool,
+    ) -> Result<Sender, String> {
         let tcp = connect_one(addr, backend.timeouts.connect)
             .await
             .map_err(|e| e.to_string())?;
         let Some(upstream) = &backend.upstream else {
-            return handshake(tcp).await;
+            return handshake(tcp, false).await;
         };
-        let config = upstream.config(&[b"http/1.1".to_vec()]);
+        let offer = if may_h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        let config = upstream.config(&offer);
         let connecting = TlsConnector::from(config).connect(upstream.verify_host.clone(), tcp);
         let tls = tokio::time::timeout(backend.timeouts.connect, connecting)
             .await
             .map_err(|_| "TLS handshake with the server timed out".to_string())?
             .map_err(|e| crate::tls::upstream::describe_failure(addr, &e))?;
-        handshake(tls).await
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        handshake(tls, h2).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -981,10 +1009,38 @@ impl Conn {
     }
 }
 
+/// A connection to a server: HTTP/1.1 (one request at a time, pooled when
+/// idle), or h2 when a re-encrypt server chose it (shared by all).
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Upload>),
+    H2(crate::backend::H2Sender),
+}
+
+impl Sender {
+    /// Puts `req` in the form this connection speaks: HTTP/1.1 with an
+    /// origin-form target, or h2 with `:scheme` and `:authority` (the host
+    /// the request was routed by).
+    fn fit(&self, req: &mut Request<Upload>, host: &str) {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = match self {
+            Sender::H1(_) if req.uri().authority().is_none() => None,
+            Sender::H1(_) => Some(path.to_string()),
+            Sender::H2(_) => Some(format!("https://{host}{path}")),
+        };
+        *req.version_mut() = match self {
+            Sender::H1(_) => hyper::Version::HTTP_11,
+            Sender::H2(_) => hyper::Version::HTTP_2,
+        };
+        if let Some(uri) = target.and_then(|t| t.parse::<Uri>().ok()) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
 /// Sends a request; the server timeout runs from the end of its body (a
 /// slow upload is bounded by its own pauses, not by the server's answer).
 async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<Upload>,
+    sender: &mut Sender,
     req: Request<Upload>,
     upload: Option<&UploadEnd>,
     server_timeout: Duration,
@@ -992,7 +1048,12 @@ async fn send(
     Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Upload>>>,
     tokio::time::error::Elapsed,
 > {
-    let sending = sender.try_send_request(req);
+    let sending = async {
+        match sender {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    };
     let Some(upload) = upload else {
         return tokio::time::timeout(server_timeout, sending).await;
     };
@@ -1004,17 +1065,30 @@ async fn send(
     tokio::time::timeout(server_timeout, sending).await
 }
 
-async fn handshake<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Upload>, String>
+async fn handshake<S>(stream: S, h2: bool) -> Result<Sender, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if h2 {
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        return Ok(Sender::H2(sender));
+    }
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = connection.with_upgrades().await;
     });
-    Ok(sender)
+    Ok(Sender::H1(sender))
 }
 
 /// About the size of a request head as an HTTP/1.1 client sends it.
