@@ -1312,3 +1312,85 @@ async fn reencrypt_servers_that_choose_h2_get_h2() {
         "one shared h2 connection"
     );
 }
+
+/// A server that reads a request head and then neither reads the body nor
+/// answers: the request gets 504 after the server timeout, although the
+/// upload never finished.
+#[tokio::test]
+async fn a_server_that_stops_reading_an_upload_times_out() {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(16).expect("listen");
+    let stuck = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut head = [0u8; 512];
+            let _ = tcp.read(&mut head).await;
+            held.push(tcp);
+        }
+    });
+    let s = setup_with("\n[defaults]\nserver_timeout = \"700ms\"\n").await;
+    s.dir.write(
+        "maps/os_edge_reencrypt_be.map",
+        "^www\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_edge_http:t:stuck\n",
+    );
+    let mut config = std::fs::read_to_string(&s.config).expect("read");
+    config.push_str(&format!(
+        "\n[[backend]]\nname = \"be_edge_http:t:stuck\"\ntermination = \"edge\"\n\
+         servers = [{{ name = \"stuck-1\", address = \"{stuck}\" }}]\n"
+    ));
+    std::fs::write(&s.config, config).expect("write");
+    let (_router, addr) = start(&s.config);
+    let tls = connect(addr, "www.http.test", &s.front).await;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let size = 64 * 1024 * 1024;
+    let upload = tokio::spawn(async move {
+        let head =
+            format!("POST / HTTP/1.1\r\nHost: www.http.test\r\nContent-Length: {size}\r\n\r\n");
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            writer.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    let started = std::time::Instant::now();
+    let (head, _) = read_message(&mut reader)
+        .await
+        .expect("an answer before the upload ends");
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(started.elapsed() < WAIT, "{:?}", started.elapsed());
+    upload.abort();
+}
+
+/// `Expect: 100-continue`: the client waits for the router's 100 before
+/// sending its body, which then reaches the server whole.
+#[tokio::test]
+async fn expect_continue_uploads_reach_the_server() {
+    let s = setup_with("\n[defaults]\nhttp_request_timeout = \"500ms\"\n").await;
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    tls.write_all(
+        b"POST /up HTTP/1.1\r\nHost: www.http.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("head");
+    let mut interim = vec![0u8; 25];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut interim))
+        .await
+        .expect("in time")
+        .expect("100");
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    tls.write_all(b"hello").await.expect("body");
+    let (head, body) = read_message(&mut tls).await.expect("response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).starts_with("web\nPOST /up HTTP/1.1\r\n"));
+}

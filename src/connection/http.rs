@@ -42,6 +42,9 @@ use crate::tls::{CertStore, Served, ServerSide};
 
 /// Request heads (h1 buffer, h2 header list) are bounded by this.
 const MAX_HEAD: u32 = 32 * 1024;
+/// hyper's HTTP/1.1 buffers (its read bound, and how much response it
+/// queues for writing): above `MAX_HEAD`, which is checked per request.
+const MAX_BUF: usize = 64 * 1024;
 /// Concurrent streams one h2 client may open.
 const H2_MAX_STREAMS: u32 = 128;
 /// Pooled connections one request may find closed under it before it gets
@@ -228,7 +231,9 @@ impl Activity {
     /// When the connection is to be closed if nothing changes, and why.
     fn deadline(&self, timeouts: &Timeouts) -> Option<(Instant, &'static str)> {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.in_flight.load(Relaxed) > 0 {
+        // Acquire: pairs with the release in `Busy::drop`, so a count of
+        // zero comes with the `idle_since` stored before it.
+        if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return None;
         }
         match self.head_since.load(Relaxed) {
@@ -262,14 +267,42 @@ impl Drop for Busy {
         use std::sync::atomic::Ordering::Relaxed;
         let activity = &self.0.activity;
         activity.idle_since.store(activity.now(), Relaxed);
-        activity.in_flight.fetch_sub(1, Relaxed);
+        activity
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Release);
     }
 }
 
-/// A response on its way to the client, keeping its request counted.
+/// A response on its way to the client, keeping its request counted; its
+/// access-log line is written when it has been sent (or dropped).
 struct Answer {
     body: Body,
-    _busy: Busy,
+    record: Record,
+    busy: Busy,
+}
+
+/// What the access log says of one request.
+struct Record {
+    method: hyper::Method,
+    host: Option<String>,
+    path: String,
+    status: StatusCode,
+    served: Option<(Arc<Backend>, Option<usize>)>,
+    started: Instant,
+    /// Until the response head was ready.
+    head: Duration,
+    /// Response body bytes sent.
+    bytes: u64,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        let conn = &self.busy.0;
+        let r = &self.record;
+        let backend = r.served.as_ref();
+        let server = backend.and_then(|(b, i)| i.and_then(|i| b.servers.get(i)));
+        conn.log(r, backend.map(|(b, _)| b.name.as_str()), server);
+    }
 }
 
 impl hyper::body::Body for Answer {
@@ -280,7 +313,14 @@ impl hyper::body::Body for Answer {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.record.bytes += data.len() as u64;
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -432,7 +472,8 @@ macro_rules! until_drained {
             tokio::select! {
                 // The connection first: the deadline reads what it did.
                 biased;
-                done = connection.as_mut() => break Some(done),
+                // After an expiry the reason is already logged.
+                done = connection.as_mut() => break (!expired).then_some(done),
                 changed = $drain.wait_for(|d| *d), if !asked => {
                     asked = true;
                     if changed.is_ok() {
@@ -515,8 +556,8 @@ pub(super) async fn serve(
         let conn = Arc::clone(&conn);
         async move {
             let busy = Busy::new(&conn);
-            let response = conn.route(req).await;
-            Ok::<_, Infallible>(response.map(|body| Answer { body, _busy: busy }))
+            let (response, record) = conn.route(req).await;
+            Ok::<_, Infallible>(response.map(|body| Answer { body, record, busy }))
         }
     });
     let mut drain = shared_drain;
@@ -537,7 +578,7 @@ pub(super) async fn serve(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(head_backstop(&timeouts))
-            .max_buf_size(MAX_HEAD as usize)
+            .max_buf_size(MAX_BUF)
             .serve_connection(io, service)
             .with_upgrades();
         until_drained!(connection, drain, &watched, log)
@@ -545,7 +586,10 @@ pub(super) async fn serve(
     watched.join_tunnels().await;
     match served {
         Some(Ok(())) => log.end("client", "closed (HTTP mode)"),
-        Some(Err(e)) => log.end("client", &format!("HTTP connection ended: {e}")),
+        Some(Err(e)) => {
+            watched.refused(&e);
+            log.end("client", &format!("HTTP connection ended: {e}"))
+        }
         None => {}
     }
 }
@@ -588,8 +632,8 @@ pub(super) async fn serve_plain(
         let conn = Arc::clone(&conn);
         async move {
             let busy = Busy::new(&conn);
-            let response = conn.route(req).await;
-            Ok::<_, Infallible>(response.map(|body| Answer { body, _busy: busy }))
+            let (response, record) = conn.route(req).await;
+            Ok::<_, Infallible>(response.map(|body| Answer { body, record, busy }))
         }
     });
     let io = TokioIo::new(Watched {
@@ -599,7 +643,7 @@ pub(super) async fn serve_plain(
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(head_backstop(&timeouts))
-        .max_buf_size(MAX_HEAD as usize)
+        .max_buf_size(MAX_BUF)
         .serve_connection(io, service)
         .with_upgrades();
     let mut drain = shared_drain;
@@ -607,34 +651,41 @@ pub(super) async fn serve_plain(
     watched.join_tunnels().await;
     match served {
         Some(Ok(())) => log.end("client", "closed (HTTP mode)"),
-        Some(Err(e)) => log.end("client", &format!("HTTP connection ended: {e}")),
+        Some(Err(e)) => {
+            watched.refused(&e);
+            log.end("client", &format!("HTTP connection ended: {e}"))
+        }
         None => {}
     }
 }
 
 impl Conn {
     /// Routes, forwards and logs one request (one access-log line).
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn route(&self, req: Request<Incoming>) -> (Response<Body>, Record) {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let host = host_of(&req);
         let (response, served) = self.answer(req, host.as_deref(), &path).await;
         let status = response.status();
-        let (backend, server) = match &served {
-            Some((backend, server)) => {
-                backend.traffic.response(status.as_u16());
-                let server = server.and_then(|i| backend.servers.get(i));
-                if let Some(s) = server {
-                    s.state.traffic.response(status.as_u16());
-                }
-                (Some(backend.name.as_str()), server)
+        if let Some((backend, server)) = &served {
+            backend.traffic.response(status.as_u16());
+            let server = server.and_then(|i| backend.servers.get(i));
+            if let Some(s) = server {
+                s.state.traffic.response(status.as_u16());
             }
-            None => (None, None),
+        }
+        let record = Record {
+            method,
+            host,
+            path,
+            status,
+            served,
+            started,
+            head: started.elapsed(),
+            bytes: 0,
         };
-        let host = host.as_deref().unwrap_or("-");
-        self.log(&method, host, &path, status, backend, server, started);
-        response
+        (response, record)
     }
 
     /// The response to one request, and the backend (and server) that
@@ -836,12 +887,12 @@ impl Conn {
             }
             let sent_at = Instant::now();
             let sent = send(&mut sender, req, upload.as_deref(), backend.timeouts.server).await;
-            if let Ok(Ok(_)) = &sent {
+            if let Some(Ok(_)) = &sent {
                 backend.traffic.response_time(sent_at.elapsed());
                 server.state.traffic.response_time(sent_at.elapsed());
             }
             let response = match sent {
-                Ok(Ok(mut response))
+                Some(Ok(mut response))
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS
                         && client_side.is_some() =>
                 {
@@ -866,7 +917,7 @@ impl Conn {
                     }
                     response.map(|body| Either::Left(Returning::new(body, None)))
                 }
-                Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                Some(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     tracing::warn!(backend = %backend.name, server = %server.name, "101 to a request that asked for no upgrade");
                     page(
                         StatusCode::BAD_GATEWAY,
@@ -874,7 +925,7 @@ impl Conn {
                         "the server switched protocols unasked",
                     )
                 }
-                Ok(Ok(mut response)) => {
+                Some(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
                     if let (Some(hsts), Some(_)) = (&backend.hsts, &self.tls) {
                         response
@@ -901,7 +952,7 @@ impl Conn {
                     };
                     response.map(|body| Either::Left(Returning::new(body, Some(back))))
                 }
-                Ok(Err(mut e)) => match e.take_message() {
+                Some(Err(mut e)) => match e.take_message() {
                     Some(unsent) => {
                         // Not written: safe to send again. A stale pooled
                         // connection costs no attempt; a fresh one does.
@@ -923,6 +974,14 @@ impl Conn {
                             "the request body stopped arriving",
                         )
                     }
+                    None if upload.as_ref().is_some_and(|u| u.client_failed()) => {
+                        tracing::info!(backend = %backend.name, client = %self.peer, "request body broke off: {}", e.error());
+                        page(
+                            StatusCode::BAD_REQUEST,
+                            "Bad Request",
+                            "the request body broke off",
+                        )
+                    }
                     None => {
                         tracing::warn!(backend = %backend.name, server = %server.name, "request failed: {}", e.error());
                         page(
@@ -932,7 +991,7 @@ impl Conn {
                         )
                     }
                 },
-                Err(_) => page(
+                None => page(
                     StatusCode::GATEWAY_TIMEOUT,
                     "Gateway Timeout",
                     "the server did not answer in time",
@@ -972,17 +1031,28 @@ impl Conn {
         handshake(tls, h2).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn log(
-        &self,
-        method: &hyper::Method,
-        host: &str,
-        path: &str,
-        status: StatusCode,
-        backend: Option<&str>,
-        server: Option<&crate::backend::Server>,
-        started: Instant,
-    ) {
+    /// The access-log line of a request hyper refused before it reached
+    /// the router (it answered 400 or 431 itself and closed).
+    fn refused(&self, e: &hyper::Error) {
+        let status = if e.is_parse_too_large() {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        } else if e.is_parse() {
+            StatusCode::BAD_REQUEST
+        } else {
+            return;
+        };
+        tracing::info!(
+            target: "access",
+            client = %self.peer,
+            sni = self.sni.as_deref().unwrap_or("-"),
+            proto = if self.h2 { "h2" } else { "http/1.1" },
+            status = status.as_u16(),
+            reason = %e,
+            "request refused"
+        );
+    }
+
+    fn log(&self, r: &Record, backend: Option<&str>, server: Option<&crate::backend::Server>) {
         // Formatted only when the access log is on.
         struct Named<'a>(Option<&'a crate::backend::Server>);
         impl std::fmt::Display for Named<'_> {
@@ -997,13 +1067,16 @@ impl Conn {
             target: "access",
             client = %self.peer,
             sni = self.sni.as_deref().unwrap_or("-"),
-            method = %method,
-            host,
-            path,
-            status = status.as_u16(),
+            proto = if self.h2 { "h2" } else { "http/1.1" },
+            method = %r.method,
+            host = r.host.as_deref().unwrap_or("-"),
+            path = r.path,
+            status = r.status.as_u16(),
+            bytes = r.bytes,
             backend = backend.unwrap_or("-"),
             server = %Named(server),
-            duration_ms = started.elapsed().as_millis() as u64,
+            head_ms = r.head.as_millis() as u64,
+            duration_ms = r.started.elapsed().as_millis() as u64,
             "request"
         );
     }
@@ -1039,15 +1112,14 @@ impl Sender {
 
 /// Sends a request; the server timeout runs from the end of its body (a
 /// slow upload is bounded by its own pauses, not by the server's answer).
+/// While the body is on its way, a server that stops reading it for the
+/// server timeout is given up on too. `None`: timed out.
 async fn send(
     sender: &mut Sender,
     req: Request<Upload>,
     upload: Option<&UploadEnd>,
     server_timeout: Duration,
-) -> Result<
-    Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Upload>>>,
-    tokio::time::error::Elapsed,
-> {
+) -> Option<Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Upload>>>> {
     let sending = async {
         match sender {
             Sender::H1(s) => s.try_send_request(req).await,
@@ -1055,14 +1127,26 @@ async fn send(
         }
     };
     let Some(upload) = upload else {
-        return tokio::time::timeout(server_timeout, sending).await;
+        return tokio::time::timeout(server_timeout, sending).await.ok();
     };
     tokio::pin!(sending);
-    tokio::select! {
-        sent = &mut sending => return Ok(sent),
-        () = upload.finished() => {}
+    let finished = upload.finished();
+    tokio::pin!(finished);
+    let mut seen = upload.progress();
+    loop {
+        tokio::select! {
+            sent = &mut sending => return Some(sent),
+            () = &mut finished => break,
+            () = tokio::time::sleep(server_timeout) => {
+                let now = upload.progress();
+                if now == seen {
+                    return None;
+                }
+                seen = now;
+            }
+        }
     }
-    tokio::time::timeout(server_timeout, sending).await
+    tokio::time::timeout(server_timeout, sending).await.ok()
 }
 
 async fn handshake<S>(stream: S, h2: bool) -> Result<Sender, String>
@@ -1074,6 +1158,9 @@ where
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT)
+            // A shared connection is found dead while idle too, not by the
+            // requests that would wait on it.
+            .keep_alive_while_idle(true)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;

@@ -1,14 +1,16 @@
 //! A request body on its way to a server in HTTP mode. It bounds the pauses
-//! of a slow client (`http_request_timeout` between two pieces of body) and
-//! says when the body has been read through, so that the server timeout
-//! starts after the whole request was sent, not while a client uploads.
+//! of a slow client (`http_request_timeout` while the router waits for the
+//! next piece of body), counts progress so that a server that stops
+//! reading is noticed, and says when the body has been read through, so
+//! that the server timeout starts after the whole request was sent, not
+//! while a client uploads.
 //!
 //! Requests without a body (most of them) carry nothing extra: no timer,
 //! no allocation.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,7 +33,10 @@ pub enum UploadError {
 #[derive(Debug, Default)]
 pub struct UploadEnd {
     notify: Notify,
+    /// Pieces of body passed on so far.
+    progress: AtomicU64,
     stalled: AtomicBool,
+    client_failed: AtomicBool,
 }
 
 impl UploadEnd {
@@ -40,15 +45,29 @@ impl UploadEnd {
         self.notify.notified().await;
     }
 
+    /// Pieces of body passed on so far: unchanged over a while, with the
+    /// upload unfinished, means the server stopped reading it.
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
     /// Whether the client paused for longer than allowed.
     pub fn stalled(&self) -> bool {
         self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client's body broke off (reset, closed, malformed).
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
     }
 }
 
 struct Watch {
     pause: Duration,
+    /// Armed when the router starts waiting for the client, never while
+    /// it is not reading (connect, a server's backpressure).
     timer: Pin<Box<Sleep>>,
+    armed: bool,
     end: Arc<UploadEnd>,
 }
 
@@ -69,6 +88,7 @@ impl Upload {
         let watch = Watch {
             pause,
             timer: Box::pin(tokio::time::sleep(pause)),
+            armed: false,
             end: Arc::clone(&end),
         };
         (
@@ -98,10 +118,12 @@ impl Body for Upload {
         let this = self.get_mut();
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(watch) = &mut this.watch {
+                    watch.armed = false;
+                    watch.end.progress.fetch_add(1, Ordering::Relaxed);
+                }
                 if this.body.is_end_stream() {
                     this.finish();
-                } else if let Some(watch) = &mut this.watch {
-                    watch.timer.as_mut().reset(Instant::now() + watch.pause);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -110,6 +132,9 @@ impl Body for Upload {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
+                if let Some(watch) = &this.watch {
+                    watch.end.client_failed.store(true, Ordering::Relaxed);
+                }
                 this.finish();
                 Poll::Ready(Some(Err(e.into())))
             }
@@ -117,6 +142,11 @@ impl Body for Upload {
                 let Some(watch) = &mut this.watch else {
                     return Poll::Pending;
                 };
+                if !watch.armed {
+                    watch.armed = true;
+                    let at = Instant::now() + watch.pause;
+                    watch.timer.as_mut().reset(at);
+                }
                 if watch.timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
