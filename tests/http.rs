@@ -1293,7 +1293,7 @@ async fn reencrypt_servers_that_choose_h2_get_h2() {
         );
         assert!(body.contains("x-forwarded-proto: https\n"), "{body}");
         tls.write_all(
-            b"POST /up HTTP/1.1\r\nHost: secure.http.test\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /up HTTP/1.1\r\nHost: secure.http.test\r\nTE: trailers\r\nConnection: TE\r\nContent-Length: 5\r\n\r\nhello",
         )
         .await
         .expect("post");
@@ -1305,6 +1305,10 @@ async fn reencrypt_servers_that_choose_h2_get_h2() {
             "{body}"
         );
         assert!(body.ends_with("body: hello\n"), "{body}");
+        assert!(
+            body.contains("\nte: trailers\n"),
+            "te: trailers goes on to h2 servers: {body}"
+        );
     }
     assert_eq!(
         connections.load(Ordering::SeqCst),

@@ -816,6 +816,12 @@ impl Conn {
             h2: self.h2,
             client_certificate: &self.client_certificate,
         };
+        // `te: trailers` is hop-by-hop, but h2 servers (gRPC) expect it
+        // when the client sent it: it goes on again for those.
+        let trailers = req
+            .headers()
+            .get(header::TE)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         prepare_request(&mut req, &hop, backend.forwarded);
         let (parts, body) = req.into_parts();
         let (body, upload) = Upload::new(body, self.timeouts.http_request);
@@ -883,7 +889,7 @@ impl Conn {
                 },
             };
             if backend.upstream.is_some() {
-                sender.fit(&mut req, host);
+                sender.fit(&mut req, host, trailers);
             }
             let sent_at = Instant::now();
             let sent = send(&mut sender, req, upload.as_deref(), backend.timeouts.server).await;
@@ -1093,7 +1099,16 @@ impl Sender {
     /// Puts `req` in the form this connection speaks: HTTP/1.1 with an
     /// origin-form target, or h2 with `:scheme` and `:authority` (the host
     /// the request was routed by).
-    fn fit(&self, req: &mut Request<Upload>, host: &str) {
+    fn fit(&self, req: &mut Request<Upload>, host: &str, trailers: bool) {
+        match self {
+            Sender::H2(_) if trailers => {
+                req.headers_mut()
+                    .insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            _ => {
+                req.headers_mut().remove(header::TE);
+            }
+        }
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let target = match self {
             Sender::H1(_) if req.uri().authority().is_none() => None,
