@@ -42,6 +42,11 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    /// The client a PROXY header named, in place of the socket's peer.
+    pub fn set_client(&mut self, client: SocketAddr) {
+        self.client = client;
+    }
+
     pub fn new(client: SocketAddr, listener: Arc<str>) -> Self {
         AccessLog {
             start: Instant::now(),

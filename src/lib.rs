@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod backend;
 pub mod balance;
+pub mod cidr;
 pub mod client_hello;
 pub mod config;
 pub mod connection;
@@ -20,6 +21,7 @@ pub mod explain;
 pub mod health;
 pub mod listener;
 pub mod logging;
+pub mod proxy_header;
 pub mod relay;
 pub mod reload;
 pub mod route;

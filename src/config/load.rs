@@ -777,7 +777,9 @@ impl Context {
                 Protocol::Tls => certs.and_then(|c| self.listener_tls(src, raw, c)),
                 Protocol::Http => None,
             });
+            let proxy_from = self.proxy_from(src, raw);
             out.push(ListenerSpec {
+                proxy_from,
                 protocol,
                 https_port,
                 name,
@@ -789,6 +791,41 @@ impl Context {
             });
         }
         (out, tls)
+    }
+
+    /// `accept_proxy` and `proxy_from`, which go together.
+    fn proxy_from(
+        &mut self,
+        src: &Source<'_>,
+        raw: &RawListener,
+    ) -> Option<Arc<[crate::cidr::Cidr]>> {
+        let accept = raw.accept_proxy.as_ref().is_some_and(|a| *a.get_ref());
+        let from = raw.proxy_from.as_deref().unwrap_or_default();
+        if !accept {
+            if let Some(first) = from.first() {
+                let m =
+                    "proxy_from without accept_proxy = true: no PROXY header is read".to_string();
+                self.error(src, first.span(), m);
+            }
+            return None;
+        }
+        if from.is_empty() {
+            let span = raw
+                .accept_proxy
+                .as_ref()
+                .map_or(raw.name.span(), |a| a.span());
+            let m = "accept_proxy needs proxy_from: the addresses of the load balancers that send the header".to_string();
+            self.error(src, span, m);
+            return None;
+        }
+        let mut blocks = Vec::new();
+        for text in from {
+            match text.get_ref().parse::<crate::cidr::Cidr>() {
+                Ok(block) => blocks.push(block),
+                Err(m) => self.error(src, text.span(), format!("proxy_from: {m}")),
+            }
+        }
+        Some(blocks.into())
     }
 
     fn bounded(

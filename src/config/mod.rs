@@ -40,6 +40,9 @@ pub struct ListenerSpec {
     pub protocol: Protocol,
     /// Port of the https URLs that plain-HTTP redirects point to.
     pub https_port: u16,
+    /// `accept_proxy`: every connection starts with a PROXY header, sent
+    /// only by these sources; the client it names is the client.
+    pub proxy_from: Option<Arc<[crate::cidr::Cidr]>>,
 }
 
 /// What a listener expects first.

@@ -59,9 +59,12 @@ pub struct RawListener {
     pub protocol: Option<Spanned<String>>,
     /// Port named in redirects to https (default 443).
     pub https_port: Option<Spanned<u64>>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2).
+    pub accept_proxy: Option<Spanned<bool>>,
+    /// Who may send one: the load balancers' addresses (CIDRs).
+    pub proxy_from: Option<Vec<Spanned<String>>>,
 }
 
-/// `[stats]`: the stats port.
 /// `[http]`: what the router itself answers in HTTP mode.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +73,7 @@ pub struct RawHttp {
     pub error_page_503: Option<Spanned<String>>,
 }
 
+/// `[stats]`: the stats port.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStats {

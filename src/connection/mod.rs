@@ -60,6 +60,22 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
     let spec = &snapshot.listeners[listener];
     let mut log = AccessLog::new(peer, Arc::clone(&spec.name));
     let _ = stream.set_nodelay(true);
+    // Behind a load balancer: the client is the one its PROXY header names.
+    let peer = match &spec.proxy_from {
+        None => peer,
+        Some(from) => match Box::pin(proxy_header(&stream, peer, spec, from, &mut log)).await {
+            Some(client) => {
+                log.set_client(client);
+                client
+            }
+            None => {
+                global()
+                    .proxy_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return log.finish();
+            }
+        },
+    };
     if spec.protocol == Protocol::Http {
         // Port 80: no ClientHello, each request routed on its own.
         let https_port = spec.https_port;
@@ -232,6 +248,89 @@ enum PrereadError {
 
 /// Reads until the ClientHello is complete (or not a hello), within the
 /// listener's inspect timeout for the whole of it.
+/// Reads the PROXY header a connection to an `accept_proxy` listener must
+/// start with, from a source in `proxy_from`, within the listener's
+/// `inspect_timeout`, and consumes exactly its bytes (the ClientHello or
+/// request after it stays in the socket). The client it names, or the
+/// socket's peer for v2 `LOCAL` and v1 `UNKNOWN`; `None` (logged) when the
+/// connection is to be closed.
+async fn proxy_header(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    spec: &ListenerSpec,
+    from: &[crate::cidr::Cidr],
+    log: &mut AccessLog,
+) -> Option<SocketAddr> {
+    use crate::proxy_header::{parse, Progress, V2_MAX};
+    if !from.iter().any(|block| block.contains(peer.ip())) {
+        log.reject(
+            "PROXY header expected from a load balancer: source not in proxy_from",
+            0,
+            0,
+        );
+        return None;
+    }
+    let deadline = Instant::now() + spec.inspect_timeout;
+    let mut buf = vec![0u8; V2_MAX];
+    let mut peeks = 0;
+    loop {
+        let seen = match timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(0)) => {
+                log.reject("client closed before a complete PROXY header", 0, peeks);
+                return None;
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                log.reject(&format!("read failed: {e}"), 0, peeks);
+                return None;
+            }
+            Err(_) => {
+                let why = format!("no complete PROXY header within {:?}", spec.inspect_timeout);
+                log.reject(&why, 0, peeks);
+                return None;
+            }
+        };
+        peeks += 1;
+        match parse(&buf[..seen]) {
+            Ok(Progress::Complete(header)) => {
+                // The header's bytes are in the socket already: consume
+                // exactly them.
+                let mut taken = 0;
+                while taken < header.len {
+                    match stream.try_read(&mut buf[taken..header.len]) {
+                        Ok(0) => return None,
+                        Ok(n) => taken += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if timeout_at(deadline, stream.readable()).await.is_err() {
+                                return None;
+                            }
+                        }
+                        Err(e) => {
+                            log.reject(&format!("read failed: {e}"), 0, peeks);
+                            return None;
+                        }
+                    }
+                }
+                return Some(header.client.unwrap_or(peer));
+            }
+            // A peek does not wait for more bytes: a split header (rare;
+            // balancers write it whole) is looked at again shortly.
+            Ok(Progress::Partial) => {
+                let pause = tokio::time::sleep(Duration::from_millis(5));
+                if timeout_at(deadline, pause).await.is_err() {
+                    let why = format!("no complete PROXY header within {:?}", spec.inspect_timeout);
+                    log.reject(&why, seen, peeks);
+                    return None;
+                }
+            }
+            Err(e) => {
+                log.reject(&format!("bad PROXY header: {e}"), seen, peeks);
+                return None;
+            }
+        }
+    }
+}
+
 async fn preread(
     stream: &TcpStream,
     spec: &ListenerSpec,

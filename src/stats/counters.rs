@@ -154,6 +154,9 @@ pub struct Global {
     hello: [AtomicU64; 7],
     handshake_failures: [AtomicU64; 4],
     pub route_misses: AtomicU64,
+    /// Connections to `accept_proxy` listeners refused for their PROXY
+    /// header: missing, malformed, too slow, or from a source not allowed.
+    pub proxy_refused: AtomicU64,
     /// Top unmatched SNIs: bounded memory, heavy hitters kept, no global
     /// lock on the miss path (never one metric label per invented name).
     unmatched: super::top::TopNames,

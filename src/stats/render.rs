@@ -25,6 +25,7 @@ pub struct Report {
     pub client_hello: Vec<(String, u64)>,
     pub handshake_failures: Vec<(String, u64)>,
     pub route_misses: u64,
+    pub proxy_refused: u64,
     pub unmatched_sni_top: Vec<(String, u64)>,
 }
 
@@ -198,6 +199,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
             .map(|f| (f.as_str().to_string(), g.handshake_failure_count(*f)))
             .collect(),
         route_misses: g.route_misses.load(Relaxed),
+        proxy_refused: g.proxy_refused.load(Relaxed),
         unmatched_sni_top: g.top_unmatched(10),
     }
 }
@@ -278,6 +280,7 @@ fn record(r: &Report) {
         counter!("switchyard_handshake_failures_total", "reason" => reason.clone()).absolute(*n);
     }
     counter!("switchyard_route_misses_total").absolute(r.route_misses);
+    counter!("switchyard_proxy_header_refused_total").absolute(r.proxy_refused);
     for (sni, n) in &r.unmatched_sni_top {
         gauge!("switchyard_unmatched_sni_top", "sni" => sni.clone()).set(*n as f64);
     }
