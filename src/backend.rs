@@ -300,6 +300,9 @@ pub struct Backend {
     pub forwarded: Forwarded,
     /// HTTP mode on TLS: `Strict-Transport-Security` set on responses.
     pub hsts: Option<hyper::header::HeaderValue>,
+    /// Passthrough and TCP mode: a PROXY header naming the client is sent
+    /// to the server first (and a `LOCAL` one before each health check).
+    pub send_proxy: Option<crate::proxy_header::Version>,
     pub algorithm: Algorithm,
     pub servers: Vec<Server>,
     pub timeouts: Timeouts,
@@ -352,6 +355,7 @@ impl Backend {
             cookie: None,
             forwarded: Forwarded::Append,
             hsts: None,
+            send_proxy: None,
             algorithm,
             servers,
             timeouts,

@@ -7,6 +7,9 @@
 //!
 //! Bounded whatever the input: a v1 line is at most 107 bytes, a v2 header
 //! at most [`V2_MAX`]; v2 TLVs are skipped, never interpreted.
+//!
+//! [`encode`] writes the header the router sends to servers of backends
+//! with `send_proxy`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -54,6 +57,84 @@ pub enum HeaderError {
     V2TooLong(usize),
     #[error("PROXY v2 addresses are shorter than their family needs")]
     V2Short,
+}
+
+/// The header a backend's servers are sent (`send_proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+impl std::str::FromStr for Version {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" => Ok(Version::V1),
+            "v2" => Ok(Version::V2),
+            other => Err(format!("send_proxy `{other}`: expected \"v1\" or \"v2\"")),
+        }
+    }
+}
+
+/// The header for a connection from `client` to `destination` (the
+/// router's listening address), or for the router's own connection (a
+/// health check: v2 `LOCAL`, v1 `UNKNOWN`) when `None`.
+pub fn encode(version: Version, hop: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
+    // An IPv4 client on an IPv6 socket is IPv4; when the two ends are of
+    // different families (an IPv6 client named by a balancer, an IPv4
+    // listener), both are written as IPv6, the IPv4 one mapped.
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let hop = hop.map(|(c, d)| (canonical(c), canonical(d)));
+    match version {
+        Version::V1 => match hop {
+            None => b"PROXY UNKNOWN\r\n".to_vec(),
+            Some((c, d)) if c.is_ipv4() && d.is_ipv4() => {
+                let (cip, dip, cp, dp) = (c.ip(), d.ip(), c.port(), d.port());
+                format!("PROXY TCP4 {cip} {dip} {cp} {dp}\r\n").into_bytes()
+            }
+            Some((c, d)) => {
+                let (cip, dip) = (v6(c.ip()), v6(d.ip()));
+                let (cp, dp) = (c.port(), d.port());
+                format!("PROXY TCP6 {cip} {dip} {cp} {dp}\r\n").into_bytes()
+            }
+        },
+        Version::V2 => {
+            let mut h = V2_SIGNATURE.to_vec();
+            match hop {
+                None => h.extend_from_slice(&[0x20, 0x00, 0, 0]),
+                Some((c, d)) => {
+                    let mut addresses = Vec::with_capacity(36);
+                    let family = match (c.ip(), d.ip()) {
+                        (IpAddr::V4(ci), IpAddr::V4(di)) => {
+                            addresses.extend_from_slice(&ci.octets());
+                            addresses.extend_from_slice(&di.octets());
+                            0x11
+                        }
+                        (ci, di) => {
+                            addresses.extend_from_slice(&v6(ci).octets());
+                            addresses.extend_from_slice(&v6(di).octets());
+                            0x21
+                        }
+                    };
+                    addresses.extend_from_slice(&c.port().to_be_bytes());
+                    addresses.extend_from_slice(&d.port().to_be_bytes());
+                    h.extend_from_slice(&[0x21, family]);
+                    h.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
+                    h.extend_from_slice(&addresses);
+                }
+            }
+            h
+        }
+    }
+}
+
+fn v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
 }
 
 /// Reads a header from the start of `bytes`.
@@ -358,6 +439,46 @@ mod tests {
         let mut huge = V2_SIGNATURE.to_vec();
         huge.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
         assert_eq!(parse(&huge), Err(HeaderError::V2TooLong(16 + 0xffff)));
+    }
+
+    #[test]
+    fn encoded_headers_read_back() {
+        let client: SocketAddr = "203.0.113.7:5555".parse().expect("addr");
+        let to: SocketAddr = "10.0.0.1:443".parse().expect("addr");
+        let mapped: SocketAddr = "[::ffff:203.0.113.7]:5555".parse().expect("addr");
+        let client6: SocketAddr = "[2001:db8::7]:6666".parse().expect("addr");
+        let to6: SocketAddr = "[2001:db8::1]:443".parse().expect("addr");
+        for version in [Version::V1, Version::V2] {
+            for (c, d, named) in [
+                (client, to, Some(client)),
+                (mapped, to, Some(client)),
+                (client6, to6, Some(client6)),
+            ] {
+                let bytes = encode(version, Some((c, d)));
+                let h = complete(&bytes);
+                assert_eq!(
+                    (h.len, h.client),
+                    (bytes.len(), named),
+                    "{version:?} {c} {d}"
+                );
+            }
+            let local = encode(version, None);
+            assert_eq!(complete(&local).client, None);
+        }
+        assert_eq!(
+            encode(Version::V1, Some((client, to))),
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n"
+        );
+        // Mixed families (an IPv6 client a balancer named, an IPv4
+        // listener): both as IPv6.
+        assert_eq!(
+            encode(Version::V1, Some((client6, to))),
+            b"PROXY TCP6 2001:db8::7 ::ffff:10.0.0.1 6666 443\r\n"
+        );
+        for version in [Version::V1, Version::V2] {
+            let h = complete(&encode(version, Some((client6, to))));
+            assert_eq!(h.client, Some(client6), "{version:?}");
+        }
     }
 
     /// Arbitrary bytes never panic and never claim more than they hold.

@@ -292,3 +292,135 @@ async fn headers_from_other_sources_are_refused() {
     .await;
     assert!(result.is_err(), "a header from 127.0.0.1 is not trusted");
 }
+
+/// A server behind `send_proxy`: reads the PROXY header, answers with the
+/// client it names (`local` for LOCAL/UNKNOWN) and closes; every header
+/// it gets (health checks' included) goes to the receiver.
+async fn proxy_aware_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use switchyard::proxy_header::{parse, Progress};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 512];
+                let said = loop {
+                    let Ok(Ok(n)) = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    match parse(&got) {
+                        Ok(Progress::Partial) => continue,
+                        Ok(Progress::Complete(h)) => {
+                            break h.client.map_or("local".to_string(), |c| c.to_string())
+                        }
+                        Err(e) => break format!("bad header: {e}"),
+                    }
+                };
+                let _ = tx.send(said.clone());
+                let _ = tcp.write_all(format!("client={said}\n").as_bytes()).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The bytes of a TLS ClientHello for `sni`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let config = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    );
+    let name = ServerName::try_from(sni.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(config, name).expect("client");
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).expect("hello");
+    hello
+}
+
+/// `send_proxy`: a passthrough server gets a header naming the client
+/// (here the one the load balancer's header named), v1 or v2, before the
+/// ClientHello; its health checks send `LOCAL`.
+#[tokio::test]
+async fn servers_are_told_the_client_with_send_proxy() {
+    let (v2_server, mut v2_headers) = proxy_aware_server().await;
+    let (v1_server, mut v1_headers) = proxy_aware_server().await;
+    let dir = ConfigDir::new();
+    dir.write(
+        "maps/os_sni_passthrough.map",
+        &format!(
+            "{} 1\n{} 1\n",
+            route_regex("two.proxy.test"),
+            route_regex("one.proxy.test")
+        ),
+    );
+    dir.write(
+        "maps/os_tcp_be.map",
+        &format!(
+            "{} be_tcp:p:two\n{} be_tcp:p:one\n",
+            route_regex("two.proxy.test"),
+            route_regex("one.proxy.test")
+        ),
+    );
+    let extra = format!(
+        "[[backend]]\nname = \"be_tcp:p:two\"\nsend_proxy = \"v2\"\n\
+         servers = [{{ name = \"s\", address = \"{v2_server}\" }}]\n\
+         [backend.check]\ninterval = \"100ms\"\ntimeout = \"300ms\"\n\n\
+         [[backend]]\nname = \"be_tcp:p:one\"\nsend_proxy = \"v1\"\n\
+         servers = [{{ name = \"s\", address = \"{v1_server}\" }}]\n"
+    );
+    let config = dir.main(
+        "accept_proxy = true\nproxy_from = [\"127.0.0.1\"]\n",
+        &extra,
+    );
+    let (_router, addr) = start(&config);
+    for (sni, header, expected) in [
+        (
+            "two.proxy.test",
+            b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n".to_vec(),
+            "203.0.113.7:5555",
+        ),
+        (
+            "one.proxy.test",
+            v2_tcp6("2001:db8::5", 7777),
+            "[2001:db8::5]:7777",
+        ),
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(&header).await.expect("header");
+        tcp.write_all(&client_hello(sni)).await.expect("hello");
+        let mut answer = String::new();
+        tokio::time::timeout(WAIT, tcp.read_to_string(&mut answer))
+            .await
+            .expect("in time")
+            .expect("answer");
+        assert_eq!(answer, format!("client={expected}\n"), "{sni}");
+    }
+    // Health checks: LOCAL headers, never a made-up client.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut checks = 0;
+    while checks < 2 {
+        let seen = tokio::time::timeout_at(deadline, v2_headers.recv())
+            .await
+            .expect("health checks in time")
+            .expect("header");
+        if seen == "local" {
+            checks += 1;
+        } else {
+            assert_eq!(seen, "203.0.113.7:5555");
+        }
+    }
+    assert_eq!(
+        v1_headers.recv().await.as_deref(),
+        Some("[2001:db8::5]:7777")
+    );
+}

@@ -477,6 +477,14 @@ impl Context {
                 }
             }
         }
+        if let Some(version) = &raw.send_proxy {
+            if backend.mode == Mode::Http {
+                let m = "send_proxy applies to passthrough and mode = \"tcp\" backends: HTTP mode sends X-Forwarded-For".to_string();
+                self.error(src, version.span(), m);
+            } else {
+                backend.send_proxy = self.opt_parse(src, &raw.send_proxy);
+            }
+        }
         backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
         if let Some(t) = self.carried.traffic.get(&backend.name) {
             backend.traffic = Arc::clone(&t.0);

@@ -171,6 +171,8 @@ pub struct RawBackend {
     pub forwarded: Option<Spanned<String>>,
     /// `Strict-Transport-Security` value for responses on TLS routes.
     pub hsts: Option<Spanned<String>>,
+    /// `v1` or `v2`: a PROXY header to the servers (passthrough, TCP mode).
+    pub send_proxy: Option<Spanned<String>>,
     pub http_request_timeout: Option<Spanned<String>>,
     pub http_keep_alive_timeout: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,

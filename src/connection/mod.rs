@@ -156,6 +156,7 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
     drop(snapshot);
     let ctx = Ctx {
         peer,
+        local: stream.local_addr().unwrap_or(peer),
         backend: &backend,
         removed,
     };
@@ -231,6 +232,8 @@ impl Said {
 /// What the termination paths need besides the streams.
 pub(crate) struct Ctx<'a> {
     pub peer: SocketAddr,
+    /// The address the client connected to (a PROXY header's destination).
+    pub local: SocketAddr,
     pub backend: &'a Arc<Backend>,
     /// Resolves when a reload removed this connection's route (if asked).
     pub removed: Option<relay::Stop>,
@@ -421,6 +424,7 @@ async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usi
 pub(crate) async fn connect(
     backend: &Backend,
     peer: SocketAddr,
+    local: SocketAddr,
     log: &mut AccessLog,
 ) -> Option<(TcpStream, ActiveGuard)> {
     let mut tried = Vec::new();
@@ -431,7 +435,17 @@ pub(crate) async fn connect(
         let server = &backend.servers[i];
         let active = ActiveGuard::new(&server.state);
         let started = Instant::now();
-        match connect_one(server.addr, backend.timeouts.connect).await {
+        let connected = match connect_one(server.addr, backend.timeouts.connect).await {
+            Ok(stream) => match backend.send_proxy {
+                None => Ok(stream),
+                Some(version) => {
+                    let header = crate::proxy_header::encode(version, Some((peer, local)));
+                    send_header(stream, &header, backend.timeouts.connect).await
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(stream) => {
                 log.server(i, started.elapsed());
                 return Some((stream, active));
@@ -466,6 +480,23 @@ pub(crate) async fn connect(
     };
     log.fail("switchyard", &why);
     None
+}
+
+/// Writes a PROXY header to a fresh server connection.
+async fn send_header(
+    mut stream: TcpStream,
+    header: &[u8],
+    limit: Duration,
+) -> std::io::Result<TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    match timeout(limit, stream.write_all(header)).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "PROXY header not written in time",
+        )),
+    }
 }
 
 async fn connect_one(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {

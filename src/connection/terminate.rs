@@ -37,7 +37,7 @@ pub(super) async fn run(
         return;
     };
     let negotiated: Option<Vec<u8>> = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let Some((server, _active)) = connect(ctx.backend, ctx.peer, log).await else {
+    let Some((server, _active)) = connect(ctx.backend, ctx.peer, ctx.local, log).await else {
         return;
     };
     let deadlines = Deadlines {

@@ -159,6 +159,8 @@ struct Probe {
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     /// `Host` of HTTP checks.
     host: String,
+    /// Servers that expect a PROXY header get a `LOCAL` one first.
+    send_proxy: Option<crate::proxy_header::Version>,
 }
 
 impl Probe {
@@ -185,6 +187,7 @@ impl Probe {
             _ => tls,
         };
         Probe {
+            send_proxy: backend.send_proxy,
             addr: server.addr,
             kind: kind.clone(),
             tls,
@@ -193,9 +196,16 @@ impl Probe {
     }
 
     async fn run(self) -> Result<(), String> {
-        let tcp = TcpStream::connect(self.addr)
+        let mut tcp = TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        if let Some(version) = self.send_proxy {
+            use tokio::io::AsyncWriteExt;
+            let header = crate::proxy_header::encode(version, None);
+            tcp.write_all(&header)
+                .await
+                .map_err(|e| format!("PROXY header: {e}"))?;
+        }
         let Some((config, name)) = self.tls else {
             return match &self.kind {
                 CheckKind::Http { path, expect } => http(tcp, &self.host, path, *expect).await,
