@@ -156,7 +156,6 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
     drop(snapshot);
     let ctx = Ctx {
         peer,
-        local: stream.local_addr().unwrap_or(peer),
         backend: &backend,
         removed,
     };
@@ -232,8 +231,6 @@ impl Said {
 /// What the termination paths need besides the streams.
 pub(crate) struct Ctx<'a> {
     pub peer: SocketAddr,
-    /// The address the client connected to (a PROXY header's destination).
-    pub local: SocketAddr,
     pub backend: &'a Arc<Backend>,
     /// Resolves when a reload removed this connection's route (if asked).
     pub removed: Option<relay::Stop>,
@@ -424,7 +421,7 @@ async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usi
 pub(crate) async fn connect(
     backend: &Backend,
     peer: SocketAddr,
-    local: SocketAddr,
+    client: &TcpStream,
     log: &mut AccessLog,
 ) -> Option<(TcpStream, ActiveGuard)> {
     let mut tried = Vec::new();
@@ -435,15 +432,16 @@ pub(crate) async fn connect(
         let server = &backend.servers[i];
         let active = ActiveGuard::new(&server.state);
         let started = Instant::now();
-        let connected = match connect_one(server.addr, backend.timeouts.connect).await {
-            Ok(stream) => match backend.send_proxy {
-                None => Ok(stream),
-                Some(version) => {
-                    let header = crate::proxy_header::encode(version, Some((peer, local)));
-                    send_header(stream, &header, backend.timeouts.connect).await
-                }
-            },
-            Err(e) => Err(e),
+        let limit = backend.timeouts.connect;
+        let connected = match backend.send_proxy {
+            None => connect_one(server.addr, limit).await,
+            // Boxed: rare, and kept out of every connection's future.
+            Some(version) => {
+                // The address the client connected to, as the header's
+                // destination.
+                let hop = (peer, client.local_addr().unwrap_or(peer));
+                Box::pin(send_header(server.addr, version, hop, limit)).await
+            }
         };
         match connected {
             Ok(stream) => {
@@ -482,14 +480,17 @@ pub(crate) async fn connect(
     None
 }
 
-/// Writes a PROXY header to a fresh server connection.
+/// Connects and writes a PROXY header first (`send_proxy`).
 async fn send_header(
-    mut stream: TcpStream,
-    header: &[u8],
+    addr: SocketAddr,
+    version: crate::proxy_header::Version,
+    hop: (SocketAddr, SocketAddr),
     limit: Duration,
 ) -> std::io::Result<TcpStream> {
     use tokio::io::AsyncWriteExt;
-    match timeout(limit, stream.write_all(header)).await {
+    let mut stream = connect_one(addr, limit).await?;
+    let header = crate::proxy_header::encode(version, Some(hop));
+    match timeout(limit, stream.write_all(&header)).await {
         Ok(Ok(())) => Ok(stream),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(std::io::Error::new(

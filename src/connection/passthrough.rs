@@ -9,7 +9,7 @@ use crate::access_log::AccessLog;
 use crate::relay::{self, Deadlines};
 
 pub(super) async fn run(client: TcpStream, hello: Vec<u8>, ctx: Ctx<'_>, log: &mut AccessLog) {
-    let Some((server, _active)) = connect(ctx.backend, ctx.peer, ctx.local, log).await else {
+    let Some((server, _active)) = connect(ctx.backend, ctx.peer, &client, log).await else {
         return;
     };
     // A server that never reads must not hold the connection forever:

@@ -37,7 +37,9 @@ pub(super) async fn run(
         return;
     };
     let negotiated: Option<Vec<u8>> = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let Some((server, _active)) = connect(ctx.backend, ctx.peer, ctx.local, log).await else {
+    let Some((server, _active)) =
+        connect(ctx.backend, ctx.peer, client.get_ref().0.socket(), log).await
+    else {
         return;
     };
     let deadlines = Deadlines {
@@ -188,6 +190,11 @@ impl Replay {
             pos: 0,
             inner,
         }
+    }
+
+    /// The client's socket.
+    pub(super) fn socket(&self) -> &TcpStream {
+        &self.inner
     }
 }
 
