@@ -303,6 +303,8 @@ pub struct Backend {
     /// Passthrough and TCP mode: a PROXY header naming the client is sent
     /// to the server first (and a `LOCAL` one before each health check).
     pub send_proxy: Option<crate::proxy_header::Version>,
+    /// Client addresses allowed (OpenShift `ip_whitelist`); `None`: all.
+    pub allow: Option<Arc<[crate::cidr::Cidr]>>,
     pub algorithm: Algorithm,
     pub servers: Vec<Server>,
     pub timeouts: Timeouts,
@@ -356,6 +358,7 @@ impl Backend {
             forwarded: Forwarded::Append,
             hsts: None,
             send_proxy: None,
+            allow: None,
             algorithm,
             servers,
             timeouts,
@@ -368,6 +371,21 @@ impl Backend {
             balancer,
             cookie_values: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether `client` may use this backend (its `allow` list); a refusal
+    /// is counted.
+    pub fn admits(&self, client: std::net::IpAddr) -> bool {
+        let Some(allow) = &self.allow else {
+            return true;
+        };
+        let admitted = allow.iter().any(|block| block.contains(client));
+        if !admitted {
+            self.traffic
+                .denied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        admitted
     }
 
     /// The sticky-cookie value of server `i`: a hash of the backend's and

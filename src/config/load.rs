@@ -485,6 +485,21 @@ impl Context {
                 backend.send_proxy = self.opt_parse(src, &raw.send_proxy);
             }
         }
+        if let Some(allow) = &raw.allow {
+            let mut blocks = Vec::new();
+            for text in allow {
+                match text.get_ref().parse::<crate::cidr::Cidr>() {
+                    Ok(block) => blocks.push(block),
+                    Err(m) => self.error(src, text.span(), format!("allow: {m}")),
+                }
+            }
+            if allow.is_empty() {
+                let m =
+                    "allow = [] would refuse every client: leave it out to allow all".to_string();
+                self.error(src, raw.name.span(), m);
+            }
+            backend.allow = Some(blocks.into());
+        }
         backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
         if let Some(t) = self.carried.traffic.get(&backend.name) {
             backend.traffic = Arc::clone(&t.0);

@@ -173,6 +173,8 @@ pub struct RawBackend {
     pub hsts: Option<Spanned<String>>,
     /// `v1` or `v2`: a PROXY header to the servers (passthrough, TCP mode).
     pub send_proxy: Option<Spanned<String>>,
+    /// Client address blocks allowed (`ip_whitelist`); all when absent.
+    pub allow: Option<Vec<Spanned<String>>>,
     pub http_request_timeout: Option<Spanned<String>>,
     pub http_keep_alive_timeout: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,

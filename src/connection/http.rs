@@ -743,6 +743,13 @@ impl Conn {
             (None, Some(fallback)) => Arc::clone(fallback),
             (None, None) => return (self.unavailable(), None),
         };
+        if !backend.admits(self.peer.ip()) {
+            let text = "This address may not use this application.";
+            return (
+                page(StatusCode::FORBIDDEN, "Forbidden", text),
+                Some((backend, None)),
+            );
+        }
         let (response, server) = self.forward(&backend, host, req).await;
         (response, Some((backend, server)))
     }

@@ -154,6 +154,14 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
     let handshake_timeout = spec.inspect_timeout;
     let fallback = http_fallback(&snapshot, listener);
     drop(snapshot);
+    // HTTP mode checks each request's backend instead.
+    if shared_for_requests.is_none() && !backend.admits(peer.ip()) {
+        log.end(
+            "switchyard",
+            "client address not in the backend's allow list",
+        );
+        return log.finish();
+    }
     let ctx = Ctx {
         peer,
         backend: &backend,

@@ -20,6 +20,9 @@ pub struct Traffic {
     pub bytes_out: AtomicU64,
     /// Connections that ended in an error (connect, handshake, reset, timeout).
     pub errors: AtomicU64,
+    /// Connections (HTTP mode: requests) refused by the backend's `allow`
+    /// list.
+    pub denied: AtomicU64,
     /// HTTP mode: responses by class (1xx … 5xx, other), as
     /// `http_responses_total{code}`.
     pub responses: [AtomicU64; 6],
