@@ -17,6 +17,7 @@ pub mod client_hello;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod descriptors;
 pub mod explain;
 pub mod health;
 pub mod listener;

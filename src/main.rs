@@ -147,6 +147,12 @@ fn print_warnings(warnings: &[config::Problem]) {
 fn check(path: &Path) -> ExitCode {
     match load(path) {
         Some(loaded) => {
+            let needed = switchyard::descriptors::needed(&loaded.snapshot);
+            if let Some(warning) =
+                switchyard::descriptors::shortfall(needed, switchyard::descriptors::hard())
+            {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!("{}: ok: {}", path.display(), loaded.snapshot.summary());
             ExitCode::SUCCESS
         }
@@ -198,6 +204,16 @@ where
         }
     };
     runtime.block_on(async move {
+        let unlimited = |l: Option<u64>| l.map_or("unlimited".to_string(), |l| l.to_string());
+        match switchyard::descriptors::raise() {
+            Ok(r) if r.before != r.now => tracing::info!(
+                "open files: soft limit raised from {} to {}",
+                unlimited(r.before),
+                unlimited(r.now)
+            ),
+            Ok(r) => tracing::info!("open files: limit {}", unlimited(r.now)),
+            Err(e) => tracing::warn!("open files: cannot raise the soft limit: {e}"),
+        }
         let (path, banner) = match prepare().await {
             Ok(p) => p,
             Err(e) => {
@@ -209,6 +225,12 @@ where
             return ExitCode::FAILURE;
         };
         tracing::info!(config = %path.display(), "{}", loaded.snapshot.summary());
+        let needed = switchyard::descriptors::needed(&loaded.snapshot);
+        if let Some(warning) =
+            switchyard::descriptors::shortfall(needed, switchyard::descriptors::current())
+        {
+            tracing::warn!("{warning}");
+        }
         let router = match server::Router::start(loaded.snapshot) {
             Ok(r) => r,
             Err(e) => {

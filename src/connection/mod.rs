@@ -456,6 +456,16 @@ pub(crate) async fn connect(
                 log.server(i, started.elapsed());
                 return Some((stream, active));
             }
+            Err(e) if crate::descriptors::is_local_failure(&e) => {
+                // The router's own shortage: not the server's fault, and
+                // another server would fail the same way.
+                global()
+                    .local_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(backend = %backend.name, server = %server.name, client = %peer, "connect failed on this side: {e}");
+                log.fail("switchyard", &format!("connect failed on this side: {e}"));
+                return None;
+            }
             Err(e) => {
                 if let Some(check) = &backend.check {
                     let change = server.state.health.failure(check.fall);

@@ -116,7 +116,7 @@ async fn check_backend(backend: &Backend, spec: &CheckSpec) {
         running.spawn(async move {
             let result = match timeout(limit, probe.run()).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("no answer within {limit:?}")),
+                Err(_) => Err(format!("no answer within {limit:?}").into()),
             };
             (i, result)
         });
@@ -128,8 +128,32 @@ async fn check_backend(backend: &Backend, spec: &CheckSpec) {
     }
 }
 
-fn apply(backend: &Backend, server: &Server, spec: &CheckSpec, result: Result<(), String>) {
+/// Why a check failed; `local` when the router could not even try (out
+/// of descriptors…), which says nothing about the server.
+struct Failure {
+    why: String,
+    local: bool,
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Self {
+        Failure { why, local: false }
+    }
+}
+
+fn apply(backend: &Backend, server: &Server, spec: &CheckSpec, result: Result<(), Failure>) {
     let health = &server.state.health;
+    let result = match result {
+        Err(Failure { why, local: true }) => {
+            crate::stats::counters::global()
+                .local_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(backend = %backend.name, server = %server.name, "check not run: {why}");
+            return;
+        }
+        Err(Failure { why, .. }) => Err(why),
+        Ok(()) => Ok(()),
+    };
     let change = match &result {
         Ok(()) => {
             health.set_last("ok".into());
@@ -195,10 +219,11 @@ impl Probe {
         }
     }
 
-    async fn run(self) -> Result<(), String> {
-        let mut tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+    async fn run(self) -> Result<(), Failure> {
+        let mut tcp = TcpStream::connect(self.addr).await.map_err(|e| Failure {
+            local: crate::descriptors::is_local_failure(&e),
+            why: format!("connect: {e}"),
+        })?;
         if let Some(version) = self.send_proxy {
             use tokio::io::AsyncWriteExt;
             let header = crate::proxy_header::encode(version, None);
@@ -208,7 +233,7 @@ impl Probe {
         }
         let Some((config, name)) = self.tls else {
             return match &self.kind {
-                CheckKind::Http { path, expect } => http(tcp, &self.host, path, *expect).await,
+                CheckKind::Http { path, expect } => Ok(http(tcp, &self.host, path, *expect).await?),
                 _ => Ok(()),
             };
         };
@@ -218,7 +243,7 @@ impl Probe {
             .await
             .map_err(|e| crate::tls::upstream::describe_failure(self.addr, &e))?;
         match &self.kind {
-            CheckKind::Http { path, expect } => http(stream, &self.host, path, *expect).await,
+            CheckKind::Http { path, expect } => Ok(http(stream, &self.host, path, *expect).await?),
             _ => Ok(()),
         }
     }

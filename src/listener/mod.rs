@@ -46,6 +46,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let frontend = crate::stats::counters::global().frontend(&name);
+    // Accept errors come in bursts (out of descriptors): one line a second.
+    let mut failures = Failures::default();
     loop {
         let slot = tokio::select! {
             slot = slots.acquire() => slot,
@@ -59,7 +61,14 @@ pub async fn serve(
             Ok(pair) => pair,
             Err(e) => {
                 // Out of descriptors or a transient error: back off briefly.
-                tracing::warn!(listener = %name, "accept failed: {e}");
+                if crate::descriptors::is_local_failure(&e) {
+                    let g = crate::stats::counters::global();
+                    g.local_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Some(times) = failures.add() {
+                    tracing::warn!(listener = %name, times, "accept failed: {e}");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -83,5 +92,28 @@ pub async fn serve(
             open.frontend().record(bytes_in, bytes_out, failed);
             // `open` and `_slot` are released here, or on panic or abort.
         });
+    }
+}
+
+/// Counts repeated errors so that they are logged at most once a second,
+/// with how many there were.
+#[derive(Default)]
+struct Failures {
+    since: Option<tokio::time::Instant>,
+    count: u64,
+}
+
+impl Failures {
+    /// Counts one; the count to log with it when a line is due.
+    fn add(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        match self.since {
+            Some(since) if now.duration_since(since) < Duration::from_secs(1) => None,
+            _ => {
+                self.since = Some(now);
+                Some(std::mem::take(&mut self.count))
+            }
+        }
     }
 }

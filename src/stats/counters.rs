@@ -160,6 +160,9 @@ pub struct Global {
     /// Connections to `accept_proxy` listeners refused for their PROXY
     /// header: missing, malformed, too slow, or from a source not allowed.
     pub proxy_refused: AtomicU64,
+    /// The router's own failures (out of descriptors, buffers or local
+    /// ports) on accept or connect: never counted against a server.
+    pub local_failures: AtomicU64,
     /// Top unmatched SNIs: bounded memory, heavy hitters kept, no global
     /// lock on the miss path (never one metric label per invented name).
     unmatched: super::top::TopNames,

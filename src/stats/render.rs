@@ -26,6 +26,7 @@ pub struct Report {
     pub handshake_failures: Vec<(String, u64)>,
     pub route_misses: u64,
     pub proxy_refused: u64,
+    pub local_failures: u64,
     pub unmatched_sni_top: Vec<(String, u64)>,
 }
 
@@ -203,6 +204,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
             .collect(),
         route_misses: g.route_misses.load(Relaxed),
         proxy_refused: g.proxy_refused.load(Relaxed),
+        local_failures: g.local_failures.load(Relaxed),
         unmatched_sni_top: g.top_unmatched(10),
     }
 }
@@ -285,6 +287,7 @@ fn record(r: &Report) {
     }
     counter!("switchyard_route_misses_total").absolute(r.route_misses);
     counter!("switchyard_proxy_header_refused_total").absolute(r.proxy_refused);
+    counter!("switchyard_local_failures_total").absolute(r.local_failures);
     for (sni, n) in &r.unmatched_sni_top {
         gauge!("switchyard_unmatched_sni_top", "sni" => sni.clone()).set(*n as f64);
     }
