@@ -19,6 +19,8 @@ pub mod connection;
 pub mod demo;
 pub mod descriptors;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod listener;
 pub mod logging;
