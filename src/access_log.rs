@@ -21,9 +21,9 @@ pub struct AccessLog {
     listener: Arc<str>,
     hello: Option<ClientHello>,
     /// Reads the ClientHello took (TCP segments, or more when coalesced).
-    hello_reads: usize,
+    hello_reads: u32,
     /// Bytes buffered when the preread ended.
-    hello_bytes: usize,
+    hello_bytes: u32,
     map: Option<Hit>,
     backend: Option<Arc<Backend>>,
     /// Index of the server in the backend's list.
@@ -70,8 +70,8 @@ impl AccessLog {
     }
 
     pub fn hello(&mut self, hello: ClientHello, reads: usize) {
-        self.hello_bytes = hello.len;
-        self.hello_reads = reads;
+        self.hello_bytes = saturate(hello.len);
+        self.hello_reads = saturate(reads);
         self.hello = Some(hello);
     }
 
@@ -82,8 +82,8 @@ impl AccessLog {
     /// The preread ended without a usable SNI.
     pub fn reject(&mut self, reason: &str, bytes: usize, reads: usize) {
         self.rejected = true;
-        self.hello_bytes = self.hello_bytes.max(bytes);
-        self.hello_reads = reads;
+        self.hello_bytes = self.hello_bytes.max(saturate(bytes));
+        self.hello_reads = saturate(reads);
         self.end("switchyard", reason);
     }
 
@@ -211,4 +211,10 @@ fn version_name(v: u16) -> &'static str {
         0x0300 => "SSLv3",
         _ => "unknown",
     }
+}
+
+/// Counts kept in 32 bits (the access log of every connection is part of
+/// its task's memory); bounded by the preread limit in practice.
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -30,5 +30,6 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod shared;
+pub mod sources;
 pub mod stats;
 pub mod tls;

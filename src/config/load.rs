@@ -68,6 +68,8 @@ pub(super) struct Context {
     pub(super) warnings: Vec<Problem>,
     pub(super) files: Vec<PathBuf>,
     pub(super) carried: Carried,
+    /// `[limits] ipv6_source_prefix`, for the listeners' source limits.
+    pub(super) ipv6_source_prefix: u8,
     /// Directory of the main file: relative paths start here.
     pub(super) base: PathBuf,
     /// `[tls] min_version = "1.3"`.
@@ -204,6 +206,17 @@ impl Context {
         }
         let certs = self.certificates(&src, &raw.tls, &raw.maps);
         self.check_terminated_have_certs(&src, &raw.maps, &backends, certs.is_some());
+        self.ipv6_source_prefix = match &raw.limits.ipv6_source_prefix {
+            None => 64,
+            Some(p) => match u8::try_from(*p.get_ref()) {
+                Ok(p) if p <= 128 => p,
+                _ => {
+                    let m = "ipv6_source_prefix must be 0..=128".to_string();
+                    self.error(&src, p.span(), m);
+                    64
+                }
+            },
+        };
         let (listeners, tls) = self.listeners(&src, &raw.listeners, &names, certs.as_ref());
         let stats = self.stats(&src, &raw.stats);
         let http = HttpSettings {
@@ -801,7 +814,9 @@ impl Context {
                 Protocol::Http => None,
             });
             let proxy_from = self.proxy_from(src, raw);
+            let sources = self.source_limits(src, raw, &name);
             out.push(ListenerSpec {
+                sources,
                 proxy_from,
                 protocol,
                 https_port,
@@ -814,6 +829,39 @@ impl Context {
             });
         }
         (out, tls)
+    }
+
+    /// `max_connections_per_source` and `connection_rate_per_source`.
+    fn source_limits(
+        &mut self,
+        src: &Source<'_>,
+        raw: &RawListener,
+        name: &str,
+    ) -> Option<crate::sources::Limited> {
+        let concurrent = raw
+            .max_connections_per_source
+            .as_ref()
+            .and_then(|n| match u32::try_from(*n.get_ref()) {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    let m = "max_connections_per_source must be 1..=4294967295".to_string();
+                    self.error(src, n.span(), m);
+                    None
+                }
+            });
+        let rate = self.opt_parse::<crate::sources::Rate>(src, &raw.connection_rate_per_source);
+        if concurrent.is_none() && rate.is_none() {
+            return None;
+        }
+        let limits = crate::sources::Limits {
+            concurrent,
+            rate,
+            ipv6_prefix: self.ipv6_source_prefix,
+        };
+        Some(crate::sources::Limited {
+            table: crate::sources::table(name),
+            limits,
+        })
     }
 
     /// `accept_proxy` and `proxy_from`, which go together.

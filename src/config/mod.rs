@@ -4,7 +4,7 @@
 //! `file:line: message`; a configuration with any problem is refused whole.
 //! Connections take an `Arc<Snapshot>` when accepted and never see it change.
 
-mod duration;
+pub(crate) mod duration;
 mod load;
 mod ops;
 mod problem;
@@ -43,6 +43,9 @@ pub struct ListenerSpec {
     /// `accept_proxy`: every connection starts with a PROXY header, sent
     /// only by these sources; the client it names is the client.
     pub proxy_from: Option<Arc<[crate::cidr::Cidr]>>,
+    /// Limits per client address, and the listener's table of sources
+    /// (the same across reloads).
+    pub sources: Option<crate::sources::Limited>,
 }
 
 /// What a listener expects first.

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub stats: RawStats,
     #[serde(default)]
     pub http: RawHttp,
+    #[serde(default)]
+    pub limits: RawLimits,
     /// Further files holding `[[backend]]` tables, relative to this file.
     #[serde(default)]
     pub backend_files: Vec<Spanned<String>>,
@@ -63,6 +65,18 @@ pub struct RawListener {
     pub accept_proxy: Option<Spanned<bool>>,
     /// Who may send one: the load balancers' addresses (CIDRs).
     pub proxy_from: Option<Vec<Spanned<String>>>,
+    /// Connections open at once from one client address.
+    pub max_connections_per_source: Option<Spanned<u64>>,
+    /// New connections per period from one client address (`"20/10s"`).
+    pub connection_rate_per_source: Option<Spanned<String>>,
+}
+
+/// `[limits]`: how per-source limits group clients.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// IPv6 clients in one block of this length are one source (64).
+    pub ipv6_source_prefix: Option<Spanned<u64>>,
 }
 
 /// `[http]`: what the router itself answers in HTTP mode.

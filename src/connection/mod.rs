@@ -76,6 +76,19 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
             }
         },
     };
+    // Per-source limits: a place held for the connection's life (boxed:
+    // only limited listeners pay for it in every connection's future).
+    let _source = match spec.sources.as_ref().map(|s| s.admit(peer.ip())) {
+        None => None,
+        Some(Ok(admitted)) => Some(Box::new(admitted)),
+        Some(Err(refusal)) => {
+            global()
+                .source_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log.reject(&refusal.to_string(), 0, 0);
+            return log.finish();
+        }
+    };
     if spec.protocol == Protocol::Http {
         // Port 80: no ClientHello, each request routed on its own.
         let https_port = spec.https_port;

@@ -163,6 +163,8 @@ pub struct Global {
     /// The router's own failures (out of descriptors, buffers or local
     /// ports) on accept or connect: never counted against a server.
     pub local_failures: AtomicU64,
+    /// Connections refused by a listener's per-source limits.
+    pub source_limited: AtomicU64,
     /// Top unmatched SNIs: bounded memory, heavy hitters kept, no global
     /// lock on the miss path (never one metric label per invented name).
     unmatched: super::top::TopNames,

@@ -27,6 +27,7 @@ pub struct Report {
     pub route_misses: u64,
     pub proxy_refused: u64,
     pub local_failures: u64,
+    pub source_limited: u64,
     pub unmatched_sni_top: Vec<(String, u64)>,
 }
 
@@ -205,6 +206,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
         route_misses: g.route_misses.load(Relaxed),
         proxy_refused: g.proxy_refused.load(Relaxed),
         local_failures: g.local_failures.load(Relaxed),
+        source_limited: g.source_limited.load(Relaxed),
         unmatched_sni_top: g.top_unmatched(10),
     }
 }
@@ -288,6 +290,7 @@ fn record(r: &Report) {
     counter!("switchyard_route_misses_total").absolute(r.route_misses);
     counter!("switchyard_proxy_header_refused_total").absolute(r.proxy_refused);
     counter!("switchyard_local_failures_total").absolute(r.local_failures);
+    counter!("switchyard_source_limited_total").absolute(r.source_limited);
     for (sni, n) in &r.unmatched_sni_top {
         gauge!("switchyard_unmatched_sni_top", "sni" => sni.clone()).set(*n as f64);
     }
