@@ -267,8 +267,6 @@ enum PrereadError {
     Closed,
 }
 
-/// Reads until the ClientHello is complete (or not a hello), within the
-/// listener's inspect timeout for the whole of it.
 /// Reads the PROXY header a connection to an `accept_proxy` listener must
 /// start with, from a source in `proxy_from`, within the listener's
 /// `inspect_timeout`, and consumes exactly its bytes (the ClientHello or
@@ -352,6 +350,8 @@ async fn proxy_header(
     }
 }
 
+/// Reads until the ClientHello is complete (or not a hello), within the
+/// listener's inspect timeout for the whole of it.
 async fn preread(
     stream: &TcpStream,
     spec: &ListenerSpec,
