@@ -305,6 +305,11 @@ pub struct Backend {
     pub send_proxy: Option<crate::proxy_header::Version>,
     /// Client addresses allowed (OpenShift `ip_whitelist`); `None`: all.
     pub allow: Option<Arc<[crate::cidr::Cidr]>>,
+    /// Connections per client address (those whose route chose this
+    /// backend): at once and per period.
+    pub sources: Option<crate::sources::Limited>,
+    /// HTTP mode: requests per client address per period.
+    pub request_rate: Option<crate::sources::Limited>,
     pub algorithm: Algorithm,
     pub servers: Vec<Server>,
     pub timeouts: Timeouts,
@@ -359,6 +364,8 @@ impl Backend {
             hsts: None,
             send_proxy: None,
             allow: None,
+            sources: None,
+            request_rate: None,
             algorithm,
             servers,
             timeouts,
@@ -386,6 +393,32 @@ impl Backend {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         admitted
+    }
+
+    /// Admits a connection from `client` under the backend's per-source
+    /// limits (a place held until the guard drops), or says why not; a
+    /// refusal is counted.
+    pub fn admit_source(
+        &self,
+        client: IpAddr,
+    ) -> Result<Option<crate::sources::Admitted>, crate::sources::Refusal> {
+        let Some(limited) = &self.sources else {
+            return Ok(None);
+        };
+        limited.admit(client).map(Some).inspect_err(|_| {
+            self.traffic.limited.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// HTTP mode: whether one more request from `client` is within
+    /// `http_request_rate_per_source`; a refusal is counted.
+    pub fn admit_request(&self, client: IpAddr) -> Result<(), crate::sources::Refusal> {
+        let Some(limited) = &self.request_rate else {
+            return Ok(());
+        };
+        limited.admit(client).map(drop).inspect_err(|_| {
+            self.traffic.limited.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     /// The sticky-cookie value of server `i`: a hash of the backend's and

@@ -1,13 +1,17 @@
-//! Limits per client address on a listener: connections open at once
-//! (`max_connections_per_source`) and new connections per period
-//! (`connection_rate_per_source`, a token bucket). IPv6 clients are grouped
-//! by their `/ipv6_source_prefix` so that one host cannot dodge the limit
-//! by rotating addresses; IPv4-mapped addresses count as IPv4.
+//! Limits per client address, on a listener or a backend: connections open
+//! at once (`max_connections_per_source`), new connections per period
+//! (`connection_rate_per_source`, a token bucket) and, in HTTP mode,
+//! requests per period (`http_request_rate_per_source`). IPv6 clients are
+//! grouped by their `/ipv6_source_prefix` so that one host cannot dodge the
+//! limit by rotating addresses; IPv4-mapped addresses count as IPv4.
 //!
-//! The table is sharded (no lock shared by all accepts) and bounded: a
-//! shard that is full drops a source with nothing open before it takes a
-//! new one, so a flood of distinct addresses never grows it. Its state
-//! outlives reloads (one table per listener name).
+//! A table is sharded (no lock shared by all accepts) and bounded: a shard
+//! that is full drops its idlest source with nothing open before it takes a
+//! new one, so a flood of distinct addresses never grows it; a source with
+//! nothing open and no rate to remember is dropped at once. Each listener
+//! has a table of its own; backends share one, each under its own scope
+//! (a hash of its name), so a configuration of 100,000 backends costs no
+//! more than one. Tables outlive reloads.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,6 +21,8 @@ use std::time::{Duration, Instant};
 const SHARDS: usize = 32;
 /// Sources tracked per listener at most.
 pub const CAPACITY: usize = 65_536;
+/// Sources tracked for all backends together at most.
+pub const BACKEND_CAPACITY: usize = 262_144;
 
 /// `N/period`: at most `count` new connections per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,23 +66,44 @@ pub enum Refusal {
     Rate(Rate),
 }
 
+impl Refusal {
+    /// Seconds until a refused client may try again (`Retry-After`).
+    pub fn retry_after(&self) -> u64 {
+        match self {
+            Refusal::Concurrent(_) => 1,
+            Refusal::Rate(rate) => {
+                let wait = rate.per.as_secs_f64() / f64::from(rate.count);
+                (wait.ceil() as u64).max(1)
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     open: u32,
     tokens: f64,
     refilled: Instant,
+    /// Last admitted or released: the idlest goes first when full.
+    seen: Instant,
+    /// Whether its tokens must be remembered once nothing is open.
+    rated: bool,
 }
 
-/// A listener's limits with its table.
+/// A listener's or backend's limits with its table.
 #[derive(Debug, Clone)]
 pub struct Limited {
     pub table: Arc<Sources>,
+    /// Whose entries these are in a shared table (0 for a listener).
+    pub scope: u64,
     pub limits: Limits,
 }
 
 impl PartialEq for Limited {
     fn eq(&self, other: &Self) -> bool {
-        self.limits == other.limits && Arc::ptr_eq(&self.table, &other.table)
+        self.limits == other.limits
+            && self.scope == other.scope
+            && Arc::ptr_eq(&self.table, &other.table)
     }
 }
 
@@ -85,19 +112,38 @@ impl Eq for Limited {}
 impl Limited {
     /// Admits a connection from `ip`, or says why not.
     pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
-        self.table.admit(ip, &self.limits)
+        self.table.admit(self.scope, ip, &self.limits)
+    }
+
+    /// The limits of backend `name`, in the table all backends share.
+    pub fn backend(name: &str, salt: u64, limits: Limits) -> Self {
+        static BACKENDS: OnceLock<Arc<Sources>> = OnceLock::new();
+        let table = BACKENDS.get_or_init(|| Sources::with_capacity(BACKEND_CAPACITY));
+        Limited {
+            table: Arc::clone(table),
+            scope: crate::balance::hash::hash_bytes(name.as_bytes()) ^ salt,
+            limits,
+        }
     }
 }
 
-/// The sources of one listener.
+/// The sources of one listener, or of every backend.
 #[derive(Debug)]
 pub struct Sources {
     shards: Vec<Mutex<HashMap<Key, Entry>>>,
+    /// Entries per shard at most.
+    per_shard: usize,
 }
 
-/// A source: an IPv4 address, or an IPv6 block.
+/// A source (an IPv4 address, or an IPv6 block) as one scope sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Key {
+struct Key {
+    scope: u64,
+    addr: Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Addr {
     V4(u32),
     V6(u128),
 }
@@ -118,6 +164,12 @@ impl Drop for Admitted {
         let mut shard = self.table.shard(key);
         if let Some(entry) = shard.get_mut(&key) {
             entry.open = entry.open.saturating_sub(1);
+            if entry.open == 0 && !entry.rated {
+                // Nothing open and no rate to remember: as if never seen.
+                shard.remove(&key);
+            } else {
+                entry.seen = Instant::now();
+            }
         }
     }
 }
@@ -127,52 +179,66 @@ pub fn table(name: &str) -> Arc<Sources> {
     static TABLES: OnceLock<Mutex<HashMap<String, Arc<Sources>>>> = OnceLock::new();
     let tables = TABLES.get_or_init(Default::default);
     let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
-    Arc::clone(tables.entry(name.to_string()).or_insert_with(|| {
-        Arc::new(Sources {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        })
-    }))
+    Arc::clone(
+        tables
+            .entry(name.to_string())
+            .or_insert_with(|| Sources::with_capacity(CAPACITY)),
+    )
 }
 
 /// The source `ip` counts as.
-fn key(ip: IpAddr, ipv6_prefix: u8) -> Key {
+fn addr(ip: IpAddr, ipv6_prefix: u8) -> Addr {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => Key::V4(u32::from(v4)),
+        IpAddr::V4(v4) => Addr::V4(u32::from(v4)),
         IpAddr::V6(v6) => {
             let mask = u128::MAX
                 .checked_shl(128 - u32::from(ipv6_prefix.min(128)))
                 .unwrap_or(0);
-            Key::V6(u128::from(v6) & mask)
+            Addr::V6(u128::from(v6) & mask)
         }
     }
 }
 
 impl Sources {
+    fn with_capacity(capacity: usize) -> Arc<Self> {
+        Arc::new(Sources {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: (capacity / SHARDS).max(1),
+        })
+    }
+
     fn shard(&self, key: Key) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        let bits = match key {
-            Key::V4(v4) => u128::from(v4),
-            Key::V6(v6) => v6 ^ (v6 >> 64),
-        };
+        let bits = match key.addr {
+            Addr::V4(v4) => u128::from(v4),
+            Addr::V6(v6) => v6 ^ (v6 >> 64),
+        } ^ u128::from(key.scope);
         let index = (bits ^ (bits >> 32)) as usize % self.shards.len();
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits a connection from `ip` under `limits`, or says why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Result<Admitted, Refusal> {
-        let key = key(ip, limits.ipv6_prefix);
+    /// Admits a connection from `ip` under `limits` in `scope`, or says why
+    /// not.
+    pub fn admit(
+        self: &Arc<Self>,
+        scope: u64,
+        ip: IpAddr,
+        limits: &Limits,
+    ) -> Result<Admitted, Refusal> {
+        let key = Key {
+            scope,
+            addr: addr(ip, limits.ipv6_prefix),
+        };
         let now = Instant::now();
         let mut shard = self.shard(key);
-        if !shard.contains_key(&key) && shard.len() >= CAPACITY / SHARDS {
-            // Full: make room by dropping a source with nothing open.
-            let idle = shard.iter().find(|(_, e)| e.open == 0).map(|(k, _)| *k);
-            match idle {
-                Some(k) => {
-                    shard.remove(&k);
-                }
+        if !shard.contains_key(&key) && shard.len() >= self.per_shard {
+            // Full: make room by dropping the idlest sources with nothing
+            // open, an eighth of the shard at a time (one pass over it
+            // every so many new sources, not one per source).
+            if !make_room(&mut shard, (self.per_shard / 8).max(1)) {
                 // Every tracked source has connections open: this one is
                 // admitted untracked (the listener's max_connections
                 // still bounds the total).
-                None => return Ok(self.untracked()),
+                return Ok(self.untracked());
             }
         }
         let burst = limits.rate.map_or(0.0, |r| f64::from(r.count));
@@ -180,7 +246,10 @@ impl Sources {
             open: 0,
             tokens: burst,
             refilled: now,
+            seen: now,
+            rated: limits.rate.is_some(),
         });
+        entry.seen = now;
         if let Some(max) = limits.concurrent {
             if entry.open >= max {
                 return Err(Refusal::Concurrent(max));
@@ -223,6 +292,27 @@ impl Sources {
     }
 }
 
+/// Drops up to `room` sources with nothing open, the idlest first;
+/// whether any could go.
+fn make_room(shard: &mut HashMap<Key, Entry>, room: usize) -> bool {
+    let mut idle: Vec<(Instant, Key)> = shard
+        .iter()
+        .filter(|(_, e)| e.open == 0)
+        .map(|(k, e)| (e.seen, *k))
+        .collect();
+    if idle.is_empty() {
+        return false;
+    }
+    let n = room.min(idle.len());
+    if n < idle.len() {
+        idle.select_nth_unstable_by_key(n - 1, |(seen, _)| *seen);
+    }
+    for (_, key) in &idle[..n] {
+        shard.remove(key);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,9 +326,7 @@ mod tests {
     }
 
     fn fresh() -> Arc<Sources> {
-        Arc::new(Sources {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        })
+        Sources::with_capacity(CAPACITY)
     }
 
     fn ip(text: &str) -> IpAddr {
@@ -249,22 +337,24 @@ mod tests {
     fn concurrent_connections_are_counted_per_source() {
         let t = fresh();
         let l = limits(Some(2), None);
-        let a = t.admit(ip("192.0.2.1"), &l).expect("1st");
+        let a = t.admit(0, ip("192.0.2.1"), &l).expect("1st");
         let _b = t
-            .admit(ip("::ffff:192.0.2.1"), &l)
+            .admit(0, ip("::ffff:192.0.2.1"), &l)
             .expect("2nd, IPv4-mapped is the same");
         assert_eq!(
-            t.admit(ip("192.0.2.1"), &l).err(),
+            t.admit(0, ip("192.0.2.1"), &l).err(),
             Some(Refusal::Concurrent(2))
         );
-        assert!(t.admit(ip("192.0.2.2"), &l).is_ok(), "another source");
+        assert!(t.admit(0, ip("192.0.2.2"), &l).is_ok(), "another source");
         drop(a);
-        assert!(t.admit(ip("192.0.2.1"), &l).is_ok(), "a place freed");
+        assert!(t.admit(0, ip("192.0.2.1"), &l).is_ok(), "a place freed");
         // One /64 is one source.
-        let _c = t.admit(ip("2001:db8::1"), &l).expect("v6");
-        let _d = t.admit(ip("2001:db8::ffff:2"), &l).expect("v6, same /64");
-        assert!(t.admit(ip("2001:db8::3"), &l).is_err());
-        assert!(t.admit(ip("2001:db8:0:1::1"), &l).is_ok(), "another /64");
+        let _c = t.admit(0, ip("2001:db8::1"), &l).expect("v6");
+        let _d = t
+            .admit(0, ip("2001:db8::ffff:2"), &l)
+            .expect("v6, same /64");
+        assert!(t.admit(0, ip("2001:db8::3"), &l).is_err());
+        assert!(t.admit(0, ip("2001:db8:0:1::1"), &l).is_ok(), "another /64");
     }
 
     #[test]
@@ -272,13 +362,13 @@ mod tests {
         let t = fresh();
         let l = limits(None, Some("3/1h"));
         for _ in 0..3 {
-            drop(t.admit(ip("198.51.100.7"), &l).expect("within the rate"));
+            drop(t.admit(0, ip("198.51.100.7"), &l).expect("within the rate"));
         }
         assert!(matches!(
-            t.admit(ip("198.51.100.7"), &l),
+            t.admit(0, ip("198.51.100.7"), &l),
             Err(Refusal::Rate(_))
         ));
-        assert!(t.admit(ip("198.51.100.8"), &l).is_ok());
+        assert!(t.admit(0, ip("198.51.100.8"), &l).is_ok());
     }
 
     #[test]
@@ -287,9 +377,56 @@ mod tests {
         let l = limits(Some(4), Some("10/1s"));
         for i in 0..200_000u32 {
             let ip = IpAddr::V4((0x0a00_0000 + i).into());
-            drop(t.admit(ip, &l).expect("admitted"));
+            drop(t.admit(0, ip, &l).expect("admitted"));
         }
         assert!(t.len() <= CAPACITY, "{} entries", t.len());
+    }
+
+    #[test]
+    fn the_idlest_source_is_evicted_first() {
+        // One shard of two entries, so every key lands in a full shard.
+        let t = Arc::new(Sources {
+            shards: vec![Mutex::default()],
+            per_shard: 2,
+        });
+        let l = limits(None, Some("1/1h"));
+        drop(t.admit(0, ip("192.0.2.1"), &l).expect("a"));
+        std::thread::sleep(Duration::from_millis(5));
+        drop(t.admit(0, ip("192.0.2.2"), &l).expect("b"));
+        std::thread::sleep(Duration::from_millis(5));
+        // A third source takes the place of the idlest (a), not of b.
+        drop(t.admit(0, ip("192.0.2.3"), &l).expect("c"));
+        assert_eq!(t.len(), 2);
+        assert!(
+            t.admit(0, ip("192.0.2.2"), &l).is_err(),
+            "b is remembered: its rate is spent"
+        );
+        assert!(
+            t.admit(0, ip("192.0.2.1"), &l).is_ok(),
+            "a was evicted and starts afresh"
+        );
+    }
+
+    #[test]
+    fn scopes_are_counted_apart_and_unrated_sources_are_forgotten() {
+        let t = fresh();
+        let l = limits(Some(1), None);
+        let a = t.admit(1, ip("192.0.2.1"), &l).expect("scope 1");
+        let _b = t
+            .admit(2, ip("192.0.2.1"), &l)
+            .expect("scope 2 is another count");
+        assert!(t.admit(1, ip("192.0.2.1"), &l).is_err());
+        assert_eq!(t.len(), 2);
+        drop(a);
+        assert_eq!(t.len(), 1, "nothing open, no rate: forgotten");
+    }
+
+    #[test]
+    fn retry_after_is_the_time_for_one_token() {
+        let r: Rate = "10/1m".parse().expect("rate");
+        assert_eq!(Refusal::Rate(r).retry_after(), 6);
+        let r: Rate = "100/1s".parse().expect("rate");
+        assert_eq!(Refusal::Rate(r).retry_after(), 1);
     }
 
     #[test]

@@ -513,6 +513,30 @@ impl Context {
             }
             backend.allow = Some(blocks.into());
         }
+        backend.sources = self
+            .source_limits(
+                src,
+                &raw.max_connections_per_source,
+                &raw.connection_rate_per_source,
+            )
+            .map(|limits| crate::sources::Limited::backend(&backend.name, 0, limits));
+        if let Some(rate) = &raw.http_request_rate_per_source {
+            if backend.mode == Mode::Http {
+                let rate =
+                    self.opt_parse::<crate::sources::Rate>(src, &raw.http_request_rate_per_source);
+                backend.request_rate = rate.map(|rate| {
+                    let limits = crate::sources::Limits {
+                        concurrent: None,
+                        rate: Some(rate),
+                        ipv6_prefix: self.ipv6_source_prefix,
+                    };
+                    crate::sources::Limited::backend(&backend.name, REQUEST_SCOPE, limits)
+                });
+            } else {
+                let m = "http_request_rate_per_source applies to HTTP-mode backends: use connection_rate_per_source".to_string();
+                self.error(src, rate.span(), m);
+            }
+        }
         backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
         if let Some(t) = self.carried.traffic.get(&backend.name) {
             backend.traffic = Arc::clone(&t.0);
@@ -814,7 +838,17 @@ impl Context {
                 Protocol::Http => None,
             });
             let proxy_from = self.proxy_from(src, raw);
-            let sources = self.source_limits(src, raw, &name);
+            let sources = self
+                .source_limits(
+                    src,
+                    &raw.max_connections_per_source,
+                    &raw.connection_rate_per_source,
+                )
+                .map(|limits| crate::sources::Limited {
+                    table: crate::sources::table(&name),
+                    scope: 0,
+                    limits,
+                });
             out.push(ListenerSpec {
                 sources,
                 proxy_from,
@@ -831,15 +865,15 @@ impl Context {
         (out, tls)
     }
 
-    /// `max_connections_per_source` and `connection_rate_per_source`.
+    /// `max_connections_per_source` and `connection_rate_per_source`, as
+    /// limits of their own (`None` when neither is set).
     fn source_limits(
         &mut self,
         src: &Source<'_>,
-        raw: &RawListener,
-        name: &str,
-    ) -> Option<crate::sources::Limited> {
-        let concurrent = raw
-            .max_connections_per_source
+        concurrent: &Option<Spanned<u64>>,
+        rate: &Option<Spanned<String>>,
+    ) -> Option<crate::sources::Limits> {
+        let concurrent = concurrent
             .as_ref()
             .and_then(|n| match u32::try_from(*n.get_ref()) {
                 Ok(n) if n > 0 => Some(n),
@@ -849,18 +883,14 @@ impl Context {
                     None
                 }
             });
-        let rate = self.opt_parse::<crate::sources::Rate>(src, &raw.connection_rate_per_source);
+        let rate = self.opt_parse::<crate::sources::Rate>(src, rate);
         if concurrent.is_none() && rate.is_none() {
             return None;
         }
-        let limits = crate::sources::Limits {
+        Some(crate::sources::Limits {
             concurrent,
             rate,
             ipv6_prefix: self.ipv6_source_prefix,
-        };
-        Some(crate::sources::Limited {
-            table: crate::sources::table(name),
-            limits,
         })
     }
 
@@ -944,6 +974,9 @@ impl Default for BackendDefaults {
 }
 
 /// A map value: the name of a defined backend of one of the `kinds`.
+/// Told apart from a backend's connection limits in the shared table.
+const REQUEST_SCOPE: u64 = 0x5245_5155_4553_5453;
+
 fn backend_of(
     value: &str,
     names: &HashMap<String, BackendId>,

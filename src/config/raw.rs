@@ -189,6 +189,12 @@ pub struct RawBackend {
     pub send_proxy: Option<Spanned<String>>,
     /// Client address blocks allowed (`ip_whitelist`); all when absent.
     pub allow: Option<Vec<Spanned<String>>>,
+    /// Connections open at once from one client address to this backend.
+    pub max_connections_per_source: Option<Spanned<u64>>,
+    /// New connections per period from one client address (`"20/10s"`).
+    pub connection_rate_per_source: Option<Spanned<String>>,
+    /// HTTP mode: requests per period from one client address (429 over).
+    pub http_request_rate_per_source: Option<Spanned<String>>,
     pub http_request_timeout: Option<Spanned<String>>,
     pub http_keep_alive_timeout: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,

@@ -750,6 +750,15 @@ impl Conn {
                 Some((backend, None)),
             );
         }
+        if let Err(refusal) = backend.admit_request(self.peer.ip()) {
+            let text = "Too many requests from this address; retry later.";
+            let mut response = page(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", text);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(refusal.retry_after()),
+            );
+            return (response, Some((backend, None)));
+        }
         let (response, server) = self.forward(&backend, host, req).await;
         (response, Some((backend, server)))
     }

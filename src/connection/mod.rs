@@ -175,6 +175,14 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         );
         return log.finish();
     }
+    // The backend's own per-source limits (its routes' `rate-limit-connections`).
+    let _backend_source = match backend.admit_source(peer.ip()) {
+        Ok(place) => place.map(Box::new),
+        Err(refusal) => {
+            log.end("switchyard", &refusal.to_string());
+            return log.finish();
+        }
+    };
     let ctx = Ctx {
         peer,
         backend: &backend,

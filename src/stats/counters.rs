@@ -23,6 +23,8 @@ pub struct Traffic {
     /// Connections (HTTP mode: requests) refused by the backend's `allow`
     /// list.
     pub denied: AtomicU64,
+    /// Connections and requests refused by the backend's per-source limits.
+    pub limited: AtomicU64,
     /// HTTP mode: responses by class (1xx … 5xx, other), as
     /// `http_responses_total{code}`.
     pub responses: [AtomicU64; 6],

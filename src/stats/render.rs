@@ -64,6 +64,8 @@ pub struct BackendReport {
     pub verify_failures: u64,
     /// Refused by the backend's `allow` list.
     pub denied: u64,
+    /// Refused by the backend's per-source limits.
+    pub limited: u64,
     /// HTTP mode: responses by class (`1xx` … `5xx`, `other`).
     pub http_responses: [u64; 6],
     /// HTTP mode: average time to the response head, ms.
@@ -158,6 +160,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
                 errors,
                 verify_failures: b.verify_failures.load(Relaxed),
                 denied: b.traffic.denied.load(Relaxed),
+                limited: b.traffic.limited.load(Relaxed),
                 http_responses: b.traffic.responses(),
                 http_response_ms: b.traffic.average_response_ms(),
                 servers,
@@ -240,6 +243,7 @@ fn record(r: &Report) {
         counter!("haproxy_backend_connection_errors_total", &l).absolute(b.errors);
         counter!("switchyard_backend_verify_failures_total", &l).absolute(b.verify_failures);
         counter!("switchyard_backend_denied_total", &l).absolute(b.denied);
+        counter!("switchyard_backend_source_limited_total", &l).absolute(b.limited);
         http_responses(
             "haproxy_backend_http_responses_total",
             &l,
@@ -341,12 +345,12 @@ pub fn html(r: &Report) -> String {
             esc(&f.name), esc(&f.bind), f.current, f.connections, f.bytes_in, f.bytes_out, f.errors
         );
     }
-    s.push_str("</table><h2>Backends and servers</h2><table><tr><th>backend / server</th><th>state</th><th>weight</th><th>current</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th><th>check failures</th><th>last check</th><th>since change</th><th>denied</th></tr>");
+    s.push_str("</table><h2>Backends and servers</h2><table><tr><th>backend / server</th><th>state</th><th>weight</th><th>current</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th><th>check failures</th><th>last check</th><th>since change</th><th>denied</th><th>limited</th></tr>");
     for b in &r.backends {
         let _ = write!(
             s,
-            "<tr><th class=\"l\">{} <small>({}, {})</small></th><td class=\"{}\">{}</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td></td><td></td><td>{}</td></tr>",
-            esc(&b.name), b.termination, b.balance, state_class(b.up), state(b.up), b.current, b.connections, b.bytes_in, b.bytes_out, b.errors, b.verify_failures, b.denied
+            "<tr><th class=\"l\">{} <small>({}, {})</small></th><td class=\"{}\">{}</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td></td><td></td><td>{}</td><td>{}</td></tr>",
+            esc(&b.name), b.termination, b.balance, state_class(b.up), state(b.up), b.current, b.connections, b.bytes_in, b.bytes_out, b.errors, b.verify_failures, b.denied, b.limited
         );
         for v in &b.servers {
             let since = v
