@@ -80,6 +80,7 @@ pub(super) struct Context {
 #[derive(Default)]
 pub(super) struct Carried {
     rotations: HashMap<String, Arc<AtomicUsize>>,
+    queues: HashMap<String, Arc<crate::backend::Queue>>,
     /// Backend traffic and verify-failure counters by backend name.
     traffic: HashMap<
         String,
@@ -107,6 +108,7 @@ impl From<&Snapshot> for Carried {
             carried
                 .rotations
                 .insert(b.name.clone(), Arc::clone(&b.rotation));
+            carried.queues.insert(b.name.clone(), Arc::clone(&b.queue));
             carried.traffic.insert(
                 b.name.clone(),
                 (Arc::clone(&b.traffic), Arc::clone(&b.verify_failures)),
@@ -312,6 +314,7 @@ impl Context {
                     &raw.http_keep_alive_timeout,
                     fallback.timeouts.http_keep_alive,
                 ),
+                queue: self.duration(src, &raw.queue_timeout, fallback.timeouts.queue),
             },
             retries: self.retries(src, &raw.retries, fallback.retries),
         }
@@ -432,6 +435,7 @@ impl Context {
             tunnel: self.duration(src, &raw.tunnel_timeout, d.tunnel),
             http_request: self.duration(src, &raw.http_request_timeout, d.http_request),
             http_keep_alive: self.duration(src, &raw.http_keep_alive_timeout, d.http_keep_alive),
+            queue: self.duration(src, &raw.queue_timeout, d.queue),
         };
         let retries = self.retries(src, &raw.retries, defaults.retries);
         let servers = self.servers(src, &raw, &name);
@@ -536,6 +540,39 @@ impl Context {
                 let m = "http_request_rate_per_source applies to HTTP-mode backends: use connection_rate_per_source".to_string();
                 self.error(src, rate.span(), m);
             }
+        }
+        if let Some(max) = &raw.max_connections_per_server {
+            match u32::try_from(*max.get_ref()) {
+                Ok(n) if n > 0 => backend.max_per_server = Some(n),
+                _ => {
+                    let m = "max_connections_per_server must be 1..=4294967295".to_string();
+                    self.error(src, max.span(), m);
+                }
+            }
+        }
+        if raw.max_queue.is_some() || raw.queue_timeout.is_some() {
+            if backend.max_per_server.is_none() {
+                let m =
+                    "max_queue and queue_timeout apply with max_connections_per_server".to_string();
+                let span = raw.max_queue.as_ref().map_or_else(
+                    || raw.queue_timeout.as_ref().map_or(0..0, |t| t.span()),
+                    |q| q.span(),
+                );
+                self.warnings.push(src.problem(span, m));
+            }
+            backend.max_queue = self.bounded(
+                src,
+                &raw.max_queue,
+                crate::backend::DEFAULT_MAX_QUEUE as u64,
+                0..=1 << 20,
+            ) as usize;
+        }
+        if let Some(queue) = self.carried.queues.get(&backend.name) {
+            backend.queue = Arc::clone(queue);
+        }
+        for server in &backend.servers {
+            // A state carried from the last load already has this queue.
+            let _ = server.state.queue.set(Arc::clone(&backend.queue));
         }
         backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
         if let Some(t) = self.carried.traffic.get(&backend.name) {

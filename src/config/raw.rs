@@ -168,6 +168,7 @@ pub struct RawDefaults {
     pub connect_timeout: Option<Spanned<String>>,
     pub server_timeout: Option<Spanned<String>>,
     pub tunnel_timeout: Option<Spanned<String>>,
+    pub queue_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<u64>>,
 }
 
@@ -195,6 +196,12 @@ pub struct RawBackend {
     pub connection_rate_per_source: Option<Spanned<String>>,
     /// HTTP mode: requests per period from one client address (429 over).
     pub http_request_rate_per_source: Option<Spanned<String>>,
+    /// Connections (HTTP mode: requests) one server takes at once.
+    pub max_connections_per_server: Option<Spanned<u64>>,
+    /// Connections that may wait for a place when every server is full.
+    pub max_queue: Option<Spanned<u64>>,
+    /// How long they wait (default 5s).
+    pub queue_timeout: Option<Spanned<String>>,
     pub http_request_timeout: Option<Spanned<String>>,
     pub http_keep_alive_timeout: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,

@@ -35,7 +35,7 @@ use tokio_rustls::TlsConnector;
 use super::upload::{Upload, UploadEnd};
 use super::{connect_one, terminate};
 use crate::access_log::AccessLog;
-use crate::backend::{ActiveGuard, Backend, Forwarded, Timeouts};
+use crate::backend::{ActiveGuard, Backend, Forwarded, Timeouts, Unavailable};
 use crate::route::PlainDecision;
 use crate::shared::Shared;
 use crate::tls::{CertStore, Served, ServerSide};
@@ -863,15 +863,15 @@ impl Conn {
         // Stale pooled connections met on the way: bounded, as the pool is.
         let mut stale = 0;
         while attempts <= backend.retries && stale <= MAX_STALE {
-            let chosen = match preferred.take() {
-                Some(i) => Some(i),
-                None => backend.pick(self.peer.ip(), &tried),
-            };
-            let Some(i) = chosen else {
-                break;
+            let (i, active) = match backend.take(self.peer.ip(), &tried, preferred.take()).await {
+                Ok(taken) => taken,
+                Err(Unavailable::NoServer) => break,
+                Err(full) => {
+                    tracing::info!(backend = %backend.name, client = %self.peer, "{full}");
+                    break;
+                }
             };
             let server = &backend.servers[i];
-            let active = ActiveGuard::new(&server.state);
             // A pooled connection first; if it turns out closed before the
             // request was written, the request comes back and goes on a
             // new connection (never resent once it may have been read).

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::access_log::AccessLog;
-use crate::backend::{ActiveGuard, Backend, Mode, Termination};
+use crate::backend::{ActiveGuard, Backend, Mode, Termination, Unavailable};
 use crate::client_hello::{self, ClientHello, HelloError, Progress};
 use crate::config::{ListenerSpec, Protocol, Snapshot};
 use crate::relay;
@@ -76,11 +76,12 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
             }
         },
     };
-    // Per-source limits: a place held for the connection's life (boxed:
-    // only limited listeners pay for it in every connection's future).
-    let _source = match spec.sources.as_ref().map(|s| s.admit(peer.ip())) {
+    // Per-source limits: places held for the connection's life, the
+    // listener's and then the backend's (boxed: only limited ones pay for
+    // them in every connection's future).
+    let mut places = match spec.sources.as_ref().map(|s| s.admit(peer.ip())) {
         None => None,
-        Some(Ok(admitted)) => Some(Box::new(admitted)),
+        Some(Ok(admitted)) => Some(Box::new([Some(admitted), None])),
         Some(Err(refusal)) => {
             global()
                 .source_limited
@@ -176,13 +177,14 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         return log.finish();
     }
     // The backend's own per-source limits (its routes' `rate-limit-connections`).
-    let _backend_source = match backend.admit_source(peer.ip()) {
-        Ok(place) => place.map(Box::new),
+    match backend.admit_source(peer.ip()) {
+        Ok(None) => {}
+        Ok(Some(place)) => places.get_or_insert_with(Box::default)[1] = Some(place),
         Err(refusal) => {
             log.end("switchyard", &refusal.to_string());
             return log.finish();
         }
-    };
+    }
     let ctx = Ctx {
         peer,
         backend: &backend,
@@ -455,11 +457,15 @@ pub(crate) async fn connect(
 ) -> Option<(TcpStream, ActiveGuard)> {
     let mut tried = Vec::new();
     for _ in 0..=backend.retries {
-        let Some(i) = backend.pick(peer.ip(), &tried) else {
-            break;
+        let (i, active) = match backend.take(peer.ip(), &tried, None).await {
+            Ok(taken) => taken,
+            Err(Unavailable::NoServer) => break,
+            Err(full) => {
+                log.fail("switchyard", &full.to_string());
+                return None;
+            }
         };
         let server = &backend.servers[i];
-        let active = ActiveGuard::new(&server.state);
         let started = Instant::now();
         let limit = backend.timeouts.connect;
         let connected = match backend.send_proxy {

@@ -66,6 +66,11 @@ pub struct BackendReport {
     pub denied: u64,
     /// Refused by the backend's per-source limits.
     pub limited: u64,
+    /// Connections waiting for a place on a server now.
+    pub queue_current: u64,
+    /// Connections that had to wait, and those refused for it.
+    pub queued: u64,
+    pub queue_refused: u64,
     /// HTTP mode: responses by class (`1xx` … `5xx`, `other`).
     pub http_responses: [u64; 6],
     /// HTTP mode: average time to the response head, ms.
@@ -85,6 +90,8 @@ pub struct ServerReport {
     pub bytes_out: u64,
     pub errors: u64,
     pub check_failures: u64,
+    /// Times passed over at `max_connections_per_server`.
+    pub full: u64,
     /// HTTP mode: responses by class.
     pub http_responses: [u64; 6],
     /// HTTP mode: average time to the response head, ms.
@@ -140,6 +147,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
                         bytes_out,
                         errors,
                         check_failures: s.state.health.check_failures.load(Relaxed),
+                        full: s.state.full.load(Relaxed),
                         http_responses: s.state.traffic.responses(),
                         http_response_ms: s.state.traffic.average_response_ms(),
                         last_check: s.state.health.last(),
@@ -161,6 +169,9 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
                 verify_failures: b.verify_failures.load(Relaxed),
                 denied: b.traffic.denied.load(Relaxed),
                 limited: b.traffic.limited.load(Relaxed),
+                queue_current: b.queue.waiting() as u64,
+                queued: b.queue.queued.load(Relaxed),
+                queue_refused: b.queue.refused.load(Relaxed),
                 http_responses: b.traffic.responses(),
                 http_response_ms: b.traffic.average_response_ms(),
                 servers,
@@ -244,6 +255,9 @@ fn record(r: &Report) {
         counter!("switchyard_backend_verify_failures_total", &l).absolute(b.verify_failures);
         counter!("switchyard_backend_denied_total", &l).absolute(b.denied);
         counter!("switchyard_backend_source_limited_total", &l).absolute(b.limited);
+        gauge!("haproxy_backend_current_queue", &l).set(b.queue_current as f64);
+        counter!("switchyard_backend_queued_total", &l).absolute(b.queued);
+        counter!("switchyard_backend_queue_refused_total", &l).absolute(b.queue_refused);
         http_responses(
             "haproxy_backend_http_responses_total",
             &l,
@@ -266,6 +280,7 @@ fn record(r: &Report) {
             counter!("haproxy_server_bytes_out_total", &l).absolute(s.bytes_out);
             counter!("haproxy_server_connection_errors_total", &l).absolute(s.errors);
             counter!("haproxy_server_check_failures_total", &l).absolute(s.check_failures);
+            counter!("switchyard_server_full_total", &l).absolute(s.full);
             http_responses("haproxy_server_http_responses_total", &l, &s.http_responses);
             if let Some(ms) = s.http_response_ms {
                 gauge!(
@@ -345,12 +360,12 @@ pub fn html(r: &Report) -> String {
             esc(&f.name), esc(&f.bind), f.current, f.connections, f.bytes_in, f.bytes_out, f.errors
         );
     }
-    s.push_str("</table><h2>Backends and servers</h2><table><tr><th>backend / server</th><th>state</th><th>weight</th><th>current</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th><th>check failures</th><th>last check</th><th>since change</th><th>denied</th><th>limited</th></tr>");
+    s.push_str("</table><h2>Backends and servers</h2><table><tr><th>backend / server</th><th>state</th><th>weight</th><th>current</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th><th>check failures</th><th>last check</th><th>since change</th><th>denied</th><th>limited</th><th>queue / full</th></tr>");
     for b in &r.backends {
         let _ = write!(
             s,
-            "<tr><th class=\"l\">{} <small>({}, {})</small></th><td class=\"{}\">{}</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td></td><td></td><td>{}</td><td>{}</td></tr>",
-            esc(&b.name), b.termination, b.balance, state_class(b.up), state(b.up), b.current, b.connections, b.bytes_in, b.bytes_out, b.errors, b.verify_failures, b.denied, b.limited
+            "<tr><th class=\"l\">{} <small>({}, {})</small></th><td class=\"{}\">{}</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td></td><td></td><td>{}</td><td>{}</td><td>{} ({} refused)</td></tr>",
+            esc(&b.name), b.termination, b.balance, state_class(b.up), state(b.up), b.current, b.connections, b.bytes_in, b.bytes_out, b.errors, b.verify_failures, b.denied, b.limited, b.queue_current, b.queue_refused
         );
         for v in &b.servers {
             let since = v
@@ -358,8 +373,8 @@ pub fn html(r: &Report) -> String {
                 .map_or("-".to_string(), |t| format!("{t}s"));
             let _ = write!(
                 s,
-                "<tr><td class=\"l\">&nbsp;&nbsp;{} {}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td></tr>",
-                esc(&v.name), esc(&v.address), state_class(v.up), state(v.up), v.weight, v.current, v.connections, v.bytes_in, v.bytes_out, v.errors, v.check_failures, esc(&v.last_check), since
+                "<tr><td class=\"l\">&nbsp;&nbsp;{} {}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td></td><td></td><td>{}</td></tr>",
+                esc(&v.name), esc(&v.address), state_class(v.up), state(v.up), v.weight, v.current, v.connections, v.bytes_in, v.bytes_out, v.errors, v.check_failures, esc(&v.last_check), since, v.full
             );
         }
     }

@@ -1,6 +1,11 @@
 //! A backend as the data path uses it: its servers with their live
 //! connection counts, its termination, its timeouts and the balancer built
-//! for its server list. Built by `config`, read by `connection`.
+//! for its server list. Built by `config`, read by `connection`, which
+//! takes a server through `queue` (the pick, bounded per server).
+
+mod queue;
+
+pub use queue::{Queue, Unavailable};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -101,6 +106,8 @@ pub struct Timeouts {
     pub http_request: Duration,
     /// HTTP mode: a client connection with no request in flight.
     pub http_keep_alive: Duration,
+    /// Waiting for a place when every server is at its maximum.
+    pub queue: Duration,
 }
 
 impl Default for Timeouts {
@@ -111,6 +118,7 @@ impl Default for Timeouts {
             tunnel: Duration::from_secs(3600),
             http_request: Duration::from_secs(10),
             http_keep_alive: Duration::from_secs(300),
+            queue: Duration::from_secs(5),
         }
     }
 }
@@ -122,6 +130,12 @@ pub struct ServerState {
     active: AtomicUsize,
     /// Connections ever sent to it.
     total: AtomicU64,
+    /// Times it was passed over at `max_connections_per_server`.
+    pub full: AtomicU64,
+    /// Its backend's queue, woken when a place frees here (set once: a
+    /// server's state and its backend's queue are carried by the same
+    /// backend name).
+    pub queue: std::sync::OnceLock<Arc<Queue>>,
     /// Bytes and errors of the connections it served.
     pub traffic: Traffic,
     /// Up or down, from active checks and passive failures.
@@ -261,7 +275,8 @@ impl ServerState {
     }
 }
 
-/// Holds one active connection on a server; releases it when dropped.
+/// Holds one active connection on a server; releases it when dropped
+/// (and wakes a connection queued for a place on its backend).
 #[derive(Debug)]
 pub struct ActiveGuard(Arc<ServerState>);
 
@@ -271,11 +286,27 @@ impl ActiveGuard {
         state.total.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(Arc::clone(state))
     }
+
+    /// A place on a server that takes at most `max` at once, if it has
+    /// room (never more than `max`, however many take at the same time).
+    fn within(state: &Arc<ServerState>, max: usize) -> Option<Self> {
+        state
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        state.total.fetch_add(1, Ordering::Relaxed);
+        Some(ActiveGuard(Arc::clone(state)))
+    }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(queue) = self.0.queue.get() {
+            queue.place_freed();
+        }
     }
 }
 
@@ -287,6 +318,9 @@ pub struct Server {
     pub weight: u16,
     pub state: Arc<ServerState>,
 }
+
+/// Connections a backend lets wait for a place, unless configured.
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
 
 #[derive(Debug)]
 pub struct Backend {
@@ -312,6 +346,12 @@ pub struct Backend {
     pub request_rate: Option<crate::sources::Limited>,
     pub algorithm: Algorithm,
     pub servers: Vec<Server>,
+    /// Connections (HTTP mode: requests) one server takes at once.
+    pub max_per_server: Option<u32>,
+    /// Connections waiting for a place at most (`max_queue`).
+    pub max_queue: usize,
+    /// Where they wait; carried across reloads.
+    pub queue: Arc<Queue>,
     pub timeouts: Timeouts,
     /// Further servers tried after a failed connect.
     pub retries: u32,
@@ -368,6 +408,9 @@ impl Backend {
             request_rate: None,
             algorithm,
             servers,
+            max_per_server: None,
+            max_queue: DEFAULT_MAX_QUEUE,
+            queue: Arc::default(),
             timeouts,
             retries,
             rotation,
@@ -481,12 +524,19 @@ struct Candidates<'a> {
 
 impl View for Candidates<'_> {
     fn eligible(&self, i: usize) -> bool {
-        let up = self
-            .backend
-            .servers
-            .get(i)
-            .is_some_and(|s| s.state.health.is_up());
-        up && !self.tried.contains(&i)
+        let Some(server) = self.backend.servers.get(i) else {
+            return false;
+        };
+        if !server.state.health.is_up() || self.tried.contains(&i) {
+            return false;
+        }
+        match self.backend.max_per_server {
+            Some(max) if server.state.active() >= max as usize => {
+                server.state.full.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            _ => true,
+        }
     }
 
     fn active(&self, i: usize) -> usize {
