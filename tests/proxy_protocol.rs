@@ -2,7 +2,9 @@
 //! client a v1 or v2 header names is the client (HTTP servers see it in
 //! `X-Forwarded-For`), the ClientHello or request after the header is
 //! routed as usual, and a missing, malformed, slow or unauthorised header
-//! closes the connection before anything is routed.
+//! closes the connection before anything is routed; `send_proxy` tells
+//! servers the client. HAProxy itself is the peer on both sides in one
+//! test.
 
 mod common;
 
@@ -423,4 +425,109 @@ async fn servers_are_told_the_client_with_send_proxy() {
         v1_headers.recv().await.as_deref(),
         Some("[2001:db8::5]:7777")
     );
+}
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The real peer: HAProxy (Debian's package) with `send-proxy-v2` in front
+/// of the router, and HAProxy with `accept-proxy` behind it (for both of
+/// the router's `send_proxy` versions), which passes the client on to the
+/// server in a header of its own. The client's own address and port must
+/// arrive at the server through both hops.
+#[tokio::test]
+async fn haproxy_in_front_and_behind_understands_the_router() {
+    let Some(haproxy) = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        // .ci/run installs it; elsewhere the test says why it did not run.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "haproxy is required in CI (.ci/run installs it)"
+        );
+        eprintln!("haproxy not installed: the HAProxy peer test did not run");
+        return;
+    };
+    let (server, mut headers) = proxy_aware_server().await;
+    let (front, behind) = (free_port(), free_port());
+    let dir = ConfigDir::new();
+    dir.write(
+        "maps/os_sni_passthrough.map",
+        &format!(
+            "{} 1\n{} 1\n",
+            route_regex("one.peer.test"),
+            route_regex("two.peer.test")
+        ),
+    );
+    dir.write(
+        "maps/os_tcp_be.map",
+        &format!(
+            "{} be_tcp:p:one\n{} be_tcp:p:two\n",
+            route_regex("one.peer.test"),
+            route_regex("two.peer.test")
+        ),
+    );
+    let extra = format!(
+        "[[backend]]\nname = \"be_tcp:p:one\"\nsend_proxy = \"v1\"\n\
+         servers = [{{ name = \"h\", address = \"127.0.0.1:{behind}\" }}]\n\n\
+         [[backend]]\nname = \"be_tcp:p:two\"\nsend_proxy = \"v2\"\n\
+         servers = [{{ name = \"h\", address = \"127.0.0.1:{behind}\" }}]\n"
+    );
+    let config = dir.main(
+        "accept_proxy = true\nproxy_from = [\"127.0.0.1\"]\n",
+        &extra,
+    );
+    let (_router, addr) = start(&config);
+    let haproxy_config = dir.write(
+        "haproxy.cfg",
+        &format!(
+            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend front\n  bind 127.0.0.1:{front}\n  default_backend to_router\n\
+             backend to_router\n  server router {addr} send-proxy-v2\n\
+             frontend behind\n  bind 127.0.0.1:{behind} accept-proxy\n  default_backend to_server\n\
+             backend to_server\n  server s {server} send-proxy-v2\n"
+        ),
+    );
+    let child = std::process::Command::new(haproxy)
+        .args(["-db", "-f"])
+        .arg(&haproxy_config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy starts");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _haproxy = Kill(child);
+    let front_addr: SocketAddr = ([127, 0, 0, 1], front).into();
+    let mut ready = false;
+    for _ in 0..100 {
+        if TcpStream::connect(front_addr).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "haproxy listens within 5s");
+    for sni in ["one.peer.test", "two.peer.test"] {
+        let mut tcp = TcpStream::connect(front_addr).await.expect("connect");
+        let me = tcp.local_addr().expect("local");
+        tcp.write_all(&client_hello(sni)).await.expect("hello");
+        let mut answer = String::new();
+        tokio::time::timeout(WAIT, tcp.read_to_string(&mut answer))
+            .await
+            .expect("in time")
+            .expect("answer");
+        assert_eq!(answer, format!("client={me}\n"), "{sni}");
+        assert_eq!(headers.recv().await, Some(me.to_string()));
+    }
 }
