@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod backend;
 pub mod balance;
+pub mod budget;
 pub mod cidr;
 pub mod client_hello;
 pub mod config;

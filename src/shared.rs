@@ -29,6 +29,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
         let generation = snapshot.generation;
+        crate::budget::global().set_limit(snapshot.buffer_memory);
         Shared {
             current: ArcSwap::new(snapshot),
             open: AtomicUsize::new(0),
@@ -45,6 +46,7 @@ impl Shared {
     /// Makes `snapshot` current and announces its generation.
     pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) {
         let generation = snapshot.generation;
+        crate::budget::global().set_limit(snapshot.buffer_memory);
         self.current.store(snapshot);
         self.applied.send_replace(generation);
     }

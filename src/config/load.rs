@@ -219,6 +219,7 @@ impl Context {
                 }
             },
         };
+        let buffer_memory = self.buffer_memory(&src, &raw.limits.buffer_memory);
         let (listeners, tls) = self.listeners(&src, &raw.listeners, &names, certs.as_ref());
         let stats = self.stats(&src, &raw.stats);
         let http = HttpSettings {
@@ -238,6 +239,7 @@ impl Context {
         };
         Some(Snapshot {
             http,
+            buffer_memory,
             listeners,
             tls,
             stats,
@@ -902,6 +904,31 @@ impl Context {
         (out, tls)
     }
 
+    /// `[limits] buffer_memory`: bytes, or a share of the memory limit (a
+    /// quarter of it when unset). `None`: no limit known.
+    fn buffer_memory(&mut self, src: &Source<'_>, raw: &Option<Spanned<String>>) -> Option<usize> {
+        use crate::budget::{memory_limit, Size, DEFAULT_SHARE};
+        let Some(text) = raw else {
+            return DEFAULT_SHARE.bytes("25%", memory_limit()).ok();
+        };
+        let size = text
+            .get_ref()
+            .parse::<Size>()
+            .and_then(|size| size.bytes(text.get_ref(), memory_limit()));
+        match size {
+            Ok(bytes) if bytes >= MIN_BUFFER_MEMORY => Some(bytes),
+            Ok(bytes) => {
+                let m = format!("buffer_memory is {bytes} bytes: at least {MIN_BUFFER_MEMORY} (64KiB) are needed to serve anything");
+                self.error(src, text.span(), m);
+                None
+            }
+            Err(e) => {
+                self.error(src, text.span(), format!("buffer_memory {e}"));
+                None
+            }
+        }
+    }
+
     /// `max_connections_per_source` and `connection_rate_per_source`, as
     /// limits of their own (`None` when neither is set).
     fn source_limits(
@@ -1011,6 +1038,9 @@ impl Default for BackendDefaults {
 }
 
 /// A map value: the name of a defined backend of one of the `kinds`.
+/// The smallest `buffer_memory`: a few connections' worth.
+const MIN_BUFFER_MEMORY: usize = 64 * 1024;
+
 /// Told apart from a backend's connection limits in the shared table.
 const REQUEST_SCOPE: u64 = 0x5245_5155_4553_5453;
 

@@ -91,6 +91,8 @@ pub struct Snapshot {
     /// HTTP mode's own settings: `[defaults]` timeouts for connections no
     /// backend was chosen for yet, and the 503 page.
     pub http: HttpSettings,
+    /// `[limits] buffer_memory` in bytes; `None`: no limit.
+    pub buffer_memory: Option<usize>,
     pub routes: Routes,
     /// Shared with the connections decided to them, so that a connection
     /// holds its backend, not the snapshot.
@@ -131,6 +133,7 @@ impl Snapshot {
     pub(crate) fn empty() -> Self {
         Snapshot {
             http: HttpSettings::default(),
+            buffer_memory: None,
             listeners: Vec::new(),
             routes: Routes::default(),
             backends: Vec::new(),

@@ -71,12 +71,15 @@ pub struct RawListener {
     pub connection_rate_per_source: Option<Spanned<String>>,
 }
 
-/// `[limits]`: how per-source limits group clients.
+/// `[limits]`: how per-source limits group clients, and the buffer budget.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// IPv6 clients in one block of this length are one source (64).
     pub ipv6_source_prefix: Option<Spanned<u64>>,
+    /// Preread, relay and TLS buffers together at most: `"256MiB"` or a
+    /// share of the memory limit, `"25%"` (the default).
+    pub buffer_memory: Option<Spanned<String>>,
 }
 
 /// `[http]`: what the router itself answers in HTTP mode.

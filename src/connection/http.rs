@@ -611,6 +611,10 @@ pub(super) async fn serve_plain(
     timeouts: Timeouts,
     log: &mut AccessLog,
 ) {
+    let Some(_charge) = crate::budget::global().admit(crate::budget::HTTP_CONNECTION) else {
+        log.fail("switchyard", terminate::BUDGET_REACHED);
+        return;
+    };
     let local_port = client.local_addr().map_or(80, |a| a.port());
     let shared_drain = shared.draining();
     let conn = Arc::new(Conn {

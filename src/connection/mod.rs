@@ -24,6 +24,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::access_log::AccessLog;
 use crate::backend::{ActiveGuard, Backend, Mode, Termination, Unavailable};
+use crate::budget::Charge;
 use crate::client_hello::{self, ClientHello, HelloError, Progress};
 use crate::config::{ListenerSpec, Protocol, Snapshot};
 use crate::relay;
@@ -101,10 +102,12 @@ pub async fn handle(conn: Accepted) -> (u64, u64, bool) {
         .await;
         return log.finish();
     }
+    // The preread buffer is charged to the buffer budget while the hello
+    // arrives (after that it is forwarded at once).
     let (hello_bytes, hello) = match preread(&stream, spec, &mut log).await {
-        Ok(bytes) => (bytes, Said::Sni),
-        Err(PrereadError::NoSni(bytes)) => (bytes, Said::NoSni),
-        Err(PrereadError::Hello(bytes)) => (bytes, Said::NotTls),
+        Ok((bytes, _charge)) => (bytes, Said::Sni),
+        Err(PrereadError::NoSni(bytes, _charge)) => (bytes, Said::NoSni),
+        Err(PrereadError::Hello(bytes, _charge)) => (bytes, Said::NotTls),
         Err(PrereadError::Timeout | PrereadError::Closed) => return log.finish(),
     };
     let decision = match snapshot.decide(listener, hello.of(&log)) {
@@ -270,9 +273,9 @@ pub(crate) struct Ctx<'a> {
 /// Why the preread stopped without a ClientHello that names a host.
 enum PrereadError {
     /// The client sent something else; the bytes are kept for a default backend.
-    Hello(Vec<u8>),
+    Hello(Vec<u8>, Charge),
     /// A valid hello without SNI.
-    NoSni(Vec<u8>),
+    NoSni(Vec<u8>, Charge),
     Timeout,
     Closed,
 }
@@ -366,13 +369,19 @@ async fn preread(
     stream: &TcpStream,
     spec: &ListenerSpec,
     log: &mut AccessLog,
-) -> Result<Vec<u8>, PrereadError> {
+) -> Result<(Vec<u8>, Charge), PrereadError> {
+    // The preread buffer is the connection's first memory: within the
+    // budget or refused.
+    let Some(mut charge) = crate::budget::global().admit(FIRST_READ) else {
+        log.reject(terminate::BUDGET_REACHED, 0, 0);
+        return Err(PrereadError::Closed);
+    };
     let deadline = Instant::now() + spec.inspect_timeout;
     let mut buf = Vec::with_capacity(FIRST_READ);
     let mut reads = 0;
     loop {
         match client_hello::peek(&buf, spec.max_client_hello) {
-            Ok(Progress::Done(hello)) => return accept_hello(hello, buf, reads, log),
+            Ok(Progress::Done(hello)) => return accept_hello(hello, buf, charge, reads, log),
             Err(e) => {
                 global().hello(match e {
                     HelloError::NotTls(_)
@@ -382,10 +391,15 @@ async fn preread(
                     _ => HelloOutcome::Malformed,
                 });
                 log.reject(&format!("bad ClientHello: {e}"), buf.len(), reads);
-                return Err(PrereadError::Hello(buf));
+                return Err(PrereadError::Hello(buf, charge));
             }
             Ok(Progress::NeedMore { at_least }) => {
-                buf.reserve(at_least.saturating_sub(buf.len()));
+                // A larger buffer is new work: within the budget or closed.
+                if !charge.grow_hello_to(at_least.max(buf.capacity())) {
+                    log.reject(terminate::BUDGET_REACHED, buf.len(), reads);
+                    return Err(PrereadError::Closed);
+                }
+                buf.reserve_exact(at_least.saturating_sub(buf.len()));
             }
         }
         let read = timeout_at(deadline, read_some(stream, &mut buf)).await;
@@ -418,9 +432,10 @@ async fn preread(
 fn accept_hello(
     hello: ClientHello,
     buf: Vec<u8>,
+    charge: Charge,
     reads: usize,
     log: &mut AccessLog,
-) -> Result<Vec<u8>, PrereadError> {
+) -> Result<(Vec<u8>, Charge), PrereadError> {
     let has_sni = hello.sni.is_some();
     global().hello(if has_sni {
         HelloOutcome::Ok
@@ -429,10 +444,10 @@ fn accept_hello(
     });
     log.hello(hello, reads);
     if has_sni {
-        Ok(buf)
+        Ok((buf, charge))
     } else {
         log.reject("ClientHello without SNI", buf.len(), reads);
-        Err(PrereadError::NoSni(buf))
+        Err(PrereadError::NoSni(buf, charge))
     }
 }
 

@@ -99,6 +99,10 @@ pub(super) async fn run(
 /// the certificate chosen by SNI, offering the crt-list line's ALPN, or
 /// `fallback` when the line names none. The listener's settings are let go
 /// once it is done. Returns the stream and the certificate it presented.
+/// The log line of a connection refused for want of buffer memory.
+pub(super) const BUDGET_REACHED: &str =
+    "buffer memory budget reached (buffer_memory): new connection refused";
+
 pub(super) async fn accept(
     client: TcpStream,
     hello: Vec<u8>,
@@ -112,10 +116,15 @@ pub(super) async fn accept(
         log.fail("switchyard", "no certificate for this SNI (strict_sni)");
         return None;
     };
+    // The TLS buffers are new work: within the budget or not at all.
+    let Some(charge) = crate::budget::global().admit(crate::budget::TLS_CONNECTION) else {
+        log.fail("switchyard", BUDGET_REACHED);
+        return None;
+    };
     let deadline = Instant::now() + handshake_timeout;
     let acceptor = LazyConfigAcceptor::new(
         rustls::server::Acceptor::default(),
-        Replay::new(hello, client),
+        Replay::new(hello, client, charge),
     );
     let start = match timeout_at(deadline, acceptor).await {
         Ok(Ok(start)) => start,
@@ -175,20 +184,23 @@ fn client_failure(log: &mut AccessLog, why: HandshakeFailure, text: &str) {
 }
 
 /// The client socket with the preread bytes put back in front: reads
-/// return `prefix` first, then the socket; writes go to the socket.
+/// return `prefix` first, then the socket; writes go to the socket. It
+/// holds the connection's charge against the buffer budget.
 pub(super) struct Replay {
     prefix: Vec<u8>,
     /// How much of `prefix` has been read.
     pos: usize,
     inner: TcpStream,
+    _charge: crate::budget::Charge,
 }
 
 impl Replay {
-    fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+    fn new(prefix: Vec<u8>, inner: TcpStream, charge: crate::budget::Charge) -> Self {
         Replay {
             prefix,
             pos: 0,
             inner,
+            _charge: charge,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Copy buffers that exist only while bytes are in flight. An idle relayed
 //! connection holds none: a buffer is taken after the socket reports data
 //! and given back once that data is written. Each thread keeps a few spare
-//! buffers so the steady state allocates nothing.
+//! buffers so the steady state allocates nothing. Every buffer in
+//! existence (lent or spare) counts against the buffer budget.
 
 use std::cell::RefCell;
 
@@ -21,9 +22,12 @@ pub struct Buffer(Option<Box<[u8]>>);
 impl Buffer {
     pub fn take() -> Self {
         let spare = SPARE.with(|s| s.borrow_mut().pop());
-        Buffer(Some(
-            spare.unwrap_or_else(|| vec![0u8; BUFFER_SIZE].into_boxed_slice()),
-        ))
+        Buffer(Some(spare.unwrap_or_else(|| {
+            // Bytes in flight of a connection already admitted: counted
+            // against the budget, never refused.
+            crate::budget::global().add(BUFFER_SIZE);
+            vec![0u8; BUFFER_SIZE].into_boxed_slice()
+        })))
     }
 }
 
@@ -47,6 +51,8 @@ impl Drop for Buffer {
                 let mut spare = s.borrow_mut();
                 if spare.len() < SPARES {
                     spare.push(buf);
+                } else {
+                    crate::budget::global().give_back(BUFFER_SIZE);
                 }
             });
         }

@@ -28,7 +28,16 @@ pub struct Report {
     pub proxy_refused: u64,
     pub local_failures: u64,
     pub source_limited: u64,
+    /// The buffer budget: bytes held now, the limit, work refused.
+    pub buffer_memory: BudgetReport,
     pub unmatched_sni_top: Vec<(String, u64)>,
+}
+
+#[derive(Serialize)]
+pub struct BudgetReport {
+    pub used_bytes: u64,
+    pub limit_bytes: Option<u64>,
+    pub refused: u64,
 }
 
 #[derive(Serialize)]
@@ -221,6 +230,14 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
         proxy_refused: g.proxy_refused.load(Relaxed),
         local_failures: g.local_failures.load(Relaxed),
         source_limited: g.source_limited.load(Relaxed),
+        buffer_memory: {
+            let b = crate::budget::global();
+            BudgetReport {
+                used_bytes: b.used() as u64,
+                limit_bytes: b.limit().map(|l| l as u64),
+                refused: b.refused(),
+            }
+        },
         unmatched_sni_top: g.top_unmatched(10),
     }
 }
@@ -310,6 +327,11 @@ fn record(r: &Report) {
     counter!("switchyard_proxy_header_refused_total").absolute(r.proxy_refused);
     counter!("switchyard_local_failures_total").absolute(r.local_failures);
     counter!("switchyard_source_limited_total").absolute(r.source_limited);
+    gauge!("switchyard_buffer_memory_bytes").set(r.buffer_memory.used_bytes as f64);
+    if let Some(limit) = r.buffer_memory.limit_bytes {
+        gauge!("switchyard_buffer_memory_limit_bytes").set(limit as f64);
+    }
+    counter!("switchyard_buffer_memory_refused_total").absolute(r.buffer_memory.refused);
     for (sni, n) in &r.unmatched_sni_top {
         gauge!("switchyard_unmatched_sni_top", "sni" => sni.clone()).set(*n as f64);
     }

@@ -1,0 +1,121 @@
+//! The buffer budget (`[limits] buffer_memory`), through a `switchyard run`
+//! process (the budget is the process's) and real sockets: slow clients
+//! announcing 16 KiB ClientHellos get a quarter of the budget between them
+//! and the rest are closed and counted, while a healthy client is still
+//! served and an established connection keeps relaying; the bytes held
+//! never pass the limit.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The value of the metric `name` on the stats port.
+async fn metric(stats: SocketAddr, name: &str) -> f64 {
+    // The stats port may come up just after the listeners.
+    let mut tcp = None;
+    for _ in 0..50 {
+        if let Ok(t) = TcpStream::connect(stats).await {
+            tcp = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tcp = tcp.expect("stats port");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut text))
+        .await
+        .expect("in time")
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// The first bytes of a ClientHello that announces 16 KiB, and no more.
+const SLOW_HELLO: [u8; 11] = [
+    0x16, 0x03, 0x01, 0x40, 0x00, // handshake record of 16,384 bytes
+    0x01, 0x00, 0x3f, 0xfc, // ClientHello of 16,380
+    0x03, 0x03, // its version; the rest never comes
+];
+
+#[tokio::test]
+async fn slow_large_hellos_cannot_take_the_budget() {
+    let pki = Pki::new();
+    let server = named_server("svc", pki.server_config(&["svc.budget.test"])).await;
+    let dir = ConfigDir::new();
+    let (addr, stats) = (closed_port(), closed_port());
+    dir.write(
+        "maps/os_sni_passthrough.map",
+        &format!("{} 1\n", route_regex("svc.budget.test")),
+    );
+    dir.write(
+        "maps/os_tcp_be.map",
+        &format!("{} be_tcp:b:svc\n", route_regex("svc.budget.test")),
+    );
+    dir.write(
+        "switchyard.toml",
+        &format!(
+            "[[listener]]\nname = \"public_ssl\"\nbind = \"{addr}\"\ninspect_timeout = \"30s\"\n\n\
+             [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\n\
+             [limits]\nbuffer_memory = \"256KiB\"\n\n\
+             [stats]\nbind = \"{stats}\"\n\n\
+             [[backend]]\nname = \"be_tcp:b:svc\"\nservers = [{{ name = \"s\", address = \"{}\" }}]\n",
+            server.addr
+        ),
+    );
+    let config = dir.path().join("switchyard.toml");
+    let _process = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+    let client = pki.client_config();
+    assert_eq!(
+        metric(stats, "switchyard_buffer_memory_limit_bytes").await,
+        262_144.0
+    );
+
+    // Established before the flood.
+    let mut established = Open::connect(addr, "svc.budget.test", client.clone())
+        .await
+        .expect("established");
+    established.echo(b"before").await.expect("relays");
+
+    // 40 slow clients, each announcing a 16 KiB hello.
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(&SLOW_HELLO).await.expect("slow hello");
+        slow.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut kept = 0;
+    for tcp in &mut slow {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut byte)).await;
+        // Closed: end of stream or reset. Kept: nothing to read yet.
+        if read.is_err() {
+            kept += 1;
+        }
+    }
+    // A quarter of 256 KiB holds four 16 KiB hellos.
+    assert!(
+        (1..=4).contains(&kept),
+        "{kept} slow clients kept: a quarter of the budget holds 4"
+    );
+    assert!(metric(stats, "switchyard_buffer_memory_refused_total").await >= 36.0);
+    let used = metric(stats, "switchyard_buffer_memory_bytes").await;
+    assert!(used <= 262_144.0, "{used} bytes held");
+
+    // Meanwhile a healthy client is served, and the established one relays.
+    let healthy = session(addr, "svc.budget.test", client.clone(), b"hello")
+        .await
+        .expect("a healthy client is served during the flood");
+    assert_eq!(healthy.server, "svc");
+    established.echo(b"during").await.expect("still relays");
+    drop(slow);
+}
