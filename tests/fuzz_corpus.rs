@@ -42,3 +42,13 @@ fn map_table_corpus() {
 fn crt_line_corpus() {
     replay("crt_line", switchyard::fuzzing::crt_line);
 }
+
+#[test]
+fn http_request_corpus() {
+    replay("http_request", switchyard::fuzzing::http_request);
+}
+
+#[test]
+fn config_file_corpus() {
+    replay("config_file", switchyard::fuzzing::config_file);
+}

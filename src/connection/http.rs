@@ -1214,7 +1214,7 @@ where
 }
 
 /// About the size of a request head as an HTTP/1.1 client sends it.
-fn head_size(req: &Request<Incoming>) -> usize {
+fn head_size<B>(req: &Request<B>) -> usize {
     let uri = req.uri();
     let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
         + uri
@@ -1231,7 +1231,7 @@ fn head_size(req: &Request<Incoming>) -> usize {
 /// `None` when it has none, more than one `Host`, or one that is not a
 /// host name or bracketed IPv6 address with an optional port: nothing
 /// else may reach the route key or the forwarded headers.
-fn host_of(req: &Request<Incoming>) -> Option<String> {
+fn host_of<B>(req: &Request<B>) -> Option<String> {
     let authority = match req.uri().authority() {
         Some(a) => a.as_str().to_string(),
         None => {
@@ -1281,8 +1281,32 @@ fn valid_authority(authority: &str) -> bool {
     name_ok && port_ok
 }
 
+/// The head a request is forwarded with, as the request path prepares it:
+/// its host (`None`: refused with 400), then the target in origin form,
+/// hop-by-hop headers out, `Host` and the forwarded headers set under
+/// `policy`, as from `client` over TLS. The fuzz target
+/// (`fuzzing::http_request`) checks its invariants on arbitrary heads.
+pub(crate) fn forwardable<B>(
+    req: &mut Request<B>,
+    client: SocketAddr,
+    h2: bool,
+    policy: Forwarded,
+) -> Option<String> {
+    let host = host_of(req)?;
+    let this_side = ThisSide::new(client, 443);
+    let hop = Hop {
+        this_side: &this_side,
+        host: &host,
+        proto: "https",
+        h2,
+        client_certificate: &[],
+    };
+    prepare_request(req, &hop, policy);
+    Some(host)
+}
+
 /// Origin-form target, `Host`, forwarded headers, no hop-by-hop headers.
-fn prepare_request(req: &mut Request<Incoming>, hop: &Hop<'_>, policy: Forwarded) {
+fn prepare_request<B>(req: &mut Request<B>, hop: &Hop<'_>, policy: Forwarded) {
     // Servers are spoken to in HTTP/1.1, whatever the client speaks.
     *req.version_mut() = hyper::Version::HTTP_11;
     if req.uri().authority().is_some() {
@@ -1506,7 +1530,7 @@ fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Removes the cookie `name` from the request's `Cookie` headers and
 /// returns its value.
-fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
     let mut found = None;
     let mut kept = Vec::new();
     for value in headers.get_all(header::COOKIE) {

@@ -13,6 +13,7 @@ mod passthrough;
 mod terminate;
 mod upload;
 
+pub(crate) use http::{forwardable, take_cookie};
 pub use upload::Upload;
 
 use std::net::SocketAddr;
