@@ -50,6 +50,11 @@ enum Mode {
     /// New connections with a different unknown SNI each (`<n>.flood.invalid`): the
     /// proxy reads the hello, finds no route and closes.
     Flood(Common),
+    /// --conns slow clients announcing 16 KiB ClientHellos and dribbling
+    /// them (64 bytes a second each, for --secs), and one healthy client
+    /// (--sni, an echo route) served meanwhile: the proxy's resident memory
+    /// and the kernel's TCP memory, per slow client.
+    Slowloris(Common),
 }
 
 #[derive(clap::Args, Clone)]
@@ -94,6 +99,7 @@ fn main() {
             Mode::Hold(c) => report("hold", &c, hold(&c).await),
             Mode::Routes(c) => report("routes", &c, routes(&c).await),
             Mode::Flood(c) => report("flood", &c, flood(&c).await),
+            Mode::Slowloris(c) => report("slowloris", &c, slowloris(&c).await),
         }
     });
 }
@@ -107,6 +113,10 @@ struct Figures {
     wall: Duration,
     hist: Option<Histogram<u64>>,
     per_conn_bytes: Option<i64>,
+    /// Kernel TCP memory (`/proc/net/sockstat`, both ends on loopback), KiB.
+    tcp_mem_kb: Option<i64>,
+    /// Proxy resident memory at the end, KiB.
+    rss_kb: Option<i64>,
 }
 
 fn report(mode: &str, c: &Common, f: Figures) {
@@ -115,7 +125,7 @@ fn report(mode: &str, c: &Common, f: Figures) {
     let proxy_cpu = proxy_cpu_secs(&c.pid);
     println!(
         "{{\"mode\":\"{mode}\",\"target\":\"{}\",\"ops\":{},\"ops_per_s\":{:.0},\"failures\":{},\"mb_per_s\":{:.1},\
-         \"p50_us\":{},\"p99_us\":{},\"per_conn_bytes\":{},\"loadgen_cpu_s\":{:.2},\"proxy_cpu_s\":{},\"wall_s\":{:.2}}}",
+         \"p50_us\":{},\"p99_us\":{},\"per_conn_bytes\":{},\"rss_kb\":{},\"tcp_mem_kb\":{},\"loadgen_cpu_s\":{:.2},\"proxy_cpu_s\":{},\"wall_s\":{:.2}}}",
         c.target,
         f.ops,
         f.ops as f64 / secs,
@@ -124,6 +134,8 @@ fn report(mode: &str, c: &Common, f: Figures) {
         pct(0.5),
         pct(0.99),
         f.per_conn_bytes.map_or("null".into(), |b| b.to_string()),
+        f.rss_kb.map_or("null".into(), |b| b.to_string()),
+        f.tcp_mem_kb.map_or("null".into(), |b| b.to_string()),
         own_cpu_secs(),
         proxy_cpu.map_or("null".into(), |s| format!("{s:.2}")),
         secs
@@ -145,6 +157,16 @@ fn cpu_of(pid: &str) -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// The kernel's TCP memory, KiB (`/proc/net/sockstat`: `TCP: … mem <pages>`).
+fn tcp_mem_kb() -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp = stat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = tcp.split_whitespace();
+    words.find(|w| *w == "mem")?;
+    let pages: i64 = words.next()?.parse().ok()?;
+    Some(pages * 4)
 }
 
 fn rss_kb(pids: &str) -> i64 {
@@ -462,11 +484,97 @@ async fn hold(c: &Common) -> Figures {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kb(&c.pid);
     let n = held.len().max(1) as i64;
+    // A healthy client is still served.
+    let healthy = healthy(c).await;
     Figures {
         ops: held.len() as u64,
-        failures,
+        failures: failures + u64::from(healthy.is_none()),
         wall: started.elapsed(),
         per_conn_bytes: Some((after - before) * 1024 / n),
+        rss_kb: Some(after),
+        tcp_mem_kb: tcp_mem_kb(),
+        hist: healthy,
+        ..Figures::default()
+    }
+}
+
+/// One healthy client on --sni (an echo route): hello echoed, then 64 B,
+/// its latency in the histogram; `None` if it was not served.
+async fn healthy(c: &Common) -> Option<Histogram<u64>> {
+    let echo = hello("echo.bench.test");
+    let started = Instant::now();
+    let mut io = tokio::time::timeout(Duration::from_secs(5), open(c, "echo.bench.test", &echo))
+        .await
+        .ok()?
+        .ok()?;
+    io.write_all(&[7u8; 64]).await.ok()?;
+    let mut back = [0u8; 64];
+    tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut back))
+        .await
+        .ok()?
+        .ok()?;
+    let mut h = histogram();
+    let _ = h.record(started.elapsed().as_micros() as u64);
+    Some(h)
+}
+
+async fn slowloris(c: &Common) -> Figures {
+    // A handshake record of 16,384 bytes holding a ClientHello of 16,380,
+    // of which only the version ever comes at once.
+    const START: [u8; 11] = [
+        0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc, 0x03, 0x03,
+    ];
+    let before = rss_kb(&c.pid);
+    let started = Instant::now();
+    let mut open_conns = Vec::with_capacity(c.conns);
+    let mut failures = 0;
+    for _ in 0..c.conns {
+        match TcpStream::connect(c.target).await {
+            Ok(mut s) => {
+                if s.write_all(&START).await.is_ok() {
+                    open_conns.push(s);
+                }
+            }
+            Err(_) => failures += 1,
+        }
+    }
+    // Dribble: 64 more bytes a second to each that is still open.
+    let dribble = [0x42u8; 64];
+    let mut peak_rss = rss_kb(&c.pid);
+    let mut peak_tcp = tcp_mem_kb().unwrap_or(0);
+    for _ in 0..c.secs {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut kept = Vec::with_capacity(open_conns.len());
+        for mut s in open_conns {
+            if s.try_write(&dribble).is_ok() {
+                kept.push(s);
+            } else {
+                let _ = s.flush().await;
+            }
+        }
+        open_conns = kept;
+        peak_rss = peak_rss.max(rss_kb(&c.pid));
+        peak_tcp = peak_tcp.max(tcp_mem_kb().unwrap_or(0));
+    }
+    // Which are still open (a closed one reads end of stream or a reset).
+    let mut still = 0;
+    for s in &open_conns {
+        let mut byte = [0u8; 1];
+        match s.try_read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => still += 1,
+            _ => {}
+        }
+    }
+    let healthy = healthy(c).await;
+    let n = c.conns.max(1) as i64;
+    Figures {
+        ops: still as u64,
+        failures: failures + u64::from(healthy.is_none()),
+        wall: started.elapsed(),
+        per_conn_bytes: Some((peak_rss - before) * 1024 / n),
+        rss_kb: Some(peak_rss),
+        tcp_mem_kb: Some(peak_tcp),
+        hist: healthy,
         ..Figures::default()
     }
 }
