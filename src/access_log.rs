@@ -47,6 +47,11 @@ impl AccessLog {
         self.client = client;
     }
 
+    /// When the connection was accepted.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
     pub fn new(client: SocketAddr, listener: Arc<str>) -> Self {
         AccessLog {
             start: Instant::now(),

@@ -281,6 +281,31 @@ async fn connections_without_a_valid_header_are_closed() {
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
 }
 
+/// The header and the ClientHello after it share one `inspect_timeout`
+/// from accept: a header sent late does not restart the clock.
+#[tokio::test]
+async fn the_header_and_the_hello_share_the_inspect_timeout() {
+    let s = setup("\"127.0.0.0/8\"").await;
+    let mut tcp = TcpStream::connect(s.tls).await.expect("connect");
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n")
+        .await
+        .expect("header");
+    // A hello that never completes: closed 400 ms after accept, not 700.
+    tcp.write_all(&[0x16, 0x03, 0x01])
+        .await
+        .expect("hello start");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, tcp.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let closed = started.elapsed();
+    assert!(
+        closed < Duration::from_millis(600),
+        "closed after {closed:?}: the hello got a clock of its own"
+    );
+}
+
 /// A source not in `proxy_from` is refused even with a valid header.
 #[tokio::test]
 async fn headers_from_other_sources_are_refused() {

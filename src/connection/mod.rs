@@ -283,7 +283,8 @@ enum PrereadError {
 
 /// Reads the PROXY header a connection to an `accept_proxy` listener must
 /// start with, from a source in `proxy_from`, within the listener's
-/// `inspect_timeout`, and consumes exactly its bytes (the ClientHello or
+/// `inspect_timeout` (one deadline for it and the ClientHello after it),
+/// and consumes exactly its bytes (the ClientHello or
 /// request after it stays in the socket). The client it names, or the
 /// socket's peer for v2 `LOCAL` and v1 `UNKNOWN`; `None` (logged) when the
 /// connection is to be closed.
@@ -303,7 +304,7 @@ async fn proxy_header(
         );
         return None;
     }
-    let deadline = Instant::now() + spec.inspect_timeout;
+    let deadline = log.started() + spec.inspect_timeout;
     let mut buf = vec![0u8; V2_MAX];
     let mut peeks = 0;
     loop {
@@ -364,8 +365,9 @@ async fn proxy_header(
     }
 }
 
-/// Reads until the ClientHello is complete (or not a hello), within the
-/// listener's inspect timeout for the whole of it.
+/// Reads until the ClientHello is complete (or not a hello) within the
+/// listener's inspect timeout from accept, for the whole of it and a PROXY
+/// header before it.
 async fn preread(
     stream: &TcpStream,
     spec: &ListenerSpec,
@@ -377,7 +379,8 @@ async fn preread(
         log.reject(terminate::BUDGET_REACHED, 0, 0);
         return Err(PrereadError::Closed);
     };
-    let deadline = Instant::now() + spec.inspect_timeout;
+    // From accept: a PROXY header before the hello shares the time.
+    let deadline = log.started() + spec.inspect_timeout;
     let mut buf = Vec::with_capacity(FIRST_READ);
     let mut reads = 0;
     loop {
