@@ -51,27 +51,18 @@ pub fn classify(pattern: &str) -> Shape {
 /// required. Anything else goes to the parser; the unit tests check that
 /// both give the same answer.
 fn openshift_form(pattern: &str) -> Option<Shape> {
-    let body = pattern.strip_prefix('^')?.strip_suffix("(/.*)?$")?;
+    let anchored = pattern.strip_prefix('^')?;
+    // `os_sni_passthrough.map`: `^<host>$`, the name alone.
+    if let Some(name) = anchored.strip_suffix('$').and_then(host_name) {
+        return Some(Shape::Exact(vec![name]));
+    }
+    let body = anchored.strip_suffix("(/.*)?$")?;
     let (wildcard, body) = match body.strip_prefix("[^\\.]*\\.") {
         Some(rest) => (true, rest),
         None => (false, body),
     };
     let (host, rest) = body.split_once("\\.?(:[0-9]+)?")?;
-    let mut name = String::with_capacity(host.len());
-    let mut chars = host.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            'a'..='z' | '0'..='9' | '_' | '-' => name.push(c),
-            '\\' => match chars.next()? {
-                e @ ('.' | '-') => name.push(e),
-                _ => return None,
-            },
-            _ => return None,
-        }
-    }
-    if name.is_empty() || name.starts_with('.') || name.ends_with('.') {
-        return None;
-    }
+    let name = host_name(host)?;
     if !rest.is_empty() {
         let path_char = |c: char| c.is_ascii_alphanumeric() || "/_-.~%".contains(c);
         return (rest.starts_with('/') && rest.chars().all(path_char)).then_some(Shape::Never);
@@ -82,6 +73,25 @@ fn openshift_form(pattern: &str) -> Option<Shape> {
     } else {
         Shape::Exact(keys)
     })
+}
+
+/// A host as OpenShift quotes it (lowercase letters, digits, `_`, `-`,
+/// `\\.` and `\\-`), unquoted; `None` for anything else.
+fn host_name(quoted: &str) -> Option<String> {
+    let mut name = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            'a'..='z' | '0'..='9' | '_' | '-' => name.push(c),
+            '\\' => match chars.next()? {
+                e @ ('.' | '-') => name.push(e),
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+    let bare = name.is_empty() || name.starts_with('.') || name.ends_with('.');
+    (!bare).then_some(name)
 }
 
 /// Classifies a parsed pattern.
@@ -366,6 +376,8 @@ mod tests {
             r"^www\.example\.com\.?(:[0-9]+)?/x/y(/.*)?$",
             r"^www\.example\.com\.?(:[0-9]+)?/x.y/~z%20(/.*)?$",
             r"^www\.example\.com\.?(:[0-9]+)?/(/.*)?$",
+            r"^www\.example\.com$",
+            r"^a-b_c\.t\-est$",
         ] {
             let fast = openshift_form(p).expect(p);
             let hir = regex_syntax::Parser::new().parse(p).expect(p);
@@ -379,6 +391,10 @@ mod tests {
             r"^www.example\.com\.?(:[0-9]+)?(/.*)?$",
             r"^\.a\.?(:[0-9]+)?(/.*)?$",
             r"^[^\.]*\.\.?(:[0-9]+)?(/.*)?$",
+            r"^www\.example\.com\.?$",
+            r"^www.example\.com$",
+            r"^\.a$",
+            r"^a\.$",
         ] {
             assert_eq!(openshift_form(p), None, "{p} goes to the parser");
         }
