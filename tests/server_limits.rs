@@ -2,7 +2,9 @@
 //! sockets and TLS: connections beyond a server's maximum go to another
 //! server with room, else wait in the backend's queue for a place; a full
 //! queue refuses at once, a wait longer than `queue_timeout` is refused, a
-//! place freed is taken by the one waiting; all of it counted.
+//! place freed is taken by the one waiting; in HTTP mode the maximum counts
+//! requests in flight and a request refused by the queue gets 503; all of
+//! it counted.
 
 mod common;
 
@@ -35,12 +37,19 @@ async fn open(
 }
 
 fn backend(router: &switchyard::server::Router) -> Arc<switchyard::backend::Backend> {
+    backend_named(router, "be_tcp:q:svc")
+}
+
+fn backend_named(
+    router: &switchyard::server::Router,
+    name: &str,
+) -> Arc<switchyard::backend::Backend> {
     let snapshot = router.snapshot();
     Arc::clone(
         snapshot
             .backends
             .iter()
-            .find(|b| b.name == "be_tcp:q:svc")
+            .find(|b| b.name == name)
             .expect("backend"),
     )
 }
@@ -133,4 +142,92 @@ async fn full_servers_queue_connections_then_refuse_them() {
         b.servers.iter().all(|s| s.state.active() == 1),
         "never more than one at a time on a server"
     );
+}
+
+/// Answers each request after `delay`, 200 `ok`.
+async fn slow_http_server(delay: Duration) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                tokio::time::sleep(delay).await;
+                let _ = tcp
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// HTTP mode: the maximum counts requests in flight; a request that finds
+/// the server full waits, and gets 503 when no place frees in time.
+#[tokio::test]
+async fn http_requests_wait_for_a_place_then_get_503() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    let web = slow_http_server(Duration::from_millis(800)).await;
+    let dir = ConfigDir::new();
+    dir.write("certs/default.pem", &pki.pem(&["*.queue.test"]));
+    dir.write("maps/os_sni_passthrough.map", "# none\n");
+    dir.write("maps/os_tcp_be.map", "# none\n");
+    dir.write(
+        "maps/os_edge_reencrypt_be.map",
+        &format!("{} be_edge_http:q:web\n", route_regex("web.queue.test")),
+    );
+    let extra = format!(
+        "edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\n\n\
+         [tls]\ndefault_certificate = \"certs/default.pem\"\n\n\
+         [[backend]]\nname = \"be_edge_http:q:web\"\ntermination = \"edge\"\n\
+         max_connections_per_server = 1\nqueue_timeout = \"300ms\"\n\
+         servers = [{{ name = \"w\", address = \"{web}\" }}]\n"
+    );
+    let config = dir.main("", &extra);
+    let (router, addr) = start(&config);
+    let mut http = (*pki.client_config()).clone();
+    http.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let http = Arc::new(http);
+    let get = |config: Arc<rustls::ClientConfig>| async move {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("web.queue.test").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: web.queue.test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).to_string()
+    };
+    let first = tokio::spawn(get(Arc::clone(&http)));
+    until("the first request holds the server", || {
+        backend_named(&router, "be_edge_http:q:web").servers[0]
+            .state
+            .active()
+            == 1
+    })
+    .await;
+    let second = get(Arc::clone(&http)).await;
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    let first = first.await.expect("join");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let b = backend_named(&router, "be_edge_http:q:web");
+    assert_eq!(b.queue.queued.load(Ordering::Relaxed), 1);
+    assert_eq!(b.queue.refused.load(Ordering::Relaxed), 1);
 }
