@@ -34,9 +34,11 @@ pub struct PatternError {
 pub struct Table<V> {
     /// All entries in file order; lookups return an index into this.
     entries: Vec<Entry<V>>,
-    /// Exact host → first entry for it.
+    /// Exact host → first entry for it (`DOT`: that entry also matches the
+    /// host with a trailing dot, which then needs no key of its own).
     exact: HashMap<Box<str>, u32>,
-    /// Wildcard suffix (`wild.test` for `*.wild.test`) → first entry.
+    /// Wildcard suffix (`wild.test` for `*.wild.test`) → first entry, the
+    /// same way.
     wildcard: HashMap<Box<str>, u32>,
     /// General regexes with their entry index, in file order.
     general: Vec<(u32, Regex)>,
@@ -59,16 +61,8 @@ impl<V> Table<V> {
         for entry in entries {
             let index = table.entries.len() as u32;
             match classify(&entry.pattern) {
-                Shape::Exact(keys) => {
-                    for key in keys {
-                        table.exact.entry(key.into()).or_insert(index);
-                    }
-                }
-                Shape::Wildcard(suffixes) => {
-                    for suffix in suffixes {
-                        table.wildcard.entry(suffix.into()).or_insert(index);
-                    }
-                }
+                Shape::Exact(keys) => insert(&mut table.exact, keys, index),
+                Shape::Wildcard(suffixes) => insert(&mut table.wildcard, suffixes, index),
                 Shape::Never => table.never.push(entry.line),
                 Shape::General => match compile(&entry.pattern) {
                     Ok(re) => table.general.push((index, re)),
@@ -87,9 +81,9 @@ impl<V> Table<V> {
 
     /// The first entry whose pattern matches `key` (a normalised host name).
     pub fn lookup(&self, key: &str) -> Option<&Entry<V>> {
-        let mut best = self.exact.get(key).copied();
+        let mut best = first(&self.exact, key);
         if let Some((_, suffix)) = key.split_once('.') {
-            if let Some(&i) = self.wildcard.get(suffix) {
+            if let Some(i) = first(&self.wildcard, suffix) {
                 best = Some(best.map_or(i, |b| b.min(i)));
             }
         }
@@ -114,6 +108,45 @@ impl<V> Table<V> {
     /// How many entries need a regex scan (not answered by hashing).
     pub fn general_count(&self) -> usize {
         self.general.len()
+    }
+}
+
+/// Marks an index whose entry also matches its key with a trailing dot.
+const DOT: u32 = 1 << 31;
+
+/// Keys of one entry at `index`, the first entry for a key winning. A key
+/// and the same key with a trailing dot (`\.?` in the pattern, as OpenShift
+/// writes) share one slot when the entry is the first for both.
+fn insert(map: &mut HashMap<Box<str>, u32>, keys: Vec<String>, index: u32) {
+    let dotted = |k: &String| keys.iter().any(|o| o.strip_suffix('.') == Some(k.as_str()));
+    for key in &keys {
+        // Covered already: the slot of the name without the dot belongs to
+        // an entry (this one or an earlier one) that matches with it.
+        let bare = key.strip_suffix('.');
+        if bare.and_then(|b| map.get(b)).is_some_and(|&v| v & DOT != 0) {
+            continue;
+        }
+        let flag = if dotted(key) && !map.contains_key(key.as_str()) {
+            DOT
+        } else {
+            0
+        };
+        map.entry(key.as_str().into()).or_insert(index | flag);
+    }
+}
+
+/// The first entry for `key`: its own slot, or the slot of the key without
+/// its trailing dot when that entry also matches with the dot.
+fn first(map: &HashMap<Box<str>, u32>, key: &str) -> Option<u32> {
+    let own = map.get(key).map(|&v| v & !DOT);
+    let undotted = key
+        .strip_suffix('.')
+        .and_then(|bare| map.get(bare))
+        .filter(|&&v| v & DOT != 0)
+        .map(|&v| v & !DOT);
+    match (own, undotted) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -175,6 +208,28 @@ mod tests {
         assert_eq!(t.general_count(), 1);
     }
 
+    /// A name and the name with a trailing dot share a slot only while
+    /// one entry is first for both; otherwise each keeps its own first.
+    #[test]
+    fn trailing_dots_keep_first_match() {
+        let t = table(&[
+            r"^a\.test$",
+            r"^a\.test\.?(:[0-9]+)?(/.*)?$",
+            r"^b\.test\.?(:[0-9]+)?(/.*)?$",
+            r"^b\.test\.$",
+            r"^[^\.]*\.w\.test\.?(:[0-9]+)?(/.*)?$",
+        ]);
+        assert_eq!(hit(&t, "a.test"), Some(0));
+        assert_eq!(hit(&t, "a.test."), Some(1), "line 1 takes no dot");
+        assert_eq!(hit(&t, "b.test"), Some(2));
+        assert_eq!(hit(&t, "b.test."), Some(2), "line 3 came first");
+        assert_eq!(hit(&t, "x.w.test."), Some(4));
+        assert_eq!(hit(&t, "c.test."), None);
+        // One key each for b.test and w.test: the dotted forms share them.
+        assert_eq!(t.exact.len(), 3, "a.test, a.test. and b.test");
+        assert_eq!(t.wildcard.len(), 1);
+    }
+
     /// A path-looking tail that admits the empty string still matches
     /// the bare host, so that line wins over a later one.
     #[test]
@@ -232,7 +287,9 @@ mod tests {
 
     fn key() -> impl Strategy<Value = String> {
         let label = prop::sample::select(vec!["a", "b", "www", "api", "zz", "a.b"]);
-        let domain = prop::sample::select(vec!["x.test", "y.test", "test", "other"]);
+        // Keys with a trailing dot too: `\.?` admits them, and they share
+        // a slot with the bare name.
+        let domain = prop::sample::select(vec!["x.test", "y.test", "test", "other", "x.test."]);
         (label, domain).prop_map(|(l, d)| format!("{l}.{d}"))
     }
 
