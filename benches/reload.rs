@@ -131,6 +131,30 @@ fn reload(c: &mut Criterion) {
     group.bench_function("reload_100k_routes_10k_backends_carrying_state", |b| {
         b.iter(|| switchyard::config::load_after(&main, Some(&first)).expect("load"))
     });
+    // One line of os_tcp_be.map changed (the route of r50000 moved to
+    // another backend): the edited file is swapped in by rename, reloaded
+    // after the first snapshot, and swapped back.
+    let tcp = dir.path().join("os_tcp_be.map");
+    let edited = dir.path().join("os_tcp_be.map.edited");
+    let original = dir.path().join("os_tcp_be.map.original");
+    let text = std::fs::read_to_string(&tcp).expect("map");
+    let one_line = text.replacen(
+        &format!("be_tcp:ns{}:app\n", 50_000 % BACKENDS),
+        &format!("be_tcp:ns{}:app\n", 50_001 % BACKENDS),
+        1,
+    );
+    assert_ne!(text, one_line);
+    std::fs::write(&edited, one_line).expect("edited");
+    group.bench_function("reload_100k_routes_one_line_edited", |b| {
+        b.iter(|| {
+            std::fs::rename(&tcp, &original).expect("rename");
+            std::fs::rename(&edited, &tcp).expect("rename");
+            let loaded = switchyard::config::load_after(&main, Some(&first)).expect("load");
+            std::fs::rename(&tcp, &edited).expect("rename");
+            std::fs::rename(&original, &tcp).expect("rename");
+            loaded
+        })
+    });
     group.finish();
 }
 

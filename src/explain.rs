@@ -192,7 +192,7 @@ fn request_line(snapshot: &Snapshot, decision: &Decision, out: &mut String) {
         let routes = &snapshot.routes;
         let from_edge = routes.edge.as_ref().is_some_and(|m| m.path == hit.file);
         let table = if from_edge {
-            routes.edge_requests.as_ref()
+            routes.edge_requests.as_deref()
         } else {
             routes.http_be.as_ref().map(|m| &m.table)
         };

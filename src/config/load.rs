@@ -68,6 +68,11 @@ pub(super) struct Context {
     pub(super) warnings: Vec<Problem>,
     pub(super) files: Vec<PathBuf>,
     pub(super) carried: Carried,
+    /// What each map was built from (kept in the snapshot for the next load).
+    memo: MapMemo,
+    /// The backend at each id: name, termination, mode (what a map's
+    /// values mean).
+    kinds: Vec<BackendKind>,
     /// `[limits] ipv6_source_prefix`, for the listeners' source limits.
     pub(super) ipv6_source_prefix: u8,
     /// Directory of the main file: relative paths start here.
@@ -90,6 +95,13 @@ pub(super) struct Carried {
         ),
     >,
     servers: HashMap<(String, String, SocketAddr), Arc<ServerState>>,
+    /// The previous compiled maps by file and kind, with what they were
+    /// built from.
+    maps: HashMap<MapKey, PreviousMap>,
+    /// The previous backend at each id.
+    kinds: Vec<BackendKind>,
+    /// The previous request table of the edge map, with that map.
+    edge_requests: Option<EdgeRequests>,
     /// TLS termination of each listener, by name (session resumption).
     pub(super) tls: HashMap<String, Arc<crate::tls::ServerSide>>,
 }
@@ -103,6 +115,38 @@ impl From<&Snapshot> for Carried {
                     .tls
                     .insert(listener.name.to_string(), Arc::clone(tls));
             }
+        }
+        carried.kinds = snapshot.backends.iter().map(|b| kind_of(b)).collect();
+        let routes = &snapshot.routes;
+        let memo = &snapshot.maps_built_from;
+        let mut keep = |path: &Path, role, map: Arc<dyn std::any::Any + Send + Sync>| {
+            let key = (path.to_path_buf(), role);
+            if let Some((digest, warnings)) = memo.get(&key) {
+                let previous = PreviousMap {
+                    digest: *digest,
+                    warnings: warnings.clone(),
+                    map,
+                };
+                carried.maps.insert(key, previous);
+            }
+        };
+        if let Some(m) = &routes.passthrough {
+            keep(&m.path, "sni_passthrough", m.clone());
+        }
+        if let Some(m) = &routes.tcp_be {
+            keep(&m.path, "tcp_be", m.clone());
+        }
+        if let Some(m) = &routes.edge {
+            keep(&m.path, "edge_reencrypt_be", m.clone());
+        }
+        if let Some(m) = &routes.http_be {
+            keep(&m.path, "http_be", m.clone());
+        }
+        if let Some(m) = &routes.http_redirect {
+            keep(&m.path, "http_redirect", m.clone());
+        }
+        if let (Some(edge), Some(requests)) = (&routes.edge, &routes.edge_requests) {
+            carried.edge_requests = Some((Arc::clone(edge), Arc::clone(requests)));
         }
         for b in &snapshot.backends {
             carried
@@ -131,6 +175,18 @@ impl Context {
         self.base = base_dir.clone();
         let base = base_dir.as_path();
         self.min_tls13 = self.min_tls13(&src, &raw.tls);
+        // Read before the backends: their per-source limits group by it.
+        self.ipv6_source_prefix = match &raw.limits.ipv6_source_prefix {
+            None => 64,
+            Some(p) => match u8::try_from(*p.get_ref()) {
+                Ok(p) if p <= 128 => p,
+                _ => {
+                    let m = "ipv6_source_prefix must be 0..=128".to_string();
+                    self.error(&src, p.span(), m);
+                    64
+                }
+            },
+        };
         let defaults = self.defaults(&src, &raw.defaults);
         let mut backends = Vec::new();
         let mut names = HashMap::new();
@@ -154,26 +210,27 @@ impl Context {
                 );
             }
         }
+        self.kinds = backends.iter().map(kind_of).collect();
         let routes = Routes {
             passthrough: raw
                 .maps
                 .sni_passthrough
                 .as_ref()
-                .and_then(|p| self.map(&base.join(p.get_ref()), |_, _| Ok(()))),
+                .and_then(|p| self.map(&base.join(p.get_ref()), "sni_passthrough", |_, _| Ok(()))),
             tcp_be: raw.maps.tcp_be.as_ref().and_then(|p| {
-                self.map(&base.join(p.get_ref()), |value, _| {
+                self.map(&base.join(p.get_ref()), "tcp_be", |value, _| {
                     backend_of(value, &names, &backends, &[Termination::Passthrough])
                 })
             }),
             edge: raw.maps.edge_reencrypt_be.as_ref().and_then(|p| {
-                self.map_for_requests(&base.join(p.get_ref()), |value, _| {
+                self.map_for_requests(&base.join(p.get_ref()), "edge_reencrypt_be", |value, _| {
                     let kinds = [Termination::Edge, Termination::Reencrypt];
                     backend_of(value, &names, &backends, &kinds)
                 })
             }),
             edge_requests: None,
             http_be: raw.maps.http_be.as_ref().and_then(|p| {
-                self.request_map(&base.join(p.get_ref()), |value| {
+                self.request_map(&base.join(p.get_ref()), "http_be", |value| {
                     let id = backend_of(
                         value,
                         &names,
@@ -190,35 +247,33 @@ impl Context {
                 })
             }),
             http_redirect: raw.maps.http_redirect.as_ref().and_then(|p| {
-                self.request_map(&base.join(p.get_ref()), |value| match value {
-                    "1" => Ok(true),
-                    "0" => Ok(false),
-                    other => Err(format!("`{other}`: expected 1 (redirect to https) or 0")),
-                })
+                self.request_map(
+                    &base.join(p.get_ref()),
+                    "http_redirect",
+                    |value| match value {
+                        "1" => Ok(true),
+                        "0" => Ok(false),
+                        other => Err(format!("`{other}`: expected 1 (redirect to https) or 0")),
+                    },
+                )
             }),
         };
         let mut routes = routes;
         // Requests are routed by Host and path only where some backend
         // serves HTTP: the table is not built (nor kept) otherwise.
         if backends.iter().any(|b| b.mode == Mode::Http) {
-            routes.edge_requests = routes.edge.as_ref().map(|map| {
-                let entries = map.table.entries().to_vec();
-                crate::route::request::RequestTable::build(entries).0
+            let previous = self.carried.edge_requests.take();
+            routes.edge_requests = routes.edge.as_ref().map(|map| match previous {
+                // The same compiled edge map: the same request table.
+                Some((edge, requests)) if Arc::ptr_eq(&edge, map) => requests,
+                _ => {
+                    let entries = map.table.entries().to_vec();
+                    Arc::new(crate::route::request::RequestTable::build(entries).0)
+                }
             });
         }
         let certs = self.certificates(&src, &raw.tls, &raw.maps);
         self.check_terminated_have_certs(&src, &raw.maps, &backends, certs.is_some());
-        self.ipv6_source_prefix = match &raw.limits.ipv6_source_prefix {
-            None => 64,
-            Some(p) => match u8::try_from(*p.get_ref()) {
-                Ok(p) if p <= 128 => p,
-                _ => {
-                    let m = "ipv6_source_prefix must be 0..=128".to_string();
-                    self.error(&src, p.span(), m);
-                    64
-                }
-            },
-        };
         let buffer_memory = self.buffer_memory(&src, &raw.limits.buffer_memory);
         let (listeners, tls) = self.listeners(&src, &raw.listeners, &names, certs.as_ref());
         let stats = self.stats(&src, &raw.stats);
@@ -238,6 +293,7 @@ impl Context {
             }),
         };
         Some(Snapshot {
+            maps_built_from: std::mem::take(&mut self.memo),
             http,
             buffer_memory,
             listeners,
@@ -711,56 +767,111 @@ impl Context {
     }
 
     /// Reads and compiles one map; `value` turns a line's value into `V`.
-    fn map<V>(
+    fn map<V: Reused>(
         &mut self,
         path: &Path,
+        role: &'static str,
         value: impl Fn(&str, usize) -> Result<V, String>,
-    ) -> Option<Map<V>> {
-        self.map_keyed(path, value, true)
+    ) -> Option<Arc<Map<V>>> {
+        self.map_keyed((path, role), value, true)
     }
 
     /// A map whose lines also route requests (HTTP mode): path routes are
     /// legitimate there, so no warning that they cannot match an SNI.
-    fn map_for_requests<V>(
+    fn map_for_requests<V: Reused>(
         &mut self,
         path: &Path,
+        role: &'static str,
         value: impl Fn(&str, usize) -> Result<V, String>,
-    ) -> Option<Map<V>> {
-        self.map_keyed(path, value, false)
+    ) -> Option<Arc<Map<V>>> {
+        self.map_keyed((path, role), value, false)
     }
 
-    fn map_keyed<V>(
+    fn map_keyed<V: Reused>(
         &mut self,
-        path: &Path,
+        (path, role): (&Path, &'static str),
         value: impl Fn(&str, usize) -> Result<V, String>,
         sni_only: bool,
-    ) -> Option<Map<V>> {
-        let entries = self.map_entries(path, value)?;
+    ) -> Option<Arc<Map<V>>> {
+        let text = self.read(path)?;
+        let digest = digest_of(&text);
+        let valid = |m: &Map<V>, cx: &Self| m.table.entries().iter().all(|e| e.value.same_in(cx));
+        if let Some(map) = self.reuse((path, role), digest, valid) {
+            return Some(map);
+        }
+        let mark = self.warnings.len();
+        let entries = self.map_entries(path, &text, value);
         let (table, pattern_errors) = Table::build(entries);
         self.pattern_problems(path, pattern_errors);
         for &line in table.never_lines().iter().filter(|_| sni_only) {
             let m = "this line cannot match a server name (it needs `/`, `:` or another character host names never hold): it is not used to route connections by SNI".to_string();
             self.warnings.push(Problem::at(path, line, m));
         }
-        Some(Map {
+        let map = Arc::new(Map {
             path: path.into(),
             table,
-        })
+        });
+        self.remember((path, role), digest, mark);
+        Some(map)
     }
 
     /// Reads a map whose keys are requests (`host[:port]` + path).
-    fn request_map<V>(
+    fn request_map<V: Reused>(
         &mut self,
         path: &Path,
+        role: &'static str,
         value: impl Fn(&str) -> Result<V, String>,
-    ) -> Option<crate::route::RequestMap<V>> {
-        let entries = self.map_entries(path, |v, _| value(v))?;
+    ) -> Option<Arc<crate::route::RequestMap<V>>> {
+        let text = self.read(path)?;
+        let digest = digest_of(&text);
+        let valid = |m: &crate::route::RequestMap<V>, cx: &Self| {
+            m.table.entries().iter().all(|e| e.value.same_in(cx))
+        };
+        if let Some(map) = self.reuse((path, role), digest, valid) {
+            return Some(map);
+        }
+        let mark = self.warnings.len();
+        let entries = self.map_entries(path, &text, |v, _| value(v));
         let (table, pattern_errors) = crate::route::request::RequestTable::build(entries);
         self.pattern_problems(path, pattern_errors);
-        Some(crate::route::RequestMap {
+        let map = Arc::new(crate::route::RequestMap {
             path: path.into(),
             table,
-        })
+        });
+        self.remember((path, role), digest, mark);
+        Some(map)
+    }
+
+    /// The previous configuration's map of this kind from `path`, if it
+    /// was built from the same text and every backend it names is still
+    /// the same backend at the same place: compiled once, used as it is
+    /// (with the warnings it gave then).
+    fn reuse<M: std::any::Any + Send + Sync>(
+        &mut self,
+        (path, role): (&Path, &'static str),
+        digest: Digest,
+        valid: impl Fn(&M, &Self) -> bool,
+    ) -> Option<Arc<M>> {
+        let key = (path.to_path_buf(), role);
+        let previous = self.carried.maps.get(&key)?;
+        if previous.digest != digest {
+            return None;
+        }
+        let map = Arc::clone(&previous.map).downcast::<M>().ok()?;
+        if !valid(&map, self) {
+            return None;
+        }
+        let warnings = previous.warnings.clone();
+        self.warnings.extend(warnings.iter().cloned());
+        self.memo.insert(key, (digest, warnings));
+        Some(map)
+    }
+
+    /// Notes what a map was built from, for the next load to reuse it.
+    fn remember(&mut self, (path, role): (&Path, &'static str), digest: Digest, mark: usize) {
+        let key = (path.to_path_buf(), role);
+        let warnings = self.warnings[mark..].to_vec();
+        self.memo.insert(key, (digest, warnings));
     }
 
     /// A map file's lines with their values, every bad line and value
@@ -768,10 +879,10 @@ impl Context {
     fn map_entries<V>(
         &mut self,
         path: &Path,
+        text: &str,
         value: impl Fn(&str, usize) -> Result<V, String>,
-    ) -> Option<Vec<Entry<V>>> {
-        let text = self.read(path)?;
-        let (lines, line_errors) = map_file::parse(&text);
+    ) -> Vec<Entry<V>> {
+        let (lines, line_errors) = map_file::parse(text);
         for e in line_errors {
             self.errors.push(Problem::at(path, e.line, e.message));
         }
@@ -793,7 +904,7 @@ impl Context {
                 Err(m) => self.errors.push(Problem::at(path, l.line, m)),
             }
         }
-        Some(entries)
+        entries
     }
 
     fn pattern_problems(&mut self, path: &Path, errors: Vec<crate::route::table::PatternError>) {
@@ -1038,6 +1149,71 @@ impl Default for BackendDefaults {
 }
 
 /// A map value: the name of a defined backend of one of the `kinds`.
+/// SHA-256 of a file's text.
+type Digest = [u8; 32];
+
+fn digest_of(text: &str) -> Digest {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// A map by file and by role (`tcp_be`, …: the same file may serve two).
+pub(crate) type MapKey = (PathBuf, &'static str);
+
+/// What each compiled map of a snapshot was built from, and the warnings
+/// it gave.
+pub(crate) type MapMemo = HashMap<MapKey, (Digest, Vec<Problem>)>;
+
+/// A compiled map of the previous configuration.
+pub(super) struct PreviousMap {
+    digest: Digest,
+    warnings: Vec<Problem>,
+    map: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+/// The edge map and the request table built from it.
+type EdgeRequests = (
+    Arc<Map<BackendId>>,
+    Arc<crate::route::request::RequestTable<BackendId>>,
+);
+
+/// What a map's value for a backend depends on.
+type BackendKind = (String, Termination, Mode);
+
+fn kind_of(b: &Backend) -> BackendKind {
+    (b.name.clone(), b.termination, b.mode)
+}
+
+/// A map value that a reused map may keep: the same in the new
+/// configuration as in the one it was built for.
+trait Reused: Send + Sync + 'static {
+    fn same_in(&self, cx: &Context) -> bool;
+}
+
+impl Reused for () {
+    fn same_in(&self, _: &Context) -> bool {
+        true
+    }
+}
+
+impl Reused for bool {
+    fn same_in(&self, _: &Context) -> bool {
+        true
+    }
+}
+
+impl Reused for BackendId {
+    /// The backend at this id has the same name, termination and mode.
+    fn same_in(&self, cx: &Context) -> bool {
+        match (cx.carried.kinds.get(*self), cx.kinds.get(*self)) {
+            (Some(before), Some(now)) => before == now,
+            _ => false,
+        }
+    }
+}
+
 /// The smallest `buffer_memory`: a few connections' worth.
 const MIN_BUFFER_MEMORY: usize = 64 * 1024;
 
@@ -1088,6 +1264,27 @@ mod tests {
             .collect()
     }
 
+    /// `[limits]` is read before the backends that use it.
+    #[test]
+    fn backends_group_ipv6_sources_by_the_configured_prefix() {
+        let dir = tempfile::tempdir().expect("dir");
+        let main = dir.path().join("s.toml");
+        std::fs::write(
+            &main,
+            "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[stats]\nenabled = false\n\
+             [limits]\nipv6_source_prefix = 48\n\
+             [[backend]]\nname = \"b\"\nmax_connections_per_source = 3\nservers = []\n",
+        )
+        .expect("write");
+        let snapshot = super::load(&main).expect("load").snapshot;
+        let limits = &snapshot.backends[0]
+            .sources
+            .as_ref()
+            .expect("limited")
+            .limits;
+        assert_eq!(limits.ipv6_prefix, 48);
+    }
+
     /// HTTP backends take `http_balance` (random by default), others
     /// `balance`; a backend's own `balance` wins over both.
     #[test]
@@ -1109,6 +1306,218 @@ mod tests {
                 ("web".to_string(), Algorithm::Source),
                 ("own".to_string(), Algorithm::LeastConn),
             ]
+        );
+    }
+}
+
+/// A reload reuses the maps whose files did not change: whatever the
+/// sequence of edits, it must answer exactly as a load from scratch.
+#[cfg(test)]
+mod reuse {
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    use crate::route::Hello;
+
+    const HOSTS: [&str; 5] = ["a.test", "b.test", "c.test", "x.w.test", "d.test"];
+
+    /// One configuration: backends (name, edge or passthrough) and three
+    /// maps' lines (host index, backend index).
+    #[derive(Debug, Clone)]
+    struct Config {
+        backends: Vec<(String, bool)>,
+        sni: Vec<usize>,
+        tcp: Vec<(usize, usize)>,
+        edge: Vec<(usize, usize)>,
+    }
+
+    fn line(host: &str) -> String {
+        match host.strip_prefix("x.") {
+            Some(domain) => format!(
+                r"^[^\.]*\.{}\.?(:[0-9]+)?(/.*)?$",
+                domain.replace('.', r"\.")
+            ),
+            None => format!(r"^{}\.?(:[0-9]+)?(/.*)?$", host.replace('.', r"\.")),
+        }
+    }
+
+    fn write(dir: &Path, c: &Config) {
+        if !dir.join("cert.pem").exists() {
+            let cert =
+                rcgen::generate_simple_self_signed(vec!["*.test".to_string()]).expect("cert");
+            let pem = format!("{}{}", cert.cert.pem(), cert.key_pair.serialize_pem());
+            std::fs::write(dir.join("cert.pem"), pem).expect("pem");
+        }
+        let mut main = String::from(
+            "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[stats]\nenabled = false\n\
+             [tls]\ndefault_certificate = \"cert.pem\"\n\
+             [maps]\nsni_passthrough = \"sni.map\"\ntcp_be = \"tcp.map\"\nedge_reencrypt_be = \"edge.map\"\n",
+        );
+        for (name, edge) in &c.backends {
+            let termination = if *edge { "edge" } else { "passthrough" };
+            main.push_str(&format!(
+                "[[backend]]\nname = \"{name}\"\ntermination = \"{termination}\"\n\
+                 servers = [{{ name = \"s\", address = \"127.0.0.1:9\" }}]\n"
+            ));
+        }
+        // Lines name backends by name (passthrough p and q, edge r and s;
+        // 7: one that is not there), whatever their order in the file.
+        let name = |b: usize, edge: bool| match (b, edge) {
+            (7, _) => "missing".to_string(),
+            (b, false) => ["p", "q"][b % 2].to_string(),
+            (b, true) => ["r", "s"][b % 2].to_string(),
+        };
+        let sni: String = c
+            .sni
+            .iter()
+            .map(|&h| format!("^{}$ 1\n", HOSTS[h].replace('.', r"\.")))
+            .collect();
+        let tcp: String = c
+            .tcp
+            .iter()
+            .map(|&(h, b)| format!("{} {}\n", line(HOSTS[h]), name(b, false)))
+            .collect();
+        let edge: String = c
+            .edge
+            .iter()
+            .map(|&(h, b)| format!("{} {}\n", line(HOSTS[h]), name(b, true)))
+            .collect();
+        std::fs::write(dir.join("sni.map"), sni).expect("sni");
+        std::fs::write(dir.join("tcp.map"), tcp).expect("tcp");
+        std::fs::write(dir.join("edge.map"), edge).expect("edge");
+        std::fs::write(dir.join("s.toml"), main).expect("main");
+    }
+
+    fn config() -> impl Strategy<Value = Config> {
+        // Distinct names (a name twice is an error of its own) in any
+        // order, so ids move between edits; one may be left out, and one
+        // may change its kind.
+        let backends = (
+            Just(vec!["p", "q", "r", "s"]).prop_shuffle(),
+            0..5usize,
+            0..6usize,
+        )
+            .prop_map(|(names, dropped, flipped)| {
+                names
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != dropped)
+                    .map(|(i, n)| (n.to_string(), (*n == "r" || *n == "s") != (i == flipped)))
+                    .collect::<Vec<_>>()
+            });
+        (
+            backends,
+            prop::collection::vec(0..5usize, 0..4),
+            prop::collection::vec((0..5usize, 0..8usize), 0..5),
+            prop::collection::vec((0..5usize, 0..8usize), 0..5),
+        )
+            .prop_map(|(backends, sni, tcp, edge)| Config {
+                backends,
+                sni,
+                tcp,
+                edge,
+            })
+    }
+
+    /// What a loaded configuration answers for every host, or its errors.
+    fn answers(loaded: &Result<super::Loaded, super::Problems>) -> Result<Vec<String>, usize> {
+        match loaded {
+            Err(problems) => Err(problems.errors.len()),
+            Ok(loaded) => Ok(HOSTS
+                .iter()
+                .map(|h| match loaded.snapshot.decide(0, Hello::Sni(h)) {
+                    Ok(d) => format!("{h} {} {:?}", d.backend.name, d.via),
+                    Err(miss) => format!("{h} {}", miss.as_str()),
+                })
+                .chain(loaded.warnings.iter().map(|w| w.to_string()))
+                .collect()),
+        }
+    }
+
+    /// Reloads that loaded, so the property is not only ever checked on
+    /// configurations both loads refuse.
+    static LOADED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[test]
+    fn most_generated_configurations_load() {
+        let before = LOADED.load(std::sync::atomic::Ordering::Relaxed);
+        reloads_answer_as_fresh_loads();
+        let loaded = LOADED.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(loaded >= 64, "only {loaded} reloads loaded");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn reloads_answer_as_fresh_loads(
+            edits in prop::collection::vec((config(), any::<bool>()), 1..6)
+        ) {
+            let dir = tempfile::tempdir().expect("dir");
+            let main = dir.path().join("s.toml");
+            let mut previous: Option<crate::config::Snapshot> = None;
+            let mut last: Option<Config> = None;
+            for (c, keep_maps) in &edits {
+                // Often only the backends change: the maps' text stays.
+                let mut c = c.clone();
+                if let (true, Some(last)) = (keep_maps, &last) {
+                    c.sni = last.sni.clone();
+                    c.tcp = last.tcp.clone();
+                    c.edge = last.edge.clone();
+                }
+                last = Some(c.clone());
+                let c = &c;
+                write(dir.path(), c);
+                let fresh = super::load(&main);
+                let reloaded = super::load_after(&main, previous.as_ref());
+                prop_assert_eq!(answers(&reloaded), answers(&fresh), "{:?}", c);
+                if let Ok(loaded) = reloaded {
+                    LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    previous = Some(loaded.snapshot);
+                }
+            }
+        }
+    }
+
+    /// An unchanged map is the same compiled map after a reload; an edited
+    /// one is rebuilt.
+    #[test]
+    fn unchanged_maps_are_reused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let main = dir.path().join("s.toml");
+        let c = Config {
+            backends: vec![("p".into(), false), ("r".into(), true)],
+            sni: vec![0],
+            tcp: vec![(0, 0)],
+            edge: vec![(1, 0)],
+        };
+        write(dir.path(), &c);
+        let first = super::load(&main).expect("load").snapshot;
+        std::fs::write(
+            dir.path().join("edge.map"),
+            format!("{} r\n", line("c.test")),
+        )
+        .expect("edit");
+        let second = super::load_after(&main, Some(&first))
+            .expect("reload")
+            .snapshot;
+        let same = |a: &Option<std::sync::Arc<crate::route::Map<usize>>>,
+                    b: &Option<std::sync::Arc<crate::route::Map<usize>>>| {
+            std::sync::Arc::ptr_eq(a.as_ref().expect("a"), b.as_ref().expect("b"))
+        };
+        assert!(
+            same(&first.routes.tcp_be, &second.routes.tcp_be),
+            "tcp_be reused"
+        );
+        assert!(
+            !same(&first.routes.edge, &second.routes.edge),
+            "edge rebuilt"
+        );
+        assert_eq!(
+            second
+                .decide(0, Hello::Sni("c.test"))
+                .map(|d| d.backend.name.clone())
+                .ok(),
+            Some("r".into())
         );
     }
 }

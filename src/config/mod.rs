@@ -93,6 +93,9 @@ pub struct Snapshot {
     pub http: HttpSettings,
     /// `[limits] buffer_memory` in bytes; `None`: no limit.
     pub buffer_memory: Option<usize>,
+    /// What each compiled map was built from, so that the next load
+    /// reuses the maps whose files did not change.
+    pub(crate) maps_built_from: load::MapMemo,
     pub routes: Routes,
     /// Shared with the connections decided to them, so that a connection
     /// holds its backend, not the snapshot.
@@ -134,6 +137,7 @@ impl Snapshot {
         Snapshot {
             http: HttpSettings::default(),
             buffer_memory: None,
+            maps_built_from: Default::default(),
             listeners: Vec::new(),
             routes: Routes::default(),
             backends: Vec::new(),

@@ -37,20 +37,23 @@ impl<V> Map<V> {
 
 /// The routing maps of one configuration.
 #[derive(Debug, Default)]
+///
+/// Each compiled map is shared (`Arc`): a reload that leaves a map file
+/// unchanged, and every backend it names where it was, reuses it as it is.
 pub struct Routes {
     /// `os_sni_passthrough.map`: names served by passthrough (values unused).
-    pub passthrough: Option<Map<()>>,
+    pub passthrough: Option<Arc<Map<()>>>,
     /// `os_tcp_be.map`: name → passthrough backend.
-    pub tcp_be: Option<Map<BackendId>>,
+    pub tcp_be: Option<Arc<Map<BackendId>>>,
     /// `os_edge_reencrypt_be.map`: name → edge or re-encrypt backend.
-    pub edge: Option<Map<BackendId>>,
+    pub edge: Option<Arc<Map<BackendId>>>,
     /// The same map for request keys (`host[:port]` + path), built when a
     /// backend serves HTTP.
-    pub edge_requests: Option<request::RequestTable<BackendId>>,
+    pub edge_requests: Option<Arc<request::RequestTable<BackendId>>>,
     /// `os_http_be.map`: plain-HTTP request → backend in HTTP mode.
-    pub http_be: Option<RequestMap<BackendId>>,
+    pub http_be: Option<Arc<RequestMap<BackendId>>>,
     /// `os_route_http_redirect.map`: plain-HTTP request → redirect to https.
-    pub http_redirect: Option<RequestMap<bool>>,
+    pub http_redirect: Option<Arc<RequestMap<bool>>>,
 }
 
 /// A map of request keys with the file it came from.
