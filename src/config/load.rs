@@ -73,6 +73,8 @@ pub(super) struct Context {
     /// The backend at each id: name, termination, mode (what a map's
     /// values mean).
     kinds: Vec<BackendKind>,
+    /// What the backends were built from, when only their files went in.
+    backends_memo: Option<BackendMemo>,
     /// `[limits] ipv6_source_prefix`, for the listeners' source limits.
     pub(super) ipv6_source_prefix: u8,
     /// Directory of the main file: relative paths start here.
@@ -81,9 +83,10 @@ pub(super) struct Context {
     pub(super) min_tls13: bool,
 }
 
-/// Live state of the previous configuration, by identity.
+/// Live state of the previous backends by identity, for backends built
+/// anew.
 #[derive(Default)]
-pub(super) struct Carried {
+pub(super) struct Live {
     rotations: HashMap<String, Arc<AtomicUsize>>,
     queues: HashMap<String, Arc<crate::backend::Queue>>,
     /// Backend traffic and verify-failure counters by backend name.
@@ -95,11 +98,46 @@ pub(super) struct Carried {
         ),
     >,
     servers: HashMap<(String, String, SocketAddr), Arc<ServerState>>,
+}
+
+impl Carried {
+    /// The previous backends' live state by identity, indexed on first use.
+    fn live(&mut self) -> &Live {
+        let previous = &self.previous;
+        self.live.get_or_insert_with(|| {
+            let mut live = Live::default();
+            for b in previous {
+                live.rotations
+                    .insert(b.name.clone(), Arc::clone(&b.rotation));
+                live.queues.insert(b.name.clone(), Arc::clone(&b.queue));
+                live.traffic.insert(
+                    b.name.clone(),
+                    (Arc::clone(&b.traffic), Arc::clone(&b.verify_failures)),
+                );
+                for s in &b.servers {
+                    let key = (b.name.clone(), s.name.clone(), s.addr);
+                    live.servers.insert(key, Arc::clone(&s.state));
+                }
+            }
+            live
+        })
+    }
+}
+
+/// Live state of the previous configuration, by identity.
+#[derive(Default)]
+pub(super) struct Carried {
+    /// The previous backends, to carry their live state from (indexed by
+    /// name only when some backend is built anew: `live`).
+    previous: Vec<Arc<Backend>>,
+    live: Option<Live>,
     /// The previous compiled maps by file and kind, with what they were
     /// built from.
     maps: HashMap<MapKey, PreviousMap>,
     /// The previous backend at each id.
     kinds: Vec<BackendKind>,
+    /// The previous backends with what they were built from.
+    backends: Option<(Arc<BackendMemo>, Vec<Arc<Backend>>)>,
     /// The previous request table of the edge map, with that map.
     edge_requests: Option<EdgeRequests>,
     /// TLS termination of each listener, by name (session resumption).
@@ -117,6 +155,10 @@ impl From<&Snapshot> for Carried {
             }
         }
         carried.kinds = snapshot.backends.iter().map(|b| kind_of(b)).collect();
+        carried.backends = snapshot
+            .backends_built_from
+            .as_ref()
+            .map(|memo| (Arc::clone(memo), snapshot.backends.clone()));
         let routes = &snapshot.routes;
         let memo = &snapshot.maps_built_from;
         let mut keep = |path: &Path, role, map: Arc<dyn std::any::Any + Send + Sync>| {
@@ -148,20 +190,7 @@ impl From<&Snapshot> for Carried {
         if let (Some(edge), Some(requests)) = (&routes.edge, &routes.edge_requests) {
             carried.edge_requests = Some((Arc::clone(edge), Arc::clone(requests)));
         }
-        for b in &snapshot.backends {
-            carried
-                .rotations
-                .insert(b.name.clone(), Arc::clone(&b.rotation));
-            carried.queues.insert(b.name.clone(), Arc::clone(&b.queue));
-            carried.traffic.insert(
-                b.name.clone(),
-                (Arc::clone(&b.traffic), Arc::clone(&b.verify_failures)),
-            );
-            for s in &b.servers {
-                let key = (b.name.clone(), s.name.clone(), s.addr);
-                carried.servers.insert(key, Arc::clone(&s.state));
-            }
-        }
+        carried.previous = snapshot.backends.clone();
         carried
     }
 }
@@ -188,29 +217,50 @@ impl Context {
             },
         };
         let defaults = self.defaults(&src, &raw.defaults);
-        let mut backends = Vec::new();
-        let mut names = HashMap::new();
-        self.backends(&src, raw.backends, &defaults, &mut backends, &mut names);
-        for file in &raw.backend_files {
-            let file_path = base.join(file.get_ref());
-            let Some(text) = self.read(&file_path) else {
-                continue;
-            };
-            let file_src = Source {
-                path: &file_path,
-                text: &text,
-            };
-            if let Some(raw) = self.parse_toml::<RawBackendFile>(&file_src) {
-                self.backends(
-                    &file_src,
-                    raw.backends,
-                    &defaults,
-                    &mut backends,
-                    &mut names,
-                );
+        let main_digest = digest_of(&text);
+        let (backends, names) = match self.reuse_backends(main_digest) {
+            Some(reused) => reused,
+            None => {
+                let (files_mark, warnings_mark) = (self.files.len(), self.warnings.len());
+                let mut backends = Vec::new();
+                let mut names = HashMap::new();
+                let mut file_digests = Vec::new();
+                self.backends(&src, raw.backends, &defaults, &mut backends, &mut names);
+                for file in &raw.backend_files {
+                    let file_path = base.join(file.get_ref());
+                    let Some(text) = self.read(&file_path) else {
+                        continue;
+                    };
+                    file_digests.push((file_path.clone(), digest_of(&text)));
+                    let file_src = Source {
+                        path: &file_path,
+                        text: &text,
+                    };
+                    if let Some(raw) = self.parse_toml::<RawBackendFile>(&file_src) {
+                        self.backends(
+                            &file_src,
+                            raw.backends,
+                            &defaults,
+                            &mut backends,
+                            &mut names,
+                        );
+                    }
+                }
+                // Reusable next time only if the backends were built from
+                // these files alone (a CA file they read may change on its
+                // own).
+                let read = &self.files[files_mark..];
+                let alone = read.iter().eq(file_digests.iter().map(|(p, _)| p));
+                self.backends_memo = alone.then(|| BackendMemo {
+                    main: main_digest,
+                    files: file_digests,
+                    warnings: self.warnings[warnings_mark..].to_vec(),
+                });
+                let backends: Vec<Arc<Backend>> = backends.into_iter().map(Arc::new).collect();
+                (backends, names)
             }
-        }
-        self.kinds = backends.iter().map(kind_of).collect();
+        };
+        self.kinds = backends.iter().map(|b| kind_of(b)).collect();
         let routes = Routes {
             passthrough: raw
                 .maps
@@ -300,7 +350,8 @@ impl Context {
             tls,
             stats,
             routes,
-            backends: backends.into_iter().map(Arc::new).collect(),
+            backends,
+            backends_built_from: self.backends_memo.take().map(Arc::new),
             generation: 0,
             files: self.files.clone(),
             watch: raw.reload.watch.unwrap_or(true),
@@ -310,6 +361,34 @@ impl Context {
                 .as_ref()
                 .map(|d| self.duration(&src, &Some(d.clone()), Duration::ZERO)),
         })
+    }
+
+    /// The previous backends, when the main file and every backend file
+    /// are the text they were built from (and nothing else went in): the
+    /// same backends, with their live state, and the warnings they gave.
+    fn reuse_backends(
+        &mut self,
+        main: Digest,
+    ) -> Option<(Vec<Arc<Backend>>, HashMap<String, BackendId>)> {
+        let (memo, backends) = self.carried.backends.take()?;
+        if memo.main != main {
+            return None;
+        }
+        for (path, digest) in &memo.files {
+            let text = std::fs::read_to_string(path).ok()?;
+            if digest_of(&text) != *digest {
+                return None;
+            }
+        }
+        self.files.extend(memo.files.iter().map(|(p, _)| p.clone()));
+        self.warnings.extend(memo.warnings.iter().cloned());
+        let names = backends
+            .iter()
+            .enumerate()
+            .map(|(id, b)| (b.name.clone(), id))
+            .collect();
+        self.backends_memo = Some(BackendMemo::clone(&memo));
+        Some((backends, names))
     }
 
     fn read(&mut self, path: &Path) -> Option<String> {
@@ -512,6 +591,7 @@ impl Context {
         }
         let rotation = self
             .carried
+            .live()
             .rotations
             .get(&name)
             .cloned()
@@ -625,7 +705,7 @@ impl Context {
                 0..=1 << 20,
             ) as usize;
         }
-        if let Some(queue) = self.carried.queues.get(&backend.name) {
+        if let Some(queue) = self.carried.live().queues.get(&backend.name) {
             backend.queue = Arc::clone(queue);
         }
         for server in &backend.servers {
@@ -633,7 +713,7 @@ impl Context {
             let _ = server.state.queue.set(Arc::clone(&backend.queue));
         }
         backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
-        if let Some(t) = self.carried.traffic.get(&backend.name) {
+        if let Some(t) = self.carried.live().traffic.get(&backend.name) {
             backend.traffic = Arc::clone(&t.0);
             backend.verify_failures = Arc::clone(&t.1);
         }
@@ -755,7 +835,13 @@ impl Context {
                 }
             };
             let key = (backend.to_string(), name.clone(), addr);
-            let state = self.carried.servers.get(&key).cloned().unwrap_or_default();
+            let state = self
+                .carried
+                .live()
+                .servers
+                .get(&key)
+                .cloned()
+                .unwrap_or_default();
             servers.push(Server {
                 name,
                 addr,
@@ -1173,6 +1259,15 @@ pub(super) struct PreviousMap {
     map: Arc<dyn std::any::Any + Send + Sync>,
 }
 
+/// What a snapshot's backends were built from: the main file, the backend
+/// files (in order) and the warnings they gave.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendMemo {
+    main: Digest,
+    files: Vec<(PathBuf, Digest)>,
+    warnings: Vec<Problem>,
+}
+
 /// The edge map and the request table built from it.
 type EdgeRequests = (
     Arc<Map<BackendId>>,
@@ -1223,7 +1318,7 @@ const REQUEST_SCOPE: u64 = 0x5245_5155_4553_5453;
 fn backend_of(
     value: &str,
     names: &HashMap<String, BackendId>,
-    backends: &[Backend],
+    backends: &[Arc<Backend>],
     kinds: &[Termination],
 ) -> Result<BackendId, String> {
     let id = *names
@@ -1329,6 +1424,7 @@ mod reuse {
         sni: Vec<usize>,
         tcp: Vec<(usize, usize)>,
         edge: Vec<(usize, usize)>,
+        in_file: bool,
     }
 
     fn line(host: &str) -> String {
@@ -1353,12 +1449,20 @@ mod reuse {
              [tls]\ndefault_certificate = \"cert.pem\"\n\
              [maps]\nsni_passthrough = \"sni.map\"\ntcp_be = \"tcp.map\"\nedge_reencrypt_be = \"edge.map\"\n",
         );
+        let mut backends = String::new();
         for (name, edge) in &c.backends {
             let termination = if *edge { "edge" } else { "passthrough" };
-            main.push_str(&format!(
+            backends.push_str(&format!(
                 "[[backend]]\nname = \"{name}\"\ntermination = \"{termination}\"\n\
                  servers = [{{ name = \"s\", address = \"127.0.0.1:9\" }}]\n"
             ));
+        }
+        // In the main file, or in a backend file the main file names.
+        if c.in_file {
+            main.insert_str(0, "backend_files = [\"backends.toml\"]\n");
+            std::fs::write(dir.join("backends.toml"), backends).expect("backends");
+        } else {
+            main.push_str(&backends);
         }
         // Lines name backends by name (passthrough p and q, edge r and s;
         // 7: one that is not there), whatever their order in the file.
@@ -1410,8 +1514,10 @@ mod reuse {
             prop::collection::vec(0..5usize, 0..4),
             prop::collection::vec((0..5usize, 0..8usize), 0..5),
             prop::collection::vec((0..5usize, 0..8usize), 0..5),
+            any::<bool>(),
         )
-            .prop_map(|(backends, sni, tcp, edge)| Config {
+            .prop_map(|(backends, sni, tcp, edge, in_file)| Config {
+                in_file,
                 backends,
                 sni,
                 tcp,
@@ -1489,6 +1595,7 @@ mod reuse {
             sni: vec![0],
             tcp: vec![(0, 0)],
             edge: vec![(1, 0)],
+            in_file: true,
         };
         write(dir.path(), &c);
         let first = super::load(&main).expect("load").snapshot;

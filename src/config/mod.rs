@@ -96,6 +96,9 @@ pub struct Snapshot {
     /// What each compiled map was built from, so that the next load
     /// reuses the maps whose files did not change.
     pub(crate) maps_built_from: load::MapMemo,
+    /// What the backends were built from, so that the next load reuses
+    /// them when none of it changed.
+    pub(crate) backends_built_from: Option<Arc<load::BackendMemo>>,
     pub routes: Routes,
     /// Shared with the connections decided to them, so that a connection
     /// holds its backend, not the snapshot.
@@ -138,6 +141,7 @@ impl Snapshot {
             http: HttpSettings::default(),
             buffer_memory: None,
             maps_built_from: Default::default(),
+            backends_built_from: None,
             listeners: Vec::new(),
             routes: Routes::default(),
             backends: Vec::new(),

@@ -149,7 +149,7 @@ impl Context {
         &mut self,
         src: &Source<'_>,
         maps: &raw::RawMaps,
-        backends: &[Backend],
+        backends: &[Arc<Backend>],
         have_certs: bool,
     ) {
         if have_certs {

@@ -115,23 +115,39 @@ impl<V> Table<V> {
 const DOT: u32 = 1 << 31;
 
 /// Keys of one entry at `index`, the first entry for a key winning. A key
-/// and the same key with a trailing dot (`\.?` in the pattern, as OpenShift
-/// writes) share one slot when the entry is the first for both.
+/// followed by the same key with a trailing dot (`\\.?` in the pattern, as
+/// OpenShift writes) takes one slot for both when the entry is the first
+/// for both.
 fn insert(map: &mut HashMap<Box<str>, u32>, keys: Vec<String>, index: u32) {
-    let dotted = |k: &String| keys.iter().any(|o| o.strip_suffix('.') == Some(k.as_str()));
-    for key in &keys {
-        // Covered already: the slot of the name without the dot belongs to
-        // an entry (this one or an earlier one) that matches with it.
-        let bare = key.strip_suffix('.');
-        if bare.and_then(|b| map.get(b)).is_some_and(|&v| v & DOT != 0) {
-            continue;
+    use std::collections::hash_map::Entry as Slot;
+    let mut keys = keys.into_iter().peekable();
+    while let Some(key) = keys.next() {
+        let dotted_next = keys
+            .peek()
+            .is_some_and(|next| next.strip_suffix('.') == Some(key.as_str()));
+        // A dotted key alone: covered if the bare name's slot matches with
+        // the dot already (its entry came first).
+        if let Some(bare) = key.strip_suffix('.') {
+            if map.get(bare).is_some_and(|&v| v & DOT != 0) {
+                continue;
+            }
         }
-        let flag = if dotted(key) && !map.contains_key(key.as_str()) {
-            DOT
-        } else {
-            0
-        };
-        map.entry(key.as_str().into()).or_insert(index | flag);
+        match map.entry(key.into_boxed_str()) {
+            Slot::Vacant(slot) => {
+                slot.insert(if dotted_next { index | DOT } else { index });
+                if dotted_next {
+                    keys.next();
+                }
+            }
+            // Taken by an earlier entry: if it matches with the dot too,
+            // the dotted key is covered; else the dotted key is inserted on
+            // its own (next turn).
+            Slot::Occupied(slot) => {
+                if dotted_next && *slot.get() & DOT != 0 {
+                    keys.next();
+                }
+            }
+        }
     }
 }
 
