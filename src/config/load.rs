@@ -366,10 +366,7 @@ impl Context {
     /// The previous backends, when the main file and every backend file
     /// are the text they were built from (and nothing else went in): the
     /// same backends, with their live state, and the warnings they gave.
-    fn reuse_backends(
-        &mut self,
-        main: Digest,
-    ) -> Option<(Vec<Arc<Backend>>, HashMap<String, BackendId>)> {
+    fn reuse_backends(&mut self, main: Digest) -> Option<BuiltBackends> {
         let (memo, backends) = self.carried.backends.take()?;
         if memo.main != main {
             return None;
@@ -1267,6 +1264,9 @@ pub(crate) struct BackendMemo {
     files: Vec<(PathBuf, Digest)>,
     warnings: Vec<Problem>,
 }
+
+/// A configuration's backends and their ids by name.
+type BuiltBackends = (Vec<Arc<Backend>>, HashMap<String, BackendId>);
 
 /// The edge map and the request table built from it.
 type EdgeRequests = (
