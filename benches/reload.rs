@@ -1,6 +1,7 @@
 //! Reload at scale: loading (read, parse, validate, compile) a configuration
 //! of 100,000 OpenShift-shaped routes and 10,000 backends, fresh and as a
-//! reload that carries state over from the previous snapshot. Also prints
+//! reload that carries state over from the previous snapshot, a reload
+//! after one map line changed, and a million routes. Also prints
 //! the heap bytes the loaded snapshot holds (a counting allocator around
 //! mimalloc) and the resident memory after loading.
 //! `cargo bench --bench reload`.
@@ -62,6 +63,11 @@ const BACKENDS: usize = 10_000;
 
 /// Writes the configuration into `dir` and returns the main file.
 fn write_config(dir: &Path) -> std::path::PathBuf {
+    write_routes(dir, ROUTES)
+}
+
+/// The configuration with `routes` routes.
+fn write_routes(dir: &Path, routes: usize) -> std::path::PathBuf {
     let mut backends = String::new();
     for b in 0..BACKENDS {
         let _ = writeln!(
@@ -77,7 +83,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     }
     std::fs::write(dir.join("backends.toml"), backends).expect("backends");
     let (mut sni, mut tcp) = (String::new(), String::new());
-    for r in 0..ROUTES {
+    for r in 0..routes {
         let host = format!("r{r}\\.apps\\.bench\\.test");
         let _ = writeln!(sni, "^{host}$ 1");
         let _ = writeln!(
@@ -210,5 +216,30 @@ fn stats_render(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reload, stats_render);
+/// A million routes (two maps of 1,000,000 lines) and 10,000 backends:
+/// the full load's time and the heap its snapshot holds.
+fn million(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = write_routes(dir.path(), 1_000_000);
+    let live_before = live_bytes();
+    let started = std::time::Instant::now();
+    let snapshot = switchyard::config::load(&main).expect("load").snapshot;
+    let took = started.elapsed();
+    eprintln!(
+        "1,000,000 routes x2 maps and {BACKENDS} backends: loaded in {:.2} s, {:.1} MB on the heap",
+        took.as_secs_f64(),
+        live_bytes().saturating_sub(live_before) as f64 / 1e6
+    );
+    drop(snapshot);
+    let mut group = c.benchmark_group("reload_1m");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("load_1m_routes_10k_backends", |b| {
+        b.iter(|| switchyard::config::load(&main).expect("load"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, reload, million, stats_render);
 criterion_main!(benches);
