@@ -83,9 +83,24 @@ struct Common {
     bench: bool,
 }
 
+/// The proxy's CPU seconds when this run started: each figure reports the
+/// CPU its own run cost the proxy, not the process's running total.
+static PROXY_CPU_AT_START: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     let cli = Cli::parse_from(args);
+    let pid = match &cli.command {
+        Mode::Serve { .. } => String::new(),
+        Mode::Keepalive(c)
+        | Mode::Connect(c)
+        | Mode::Bulk(c)
+        | Mode::Hold(c)
+        | Mode::Routes(c)
+        | Mode::Flood(c)
+        | Mode::Slowloris(c) => c.pid.clone(),
+    };
+    PROXY_CPU_AT_START.get_or_init(|| proxy_cpu_secs(&pid));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -122,9 +137,15 @@ struct Figures {
 fn report(mode: &str, c: &Common, f: Figures) {
     let secs = f.wall.as_secs_f64().max(1e-9);
     let pct = |q: f64| f.hist.as_ref().map_or(0, |h| h.value_at_quantile(q));
-    let proxy_cpu = proxy_cpu_secs(&c.pid);
+    let at_start = PROXY_CPU_AT_START.get().copied().flatten();
+    let proxy_cpu = proxy_cpu_secs(&c.pid)
+        .zip(at_start)
+        .map(|(now, then)| now - then);
+    let per_cpu = proxy_cpu
+        .filter(|&s| s > 0.0)
+        .map_or("null".into(), |s| format!("{:.0}", f.ops as f64 / s));
     println!(
-        "{{\"mode\":\"{mode}\",\"target\":\"{}\",\"ops\":{},\"ops_per_s\":{:.0},\"failures\":{},\"mb_per_s\":{:.1},\
+        "{{\"mode\":\"{mode}\",\"target\":\"{}\",\"ops\":{},\"ops_per_s\":{:.0},\"ops_per_proxy_cpu_s\":{per_cpu},\"failures\":{},\"mb_per_s\":{:.1},\
          \"p50_us\":{},\"p99_us\":{},\"per_conn_bytes\":{},\"rss_kb\":{},\"tcp_mem_kb\":{},\"loadgen_cpu_s\":{:.2},\"proxy_cpu_s\":{},\"wall_s\":{:.2}}}",
         c.target,
         f.ops,
