@@ -5,17 +5,24 @@
 //! grouped by their `/ipv6_source_prefix` so that one host cannot dodge the
 //! limit by rotating addresses; IPv4-mapped addresses count as IPv4.
 //!
-//! A table is sharded (no lock shared by all accepts) and bounded: a shard
-//! that is full drops its idlest source with nothing open before it takes a
-//! new one, so a flood of distinct addresses never grows it; a source with
-//! nothing open and no rate to remember is dropped at once. Each listener
+//! A table is sharded (no lock shared by all accepts; the shard of an
+//! address is keyed by a secret drawn at start, so a client cannot aim a
+//! block of addresses at one shard) and bounded: a shard that is full drops
+//! its idlest sources with nothing open before it takes a new one, so a
+//! flood of distinct addresses never grows it; a source with nothing open
+//! and no rate to remember is dropped at once. A shard whose every source
+//! has connections open admits a new source untracked, as a stick table
+//! that is full does, and looks for idle ones again only once one of its
+//! sources has gone idle. Each listener
 //! has a table of its own; backends share one, each under its own scope
 //! (a hash of its name), so a configuration of 100,000 backends costs no
 //! more than one. Tables outlive reloads.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 32;
@@ -130,9 +137,20 @@ impl Limited {
 /// The sources of one listener, or of every backend.
 #[derive(Debug)]
 pub struct Sources {
-    shards: Vec<Mutex<HashMap<Key, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
+    /// Which shard a source is in: keyed, drawn at start.
+    spread: RandomState,
     /// Entries per shard at most.
     per_shard: usize,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    entries: HashMap<Key, Entry>,
+    /// Set when a search for idle sources found none; cleared when one of
+    /// its sources goes idle (so a full, busy shard is not searched for
+    /// every new source).
+    all_busy: bool,
 }
 
 /// A source (an IPv4 address, or an IPv6 block) as one scope sees it.
@@ -162,28 +180,37 @@ impl Drop for Admitted {
             return;
         };
         let mut shard = self.table.shard(key);
-        if let Some(entry) = shard.get_mut(&key) {
-            entry.open = entry.open.saturating_sub(1);
-            if entry.open == 0 && !entry.rated {
-                // Nothing open and no rate to remember: as if never seen.
-                shard.remove(&key);
-            } else {
-                entry.seen = Instant::now();
+        let Some(entry) = shard.entries.get_mut(&key) else {
+            return;
+        };
+        entry.open = entry.open.saturating_sub(1);
+        if entry.open == 0 && !entry.rated {
+            // Nothing open and no rate to remember: as if never seen.
+            shard.entries.remove(&key);
+            shard.all_busy = false;
+        } else {
+            entry.seen = Instant::now();
+            if entry.open == 0 {
+                shard.all_busy = false;
             }
         }
     }
 }
 
-/// The table of the listener `name`, the same across reloads.
+/// The table of the listener `name`, the same across reloads while a
+/// configuration in use has it (a listener removed for good takes its
+/// table with it).
 pub fn table(name: &str) -> Arc<Sources> {
-    static TABLES: OnceLock<Mutex<HashMap<String, Arc<Sources>>>> = OnceLock::new();
+    static TABLES: OnceLock<Mutex<HashMap<String, Weak<Sources>>>> = OnceLock::new();
     let tables = TABLES.get_or_init(Default::default);
     let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
-    Arc::clone(
-        tables
-            .entry(name.to_string())
-            .or_insert_with(|| Sources::with_capacity(CAPACITY)),
-    )
+    tables.retain(|_, table| table.strong_count() > 0);
+    if let Some(table) = tables.get(name).and_then(Weak::upgrade) {
+        return table;
+    }
+    let table = Sources::with_capacity(CAPACITY);
+    tables.insert(name.to_string(), Arc::downgrade(&table));
+    table
 }
 
 /// The source `ip` counts as.
@@ -203,16 +230,13 @@ impl Sources {
     fn with_capacity(capacity: usize) -> Arc<Self> {
         Arc::new(Sources {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            spread: RandomState::new(),
             per_shard: (capacity / SHARDS).max(1),
         })
     }
 
-    fn shard(&self, key: Key) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        let bits = match key.addr {
-            Addr::V4(v4) => u128::from(v4),
-            Addr::V6(v6) => v6 ^ (v6 >> 64),
-        } ^ u128::from(key.scope);
-        let index = (bits ^ (bits >> 32)) as usize % self.shards.len();
+    fn shard(&self, key: Key) -> std::sync::MutexGuard<'_, Shard> {
+        let index = (self.spread.hash_one(key) % self.shards.len() as u64) as usize;
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -229,26 +253,35 @@ impl Sources {
             addr: addr(ip, limits.ipv6_prefix),
         };
         let now = Instant::now();
-        let mut shard = self.shard(key);
-        if !shard.contains_key(&key) && shard.len() >= self.per_shard {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(&key) {
             // Full: make room by dropping the idlest sources with nothing
             // open, an eighth of the shard at a time (one pass over it
             // every so many new sources, not one per source).
-            if !make_room(&mut shard, (self.per_shard / 8).max(1)) {
+            if shard.all_busy || !make_room(&mut shard.entries, (self.per_shard / 8).max(1)) {
                 // Every tracked source has connections open: this one is
                 // admitted untracked (the listener's max_connections
                 // still bounds the total).
+                shard.all_busy = true;
                 return Ok(self.untracked());
             }
         }
         let burst = limits.rate.map_or(0.0, |r| f64::from(r.count));
-        let entry = shard.entry(key).or_insert(Entry {
+        let rated = limits.rate.is_some();
+        let entry = shard.entries.entry(key).or_insert(Entry {
             open: 0,
             tokens: burst,
             refilled: now,
             seen: now,
-            rated: limits.rate.is_some(),
+            rated,
         });
+        if entry.rated != rated {
+            // A reload added or removed the rate: start it afresh.
+            entry.rated = rated;
+            entry.tokens = burst;
+            entry.refilled = now;
+        }
         entry.seen = now;
         if let Some(max) = limits.concurrent {
             if entry.open >= max {
@@ -283,7 +316,7 @@ impl Sources {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map_or(0, |s| s.len()))
+            .map(|s| s.lock().map_or(0, |s| s.entries.len()))
             .sum()
     }
 
@@ -385,10 +418,7 @@ mod tests {
     #[test]
     fn the_idlest_source_is_evicted_first() {
         // One shard of two entries, so every key lands in a full shard.
-        let t = Arc::new(Sources {
-            shards: vec![Mutex::default()],
-            per_shard: 2,
-        });
+        let t = one_shard_of(2);
         let l = limits(None, Some("1/1h"));
         drop(t.admit(0, ip("192.0.2.1"), &l).expect("a"));
         std::thread::sleep(Duration::from_millis(5));
@@ -405,6 +435,68 @@ mod tests {
             t.admit(0, ip("192.0.2.1"), &l).is_ok(),
             "a was evicted and starts afresh"
         );
+    }
+
+    fn one_shard_of(per_shard: usize) -> Arc<Sources> {
+        Arc::new(Sources {
+            shards: vec![Mutex::default()],
+            spread: RandomState::new(),
+            per_shard,
+        })
+    }
+
+    #[test]
+    fn a_shard_of_busy_sources_admits_untracked_until_one_goes_idle() {
+        let t = one_shard_of(2);
+        let l = limits(Some(1), Some("1/1h"));
+        let a = t.admit(0, ip("192.0.2.1"), &l).expect("a");
+        let _b = t.admit(0, ip("192.0.2.2"), &l).expect("b");
+        // Full of sources with connections open: c and d are admitted
+        // untracked (no limit applies to them) and the shard is marked.
+        let _c1 = t.admit(0, ip("192.0.2.3"), &l).expect("c, untracked");
+        let _c2 = t.admit(0, ip("192.0.2.3"), &l).expect("c again, untracked");
+        assert!(t.shards[0].lock().expect("shard").all_busy);
+        assert_eq!(t.len(), 2);
+        // a goes idle: the next new source takes its place and is tracked.
+        drop(a);
+        assert!(!t.shards[0].lock().expect("shard").all_busy);
+        let _d = t.admit(0, ip("192.0.2.4"), &l).expect("d, tracked");
+        assert_eq!(
+            t.admit(0, ip("192.0.2.4"), &l).err(),
+            Some(Refusal::Concurrent(1)),
+            "d is counted"
+        );
+    }
+
+    #[test]
+    fn a_rate_added_by_a_reload_starts_with_a_full_bucket() {
+        let t = fresh();
+        let concurrent = limits(Some(5), None);
+        let _open = t.admit(0, ip("192.0.2.1"), &concurrent).expect("unrated");
+        let rated = limits(Some(5), Some("2/1h"));
+        for n in 0..2 {
+            let admitted = t.admit(0, ip("192.0.2.1"), &rated);
+            assert!(admitted.is_ok(), "connection {n} within the new rate");
+        }
+        assert!(matches!(
+            t.admit(0, ip("192.0.2.1"), &rated),
+            Err(Refusal::Rate(_))
+        ));
+    }
+
+    #[test]
+    fn listener_tables_live_while_a_configuration_holds_them() {
+        let name = "sources-test-listener";
+        let first = table(name);
+        let l = limits(Some(1), None);
+        let held = first.admit(0, ip("192.0.2.1"), &l).expect("held");
+        assert!(
+            table(name).admit(0, ip("192.0.2.1"), &l).is_err(),
+            "the same table across reloads"
+        );
+        drop(held);
+        drop(first);
+        assert!(table(name).is_empty(), "a new table once none held it");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! announcing 16 KiB ClientHellos get a quarter of the budget between them
 //! and the rest are closed and counted, while a healthy client is still
 //! served and an established connection keeps relaying; the bytes held
-//! never pass the limit.
+//! never pass the limit. A ClientHello waiting for a server stays charged
+//! until it is handed on.
 
 mod common;
 
@@ -118,4 +119,63 @@ async fn slow_large_hellos_cannot_take_the_budget() {
     assert_eq!(healthy.server, "svc");
     established.echo(b"during").await.expect("still relays");
     drop(slow);
+}
+
+#[tokio::test]
+async fn a_hello_waiting_for_a_place_stays_charged() {
+    let pki = Pki::new();
+    let server = named_server("svc", pki.server_config(&["svc.budget.test"])).await;
+    let dir = ConfigDir::new();
+    let (addr, stats) = (closed_port(), closed_port());
+    dir.write(
+        "maps/os_sni_passthrough.map",
+        &format!("{} 1\n", route_regex("svc.budget.test")),
+    );
+    dir.write(
+        "maps/os_tcp_be.map",
+        &format!("{} be_tcp:b:svc\n", route_regex("svc.budget.test")),
+    );
+    dir.write(
+        "switchyard.toml",
+        &format!(
+            "[[listener]]\nname = \"public_ssl\"\nbind = \"{addr}\"\n\n\
+             [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\n\
+             [stats]\nbind = \"{stats}\"\n\n\
+             [[backend]]\nname = \"be_tcp:b:svc\"\nmax_connections_per_server = 1\nqueue_timeout = \"10s\"\n\
+             servers = [{{ name = \"s\", address = \"{}\" }}]\n",
+            server.addr
+        ),
+    );
+    let config = dir.path().join("switchyard.toml");
+    let _process = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+    let client = pki.client_config();
+    let mut first = Open::connect(addr, "svc.budget.test", client.clone())
+        .await
+        .expect("first");
+    first.echo(b"holds the place").await.expect("relays");
+    let before = metric(stats, "switchyard_buffer_memory_bytes").await;
+
+    // The second waits in the queue with its ClientHello read.
+    let second = tokio::spawn(Open::connect(addr, "svc.budget.test", client));
+    let mut during = before;
+    for _ in 0..50 {
+        during = metric(stats, "switchyard_buffer_memory_bytes").await;
+        if during > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        during >= before + 2048.0,
+        "the waiting hello's buffer is charged: {before} then {during} bytes"
+    );
+
+    // The place frees: the hello is handed on and its charge released.
+    drop(first);
+    let mut second = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("the waiting connection is served");
+    second.echo(b"served").await.expect("relays");
 }

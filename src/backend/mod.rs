@@ -292,7 +292,7 @@ impl ActiveGuard {
     fn within(state: &Arc<ServerState>, max: usize) -> Option<Self> {
         state
             .active
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
@@ -303,7 +303,8 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst: ordered before the queue's look at its waiters.
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
         if let Some(queue) = self.0.queue.get() {
             queue.place_freed();
         }

@@ -3,11 +3,18 @@
 //! `max_connections_per_server` (the reference's per-pod maximum). When
 //! every server that is up is full, the connection waits in the backend's
 //! bounded queue for a place to free, at most `queue_timeout`, then takes
-//! whichever server has room or is refused. The fast path (a server with
-//! room) takes no lock and registers no waiter.
+//! whichever server has room or is refused. Waiting is first come, first
+//! served: while others wait, a newcomer queues behind them rather than
+//! take the place that was freed for them. The fast path (nobody waiting,
+//! a server with room) takes no lock and registers no waiter.
+//!
+//! A connection retrying after a failed connect (`tried` not empty) cannot
+//! use every server, so it must not take a wake-up meant for one that can:
+//! it looks again at short intervals instead of waiting for a wake-up.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
@@ -20,7 +27,10 @@ use super::{ActiveGuard, Backend};
 pub struct Queue {
     /// Connections waiting now.
     waiting: AtomicUsize,
-    /// One waiter woken per place freed.
+    /// Of those, the ones waiting for a wake-up (the others retry after
+    /// a failed connect and look again at intervals).
+    woken_by_freed: AtomicUsize,
+    /// One waiter woken per place freed, oldest first.
     freed: Notify,
     /// Connections that had to wait.
     pub queued: AtomicU64,
@@ -33,13 +43,23 @@ impl Queue {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// A place was given back on one of the backend's servers.
+    /// A place was given back on one of the backend's servers (its count
+    /// already lowered, SeqCst: see [`Backend::wait_for_place`]).
     pub(super) fn place_freed(&self) {
-        if self.waiting() > 0 {
+        if self.woken_by_freed.load(Ordering::SeqCst) > 0 {
             self.freed.notify_one();
         }
     }
+
+    /// Whether connections wait for a wake-up: a newcomer then queues
+    /// behind them.
+    fn others_wait(&self) -> bool {
+        self.woken_by_freed.load(Ordering::SeqCst) > 0
+    }
 }
+
+/// How often a retrying connection looks again for a place.
+const RETRY_LOOK: Duration = Duration::from_millis(20);
 
 /// Why no server was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,12 +72,24 @@ pub enum Unavailable {
     QueueTimeout(std::time::Duration),
 }
 
-/// Counts a connection in the queue while it waits.
-struct Waiting<'a>(&'a Queue);
+/// Counts a connection in the queue while it waits; one that leaves
+/// without a place passes a wake-up on, so that a place freed for it
+/// reaches the next waiter.
+struct Waiting<'a> {
+    queue: &'a Queue,
+    woken_by_freed: bool,
+    placed: bool,
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.queue.waiting.fetch_sub(1, Ordering::Relaxed);
+        if self.woken_by_freed {
+            self.queue.woken_by_freed.fetch_sub(1, Ordering::SeqCst);
+            if !self.placed {
+                self.queue.place_freed();
+            }
+        }
     }
 }
 
@@ -71,10 +103,13 @@ impl Backend {
         tried: &[usize],
         preferred: Option<usize>,
     ) -> Result<(usize, ActiveGuard), Unavailable> {
-        if let Some(taken) = self.try_take(client, tried, preferred) {
-            return Ok(taken);
+        let limited = self.max_per_server.is_some();
+        if !(limited && self.queue.others_wait()) {
+            if let Some(taken) = self.try_take(client, tried, preferred) {
+                return Ok(taken);
+            }
         }
-        if self.max_per_server.is_none() || !self.only_full(tried) {
+        if !limited || !self.could_use(tried) {
             return Err(Unavailable::NoServer);
         }
         // Boxed: the rare path, kept out of every connection's future.
@@ -90,7 +125,18 @@ impl Backend {
     ) -> Result<(usize, ActiveGuard), Unavailable> {
         let queue = &self.queue;
         let waiting = queue.waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(queue);
+        let woken_by_freed = tried.is_empty();
+        // Others waiting for a wake-up before this one: a place free now
+        // was freed for them.
+        let mut behind = false;
+        if woken_by_freed {
+            behind = queue.woken_by_freed.fetch_add(1, Ordering::SeqCst) > 0;
+        }
+        let mut waiting_guard = Waiting {
+            queue,
+            woken_by_freed,
+            placed: false,
+        };
         if waiting >= self.max_queue {
             queue.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Unavailable::QueueFull(waiting));
@@ -99,17 +145,32 @@ impl Backend {
         let deadline = Instant::now() + self.timeouts.queue;
         loop {
             // Registered before looking again, so a place freed in between
-            // is not missed.
+            // is not missed: the releaser lowers the server's count and
+            // then reads `woken_by_freed`, this side raised
+            // `woken_by_freed` and then reads the count, all SeqCst, so
+            // one of the two sees the other.
             let freed = queue.freed.notified();
             tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(taken) = self.try_take(client, tried, preferred) {
-                return Ok(taken);
+            if woken_by_freed {
+                freed.as_mut().enable();
             }
-            if !self.only_full(tried) {
+            if !std::mem::take(&mut behind) {
+                if let Some(taken) = self.try_take(client, tried, preferred) {
+                    waiting_guard.placed = true;
+                    return Ok(taken);
+                }
+            }
+            if !self.could_use(tried) {
                 return Err(Unavailable::NoServer);
             }
-            if timeout_at(deadline, freed).await.is_err() {
+            let woke = if woken_by_freed {
+                timeout_at(deadline, freed).await.is_ok()
+            } else {
+                let look = (Instant::now() + RETRY_LOOK).min(deadline);
+                tokio::time::sleep_until(look).await;
+                look < deadline
+            };
+            if !woke {
                 queue.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(Unavailable::QueueTimeout(self.timeouts.queue));
             }
@@ -149,17 +210,13 @@ impl Backend {
         }
     }
 
-    /// Whether the servers this connection could use are up but full (so
-    /// waiting can help), rather than down or tried.
-    fn only_full(&self, tried: &[usize]) -> bool {
-        let Some(max) = self.max_per_server else {
-            return false;
-        };
-        self.servers.iter().enumerate().any(|(i, s)| {
-            s.weight > 0
-                && !tried.contains(&i)
-                && s.state.health.is_up()
-                && s.state.active() >= max as usize
-        })
+    /// Whether a server this connection could use is up (full, or with a
+    /// place freed since the last look), so that waiting can help, rather
+    /// than every one down or tried.
+    fn could_use(&self, tried: &[usize]) -> bool {
+        self.servers
+            .iter()
+            .enumerate()
+            .any(|(i, s)| s.weight > 0 && !tried.contains(&i) && s.state.health.is_up())
     }
 }
