@@ -22,6 +22,7 @@ pub mod descriptors;
 pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod generate;
 pub mod health;
 pub mod listener;
 pub mod logging;

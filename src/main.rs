@@ -80,6 +80,46 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         http_listen: SocketAddr,
     },
+    /// Write a configuration directory from Kubernetes objects (Routes,
+    /// Ingresses, Gateway API routes, Services, EndpointSlices, Secrets)
+    /// as `kubectl get … -o yaml|json` prints them. The directory is
+    /// replaced atomically; problems name the object and field. Exit 1 if
+    /// any object was skipped, 2 if nothing could be written.
+    Generate {
+        /// Files or directories of objects; `-` for standard input.
+        #[arg(long = "from", required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
+        /// The configuration directory to write (a `..data` symlink swap).
+        #[arg(long)]
+        out: PathBuf,
+        /// PEM (chain and key) served when no route's certificate matches.
+        #[arg(long)]
+        default_certificate: Option<PathBuf>,
+        /// Only maps, backends.toml and certificates, for a hand-written TOML.
+        #[arg(long)]
+        maps_only: bool,
+        /// Only Ingresses of this class (`spec.ingressClassName`).
+        #[arg(long)]
+        ingress_class: Option<String>,
+        /// CA for re-encrypt routes without a destinationCACertificate.
+        #[arg(
+            long,
+            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/service-ca.crt"
+        )]
+        service_ca: PathBuf,
+        /// The generated TLS listener's address.
+        #[arg(long, default_value = "0.0.0.0:443")]
+        https_bind: String,
+        /// The generated plain-HTTP listener's address.
+        #[arg(long, default_value = "0.0.0.0:80")]
+        http_bind: String,
+        /// The port named in redirects to https.
+        #[arg(long, default_value = "443")]
+        https_port: u16,
+        /// The generated stats port's address.
+        #[arg(long, default_value = "0.0.0.0:1936")]
+        stats_bind: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +127,38 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Generate {
+            from,
+            out,
+            default_certificate,
+            maps_only,
+            ingress_class,
+            service_ca,
+            https_bind,
+            http_bind,
+            https_port,
+            stats_bind,
+        } => {
+            let default_certificate = match default_certificate.map(std::fs::read).transpose() {
+                Ok(pem) => pem,
+                Err(e) => {
+                    eprintln!("--default-certificate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = switchyard::generate::Options {
+                out,
+                default_certificate,
+                maps_only,
+                ingress_class,
+                service_ca: Some(service_ca),
+                https_bind,
+                http_bind,
+                https_port,
+                stats_bind,
+            };
+            generate(&from, &options)
+        }
         Command::Route {
             config,
             sni,
@@ -112,6 +184,42 @@ fn main() -> ExitCode {
             },
             Duration::from_secs(1),
         ),
+    }
+}
+
+/// `switchyard generate`: read, generate, print the problems, publish.
+fn generate(from: &[PathBuf], options: &switchyard::generate::Options) -> ExitCode {
+    use switchyard::generate;
+    let mut report = generate::Report::default();
+    let objects = match generate::read_inputs(from, &mut report) {
+        Ok(objects) => objects,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (files, generated) = generate::generate(&objects, options);
+    report.problems.extend(generated.problems);
+    for problem in &report.problems {
+        eprintln!("{problem}");
+    }
+    match generate::write::publish(&options.out, &files) {
+        Ok(changed) => eprintln!(
+            "{}: {} objects read, {} files {}",
+            options.out.display(),
+            objects.len(),
+            files.len(),
+            if changed { "written" } else { "unchanged" }
+        ),
+        Err(e) => {
+            eprintln!("{}: {e}", options.out.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.anything_skipped() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

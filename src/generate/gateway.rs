@@ -1,0 +1,394 @@
+//! Gateway API objects as claims: an `HTTPRoute` attached (by
+//! `parentRefs`) to a `Gateway` listener of protocol HTTPS is served with
+//! edge termination and the listener's certificate, to an HTTP listener as
+//! plain HTTP; a `TLSRoute` attached to a TLS listener in `Passthrough`
+//! mode is relayed untouched. A `BackendTLSPolicy` on a service turns the
+//! HTTPRoute rules that reach it into re-encrypt, verifying
+//! `validation.hostname` against the CA of `caCertificateRefs`.
+
+use super::objects::{Bad, Field, Object};
+use super::routes::{host, Claim, Index, Insecure, Pem, Target, Termination};
+use super::settings::Settings;
+use super::Report;
+
+/// A Gateway listener a route may attach to.
+struct Listener {
+    name: String,
+    hostname: Option<(String, bool)>,
+    protocol: String,
+    passthrough: bool,
+    certificate: Option<Pem>,
+}
+
+fn listeners(
+    gateway: &Object,
+    index: &Index<'_>,
+    report: &mut Report,
+) -> Result<Vec<Listener>, Bad> {
+    let mut out = Vec::new();
+    for l in gateway.at("spec.listeners").items()? {
+        let hostname = if l.get("hostname").is_present() {
+            Some(host(&l.get("hostname"), true)?)
+        } else {
+            None
+        };
+        let protocol = l.get("protocol").required()?.to_string();
+        let tls = l.get("tls");
+        let passthrough = tls.get("mode").text()? == Some("Passthrough");
+        let mut certificate = None;
+        if protocol == "HTTPS" && !passthrough {
+            if let Some(reference) = tls.get("certificateRefs").items()?.into_iter().next() {
+                let namespace = reference
+                    .get("namespace")
+                    .text()?
+                    .unwrap_or(&gateway.namespace);
+                let name = reference.get("name").required()?;
+                match index.tls_secret(namespace, name) {
+                    Ok(pem) => certificate = Some(pem),
+                    Err(m) => report.warn(
+                        gateway,
+                        reference.bad(format!("{m}; the default certificate serves")),
+                    ),
+                }
+            }
+        }
+        out.push(Listener {
+            name: l.get("name").required()?.to_string(),
+            hostname,
+            protocol,
+            passthrough,
+            certificate,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a route's host falls under a listener's hostname.
+fn under(host: &(String, bool), listener: &Option<(String, bool)>) -> bool {
+    match listener {
+        None => true,
+        Some((name, false)) => !host.1 && host.0 == *name,
+        Some((domain, true)) => {
+            host.0 == *domain && host.1
+                || host.0.strip_suffix(domain.as_str()).is_some_and(|label| {
+                    label.ends_with('.') && !label[..label.len() - 1].contains('.') && !host.1
+                })
+        }
+    }
+}
+
+/// The listeners of the Gateways a route's `parentRefs` name.
+fn attached<'l>(
+    route: &Object,
+    gateways: &'l [(String, String, Vec<Listener>)],
+    report: &mut Report,
+) -> Result<Vec<&'l Listener>, Bad> {
+    let mut out = Vec::new();
+    for parent in route.at("spec.parentRefs").items()? {
+        let namespace = parent.get("namespace").text()?.unwrap_or(&route.namespace);
+        let name = parent.get("name").required()?;
+        let section = parent.get("sectionName").text()?;
+        let Some((_, _, ls)) = gateways
+            .iter()
+            .find(|(ns, n, _)| ns == namespace && n == name)
+        else {
+            report.warn(
+                route,
+                parent.bad(format!("Gateway {namespace}/{name} not found")),
+            );
+            continue;
+        };
+        out.extend(ls.iter().filter(|l| section.is_none_or(|s| s == l.name)));
+    }
+    Ok(out)
+}
+
+/// The hosts a route serves on a listener: its hostnames under the
+/// listener's, or the listener's own when it names none.
+fn hosts(
+    route: &Object,
+    listener: &Listener,
+    report: &mut Report,
+) -> Result<Vec<(String, bool)>, Bad> {
+    let mut out = Vec::new();
+    let names = route.at("spec.hostnames").items()?;
+    for field in &names {
+        let h = host(field, true)?;
+        if under(&h, &listener.hostname) {
+            out.push(h);
+        } else {
+            report.warn(
+                route,
+                field.bad(format!(
+                    "not under listener `{}`'s hostname; not served there",
+                    listener.name
+                )),
+            );
+        }
+    }
+    if names.is_empty() {
+        out.extend(listener.hostname.clone());
+    }
+    Ok(out)
+}
+
+fn targets(rule: &Field<'_>, namespace: &str) -> Result<Vec<Target>, Bad> {
+    let mut out = Vec::new();
+    for b in rule.get("backendRefs").items()? {
+        if let Some(kind) = b.get("kind").text()? {
+            if kind != "Service" {
+                return Err(b
+                    .get("kind")
+                    .bad(format!("`{kind}`: only Service is supported")));
+            }
+        }
+        let weight = b.get("weight").number()?.unwrap_or(1);
+        if !(0..=1_000_000).contains(&weight) {
+            return Err(b
+                .get("weight")
+                .bad(format!("{weight}: expected 0..=1000000")));
+        }
+        out.push(Target {
+            namespace: b.get("namespace").text()?.unwrap_or(namespace).to_string(),
+            service: b.get("name").required()?.to_string(),
+            weight: weight as u32,
+            port: b.get("port").port()?,
+            port_is_service_port: true,
+        });
+    }
+    if out.is_empty() {
+        return Err(rule.get("backendRefs").bad("no backend"));
+    }
+    Ok(out)
+}
+
+/// The re-encrypt settings a BackendTLSPolicy gives a service.
+fn backend_tls(index: &Index<'_>, target: &Target, report: &mut Report) -> Option<(String, Pem)> {
+    for policy in index.all("BackendTLSPolicy") {
+        if policy.namespace != target.namespace {
+            continue;
+        }
+        let Ok(refs) = policy.at("spec.targetRefs").items() else {
+            continue;
+        };
+        let aims = refs.iter().any(|r| {
+            r.get("kind").text().ok().flatten().unwrap_or("Service") == "Service"
+                && r.get("name").text().ok().flatten() == Some(target.service.as_str())
+        });
+        if !aims {
+            continue;
+        }
+        let read = || -> Result<(String, Pem), Bad> {
+            let validation = policy.at("spec.validation");
+            let hostname = validation.get("hostname").required()?.to_string();
+            let Some(reference) = validation
+                .get("caCertificateRefs")
+                .items()?
+                .into_iter()
+                .next()
+            else {
+                return Err(validation
+                    .get("caCertificateRefs")
+                    .bad("needed: wellKnownCACertificates is not supported (name the CA)"));
+            };
+            let name = reference.get("name").required()?;
+            let config_map = index
+                .get("ConfigMap", &policy.namespace, name)
+                .ok_or_else(|| {
+                    reference.bad(format!("ConfigMap {}/{name} not found", policy.namespace))
+                })?;
+            let ca = config_map.at("data").get("ca.crt").required()?;
+            Ok((
+                hostname,
+                Pem {
+                    file: format!("configmap-{}_{name}.ca.pem", policy.namespace),
+                    chain: format!("{}\n", ca.trim()),
+                    key: String::new(),
+                },
+            ))
+        };
+        match read() {
+            Ok(found) => return Some(found),
+            Err(bad) => report.skipped(policy, bad),
+        }
+    }
+    None
+}
+
+/// Claims of every HTTPRoute and TLSRoute attached to a Gateway.
+pub fn claims(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
+    let mut gateways = Vec::new();
+    for gateway in index.all("Gateway") {
+        match listeners(gateway, index, report) {
+            Ok(ls) => gateways.push((gateway.namespace.clone(), gateway.name.clone(), ls)),
+            Err(bad) => report.skipped(gateway, bad),
+        }
+    }
+    let mut out = Vec::new();
+    for route in index.all("HTTPRoute") {
+        match http_route(route, index, &gateways, report) {
+            Ok(mut c) => out.append(&mut c),
+            Err(bad) => report.skipped(route, bad),
+        }
+    }
+    for route in index.all("TLSRoute") {
+        match tls_route(route, &gateways, report) {
+            Ok(mut c) => out.append(&mut c),
+            Err(bad) => report.skipped(route, bad),
+        }
+    }
+    out
+}
+
+fn http_route(
+    route: &Object,
+    index: &Index<'_>,
+    gateways: &[(String, String, Vec<Listener>)],
+    report: &mut Report,
+) -> Result<Vec<Claim>, Bad> {
+    let mut out = Vec::new();
+    let (namespace, name) = (route.namespace.as_str(), route.name.as_str());
+    for listener in attached(route, gateways, report)? {
+        let mut termination = match listener.protocol.as_str() {
+            "HTTPS" if !listener.passthrough => Termination::Edge,
+            "HTTP" => Termination::Plain,
+            other => {
+                report.warn(
+                    route,
+                    Bad::new(
+                        "spec.parentRefs",
+                        format!(
+                            "listener `{}` ({other}) does not take HTTPRoutes",
+                            listener.name
+                        ),
+                    ),
+                );
+                continue;
+            }
+        };
+        let hosts = hosts(route, listener, report)?;
+        for (r, rule) in route.at("spec.rules").items()?.into_iter().enumerate() {
+            let targets = targets(&rule, namespace)?;
+            let mut destination_ca = None;
+            let mut verify_host = None;
+            if termination == Termination::Edge {
+                if let Some((hostname, ca)) = backend_tls(index, &targets[0], report) {
+                    termination = Termination::Reencrypt;
+                    verify_host = Some(hostname);
+                    destination_ca = Some(ca);
+                }
+            }
+            let mut paths = Vec::new();
+            for m in rule.get("matches").items()? {
+                let path = m.get("path");
+                let kind = path.get("type").text()?.unwrap_or("PathPrefix");
+                let value = path.get("value").text()?.unwrap_or("/").to_string();
+                if !value.starts_with('/') {
+                    return Err(path
+                        .get("value")
+                        .bad(format!("`{value}` does not start with /")));
+                }
+                match kind {
+                    "PathPrefix" => paths.push((value, false)),
+                    "Exact" => paths.push((value, true)),
+                    other => {
+                        return Err(path
+                            .get("type")
+                            .bad(format!("`{other}`: expected PathPrefix or Exact")))
+                    }
+                }
+            }
+            if paths.is_empty() {
+                paths.push(("/".to_string(), false));
+            }
+            let backend = format!(
+                "{}:{namespace}:{name}-{}-{r}",
+                termination.prefix(),
+                listener.name
+            );
+            for (host_name, wildcard) in &hosts {
+                let (host_name, wildcard) = (host_name.clone(), *wildcard);
+                for (path, exact) in &paths {
+                    out.push(Claim {
+                        owner: route.id(),
+                        created: route.created().to_string(),
+                        backend: backend.clone(),
+                        host: host_name.clone(),
+                        wildcard,
+                        path: if path == "/" && !exact {
+                            String::new()
+                        } else {
+                            path.clone()
+                        },
+                        exact: *exact,
+                        termination,
+                        insecure: Insecure::None,
+                        targets: targets.clone(),
+                        certificate: listener.certificate.clone(),
+                        destination_ca: destination_ca.clone(),
+                        verify_host: verify_host.clone(),
+                        settings: Settings::default(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn tls_route(
+    route: &Object,
+    gateways: &[(String, String, Vec<Listener>)],
+    report: &mut Report,
+) -> Result<Vec<Claim>, Bad> {
+    let mut out = Vec::new();
+    let (namespace, name) = (route.namespace.as_str(), route.name.as_str());
+    for listener in attached(route, gateways, report)? {
+        if listener.protocol != "TLS" || !listener.passthrough {
+            report.warn(
+                route,
+                Bad::new(
+                    "spec.parentRefs",
+                    format!(
+                        "listener `{}` is not TLS in Passthrough mode",
+                        listener.name
+                    ),
+                ),
+            );
+            continue;
+        }
+        let rules = route.at("spec.rules").items()?;
+        let Some(rule) = rules.first() else {
+            return Err(route.at("spec.rules").bad("no rule"));
+        };
+        if rules.len() > 1 {
+            report.warn(
+                route,
+                Bad::new(
+                    "spec.rules",
+                    "a TLSRoute is served by its first rule; the others are ignored",
+                ),
+            );
+        }
+        let targets = targets(rule, namespace)?;
+        for (host_name, wildcard) in hosts(route, listener, report)? {
+            out.push(Claim {
+                owner: route.id(),
+                created: route.created().to_string(),
+                backend: format!("be_tcp:{namespace}:{name}-{}", listener.name),
+                host: host_name,
+                wildcard,
+                path: String::new(),
+                exact: false,
+                termination: Termination::Passthrough,
+                insecure: Insecure::None,
+                targets: targets.clone(),
+                certificate: None,
+                destination_ca: None,
+                verify_host: None,
+                settings: Settings::default(),
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,557 @@
+//! What the objects ask for, as claims: one host (and path) served one
+//! way by one backend. Routes, Ingresses and Gateway API routes all become
+//! claims; admission then keeps the oldest claim of each host and path,
+//! as the reference does.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::objects::{Bad, Field, Object, PortRef};
+use super::settings::Settings;
+use super::{Problem, Report};
+
+/// How TLS is carried for a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Termination {
+    Passthrough,
+    Edge,
+    Reencrypt,
+    /// Plain HTTP on port 80.
+    Plain,
+}
+
+impl Termination {
+    /// The backend name's prefix, as the reference writes it.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Termination::Passthrough => "be_tcp",
+            Termination::Edge => "be_edge_http",
+            Termination::Reencrypt => "be_secure",
+            Termination::Plain => "be_http",
+        }
+    }
+}
+
+/// What port 80 does for a TLS route (`insecureEdgeTerminationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insecure {
+    None,
+    Allow,
+    Redirect,
+}
+
+/// A service a claim sends traffic to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub namespace: String,
+    pub service: String,
+    /// 0..=256 before scaling.
+    pub weight: u32,
+    /// Route: the endpoints' port (name or number); Ingress and Gateway:
+    /// the service's port, translated through the Service.
+    pub port: Option<PortRef>,
+    pub port_is_service_port: bool,
+}
+
+/// A certificate chain and its key, as PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pem {
+    /// File name in the output directory.
+    pub file: String,
+    pub chain: String,
+    pub key: String,
+}
+
+/// One host (and path) served by one backend.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// `Kind namespace/name` of the object it comes from.
+    pub owner: String,
+    pub created: String,
+    /// The backend's name: `<prefix>:<namespace>:<name>`.
+    pub backend: String,
+    /// Lowercase; for a wildcard, the domain under the `*.`.
+    pub host: String,
+    pub wildcard: bool,
+    /// Empty, or starting with `/`.
+    pub path: String,
+    /// The path matches itself only (Ingress and Gateway `Exact`).
+    pub exact: bool,
+    pub termination: Termination,
+    pub insecure: Insecure,
+    pub targets: Vec<Target>,
+    pub certificate: Option<Pem>,
+    /// Re-encrypt: the CA the servers' certificates chain to (PEM), and
+    /// the name verified.
+    pub destination_ca: Option<Pem>,
+    pub verify_host: Option<String>,
+    pub settings: Settings,
+}
+
+impl Claim {
+    /// The host as a crt-list filter: `*.domain` for a wildcard.
+    pub fn sni_filter(&self) -> String {
+        if self.wildcard {
+            format!("*.{}", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+}
+
+/// The objects, indexed for lookups by kind and `namespace/name`.
+pub struct Index<'a> {
+    by_kind: HashMap<&'a str, BTreeMap<(&'a str, &'a str), &'a Object>>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(objects: &'a [Object]) -> Self {
+        let mut by_kind: HashMap<&str, BTreeMap<(&str, &str), &Object>> = HashMap::new();
+        for o in objects {
+            by_kind
+                .entry(o.kind.as_str())
+                .or_default()
+                .insert((o.namespace.as_str(), o.name.as_str()), o);
+        }
+        Index { by_kind }
+    }
+
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<&'a Object> {
+        self.by_kind.get(kind)?.get(&(namespace, name)).copied()
+    }
+
+    /// Every object of a kind, in namespace/name order.
+    pub fn all(&self, kind: &str) -> impl Iterator<Item = &'a Object> + '_ {
+        self.by_kind
+            .get(kind)
+            .into_iter()
+            .flat_map(|m| m.values().copied())
+    }
+
+    /// A `kubernetes.io/tls` Secret's chain and key.
+    pub fn tls_secret(&self, namespace: &str, name: &str) -> Result<Pem, String> {
+        let secret = self
+            .get("Secret", namespace, name)
+            .ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
+        let data = |key: &'static str| -> Result<String, String> {
+            let text =
+                secret.at("data").get(key).required().map_err(|b| {
+                    format!("Secret {namespace}/{name}: {}: {}", b.field, b.message)
+                })?;
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|e| format!("Secret {namespace}/{name}: data.{key}: not base64: {e}"))?;
+            String::from_utf8(bytes)
+                .map_err(|_| format!("Secret {namespace}/{name}: data.{key}: not PEM text"))
+        };
+        Ok(Pem {
+            file: format!("secret-{namespace}_{name}.pem"),
+            chain: data("tls.crt")?,
+            key: data("tls.key")?,
+        })
+    }
+}
+
+/// A host as written in an object: lowercase, a DNS name, or `*.` and a
+/// DNS name (`wildcard_ok`). Returns the name and whether it is a wildcard.
+pub fn host(field: &Field<'_>, wildcard_ok: bool) -> Result<(String, bool), Bad> {
+    let text = field.required()?.to_ascii_lowercase();
+    let text = text.strip_suffix('.').unwrap_or(&text).to_string();
+    let (name, wildcard) = match text.strip_prefix("*.") {
+        Some(rest) if wildcard_ok => (rest.to_string(), true),
+        Some(_) => return Err(field.bad("a wildcard host is not allowed here")),
+        None => (text, false),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(field.bad(format!("`{name}` is not a DNS name")));
+    }
+    Ok((name, wildcard))
+}
+
+/// A path: empty, or starting with `/` and free of whitespace controls.
+fn path(field: &Field<'_>) -> Result<String, Bad> {
+    let text = field.text()?.unwrap_or("");
+    if !text.is_empty() && !text.starts_with('/') {
+        return Err(field.bad(format!("`{text}` does not start with /")));
+    }
+    if text.chars().any(|c| c.is_control()) {
+        return Err(field.bad("control characters in a path"));
+    }
+    Ok(text.to_string())
+}
+
+/// Reads every Route (route.openshift.io/v1) into claims.
+pub fn routes(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
+    let mut claims = Vec::new();
+    for route in index.all("Route") {
+        match route_claim(route, report) {
+            Ok(claim) => claims.push(claim),
+            Err(bad) => report.skipped(route, bad),
+        }
+    }
+    claims
+}
+
+fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
+    let spec = route.at("spec");
+    let wildcard_policy = spec.get("wildcardPolicy").text()?.unwrap_or("None");
+    let subdomain = match wildcard_policy {
+        "" | "None" => false,
+        "Subdomain" => true,
+        other => {
+            return Err(spec
+                .get("wildcardPolicy")
+                .bad(format!("`{other}`: expected None or Subdomain")))
+        }
+    };
+    // The host: spec.host, else the one the router admitted (status).
+    let mut host_field = spec.get("host");
+    if !host_field.is_present() {
+        if let Some(first) = route.at("status.ingress").items()?.into_iter().next() {
+            host_field = first.get("host");
+        }
+    }
+    let (mut host, written_wildcard) = host(&host_field, subdomain)?;
+    let wildcard = subdomain;
+    if subdomain && !written_wildcard {
+        // `www.example.com` with Subdomain serves `*.example.com`.
+        host = match host.split_once('.') {
+            Some((_, domain)) if domain.contains('.') => domain.to_string(),
+            _ => return Err(host_field.bad("a Subdomain route needs a host with a domain")),
+        };
+    }
+    let path = path(&spec.get("path"))?;
+    let tls = spec.get("tls");
+    let termination = match tls.get("termination").text()?.map(str::to_ascii_lowercase) {
+        None if !tls.is_present() => Termination::Plain,
+        None => return Err(tls.get("termination").bad("missing")),
+        Some(t) => match t.as_str() {
+            "edge" => Termination::Edge,
+            "passthrough" => Termination::Passthrough,
+            "reencrypt" => Termination::Reencrypt,
+            other => {
+                return Err(tls.get("termination").bad(format!(
+                    "`{other}`: expected edge, passthrough or reencrypt"
+                )))
+            }
+        },
+    };
+    let policy = tls.get("insecureEdgeTerminationPolicy");
+    let insecure = match policy.text()?.unwrap_or("") {
+        "" | "None" => Insecure::None,
+        "Allow" if termination != Termination::Passthrough => Insecure::Allow,
+        "Redirect" => Insecure::Redirect,
+        other => {
+            return Err(policy.bad(format!(
+                "`{other}`: expected None, Redirect{}",
+                if termination == Termination::Passthrough {
+                    " (passthrough)"
+                } else {
+                    " or Allow"
+                }
+            )))
+        }
+    };
+    if termination == Termination::Passthrough && !path.is_empty() {
+        return Err(spec
+            .get("path")
+            .bad("a passthrough route cannot have a path: the router never sees it"));
+    }
+    let (namespace, name) = (route.namespace.as_str(), route.name.as_str());
+    let text = |key: &'static str| {
+        tls.get(key)
+            .text()
+            .map(|t| t.map(str::trim).filter(|t| !t.is_empty()))
+    };
+    let certificate = match (text("certificate")?, text("key")?) {
+        (None, None) => None,
+        (Some(_), None) => return Err(tls.get("key").bad("a certificate without its key")),
+        (None, Some(_)) => return Err(tls.get("certificate").bad("a key without its certificate")),
+        (Some(_), Some(_)) if termination == Termination::Passthrough => {
+            return Err(tls.get("certificate").bad(
+                "a passthrough route cannot have a certificate: the router never terminates it",
+            ))
+        }
+        (Some(cert), Some(key)) => {
+            let mut chain = format!("{cert}\n");
+            if let Some(ca) = text("caCertificate")? {
+                chain.push_str(ca);
+                chain.push('\n');
+            }
+            Some(Pem {
+                file: format!("route-{namespace}_{name}.pem"),
+                chain,
+                key: format!("{key}\n"),
+            })
+        }
+    };
+    let destination_ca = match text("destinationCACertificate")? {
+        Some(_) if termination != Termination::Reencrypt => {
+            report.warn(
+                route,
+                tls.get("destinationCACertificate")
+                    .bad("used by reencrypt routes only; ignored"),
+            );
+            None
+        }
+        Some(ca) => Some(Pem {
+            file: format!("route-{namespace}_{name}.destination-ca.pem"),
+            chain: format!("{ca}\n"),
+            key: String::new(),
+        }),
+        None => None,
+    };
+    let port = spec.get("port").get("targetPort").port()?;
+    let mut targets = Vec::new();
+    let to = spec.get("to");
+    let mut services = vec![to.clone()];
+    services.extend(spec.get("alternateBackends").items()?);
+    for service in services {
+        if let Some(kind) = service.get("kind").text()? {
+            if kind != "Service" {
+                return Err(service
+                    .get("kind")
+                    .bad(format!("`{kind}`: only Service is supported")));
+            }
+        }
+        let weight = service.get("weight").number()?.unwrap_or(100);
+        if !(0..=256).contains(&weight) {
+            return Err(service
+                .get("weight")
+                .bad(format!("{weight}: expected 0..=256")));
+        }
+        targets.push(Target {
+            namespace: namespace.to_string(),
+            service: service.get("name").required()?.to_string(),
+            weight: weight as u32,
+            port: port.clone(),
+            port_is_service_port: false,
+        });
+    }
+    let verify_host = (termination == Termination::Reencrypt)
+        .then(|| format!("{}.{namespace}.svc", targets[0].service));
+    let settings = Settings::from_annotations(route, termination, report);
+    Ok(Claim {
+        owner: route.id(),
+        created: route.created().to_string(),
+        backend: format!("{}:{namespace}:{name}", termination.prefix()),
+        host,
+        wildcard,
+        path,
+        exact: false,
+        termination,
+        insecure,
+        targets,
+        certificate,
+        destination_ca,
+        verify_host,
+        settings,
+    })
+}
+
+/// Reads every Ingress (networking.k8s.io/v1) of the class asked for
+/// (all when none is) into claims: a host listed under `tls` is served by
+/// edge termination with its Secret's certificate and redirects port 80,
+/// as the reference's Ingress controller does; others are plain HTTP.
+pub fn ingresses(index: &Index<'_>, class: Option<&str>, report: &mut Report) -> Vec<Claim> {
+    let mut claims = Vec::new();
+    for ingress in index.all("Ingress") {
+        let annotations = ingress.annotations();
+        let own_class = ingress
+            .at("spec.ingressClassName")
+            .text()
+            .ok()
+            .flatten()
+            .or_else(|| annotations.get("kubernetes.io/ingress.class").copied());
+        if let Some(wanted) = class {
+            if own_class != Some(wanted) {
+                continue;
+            }
+        }
+        match ingress_claims(ingress, index, report) {
+            Ok(mut c) => claims.append(&mut c),
+            Err(bad) => report.skipped(ingress, bad),
+        }
+    }
+    claims
+}
+
+fn ingress_claims(
+    ingress: &Object,
+    index: &Index<'_>,
+    report: &mut Report,
+) -> Result<Vec<Claim>, Bad> {
+    let (namespace, name) = (ingress.namespace.as_str(), ingress.name.as_str());
+    let spec = ingress.at("spec");
+    if spec.get("defaultBackend").is_present() {
+        report.warn(
+            ingress,
+            spec.get("defaultBackend")
+                .bad("not supported (use a listener's default_backend); ignored"),
+        );
+    }
+    // Host → the certificate of the tls entry that lists it.
+    let mut tls_hosts: HashMap<String, Option<Pem>> = HashMap::new();
+    for entry in spec.get("tls").items()? {
+        let secret = entry.get("secretName").text()?;
+        let pem = match secret {
+            Some(secret) => match index.tls_secret(namespace, secret) {
+                Ok(pem) => Some(pem),
+                Err(message) => {
+                    report.warn(
+                        ingress,
+                        entry
+                            .get("secretName")
+                            .bad(format!("{message}; the default certificate serves")),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        for h in entry.get("hosts").items()? {
+            let (host, wildcard) = host(&h, true)?;
+            let key = if wildcard { format!("*.{host}") } else { host };
+            tls_hosts.insert(key, pem.clone());
+        }
+    }
+    let mut claims = Vec::new();
+    for (r, rule) in spec.get("rules").items()?.into_iter().enumerate() {
+        let (host, wildcard) = host(&rule.get("host"), true)?;
+        let key = if wildcard {
+            format!("*.{host}")
+        } else {
+            host.clone()
+        };
+        let tls = tls_hosts.get(&key);
+        let termination = if tls.is_some() {
+            Termination::Edge
+        } else {
+            Termination::Plain
+        };
+        for (p, entry) in rule
+            .get("http")
+            .get("paths")
+            .items()?
+            .into_iter()
+            .enumerate()
+        {
+            let path_type = entry.get("pathType").text()?.unwrap_or("Prefix");
+            let exact = match path_type {
+                "Exact" => true,
+                "Prefix" | "ImplementationSpecific" => false,
+                other => {
+                    return Err(entry.get("pathType").bad(format!(
+                        "`{other}`: expected Exact, Prefix or ImplementationSpecific"
+                    )))
+                }
+            };
+            let path = path(&entry.get("path"))?;
+            let service = entry.get("backend").get("service");
+            if !service.is_present() {
+                return Err(entry
+                    .get("backend")
+                    .bad("only service backends are supported"));
+            }
+            let port_field = service.get("port");
+            let port = match (
+                port_field.get("number").port()?,
+                port_field.get("name").port()?,
+            ) {
+                (Some(n), _) => Some(n),
+                (None, Some(PortRef::Name(n))) => Some(PortRef::Name(n)),
+                (None, Some(n)) => Some(n),
+                (None, None) => {
+                    return Err(port_field.bad("a service port (number or name) is needed"))
+                }
+            };
+            let backend_name = format!("{}-{r}-{p}", name);
+            claims.push(Claim {
+                owner: ingress.id(),
+                created: ingress.created().to_string(),
+                backend: format!("{}:{namespace}:{backend_name}", termination.prefix()),
+                host: host.clone(),
+                wildcard,
+                path,
+                exact,
+                termination,
+                insecure: if tls.is_some() {
+                    Insecure::Redirect
+                } else {
+                    Insecure::None
+                },
+                targets: vec![Target {
+                    namespace: namespace.to_string(),
+                    service: service.get("name").required()?.to_string(),
+                    weight: 100,
+                    port,
+                    port_is_service_port: true,
+                }],
+                certificate: tls.cloned().flatten(),
+                destination_ca: None,
+                verify_host: None,
+                settings: Settings::from_annotations(ingress, termination, report),
+            });
+        }
+    }
+    Ok(claims)
+}
+
+/// Keeps the oldest claim of each host and path (creation time, then
+/// `namespace/name`), reporting the others with the one that won.
+pub fn admit(mut claims: Vec<Claim>, report: &mut Report) -> Vec<Claim> {
+    claims.sort_by(|a, b| (&a.created, &a.owner).cmp(&(&b.created, &b.owner)));
+    let mut taken: HashMap<(String, bool, String, bool), String> = HashMap::new();
+    let mut admitted = Vec::new();
+    for claim in claims {
+        let key = (
+            claim.host.clone(),
+            claim.wildcard,
+            claim.path.clone(),
+            claim.exact,
+        );
+        if let Some(winner) = taken.get(&key) {
+            report.problems.push(Problem {
+                object: claim.owner.clone(),
+                field: "spec.host".into(),
+                message: format!(
+                    "host `{}`{} is already claimed by the older {winner}; not admitted",
+                    claim.sni_filter(),
+                    if claim.path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" path `{}`", claim.path)
+                    }
+                ),
+                skipped: true,
+            });
+            continue;
+        }
+        if let Some(owner) = admitted
+            .iter()
+            .find(|c: &&Claim| c.backend == claim.backend && c.owner != claim.owner)
+            .map(|c| c.owner.clone())
+        {
+            report.problems.push(Problem {
+                object: claim.owner.clone(),
+                field: "metadata.name".into(),
+                message: format!(
+                    "its backend `{}` is already {owner}'s; not admitted",
+                    claim.backend
+                ),
+                skipped: true,
+            });
+            continue;
+        }
+        taken.insert(key, claim.owner.clone());
+        admitted.push(claim);
+    }
+    admitted
+}

@@ -1,0 +1,488 @@
+//! The configuration directory from admitted claims: the map files as the
+//! reference writes them (its route regexes, its line order), the
+//! backends, the certificates, and a `switchyard.toml` that names them.
+//! Then [`publish`] swaps it in atomically, as a ConfigMap volume does.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use super::routes::{Claim, Index, Insecure, Pem, Termination};
+use super::servers::servers;
+use super::settings::quoted;
+use super::{Options, Report};
+
+/// Files by name, with whether they are private (mode 0600).
+pub type Files = BTreeMap<String, (Vec<u8>, bool)>;
+
+/// `regexp.QuoteMeta` as the reference applies it to hosts and paths.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // Map lines split at whitespace: a space is written as a code.
+            ' ' => out.push_str("\\x20"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The host part of a route regex.
+fn host_pattern(claim: &Claim) -> String {
+    if claim.wildcard {
+        format!("[^\\.]*\\.{}", quote(&claim.host))
+    } else {
+        quote(&claim.host)
+    }
+}
+
+/// The route regex: `^<host>\.?(:[0-9]+)?<path>(/.*)?$`; a path ending
+/// in `/` takes `(.*)?`, a root path none, an exact path nothing after it.
+pub fn route_regex(claim: &Claim, with_path: bool) -> String {
+    let path = if with_path { claim.path.as_str() } else { "" };
+    let (path, rest) = if claim.exact && !path.is_empty() {
+        (quote(path), "")
+    } else if path.trim_end_matches('/').is_empty() {
+        (String::new(), "(/.*)?")
+    } else if path.ends_with('/') {
+        (quote(path), "(.*)?")
+    } else {
+        (quote(path), "(/.*)?")
+    };
+    format!("^{}\\.?(:[0-9]+)?{path}{rest}$", host_pattern(claim))
+}
+
+/// A map file's lines in the reference's order: reverse lexical (a longer
+/// path before its prefix), wildcard lines after the others.
+fn map_file(title: &str, lines: Vec<(bool, String)>) -> Vec<u8> {
+    let mut lines = lines;
+    lines.sort_by(|(wa, a), (wb, b)| wa.cmp(wb).then_with(|| b.cmp(a)));
+    lines.dedup();
+    let mut out =
+        format!("# {title}\n# Written by `switchyard generate`: edits are overwritten.\n");
+    for (_, line) in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn pem_bytes(pem: &Pem) -> Vec<u8> {
+    format!("{}{}", pem.chain, pem.key).into_bytes()
+}
+
+/// The directory's files for `claims`.
+pub fn files(claims: &[Claim], index: &Index<'_>, options: &Options, report: &mut Report) -> Files {
+    let mut files = Files::new();
+    let mut sni = Vec::new();
+    let mut tcp = Vec::new();
+    let mut edge = Vec::new();
+    let mut http = Vec::new();
+    let mut redirect = Vec::new();
+    let mut certs = Vec::new();
+    // Where cert files are named from: the configuration's directory, or
+    // the output directory itself for a hand-written TOML elsewhere.
+    let cert_path = |file: &str| -> String {
+        if options.maps_only {
+            options.out.join(file).display().to_string()
+        } else {
+            file.to_string()
+        }
+    };
+    for claim in claims {
+        let w = claim.wildcard;
+        let full = route_regex(claim, true);
+        match claim.termination {
+            Termination::Passthrough => {
+                let exact = if w {
+                    format!("^[^\\.]*\\.{}$", quote(&claim.host))
+                } else {
+                    format!("^{}$", quote(&claim.host))
+                };
+                sni.push((w, format!("{exact} 1")));
+                tcp.push((
+                    w,
+                    format!("{} {}", route_regex(claim, false), claim.backend),
+                ));
+            }
+            Termination::Edge | Termination::Reencrypt => {
+                edge.push((w, format!("{full} {}", claim.backend)));
+                if let Some(pem) = &claim.certificate {
+                    certs.push((
+                        w,
+                        format!("{} {}", cert_path(&pem.file), claim.sni_filter()),
+                    ));
+                    files.insert(pem.file.clone(), (pem_bytes(pem), true));
+                }
+            }
+            Termination::Plain => http.push((w, format!("{full} {}", claim.backend))),
+        }
+        match (claim.termination, claim.insecure) {
+            (Termination::Plain, _) | (_, Insecure::None) => {}
+            (_, Insecure::Allow) => http.push((w, format!("{full} {}", claim.backend))),
+            (_, Insecure::Redirect) => redirect.push((w, format!("{full} 1"))),
+        }
+    }
+    files.insert(
+        "os_sni_passthrough.map".into(),
+        (map_file("SNIs served by passthrough.", sni), false),
+    );
+    files.insert(
+        "os_tcp_be.map".into(),
+        (map_file("SNI -> passthrough backend.", tcp), false),
+    );
+    files.insert(
+        "os_edge_reencrypt_be.map".into(),
+        (
+            map_file("Host and path -> edge or re-encrypt backend.", edge),
+            false,
+        ),
+    );
+    files.insert(
+        "os_http_be.map".into(),
+        (
+            map_file("Host and path on port 80 -> backend.", http),
+            false,
+        ),
+    );
+    files.insert(
+        "os_route_http_redirect.map".into(),
+        (
+            map_file(
+                "Host and path on port 80 -> 1: redirect to https.",
+                redirect,
+            ),
+            false,
+        ),
+    );
+    files.insert(
+        "cert_config.map".into(),
+        (map_file("Certificates by SNI (crt-list).", certs), false),
+    );
+    let backends = backends(claims, index, options, &mut files, report);
+    files.insert("backends.toml".into(), (backends.into_bytes(), false));
+    if let Some(default) = &options.default_certificate {
+        files.insert("default.pem".into(), (default.clone(), true));
+    }
+    if !options.maps_only {
+        files.insert(
+            "switchyard.toml".into(),
+            (main_file(options).into_bytes(), false),
+        );
+    }
+    files
+}
+
+/// `backends.toml`: one backend per name, in name order.
+fn backends(
+    claims: &[Claim],
+    index: &Index<'_>,
+    options: &Options,
+    files: &mut Files,
+    report: &mut Report,
+) -> String {
+    let mut by_name: BTreeMap<&str, &Claim> = BTreeMap::new();
+    for claim in claims {
+        by_name.entry(claim.backend.as_str()).or_insert(claim);
+    }
+    let mut out = String::from("# Written by `switchyard generate`: edits are overwritten.\n");
+    for (name, claim) in by_name {
+        let (servers, notes) = servers(index, &claim.targets);
+        for note in notes {
+            report.note(&claim.owner, note);
+        }
+        let termination = match claim.termination {
+            Termination::Passthrough => "passthrough",
+            Termination::Edge => "edge",
+            Termination::Reencrypt => "reencrypt",
+            Termination::Plain => "none",
+        };
+        let _ = write!(
+            out,
+            "\n[[backend]]\nname = {}\ntermination = \"{termination}\"\n",
+            quoted(name)
+        );
+        let has_balance = claim.settings.keys.iter().any(|(k, _)| *k == "balance");
+        if claim.targets.len() > 1 && !has_balance {
+            // Several weighted services: roundrobin, as the reference.
+            out.push_str("balance = \"roundrobin\"\n");
+        }
+        for (key, value) in &claim.settings.keys {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+        if claim.termination == Termination::Reencrypt {
+            if let Some(host) = &claim.verify_host {
+                let _ = writeln!(out, "verify_host = {}", quoted(host));
+            }
+            let ca = match &claim.destination_ca {
+                Some(pem) => {
+                    files.insert(pem.file.clone(), (pem_bytes(pem), false));
+                    Some(if options.maps_only {
+                        options.out.join(&pem.file).display().to_string()
+                    } else {
+                        pem.file.clone()
+                    })
+                }
+                None => options.service_ca.as_ref().map(|p| p.display().to_string()),
+            };
+            match ca {
+                Some(ca) => {
+                    let _ = writeln!(out, "ca_file = {}", quoted(&ca));
+                }
+                None => report.note(&claim.owner, "no destinationCACertificate and no --service-ca: the servers are verified against nothing and every connection fails".into()),
+            }
+        }
+        if let Some(interval) = &claim.settings.check_interval {
+            let _ = writeln!(out, "check = {{ kind = \"tcp\", interval = {interval} }}");
+        }
+        out.push_str("servers = [");
+        for (i, s) in servers.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}\n  {{ name = {}, address = {}, weight = {} }}",
+                if i == 0 { "" } else { "," },
+                quoted(&s.name),
+                quoted(&s.address),
+                s.weight
+            );
+        }
+        out.push_str(if servers.is_empty() { "]\n" } else { ",\n]\n" });
+    }
+    out
+}
+
+/// `switchyard.toml`: the listeners, the maps and the backends file.
+fn main_file(options: &Options) -> String {
+    let mut out = String::from(
+        "# Written by `switchyard generate`: edits are overwritten.\nbackend_files = [\"backends.toml\"]\n",
+    );
+    let _ = write!(
+        out,
+        "\n[[listener]]\nname = \"public_ssl\"\nbind = {}\n\n[[listener]]\nname = \"public\"\nbind = {}\nprotocol = \"http\"\nhttps_port = {}\n",
+        quoted(&options.https_bind),
+        quoted(&options.http_bind),
+        options.https_port
+    );
+    out.push_str(
+        "\n[maps]\nsni_passthrough = \"os_sni_passthrough.map\"\ntcp_be = \"os_tcp_be.map\"\n\
+         edge_reencrypt_be = \"os_edge_reencrypt_be.map\"\ncert_config = \"cert_config.map\"\n\
+         http_be = \"os_http_be.map\"\nhttp_redirect = \"os_route_http_redirect.map\"\n",
+    );
+    if options.default_certificate.is_some() {
+        out.push_str("\n[tls]\ndefault_certificate = \"default.pem\"\n");
+    }
+    let _ = write!(out, "\n[stats]\nbind = {}\n", quoted(&options.stats_bind));
+    out
+}
+
+/// Replaces the contents of `out` atomically: the files are written to a
+/// new directory named after their digest, `..data` is pointed at it with
+/// one rename, and each name in `out` is a symlink through `..data` (a
+/// ConfigMap volume's layout, which the router's watcher follows). The
+/// same files twice change nothing. Returns whether anything changed.
+pub fn publish(out: &Path, files: &Files) -> io::Result<bool> {
+    use std::os::unix::fs::{symlink, OpenOptionsExt};
+    std::fs::create_dir_all(out)?;
+    let digest = {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for (name, (bytes, private)) in files {
+            ctx.update(&(name.len() as u64).to_le_bytes());
+            ctx.update(name.as_bytes());
+            ctx.update(&(bytes.len() as u64).to_le_bytes());
+            ctx.update(bytes);
+            ctx.update(&[u8::from(*private)]);
+        }
+        ctx.finish()
+            .as_ref()
+            .iter()
+            .take(8)
+            .fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+    };
+    let version = format!("..{digest}");
+    let data = out.join("..data");
+    if std::fs::read_link(&data).is_ok_and(|target| target == Path::new(&version)) {
+        return Ok(false);
+    }
+    let dir = out.join(&version);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir(&dir)?;
+    for (name, (bytes, private)) in files {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if *private { 0o600 } else { 0o644 })
+            .open(dir.join(name))?;
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+    }
+    let staged = out.join("..data_tmp");
+    let _ = std::fs::remove_file(&staged);
+    symlink(&version, &staged)?;
+    std::fs::rename(&staged, &data)?;
+    // Names through `..data`; names no longer written are removed.
+    for name in files.keys() {
+        let link = out.join(name);
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => {}
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} exists and is not a link into ..data: not overwritten",
+                    link.display()
+                )))
+            }
+            Err(_) => symlink(Path::new("..data").join(name), &link)?,
+        }
+    }
+    for entry in std::fs::read_dir(out)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let is_link = entry.file_type()?.is_symlink();
+        if name.starts_with("..")
+            && name != "..data"
+            && name != version
+            && entry.file_type()?.is_dir()
+        {
+            std::fs::remove_dir_all(entry.path())?;
+        } else if is_link && !name.starts_with("..") && !files.contains_key(&name) {
+            let target = std::fs::read_link(entry.path())?;
+            if target.starts_with("..data") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::settings::Settings;
+
+    fn claim(host: &str, wildcard: bool, path: &str, exact: bool) -> Claim {
+        Claim {
+            owner: "Route ns/r".into(),
+            created: String::new(),
+            backend: "be_http:ns:r".into(),
+            host: host.into(),
+            wildcard,
+            path: path.into(),
+            exact,
+            termination: Termination::Plain,
+            insecure: Insecure::None,
+            targets: Vec::new(),
+            certificate: None,
+            destination_ca: None,
+            verify_host: None,
+            settings: Settings::default(),
+        }
+    }
+
+    #[test]
+    fn route_regexes_are_the_references() {
+        let r = |h, w, p, e| route_regex(&claim(h, w, p, e), true);
+        assert_eq!(
+            r("www.example.com", false, "", false),
+            r"^www\.example\.com\.?(:[0-9]+)?(/.*)?$"
+        );
+        assert_eq!(
+            r("www.example.com", false, "/", false),
+            r"^www\.example\.com\.?(:[0-9]+)?(/.*)?$"
+        );
+        assert_eq!(
+            r("a.test", false, "/x/y", false),
+            r"^a\.test\.?(:[0-9]+)?/x/y(/.*)?$"
+        );
+        assert_eq!(
+            r("a.test", false, "/x/", false),
+            r"^a\.test\.?(:[0-9]+)?/x/(.*)?$"
+        );
+        assert_eq!(
+            r("wild.test", true, "", false),
+            r"^[^\.]*\.wild\.test\.?(:[0-9]+)?(/.*)?$"
+        );
+        assert_eq!(
+            r("a.test", false, "/my docs", false),
+            r"^a\.test\.?(:[0-9]+)?/my\x20docs(/.*)?$"
+        );
+        assert_eq!(
+            r("a.test", false, "/v1.0", true),
+            r"^a\.test\.?(:[0-9]+)?/v1\.0$"
+        );
+        for regex in [
+            r("a.test", false, "/my docs(1)", false),
+            r("w.test", true, "/a+b", false),
+        ] {
+            regex::Regex::new(&regex).expect("a valid regex");
+        }
+    }
+
+    #[test]
+    fn lines_sort_longer_paths_first_and_wildcards_last() {
+        let text = map_file(
+            "t",
+            vec![
+                (true, "^[^\\.]*\\.w\\.test x".into()),
+                (false, "^a\\.test\\.?(:[0-9]+)?(/.*)?$ x".into()),
+                (false, "^a\\.test\\.?(:[0-9]+)?/x(/.*)?$ x".into()),
+                (false, "^b\\.test\\.?(:[0-9]+)?(/.*)?$ x".into()),
+            ],
+        );
+        let text = String::from_utf8(text).expect("utf-8");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(lines[0].starts_with("^b"), "{lines:?}");
+        assert!(
+            lines[1].contains("/x(/"),
+            "the longer path first: {lines:?}"
+        );
+        assert!(lines[3].starts_with("^[^"), "wildcards last: {lines:?}");
+    }
+
+    #[test]
+    fn publishing_swaps_atomically_and_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = dir.path().join("config");
+        let mut files = Files::new();
+        files.insert("a.map".into(), (b"one\n".to_vec(), false));
+        files.insert("key.pem".into(), (b"secret\n".to_vec(), true));
+        assert!(publish(&out, &files).expect("first"));
+        assert!(
+            !publish(&out, &files).expect("same again"),
+            "nothing changed"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("key.pem"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        files.insert("a.map".into(), (b"two\n".to_vec(), false));
+        files.remove("key.pem");
+        assert!(publish(&out, &files).expect("second"));
+        assert_eq!(std::fs::read(out.join("a.map")).expect("read"), b"two\n");
+        assert!(
+            !out.join("key.pem").exists(),
+            "a name no longer written goes"
+        );
+        let versions = std::fs::read_dir(&out)
+            .expect("list")
+            .filter(|e| {
+                e.as_ref().is_ok_and(|e| {
+                    e.file_name().to_string_lossy().starts_with("..")
+                        && e.file_type().is_ok_and(|t| t.is_dir())
+                })
+            })
+            .count();
+        assert_eq!(versions, 1, "the old version is removed");
+    }
+}
