@@ -85,3 +85,237 @@ fn the_fixture_generates_the_golden_directory() {
     let (again, _) = generate::generate(&objects, &options(dir.path()));
     assert_eq!(again, files, "generate is deterministic");
 }
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A plain HTTP server that answers every request with its name and the
+/// request's path.
+async fn http_named(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head);
+                let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                let body = format!("{name} {path}\n");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A request's whole answer over `stream`.
+async fn ask<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A request over TLS with SNI `host`, the router's certificate verified
+/// against the test CA for that name.
+async fn ask_tls(addr: SocketAddr, pki: &Pki, host: &str, path: &str) -> String {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(pki.client_config())
+        .connect(name, tcp)
+        .await
+        .expect("the route's certificate verifies for its host");
+    ask(tls, host, path).await
+}
+
+fn endpoint_slice(service: &str, port: u16) -> String {
+    format!(
+        "- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata:\n    name: {service}-x1\n    namespace: shop\n    labels:\n      kubernetes.io/service-name: {service}\n  addressType: IPv4\n  ports:\n  - name: main\n    port: {port}\n  endpoints:\n  - addresses: [127.0.0.1]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: {service}-pod}}\n  - addresses: [127.0.0.2]\n    conditions: {{ready: false}}\n    targetRef: {{kind: Pod, name: {service}-unready}}\n"
+    )
+}
+
+fn indented(pem: &str, by: usize) -> String {
+    pem.trim_end()
+        .replace('\n', &format!("\n{}", " ".repeat(by)))
+}
+
+/// The objects of the end-to-end test, with the `store` route pointing at
+/// `store_service`.
+fn objects(pki_store_pem: &str, store_service: &str, ports: &[(&str, u16)]) -> String {
+    let (cert_end, _) = pki_store_pem
+        .split_once("-----END CERTIFICATE-----")
+        .expect("a certificate");
+    let cert = format!("{cert_end}-----END CERTIFICATE-----");
+    let key = pki_store_pem[cert.len()..].trim();
+    let mut text = format!(
+        "apiVersion: v1\nkind: List\nitems:\n\
+- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: web, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n  spec:\n    host: www.shop.test\n    to: {{kind: Service, name: web}}\n    tls: {{termination: passthrough}}\n\
+- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: store, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n  spec:\n    host: store.shop.test\n    path: /cart\n    to: {{kind: Service, name: {store_service}}}\n    tls:\n      termination: edge\n      insecureEdgeTerminationPolicy: Redirect\n      certificate: |-\n        {}\n      key: |-\n        {}\n\
+- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: docs, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n  spec:\n    host: docs.shop.test\n    to: {{kind: Service, name: docs}}\n",
+        indented(&cert, 8),
+        indented(key, 8),
+    );
+    for (service, port) in ports {
+        text.push_str(&endpoint_slice(service, *port));
+    }
+    text
+}
+
+#[tokio::test]
+async fn generated_configuration_is_served_and_regenerated_live() {
+    let pki = Pki::new();
+    let web = named_server("web", pki.server_config(&["www.shop.test"])).await;
+    let (store, store2, docs) = (
+        http_named("store").await,
+        http_named("store2").await,
+        http_named("docs").await,
+    );
+    let ports = [
+        ("web", web.addr.port()),
+        ("store", store.port()),
+        ("store2", store2.port()),
+        ("docs", docs.port()),
+    ];
+    let store_pem = pki.pem(&["store.shop.test"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("objects.yaml");
+    let default = dir.path().join("default.pem");
+    std::fs::write(&default, pki.pem(&["default.invalid"])).expect("default");
+    let out = dir.path().join("config");
+    let (https, http, stats) = (closed_port(), closed_port(), closed_port());
+    let generate = |text: String| {
+        std::fs::write(&input, text).expect("objects");
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["generate", "--from"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .arg("--default-certificate")
+            .arg(&default)
+            .args([
+                "--https-bind",
+                &https.to_string(),
+                "--http-bind",
+                &http.to_string(),
+            ])
+            .args(["--stats-bind", &stats.to_string(), "--https-port", "8443"])
+            .status()
+            .expect("generate");
+        assert!(status.success(), "generate exits 0: {status}");
+    };
+    generate(objects(&store_pem, "store", &ports));
+    use std::os::unix::fs::PermissionsExt;
+    let route_pem = out.join("route-shop_store.pem");
+    let mode = std::fs::metadata(&route_pem)
+        .expect("route pem")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "private keys are 0600");
+
+    let config = out.join("switchyard.toml");
+    let _router = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+
+    // Passthrough: the pod's own certificate, bytes untouched.
+    let s = session(https, "www.shop.test", pki.client_config(), b"ping")
+        .await
+        .expect("passthrough");
+    assert_eq!(s.server, "web");
+    // Edge with the route's certificate, routed by path.
+    let answer = ask_tls(https, &pki, "store.shop.test", "/cart/items").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("store /cart/items\n"), "{answer}");
+    // A path no route takes: 503.
+    let answer = ask_tls(https, &pki, "store.shop.test", "/elsewhere").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // Port 80: the plain route, and the edge route's redirect.
+    let tcp = TcpStream::connect(http).await.expect("port 80");
+    let answer = ask(tcp, "docs.shop.test", "/a").await;
+    assert!(answer.ends_with("docs /a\n"), "{answer}");
+    let tcp = TcpStream::connect(http).await.expect("port 80");
+    let answer = ask(tcp, "store.shop.test", "/cart").await;
+    assert!(answer.starts_with("HTTP/1.1 302"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("location: https://store.shop.test:8443/cart"),
+        "{answer}"
+    );
+
+    // The route now points at another service: regenerated, swapped in,
+    // served without a restart.
+    generate(objects(&store_pem, "store2", &ports));
+    let mut answer = String::new();
+    for _ in 0..100 {
+        answer = ask_tls(https, &pki, "store.shop.test", "/cart").await;
+        if answer.contains("store2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        answer.ends_with("store2 /cart\n"),
+        "after the swap: {answer}"
+    );
+}
+
+#[test]
+fn standard_input_json_and_a_bad_object_exit_1_with_the_rest_written() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("config");
+    let json = r#"{"apiVersion":"v1","kind":"List","items":[
+      {"apiVersion":"route.openshift.io/v1","kind":"Route","metadata":{"name":"good","namespace":"ns"},
+       "spec":{"host":"good.test","to":{"kind":"Service","name":"svc"}}},
+      {"apiVersion":"route.openshift.io/v1","kind":"Route","metadata":{"name":"bad","namespace":"ns"},
+       "spec":{"host":"bad.test","path":"/x","to":{"kind":"Service","name":"svc"},"tls":{"termination":"passthrough"}}}]}"#;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["generate", "--from", "-", "--maps-only", "--out"])
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("generate");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(json.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("exit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "something was skipped: {stderr}"
+    );
+    assert!(
+        stderr.contains("skipped: Route ns/bad: spec.path: a passthrough route cannot have a path"),
+        "{stderr}"
+    );
+    let http = std::fs::read_to_string(out.join("os_http_be.map")).expect("map");
+    assert!(
+        http.contains(r"^good\.test\.?(:[0-9]+)?(/.*)?$ be_http:ns:good"),
+        "{http}"
+    );
+    assert!(!out.join("switchyard.toml").exists(), "--maps-only");
+}
