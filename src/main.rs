@@ -119,6 +119,9 @@ enum Command {
         /// The generated stats port's address.
         #[arg(long, default_value = "0.0.0.0:1936")]
         stats_bind: String,
+        /// Protect /metrics and /stats with user `admin` and this password.
+        #[arg(long)]
+        stats_password_file: Option<PathBuf>,
     },
 }
 
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
             http_bind,
             https_port,
             stats_bind,
+            stats_password_file,
         } => {
             let default_certificate = match default_certificate.map(std::fs::read).transpose() {
                 Ok(pem) => pem,
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
                 http_bind,
                 https_port,
                 stats_bind,
+                stats_password_file,
             };
             generate(&from, &options)
         }

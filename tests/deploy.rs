@@ -375,3 +375,102 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The generator variant: the sidecar may list every kind it lists (and
+/// nothing more than read), writes where the router reads, and the init
+/// container writes the first configuration before the router starts.
+#[test]
+fn the_generator_sidecar_can_read_what_it_lists_and_writes_where_the_router_reads() {
+    let docs = documents("docker/k8s/generated-routes.yaml");
+    let role = of_kind(&docs, "ClusterRole")[0];
+    let mut granted = Vec::new();
+    for rule in role["rules"].as_vec().expect("rules") {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_vec()
+            .expect("verbs")
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert!(
+            verbs.iter().all(|v| ["get", "list", "watch"].contains(v)),
+            "read only: {verbs:?}"
+        );
+        for group in rule["apiGroups"]
+            .as_vec()
+            .expect("groups")
+            .iter()
+            .filter_map(Yaml::as_str)
+        {
+            for resource in rule["resources"]
+                .as_vec()
+                .expect("resources")
+                .iter()
+                .filter_map(Yaml::as_str)
+            {
+                granted.push(if group.is_empty() {
+                    resource.to_string()
+                } else {
+                    format!("{resource}.{group}")
+                });
+            }
+        }
+    }
+    let script = configmap_data(&docs, "switchyard-generate")
+        .into_iter()
+        .find(|(k, _)| k == "generate.sh")
+        .expect("generate.sh")
+        .1;
+    let listed: Vec<&str> = script
+        .split_whitespace()
+        .map(|w| w.trim_end_matches(';'))
+        .filter(|w| w.contains('.') && w.ends_with(".io"))
+        .chain(["services", "configmaps", "secrets"])
+        .collect();
+    assert!(listed.len() >= 10, "{listed:?}");
+    for kind in listed {
+        assert!(
+            granted.iter().any(|g| g == kind),
+            "{kind} is listed but not granted: {granted:?}"
+        );
+    }
+    let ds = of_kind(&docs, "DaemonSet")[0];
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
+    assert_eq!(pod["serviceAccountName"].as_str(), Some("switchyard"));
+    let out = script
+        .split("--out ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("--out");
+    let mount_of = |container: &Yaml, volume: &str| {
+        container["volumeMounts"]
+            .as_vec()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"].as_str() == Some(volume))
+            .and_then(|m| m["mountPath"].as_str())
+            .map(str::to_string)
+    };
+    let router = &pod["containers"][0];
+    let generator = &pod["containers"][1];
+    let init = &pod["initContainers"][0];
+    assert_eq!(
+        mount_of(router, "config").as_deref(),
+        Some(out),
+        "the router reads what is generated"
+    );
+    assert_eq!(mount_of(generator, "config").as_deref(), Some(out));
+    assert_eq!(mount_of(init, "config").as_deref(), Some(out));
+    let args: Vec<&str> = router["args"]
+        .as_vec()
+        .expect("args")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        args.contains(&format!("{out}/switchyard.toml").as_str()),
+        "{args:?}"
+    );
+    let dockerfile = std::fs::read_to_string(repo("docker/Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("AS generator") && dockerfile.contains("kubernetes-client"));
+}

@@ -29,6 +29,7 @@ fn options(out: &Path) -> Options {
         http_bind: "0.0.0.0:80".into(),
         https_port: 443,
         stats_bind: "0.0.0.0:1936".into(),
+        stats_password_file: Some(PathBuf::from("/etc/switchyard-stats/password")),
     }
 }
 

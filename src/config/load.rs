@@ -1549,8 +1549,8 @@ mod reuse {
         let before = LOADED.load(std::sync::atomic::Ordering::Relaxed);
         reloads_answer_as_fresh_loads();
         let loaded = LOADED.load(std::sync::atomic::Ordering::Relaxed) - before;
-        // About a quarter of the generated reloads load (47 of 64 cases'
-        // in one run; the others are refused by both loads, which the
+        // About a quarter of the generated reloads load (47 in one run of 64 cases;
+        // the others are refused by both loads, which the
         // property also checks); the bound rules out a generator whose
         // every configuration is refused. Run alone, or the property
         // test running beside it adds its own count.

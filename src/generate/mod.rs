@@ -34,6 +34,8 @@ pub struct Options {
     pub http_bind: String,
     pub https_port: u16,
     pub stats_bind: String,
+    /// Basic auth on the stats port (user `admin`), from this file.
+    pub stats_password_file: Option<PathBuf>,
 }
 
 /// One problem with one object.

@@ -278,6 +278,13 @@ fn main_file(options: &Options) -> String {
         out.push_str("\n[tls]\ndefault_certificate = \"default.pem\"\n");
     }
     let _ = write!(out, "\n[stats]\nbind = {}\n", quoted(&options.stats_bind));
+    if let Some(file) = &options.stats_password_file {
+        let _ = write!(
+            out,
+            "user = \"admin\"\npassword_file = {}\n",
+            quoted(&file.display().to_string())
+        );
+    }
     out
 }
 
