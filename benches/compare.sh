@@ -240,13 +240,25 @@ run() { # label proxy-name pid loadgen-args… ; prints the JSON line and record
 field() { printf '%s' "$1" | grep -o "\"$2\":[^,}]*" | head -1 | cut -d: -f2; }
 
 declare -A T
-figure() { # label field mode args… (over the passthrough proxies)
+# `direct`: the client to the backend with no proxy, the physical limit
+# (its port is the one every proxy routes that SNI to).
+direct_port() {
+  case "$*" in
+    *app.bench.test*) echo 9443 ;;
+    *bulk.bench.test*) echo 9502 ;;
+    *) echo 9501 ;;
+  esac
+}
+figure() { # label field mode args… (over the passthrough proxies, then direct)
   local label=$1 f=$2; shift 2
   for i in "${!names[@]}"; do
     local line
     line=$(run "$label" "${names[$i]}" "${procs[$i]}" "$@" --target "127.0.0.1:${ports[$i]}")
     T["$label,${names[$i]}"]=$(field "$line" "$f")
+    T["$label per proxy CPU-s,${names[$i]}"]=$(field "$line" ops_per_proxy_cpu_s)
   done
+  line=$(run "$label" direct "" "$@" --target "127.0.0.1:$(direct_port "$@")")
+  T["$label,direct"]=$(field "$line" "$f")
 }
 
 echo "measuring (${DUR}s per figure, one thread per proxy)…"
@@ -257,6 +269,7 @@ figure "passthrough new TLS connections/s" ops_per_s connect --sni app.bench.tes
 figure "passthrough new conn (hello+echo)/s" ops_per_s connect --sni echo.bench.test --conns 32 --secs "$DUR"
 figure "passthrough bulk MB/s" mb_per_s bulk --sni bulk.bench.test --size 2000
 figure "idle passthrough conn, bytes each" per_conn_bytes hold --sni hold.bench.test --conns "$HOLD"
+T["idle passthrough conn, bytes each,direct"]=0
 
 enames=(switchyard haproxy nginx); eports=(13444 10444 11444); eprocs=("$SYPID" "$HAPID" "$NGPID")
 efigure() {
@@ -359,15 +372,16 @@ row() { printf '%-40s' "$1"; shift; for v in "$@"; do printf '%13s' "$v"; done; 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2fx", a / b }'; }
 echo
 echo "$(nproc) cores, $(uname -r); one worker thread per proxy; load generator: 1 thread"
-row "figure" switchyard haproxy nginx sniproxy "sy/haproxy"
-for label in "passthrough keep-alive 64 B req/s" "passthrough keep-alive p99 us" "passthrough new TLS connections/s" \
-  "passthrough new conn (hello+echo)/s" "passthrough bulk MB/s" "idle passthrough conn, bytes each" \
+row "figure" switchyard haproxy nginx sniproxy "sy/haproxy" direct
+for label in "passthrough keep-alive 64 B req/s" "passthrough keep-alive 64 B req/s per proxy CPU-s" \
+  "passthrough keep-alive p99 us" "passthrough new TLS connections/s" \
+  "passthrough new conn (hello+echo)/s" "passthrough new conn (hello+echo)/s per proxy CPU-s" "passthrough bulk MB/s" "idle passthrough conn, bytes each" \
   "edge handshakes/s" "edge keep-alive 64 B req/s" "new-conn p50 us, small routes" "new-conn p50 us, scale routes" \
   "failed connections over 20 reloads" "connections during reloads" \
   "edge h1 req/s" "edge h1 p99 us" "edge h1 req per proxy CPU-s" "edge h2 req/s" "edge h2 p99 us" \
   "edge h2 req per proxy CPU-s" "plain h1 req/s" "plain h1 p99 us" "plain h1 req per proxy CPU-s"; do
   s=${T["$label,switchyard"]:-}; h=${T["$label,haproxy"]:-}
-  row "$label" "${s:--}" "${h:--}" "${T["$label,nginx"]:--}" "${T["$label,sniproxy"]:--}" "$(ratio "$s" "$h")"
+  row "$label" "${s:--}" "${h:--}" "${T["$label,nginx"]:--}" "${T["$label,sniproxy"]:--}" "$(ratio "$s" "$h")" "${T["$label,direct"]:--}"
 done
 echo "(small = 10 routes, scale = $ROUTES routes; latency and bytes: lower is better)"
 { echo "["; sed '$!s/$/,/' "$JSON"; echo "]"; } > "$OUT/compare.json"
