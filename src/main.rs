@@ -101,12 +101,10 @@ enum Command {
         /// Only Ingresses of this class (`spec.ingressClassName`).
         #[arg(long)]
         ingress_class: Option<String>,
-        /// CA for re-encrypt routes without a destinationCACertificate.
-        #[arg(
-            long,
-            default_value = "/var/run/secrets/kubernetes.io/serviceaccount/service-ca.crt"
-        )]
-        service_ca: PathBuf,
+        /// CA for re-encrypt routes without a destinationCACertificate
+        /// (default: the cluster's service CA, when the pod has it).
+        #[arg(long)]
+        service_ca: Option<PathBuf>,
         /// The generated TLS listener's address.
         #[arg(long, default_value = "0.0.0.0:443")]
         https_bind: String,
@@ -155,7 +153,10 @@ fn main() -> ExitCode {
                 default_certificate,
                 maps_only,
                 ingress_class,
-                service_ca: Some(service_ca),
+                service_ca: service_ca.or_else(|| {
+                    let cluster = PathBuf::from(SERVICE_CA);
+                    cluster.exists().then_some(cluster)
+                }),
                 https_bind,
                 http_bind,
                 https_port,
@@ -191,6 +192,9 @@ fn main() -> ExitCode {
         ),
     }
 }
+
+/// Where a pod finds the cluster's service CA.
+const SERVICE_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/service-ca.crt";
 
 /// `switchyard generate`: read, generate, print the problems, publish.
 fn generate(from: &[PathBuf], options: &switchyard::generate::Options) -> ExitCode {

@@ -5,6 +5,13 @@
 //! mode is relayed untouched. A `BackendTLSPolicy` on a service turns the
 //! HTTPRoute rules that reach it into re-encrypt, verifying
 //! `validation.hostname` against the CA of `caCertificateRefs`.
+//!
+//! A listener takes routes from its own namespace unless its
+//! `allowedRoutes` says `All`; a reference into another namespace (a
+//! route's backend, a listener's certificate) needs a `ReferenceGrant`
+//! there. Matches on headers, query parameters or methods, and filters,
+//! are not served: such a rule is reported and left out rather than
+//! served more widely than it says.
 
 use super::objects::{Bad, Field, Object};
 use super::routes::{host, Claim, Index, Insecure, Pem, Target, Termination};
@@ -14,6 +21,9 @@ use super::Report;
 /// A Gateway listener a route may attach to.
 struct Listener {
     name: String,
+    gateway: String,
+    /// `allowedRoutes.namespaces.from: All`; else only the Gateway's own.
+    all_namespaces: bool,
     hostname: Option<(String, bool)>,
     protocol: String,
     passthrough: bool,
@@ -43,6 +53,17 @@ fn listeners(
                     .text()?
                     .unwrap_or(&gateway.namespace);
                 let name = reference.get("name").required()?;
+                if namespace != gateway.namespace
+                    && !granted(index, gateway, "Secret", namespace, name)
+                {
+                    report.warn(
+                        gateway,
+                        reference.bad(format!(
+                            "Secret {namespace}/{name} is in another namespace and no ReferenceGrant there allows it; the default certificate serves"
+                        )),
+                    );
+                    continue;
+                }
                 match index.tls_secret(namespace, name) {
                     Ok(pem) => certificate = Some(pem),
                     Err(m) => report.warn(
@@ -52,8 +73,24 @@ fn listeners(
                 }
             }
         }
+        let from = l.get("allowedRoutes").get("namespaces").get("from");
+        let all_namespaces = match from.text()?.unwrap_or("Same") {
+            "Same" => false,
+            "All" => true,
+            other => {
+                report.warn(
+                    gateway,
+                    from.bad(format!(
+                        "`{other}` is not supported; routes of the Gateway's own namespace only"
+                    )),
+                );
+                false
+            }
+        };
         out.push(Listener {
             name: l.get("name").required()?.to_string(),
+            gateway: gateway.namespace.clone(),
+            all_namespaces,
             hostname,
             protocol,
             passthrough,
@@ -98,9 +135,42 @@ fn attached<'l>(
             );
             continue;
         };
-        out.extend(ls.iter().filter(|l| section.is_none_or(|s| s == l.name)));
+        for listener in ls.iter().filter(|l| section.is_none_or(|s| s == l.name)) {
+            if !listener.all_namespaces && listener.gateway != route.namespace {
+                report.warn(
+                    route,
+                    parent.bad(format!(
+                        "listener `{}` of Gateway {namespace}/{name} takes routes of its own namespace only",
+                        listener.name
+                    )),
+                );
+                continue;
+            }
+            out.push(listener);
+        }
     }
     Ok(out)
+}
+
+/// Whether a `ReferenceGrant` in `namespace` lets `from` (its kind, its
+/// namespace) refer to the `kind` named `name` there.
+fn granted(index: &Index<'_>, from: &Object, kind: &str, namespace: &str, name: &str) -> bool {
+    index.all("ReferenceGrant").any(|grant| {
+        let text = |f: &Field<'_>, key: &str| f.get(key).text().ok().flatten().map(str::to_string);
+        grant.namespace == namespace
+            && grant.at("spec.from").items().is_ok_and(|items| {
+                items.iter().any(|f| {
+                    text(f, "kind").as_deref() == Some(from.kind.as_str())
+                        && text(f, "namespace").as_deref() == Some(from.namespace.as_str())
+                })
+            })
+            && grant.at("spec.to").items().is_ok_and(|items| {
+                items.iter().any(|t| {
+                    text(t, "kind").as_deref() == Some(kind)
+                        && text(t, "name").is_none_or(|n| n == name)
+                })
+            })
+    })
 }
 
 /// The hosts a route serves on a listener: its hostnames under the
@@ -132,9 +202,16 @@ fn hosts(
     Ok(out)
 }
 
-fn targets(rule: &Field<'_>, namespace: &str) -> Result<Vec<Target>, Bad> {
+fn targets(rule: &Field<'_>, route: &Object, index: &Index<'_>) -> Result<Vec<Target>, Bad> {
     let mut out = Vec::new();
     for b in rule.get("backendRefs").items()? {
+        let namespace = b.get("namespace").text()?.unwrap_or(&route.namespace);
+        let name = b.get("name").required()?;
+        if namespace != route.namespace && !granted(index, route, "Service", namespace, name) {
+            return Err(b.bad(format!(
+                "Service {namespace}/{name} is in another namespace and no ReferenceGrant there allows it"
+            )));
+        }
         if let Some(kind) = b.get("kind").text()? {
             if kind != "Service" {
                 return Err(b
@@ -149,8 +226,8 @@ fn targets(rule: &Field<'_>, namespace: &str) -> Result<Vec<Target>, Bad> {
                 .bad(format!("{weight}: expected 0..=1000000")));
         }
         out.push(Target {
-            namespace: b.get("namespace").text()?.unwrap_or(namespace).to_string(),
-            service: b.get("name").required()?.to_string(),
+            namespace: namespace.to_string(),
+            service: name.to_string(),
             weight: weight as u32,
             port: b.get("port").port()?,
             port_is_service_port: true,
@@ -201,7 +278,7 @@ fn backend_tls(index: &Index<'_>, target: &Target, report: &mut Report) -> Optio
             Ok((
                 hostname,
                 Pem {
-                    file: format!("configmap-{}_{name}.ca.pem", policy.namespace),
+                    file: format!("configmap_{}_{name}_ca.pem", policy.namespace),
                     chain: format!("{}\n", ca.trim()),
                     key: String::new(),
                 },
@@ -232,7 +309,7 @@ pub fn claims(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
         }
     }
     for route in index.all("TLSRoute") {
-        match tls_route(route, &gateways, report) {
+        match tls_route(route, index, &gateways, report) {
             Ok(mut c) => out.append(&mut c),
             Err(bad) => report.skipped(route, bad),
         }
@@ -249,7 +326,7 @@ fn http_route(
     let mut out = Vec::new();
     let (namespace, name) = (route.namespace.as_str(), route.name.as_str());
     for listener in attached(route, gateways, report)? {
-        let mut termination = match listener.protocol.as_str() {
+        let on_listener = match listener.protocol.as_str() {
             "HTTPS" if !listener.passthrough => Termination::Edge,
             "HTTP" => Termination::Plain,
             other => {
@@ -267,11 +344,46 @@ fn http_route(
             }
         };
         let hosts = hosts(route, listener, report)?;
-        for (r, rule) in route.at("spec.rules").items()?.into_iter().enumerate() {
-            let targets = targets(&rule, namespace)?;
+        if hosts.is_empty() {
+            report.warn(
+                route,
+                Bad::new(
+                    "spec.hostnames",
+                    format!(
+                        "no hostname here or on listener `{}`: not served",
+                        listener.name
+                    ),
+                ),
+            );
+        }
+        'rules: for (r, rule) in route.at("spec.rules").items()?.into_iter().enumerate() {
+            if !rule.get("filters").items()?.is_empty() {
+                report.warn(
+                    route,
+                    rule.get("filters")
+                        .bad("filters are not supported: this rule is not served"),
+                );
+                continue;
+            }
+            for m in rule.get("matches").items()? {
+                for key in ["headers", "queryParams", "method"] {
+                    if m.get(key).is_present() {
+                        report.warn(
+                            route,
+                            m.get(key)
+                                .bad("only path matches are supported: this rule is not served"),
+                        );
+                        continue 'rules;
+                    }
+                }
+            }
+            let targets = targets(&rule, route, index)?;
+            let mut termination = on_listener;
             let mut destination_ca = None;
             let mut verify_host = None;
-            if termination == Termination::Edge {
+            // The policy applies on either listener: port 80 requests are
+            // then re-encrypted too.
+            {
                 if let Some((hostname, ca)) = backend_tls(index, &targets[0], report) {
                     termination = Termination::Reencrypt;
                     verify_host = Some(hostname);
@@ -282,12 +394,10 @@ fn http_route(
             for m in rule.get("matches").items()? {
                 let path = m.get("path");
                 let kind = path.get("type").text()?.unwrap_or("PathPrefix");
-                let value = path.get("value").text()?.unwrap_or("/").to_string();
-                if !value.starts_with('/') {
-                    return Err(path
-                        .get("value")
-                        .bad(format!("`{value}` does not start with /")));
-                }
+                let value = match super::routes::path(&path.get("value"))? {
+                    v if v.is_empty() => "/".to_string(),
+                    v => v,
+                };
                 match kind {
                     "PathPrefix" => paths.push((value, false)),
                     "Exact" => paths.push((value, true)),
@@ -328,6 +438,7 @@ fn http_route(
                         destination_ca: destination_ca.clone(),
                         verify_host: verify_host.clone(),
                         settings: Settings::default(),
+                        gateway_http: on_listener == Termination::Plain,
                     });
                 }
             }
@@ -338,6 +449,7 @@ fn http_route(
 
 fn tls_route(
     route: &Object,
+    index: &Index<'_>,
     gateways: &[(String, String, Vec<Listener>)],
     report: &mut Report,
 ) -> Result<Vec<Claim>, Bad> {
@@ -370,7 +482,7 @@ fn tls_route(
                 ),
             );
         }
-        let targets = targets(rule, namespace)?;
+        let targets = targets(rule, route, index)?;
         for (host_name, wildcard) in hosts(route, listener, report)? {
             out.push(Claim {
                 owner: route.id(),
@@ -387,6 +499,7 @@ fn tls_route(
                 destination_ca: None,
                 verify_host: None,
                 settings: Settings::default(),
+                gateway_http: false,
             });
         }
     }

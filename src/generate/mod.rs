@@ -39,7 +39,7 @@ pub struct Options {
 }
 
 /// One problem with one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Problem {
     /// `Kind namespace/name`.
     pub object: String,
@@ -109,7 +109,7 @@ impl Report {
 /// The files for `objects`, and the problems met on the way.
 pub fn generate(objects: &[Object], options: &Options) -> (write::Files, Report) {
     let mut report = Report::default();
-    let index = routes::Index::new(objects);
+    let index = routes::Index::new(objects, &mut report);
     let mut claims = routes::routes(&index, &mut report);
     claims.extend(routes::ingresses(
         &index,
@@ -119,6 +119,9 @@ pub fn generate(objects: &[Object], options: &Options) -> (write::Files, Report)
     claims.extend(gateway::claims(&index, &mut report));
     let admitted = routes::admit(claims, &mut report);
     let files = write::files(&admitted, &index, options, &mut report);
+    // One line per problem, however many listeners or rules met it.
+    let mut seen = std::collections::HashSet::new();
+    report.problems.retain(|p| seen.insert(p.clone()));
     (files, report)
 }
 

@@ -247,15 +247,36 @@ fn flatten(value: Value, objects: &mut Vec<Object>, skipped: &mut Vec<String>, a
         skipped.push(format!("{at}: {kind} without metadata.name"));
         return;
     }
+    let namespace = Some(text("/metadata/namespace"))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    // Names go into file names, backend names and map lines: only what
+    // Kubernetes itself allows (DNS-1123), so none can add a line or a path.
+    if !dns_1123(&name) || !dns_1123(&namespace) || namespace.contains('.') {
+        skipped.push(format!(
+            "{at}: {kind} {namespace:?}/{name:?}: not a Kubernetes name (DNS-1123)"
+        ));
+        return;
+    }
     objects.push(Object {
         kind: kind.to_string(),
         api_version: text("/apiVersion"),
-        namespace: Some(text("/metadata/namespace"))
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "default".to_string()),
+        namespace,
         name,
         body: value,
     });
+}
+
+/// A DNS-1123 subdomain: lowercase letters, digits, `-` and `.`, at most
+/// 253, starting and ending with a letter or digit.
+pub fn dns_1123(name: &str) -> bool {
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    name.len() <= 253
+        && edge(name.as_bytes().first())
+        && edge(name.as_bytes().last())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// A YAML document as a JSON value (keys become strings).
@@ -322,5 +343,14 @@ mod tests {
         let items = route.at("spec.to").items().expect("a list");
         assert_eq!(items[0].path, "spec.to[0]");
         assert!(read("in.yaml", "a: [").is_err());
+    }
+
+    #[test]
+    fn names_that_are_not_kubernetes_names_are_skipped() {
+        let text = "kind: Route\nmetadata: {name: \"a/../b\"}\n---\nkind: Route\nmetadata: {name: \"x y\", namespace: n}\n---\nkind: Route\nmetadata: {name: ok, namespace: \"N\"}\n";
+        let (objects, skipped) = read("in.yaml", text).expect("read");
+        assert!(objects.is_empty(), "{objects:?}");
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(dns_1123("web-1.shop") && !dns_1123("-a") && !dns_1123("a_b"));
     }
 }

@@ -85,6 +85,9 @@ pub struct Claim {
     pub destination_ca: Option<Pem>,
     pub verify_host: Option<String>,
     pub settings: Settings,
+    /// From a Gateway's HTTP listener: port 80 only, so it does not
+    /// compete with the same route's claim on the HTTPS listener.
+    pub gateway_http: bool,
 }
 
 impl Claim {
@@ -104,13 +107,21 @@ pub struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    pub fn new(objects: &'a [Object]) -> Self {
+    /// Indexes `objects`; a second object of the same kind and name is
+    /// reported and left out (the first read is kept).
+    pub fn new(objects: &'a [Object], report: &mut Report) -> Self {
         let mut by_kind: HashMap<&str, BTreeMap<(&str, &str), &Object>> = HashMap::new();
         for o in objects {
-            by_kind
-                .entry(o.kind.as_str())
-                .or_default()
-                .insert((o.namespace.as_str(), o.name.as_str()), o);
+            let kind = by_kind.entry(o.kind.as_str()).or_default();
+            match kind.entry((o.namespace.as_str(), o.name.as_str())) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(o);
+                }
+                std::collections::btree_map::Entry::Occupied(_) => report.skipped(
+                    o,
+                    Bad::new("metadata.name", "read twice; the first one read is used"),
+                ),
+            }
         }
         Index { by_kind }
     }
@@ -145,7 +156,7 @@ impl<'a> Index<'a> {
                 .map_err(|_| format!("Secret {namespace}/{name}: data.{key}: not PEM text"))
         };
         Ok(Pem {
-            file: format!("secret-{namespace}_{name}.pem"),
+            file: format!("secret_{namespace}_{name}.pem"),
             chain: data("tls.crt")?,
             key: data("tls.key")?,
         })
@@ -175,8 +186,8 @@ pub fn host(field: &Field<'_>, wildcard_ok: bool) -> Result<(String, bool), Bad>
     Ok((name, wildcard))
 }
 
-/// A path: empty, or starting with `/` and free of whitespace controls.
-fn path(field: &Field<'_>) -> Result<String, Bad> {
+/// A path: empty, or starting with `/` and free of control characters.
+pub(super) fn path(field: &Field<'_>) -> Result<String, Bad> {
     let text = field.text()?.unwrap_or("");
     if !text.is_empty() && !text.starts_with('/') {
         return Err(field.bad(format!("`{text}` does not start with /")));
@@ -286,7 +297,7 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
                 chain.push('\n');
             }
             Some(Pem {
-                file: format!("route-{namespace}_{name}.pem"),
+                file: format!("route_{namespace}_{name}.pem"),
                 chain,
                 key: format!("{key}\n"),
             })
@@ -302,7 +313,7 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
             None
         }
         Some(ca) => Some(Pem {
-            file: format!("route-{namespace}_{name}.destination-ca.pem"),
+            file: format!("route_{namespace}_{name}_destination-ca.pem"),
             chain: format!("{ca}\n"),
             key: String::new(),
         }),
@@ -353,6 +364,7 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
         destination_ca,
         verify_host,
         settings,
+        gateway_http: false,
     })
 }
 
@@ -498,6 +510,7 @@ fn ingress_claims(
                 destination_ca: None,
                 verify_host: None,
                 settings: Settings::from_annotations(ingress, termination, report),
+                gateway_http: false,
             });
         }
     }
@@ -505,17 +518,44 @@ fn ingress_claims(
 }
 
 /// Keeps the oldest claim of each host and path (creation time, then
-/// `namespace/name`), reporting the others with the one that won.
+/// `namespace/name`), reporting the others with the one that won. A host
+/// belongs to the namespace of its oldest claim: claims from other
+/// namespaces, whatever their path, are refused (the reference's strict
+/// namespace ownership), so one tenant cannot take a path of another's
+/// host.
 pub fn admit(mut claims: Vec<Claim>, report: &mut Report) -> Vec<Claim> {
     claims.sort_by(|a, b| (&a.created, &a.owner).cmp(&(&b.created, &b.owner)));
-    let mut taken: HashMap<(String, bool, String, bool), String> = HashMap::new();
+    let mut taken: HashMap<(String, bool, String, bool, bool), String> = HashMap::new();
+    let mut owners: HashMap<(String, bool), (String, String)> = HashMap::new();
     let mut admitted = Vec::new();
     for claim in claims {
+        let namespace = claim
+            .backend
+            .split(':')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let host_key = (claim.host.clone(), claim.wildcard);
+        if let Some((owner_ns, owner)) = owners.get(&host_key) {
+            if *owner_ns != namespace {
+                report.problems.push(Problem {
+                    object: claim.owner.clone(),
+                    field: "spec.host".into(),
+                    message: format!(
+                        "host `{}` belongs to namespace {owner_ns} (its oldest route is {owner}); not admitted",
+                        claim.sni_filter()
+                    ),
+                    skipped: true,
+                });
+                continue;
+            }
+        }
         let key = (
             claim.host.clone(),
             claim.wildcard,
             claim.path.clone(),
             claim.exact,
+            claim.gateway_http,
         );
         if let Some(winner) = taken.get(&key) {
             report.problems.push(Problem {
@@ -551,6 +591,9 @@ pub fn admit(mut claims: Vec<Claim>, report: &mut Report) -> Vec<Claim> {
             continue;
         }
         taken.insert(key, claim.owner.clone());
+        owners
+            .entry(host_key)
+            .or_insert_with(|| (namespace, claim.owner.clone()));
         admitted.push(claim);
     }
     admitted

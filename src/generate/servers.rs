@@ -48,10 +48,11 @@ pub fn servers(index: &Index<'_>, targets: &[Target]) -> (Vec<Server>, Vec<Strin
         .fold(0.0_f64, f64::max);
     let mut out = Vec::new();
     for (weight, endpoints) in &found {
+        // Truncated as the reference does, but never to 0.
         let scaled = if *weight == 0 || largest == 0.0 {
             0
         } else {
-            ((share(*weight, endpoints.len()) * 256.0 / largest).ceil() as u32).clamp(1, 256)
+            ((share(*weight, endpoints.len()) * 256.0 / largest) as u32).clamp(1, 256)
         };
         for (name, address) in endpoints {
             out.push(Server {
@@ -66,29 +67,33 @@ pub fn servers(index: &Index<'_>, targets: &[Target]) -> (Vec<Server>, Vec<Strin
     (out, notes)
 }
 
-/// The port name and number an EndpointSlice gives the target, if it
-/// has it.
-fn slice_port(slice: &Object, wanted: &Option<PortRef>) -> Option<(String, u16)> {
-    let ports = slice.body.get("ports")?.as_array()?;
-    ports.iter().find_map(|p| {
-        let name = p
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let number = u16::try_from(p.get("port")?.as_u64()?).ok()?;
-        let matches = match wanted {
-            None => true,
-            Some(PortRef::Name(n)) => *n == name,
-            Some(PortRef::Number(n)) => *n == number,
-        };
-        matches.then_some((name, number))
-    })
+/// The port names and numbers of an EndpointSlice the target uses: the
+/// one it names, or every one when it names none (as the reference).
+fn slice_ports(slice: &Object, wanted: &Option<PortRef>) -> Vec<(String, u16)> {
+    let ports = slice.body.get("ports").and_then(Value::as_array);
+    ports
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let number = u16::try_from(p.get("port")?.as_u64()?).ok()?;
+            let matches = match wanted {
+                None => true,
+                Some(PortRef::Name(n)) => *n == name,
+                Some(PortRef::Number(n)) => *n == number,
+            };
+            matches.then_some((name, number))
+        })
+        .collect()
 }
 
-/// A service port (Ingress, Gateway) as the endpoints name it: the
-/// Service's port of that number or name, by its name (its `targetPort`
-/// when the port has no name and the target is a number).
+/// A service port (Ingress, Gateway) as the endpoints name it: the name
+/// of the Service's port of that number or name (empty for its one
+/// unnamed port).
 fn endpoint_port(
     index: &Index<'_>,
     target: &Target,
@@ -119,16 +124,10 @@ fn endpoint_port(
         ));
         return None;
     };
-    match port.get("name").text().ok().flatten() {
-        Some(name) if !name.is_empty() => Some(Some(PortRef::Name(name.to_string()))),
-        _ => Some(
-            port.get("targetPort")
-                .port()
-                .ok()
-                .flatten()
-                .or(Some(wanted.clone())),
-        ),
-    }
+    // Slices name their ports after the Service's; an unnamed port (the
+    // only one its Service has) is the slice's unnamed one.
+    let name = port.get("name").text().ok().flatten().unwrap_or("");
+    Some(Some(PortRef::Name(name.to_string())))
 }
 
 /// `(server name, address)` of every ready endpoint of the target.
@@ -143,13 +142,14 @@ fn endpoints(index: &Index<'_>, target: &Target, notes: &mut Vec<String>) -> Vec
         {
             continue;
         }
-        let Some((port_name, port_number)) = slice_port(slice, &port) else {
-            continue;
-        };
+        let ports = slice_ports(slice, &port);
         let Some(list) = slice.body.get("endpoints").and_then(Value::as_array) else {
             continue;
         };
-        for endpoint in list {
+        for ((port_name, port_number), endpoint) in
+            ports.iter().flat_map(|p| list.iter().map(move |e| (p, e)))
+        {
+            let port_number = *port_number;
             // Ready unless said otherwise (an unknown state counts as ready).
             let ready = endpoint
                 .pointer("/conditions/ready")

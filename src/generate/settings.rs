@@ -17,6 +17,9 @@ pub struct Settings {
 
 const HAPROXY: &str = "haproxy.router.openshift.io/";
 const ROUTER: &str = "router.openshift.io/";
+/// Annotations the reference's Ingress controller reads
+/// (`route.openshift.io/termination`…): reported, not honoured.
+const ROUTE: &str = "route.openshift.io/";
 
 /// Annotations honoured, for the note in `--help` and the docs.
 pub const HONOURED: &[&str] = &[
@@ -91,6 +94,7 @@ impl Settings {
             let Some(short) = key
                 .strip_prefix(HAPROXY)
                 .or_else(|| key.strip_prefix(ROUTER))
+                .or_else(|| key.strip_prefix(ROUTE).map(|_| key))
             else {
                 continue;
             };

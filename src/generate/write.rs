@@ -59,10 +59,23 @@ pub fn route_regex(claim: &Claim, with_path: bool) -> String {
 }
 
 /// A map file's lines in the reference's order: reverse lexical (a longer
-/// path before its prefix), wildcard lines after the others.
+/// path before its prefix), wildcard lines after the others. An exact
+/// path's line (`…/p$`) goes before the prefix line of the same path
+/// (`…/p(/.*)?$`), which would otherwise match first and hide it.
 fn map_file(title: &str, lines: Vec<(bool, String)>) -> Vec<u8> {
     let mut lines = lines;
-    lines.sort_by(|(wa, a), (wb, b)| wa.cmp(wb).then_with(|| b.cmp(a)));
+    let key = |line: &str| {
+        let regex = line.split(' ').next().unwrap_or(line);
+        match regex.strip_suffix('$') {
+            Some(body) if !body.ends_with(")?") => format!("{body}\u{7f}"),
+            _ => regex.to_string(),
+        }
+    };
+    lines.sort_by(|(wa, a), (wb, b)| {
+        wa.cmp(wb)
+            .then_with(|| key(b).cmp(&key(a)))
+            .then_with(|| b.cmp(a))
+    });
     lines.dedup();
     let mut out =
         format!("# {title}\n# Written by `switchyard generate`: edits are overwritten.\n");
@@ -98,6 +111,12 @@ pub fn files(claims: &[Claim], index: &Index<'_>, options: &Options, report: &mu
     for claim in claims {
         let w = claim.wildcard;
         let full = route_regex(claim, true);
+        if claim.gateway_http {
+            // A Gateway HTTP listener's route: port 80 only, whatever the
+            // termination toward its servers.
+            http.push((w, format!("{full} {}", claim.backend)));
+            continue;
+        }
         match claim.termination {
             Termination::Passthrough => {
                 let exact = if w {
@@ -319,6 +338,24 @@ pub fn publish(out: &Path, files: &Files) -> io::Result<bool> {
     if std::fs::read_link(&data).is_ok_and(|target| target == Path::new(&version)) {
         return Ok(false);
     }
+    // Every name through `..data`, made before the swap so that the
+    // files the new version names are there when it appears; a name held
+    // by anything else is refused before anything changed.
+    for name in files.keys() {
+        let link = out.join(name);
+        let through = Path::new("..data").join(name);
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() && std::fs::read_link(&link)? == through => {}
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} exists and is not a link to {}: not overwritten",
+                    link.display(),
+                    through.display()
+                )))
+            }
+            Err(_) => symlink(&through, &link)?,
+        }
+    }
     let dir = out.join(&version);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -337,20 +374,7 @@ pub fn publish(out: &Path, files: &Files) -> io::Result<bool> {
     let _ = std::fs::remove_file(&staged);
     symlink(&version, &staged)?;
     std::fs::rename(&staged, &data)?;
-    // Names through `..data`; names no longer written are removed.
-    for name in files.keys() {
-        let link = out.join(name);
-        match std::fs::symlink_metadata(&link) {
-            Ok(m) if m.file_type().is_symlink() => {}
-            Ok(_) => {
-                return Err(io::Error::other(format!(
-                    "{} exists and is not a link into ..data: not overwritten",
-                    link.display()
-                )))
-            }
-            Err(_) => symlink(Path::new("..data").join(name), &link)?,
-        }
-    }
+    // Names no longer written are removed, and older versions.
     for entry in std::fs::read_dir(out)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
@@ -392,6 +416,7 @@ mod tests {
             destination_ca: None,
             verify_host: None,
             settings: Settings::default(),
+            gateway_http: false,
         }
     }
 
@@ -491,5 +516,21 @@ mod tests {
             })
             .count();
         assert_eq!(versions, 1, "the old version is removed");
+    }
+
+    #[test]
+    fn a_name_held_by_another_file_is_refused_before_anything_changes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = dir.path().join("config");
+        let mut files = Files::new();
+        files.insert("a.map".into(), (b"one\n".to_vec(), false));
+        publish(&out, &files).expect("first");
+        std::fs::write(out.join("b.map"), "hand-written\n").expect("write");
+        files.insert("a.map".into(), (b"two\n".to_vec(), false));
+        files.insert("b.map".into(), (b"generated\n".to_vec(), false));
+        let err = publish(&out, &files).expect_err("b.map is not ours");
+        assert!(err.to_string().contains("b.map"), "{err}");
+        assert_eq!(std::fs::read(out.join("a.map")).expect("read"), b"one\n", "unchanged");
+        assert_eq!(std::fs::read(out.join("b.map")).expect("read"), b"hand-written\n");
     }
 }
