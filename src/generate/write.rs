@@ -530,7 +530,14 @@ mod tests {
         files.insert("b.map".into(), (b"generated\n".to_vec(), false));
         let err = publish(&out, &files).expect_err("b.map is not ours");
         assert!(err.to_string().contains("b.map"), "{err}");
-        assert_eq!(std::fs::read(out.join("a.map")).expect("read"), b"one\n", "unchanged");
-        assert_eq!(std::fs::read(out.join("b.map")).expect("read"), b"hand-written\n");
+        assert_eq!(
+            std::fs::read(out.join("a.map")).expect("read"),
+            b"one\n",
+            "unchanged"
+        );
+        assert_eq!(
+            std::fs::read(out.join("b.map")).expect("read"),
+            b"hand-written\n"
+        );
     }
 }
