@@ -46,9 +46,12 @@ async fn setup(reload_section: &str) -> Setup {
             "[[listener]]\nname = \"public_ssl\"\nbind = \"{addr}\"\n\n\
              [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\n\
              {reload_section}\n\
+             [stats]\nbind = \"{}\"\n\n\
              [[backend]]\nname = \"be_tcp:t:alpha\"\nservers = [{{ name = \"a\", address = \"{}\" }}]\n\n\
              [[backend]]\nname = \"be_tcp:t:beta\"\nservers = [{{ name = \"b\", address = \"{}\" }}]\n",
-            alpha.addr, beta.addr
+            closed_port(),
+            alpha.addr,
+            beta.addr
         ),
     );
     Setup {

@@ -104,7 +104,8 @@ async fn setup(listener_extra: &str) -> Setup {
     .collect::<String>();
     dir.write("maps/os_edge_reencrypt_be.map", &edge_map);
     let extra = format!(
-        "[tls]\ndefault_certificate = \"certs/default.pem\"\n\n\
+        "[stats]\nbind = \"{}\"\n\n\
+         [tls]\ndefault_certificate = \"certs/default.pem\"\n\n\
          [[backend]]\nname = \"be_edge_http:t:edge\"\ntermination = \"edge\"\nmode = \"tcp\"\n\
          servers = [{{ name = \"e1\", address = \"{}\" }}]\n\n\
          [[backend]]\nname = \"be_secure:t:secure\"\ntermination = \"reencrypt\"\nmode = \"tcp\"\n\
@@ -113,7 +114,10 @@ async fn setup(listener_extra: &str) -> Setup {
          [[backend]]\nname = \"be_secure:t:wrong\"\ntermination = \"reencrypt\"\nmode = \"tcp\"\n\
          verify_host = \"goldmane.calico-system.svc.cluster.local\"\nca_file = \"certs/inner-ca.pem\"\n\
          servers = [{{ name = \"w1\", address = \"{}\" }}]\n",
-        edge.addr, secure.addr, wrong.addr
+        closed_port(),
+        edge.addr,
+        secure.addr,
+        wrong.addr
     );
     let listener = format!("{listener_extra}\n");
     let main = dir.main(&listener, &extra);

@@ -447,14 +447,16 @@ impl Process {
 
     /// The next stderr line containing `text` (bounded by `WAIT`).
     pub fn line_with(&self, text: &str) -> String {
+        let mut seen = Vec::new();
         loop {
             let line = self
                 .lines
                 .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("no log line with `{text}`"));
+                .unwrap_or_else(|_| panic!("no log line with `{text}`; before it: {seen:#?}"));
             if line.contains(text) {
                 return line;
             }
+            seen.push(line);
         }
     }
 
