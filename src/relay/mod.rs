@@ -220,7 +220,7 @@ impl Direction {
             }
             ready!(from.poll_read_ready(cx)).map_err(|e| (side, e.kind()))?;
             let mut buf = Buffer::take();
-            match from.try_read(&mut buf) {
+            match read_draining(from, &mut buf) {
                 Ok(0) => {
                     self.done = true;
                     // The peer may already be gone; the other direction reports that.
@@ -232,6 +232,29 @@ impl Direction {
                 Err(e) => return Poll::Ready(Err((side, e.kind()))),
             }
         }
+    }
+}
+
+/// Reads what `from` holds into `buf`. A read shorter than the buffer
+/// emptied the socket's receive queue, so the socket's readiness is cleared
+/// at once: the next look waits for the kernel's next event instead of
+/// learning it from a read that fails with `EAGAIN` (one system call per
+/// message saved, each way). Tokio clears readiness only if no event came
+/// in since it was read, so data that arrives meanwhile still wakes us.
+fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut short = None;
+    let len = buf.len();
+    let read = from.try_io(tokio::io::Interest::READABLE, || {
+        let n = io::Read::read(&mut &*SockRef::from(from), buf)?;
+        if n > 0 && n < len {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (read, short) {
+        (_, Some(n)) => Ok(n),
+        (read, None) => read,
     }
 }
 
