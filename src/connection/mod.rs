@@ -490,13 +490,25 @@ fn accept_hello(
 
 /// Reads what the socket has into the spare capacity of `buf`.
 async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
+    // Into the spare capacity; a short read clears the socket's readiness
+    // (see `relay::read_draining`), so the relay that follows the hello
+    // does not begin with a read that fails with EAGAIN.
+    let filled = buf.len();
+    if buf.capacity() == filled {
+        buf.reserve(FIRST_READ);
     }
+    buf.resize(buf.capacity(), 0);
+    let read = loop {
+        if let Err(e) = stream.readable().await {
+            break Err(e);
+        }
+        match crate::relay::read_draining(stream, &mut buf[filled..]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => break other,
+        }
+    };
+    buf.truncate(filled + *read.as_ref().unwrap_or(&0));
+    read
 }
 
 /// Picks a server and connects, trying others after a failure (bounded by

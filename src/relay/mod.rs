@@ -100,12 +100,12 @@ pub async fn relay(
     let mut first_fin = None;
     let mut last_activity = start;
     let end = poll_fn(|cx| {
-        for dir in [&mut up, &mut down] {
-            let (from, to) = match dir.side {
-                Side::Client => (client, server),
-                Side::Server => (server, client),
+        for side in [Side::Client, Side::Server] {
+            let (dir, other_done, from, to) = match side {
+                Side::Client => (&mut up, down.done, client, server),
+                Side::Server => (&mut down, up.done, server, client),
             };
-            match dir.poll_copy(cx, from, to) {
+            match dir.poll_copy(cx, from, to, other_done) {
                 Poll::Ready(Ok(())) => {
                     first_fin.get_or_insert(dir.side);
                 }
@@ -190,12 +190,15 @@ impl Direction {
     }
 
     /// Copies until a socket would block (`Pending`), `from` closes
-    /// (`Ready(Ok)`), or a socket fails.
+    /// (`Ready(Ok)`), or a socket fails. `other_done`: the other direction
+    /// already ended, so the relay ends with this one and closing the
+    /// sockets sends the FIN (no separate `shutdown` call).
     fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
         from: &TcpStream,
         to: &TcpStream,
+        other_done: bool,
     ) -> Poll<Result<(), (Side, io::ErrorKind)>> {
         let (side, other) = (self.side, self.side.other());
         loop {
@@ -223,8 +226,11 @@ impl Direction {
             match read_draining(from, &mut buf) {
                 Ok(0) => {
                     self.done = true;
-                    // The peer may already be gone; the other direction reports that.
-                    let _ = SockRef::from(to).shutdown(Shutdown::Write);
+                    if !other_done {
+                        // Half-close passed on. The peer may already be
+                        // gone; the other direction reports that.
+                        let _ = SockRef::from(to).shutdown(Shutdown::Write);
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Ok(n) => self.pending = Some((buf, 0, n)),
@@ -241,7 +247,7 @@ impl Direction {
 /// learning it from a read that fails with `EAGAIN` (one system call per
 /// message saved, each way). Tokio clears readiness only if no event came
 /// in since it was read, so data that arrives meanwhile still wakes us.
-fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     let mut short = None;
     let len = buf.len();
     let read = from.try_io(tokio::io::Interest::READABLE, || {
