@@ -47,9 +47,19 @@ const SLOW_HELLO: [u8; 11] = [
     0x03, 0x03, // its version; the rest never comes
 ];
 
-#[tokio::test]
-async fn slow_large_hellos_cannot_take_the_budget() {
-    let pki = Pki::new();
+/// A `switchyard run` process routing `svc.budget.test` by passthrough to
+/// a named server; stopped when dropped.
+struct Router {
+    addr: SocketAddr,
+    stats: SocketAddr,
+    _process: Process,
+    _dir: ConfigDir,
+    _server: NamedServer,
+}
+
+/// The router with `main_extra` in its TOML and `backend_extra` in its
+/// backend.
+async fn router(pki: &Pki, main_extra: &str, backend_extra: &str) -> Router {
     let server = named_server("svc", pki.server_config(&["svc.budget.test"])).await;
     let dir = ConfigDir::new();
     let (addr, stats) = (closed_port(), closed_port());
@@ -66,14 +76,28 @@ async fn slow_large_hellos_cannot_take_the_budget() {
         &format!(
             "[[listener]]\nname = \"public_ssl\"\nbind = \"{addr}\"\ninspect_timeout = \"30s\"\n\n\
              [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\n\
-             [limits]\nbuffer_memory = \"256KiB\"\n\n\
+             {main_extra}\n\
              [stats]\nbind = \"{stats}\"\n\n\
-             [[backend]]\nname = \"be_tcp:b:svc\"\nservers = [{{ name = \"s\", address = \"{}\" }}]\n",
+             [[backend]]\nname = \"be_tcp:b:svc\"\n{backend_extra}\
+             servers = [{{ name = \"s\", address = \"{}\" }}]\n",
             server.addr
         ),
     );
     let config = dir.path().join("switchyard.toml");
-    let _process = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+    Router {
+        addr,
+        stats,
+        _process: Process::start(&["run", "--config", config.to_str().expect("utf-8")]),
+        _dir: dir,
+        _server: server,
+    }
+}
+
+#[tokio::test]
+async fn slow_large_hellos_cannot_take_the_budget() {
+    let pki = Pki::new();
+    let router = router(&pki, "[limits]\nbuffer_memory = \"256KiB\"\n", "").await;
+    let (addr, stats) = (router.addr, router.stats);
     let client = pki.client_config();
     assert_eq!(
         metric(stats, "switchyard_buffer_memory_limit_bytes").await,
@@ -124,30 +148,9 @@ async fn slow_large_hellos_cannot_take_the_budget() {
 #[tokio::test]
 async fn a_hello_waiting_for_a_place_stays_charged() {
     let pki = Pki::new();
-    let server = named_server("svc", pki.server_config(&["svc.budget.test"])).await;
-    let dir = ConfigDir::new();
-    let (addr, stats) = (closed_port(), closed_port());
-    dir.write(
-        "maps/os_sni_passthrough.map",
-        &format!("{} 1\n", route_regex("svc.budget.test")),
-    );
-    dir.write(
-        "maps/os_tcp_be.map",
-        &format!("{} be_tcp:b:svc\n", route_regex("svc.budget.test")),
-    );
-    dir.write(
-        "switchyard.toml",
-        &format!(
-            "[[listener]]\nname = \"public_ssl\"\nbind = \"{addr}\"\n\n\
-             [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\n\
-             [stats]\nbind = \"{stats}\"\n\n\
-             [[backend]]\nname = \"be_tcp:b:svc\"\nmax_connections_per_server = 1\nqueue_timeout = \"10s\"\n\
-             servers = [{{ name = \"s\", address = \"{}\" }}]\n",
-            server.addr
-        ),
-    );
-    let config = dir.path().join("switchyard.toml");
-    let _process = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+    let backend = "max_connections_per_server = 1\nqueue_timeout = \"10s\"\n";
+    let router = router(&pki, "", backend).await;
+    let (addr, stats) = (router.addr, router.stats);
     let client = pki.client_config();
     let mut first = Open::connect(addr, "svc.budget.test", client.clone())
         .await

@@ -158,11 +158,6 @@ impl<'a> Field<'a> {
         }
     }
 
-    /// Strings of a list.
-    pub fn texts(&self) -> Result<Vec<&'a str>, Bad> {
-        self.items()?.iter().map(|item| item.required()).collect()
-    }
-
     pub fn is_present(&self) -> bool {
         !matches!(self.value, None | Some(Value::Null))
     }

@@ -112,6 +112,27 @@ impl<'a> Index<'a> {
     pub fn new(objects: &'a [Object], report: &mut Report) -> Self {
         let mut by_kind: HashMap<&str, BTreeMap<(&str, &str), &Object>> = HashMap::new();
         for o in objects {
+            // Another API's kind of the same name (Knative's Route, say).
+            let group = o.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let wanted = match o.kind.as_str() {
+                "Route" => "route.openshift.io",
+                "Ingress" => "networking.k8s.io",
+                "EndpointSlice" => "discovery.k8s.io",
+                "Gateway" | "HTTPRoute" | "TLSRoute" | "BackendTLSPolicy" | "ReferenceGrant" => {
+                    "gateway.networking.k8s.io"
+                }
+                _ => group,
+            };
+            if group != wanted {
+                report.warn(
+                    o,
+                    Bad::new(
+                        "apiVersion",
+                        format!("`{}` is not {wanted}: not read", o.api_version),
+                    ),
+                );
+                continue;
+            }
             let kind = by_kind.entry(o.kind.as_str()).or_default();
             match kind.entry((o.namespace.as_str(), o.name.as_str())) {
                 std::collections::btree_map::Entry::Vacant(slot) => {

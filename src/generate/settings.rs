@@ -21,24 +21,6 @@ const ROUTER: &str = "router.openshift.io/";
 /// (`route.openshift.io/termination`…): reported, not honoured.
 const ROUTE: &str = "route.openshift.io/";
 
-/// Annotations honoured, for the note in `--help` and the docs.
-pub const HONOURED: &[&str] = &[
-    "haproxy.router.openshift.io/balance",
-    "haproxy.router.openshift.io/timeout",
-    "haproxy.router.openshift.io/timeout-tunnel",
-    "haproxy.router.openshift.io/ip_whitelist",
-    "haproxy.router.openshift.io/rate-limit-connections",
-    "haproxy.router.openshift.io/rate-limit-connections.concurrent-tcp",
-    "haproxy.router.openshift.io/rate-limit-connections.rate-tcp",
-    "haproxy.router.openshift.io/rate-limit-connections.rate-http",
-    "haproxy.router.openshift.io/hsts_header",
-    "haproxy.router.openshift.io/disable_cookies",
-    "haproxy.router.openshift.io/set-forwarded-headers",
-    "haproxy.router.openshift.io/pod-concurrent-connections",
-    "router.openshift.io/cookie_name",
-    "router.openshift.io/haproxy.health.check.interval",
-];
-
 /// A TOML string.
 pub fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);

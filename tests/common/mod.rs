@@ -536,12 +536,22 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 
 /// Answers every request with 200 and closes.
 pub async fn http_ok_server() -> std::net::SocketAddr {
+    http_server(|_| "ok\n".to_string()).await
+}
+
+/// A plain HTTP/1.1 server that answers each request (its head, as text)
+/// with 200 and the body `answer` gives, then closes.
+pub async fn http_server(
+    answer: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
+            let answer = Arc::clone(&answer);
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -551,9 +561,12 @@ pub async fn http_ok_server() -> std::net::SocketAddr {
                     }
                     head.push(byte[0]);
                 }
-                let answer =
-                    "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
-                let _ = tcp.write_all(answer.as_bytes()).await;
+                let body = answer(&String::from_utf8_lossy(&head));
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(response.as_bytes()).await;
             });
         }
     });
