@@ -490,25 +490,29 @@ fn accept_hello(
 
 /// Reads what the socket has into the spare capacity of `buf`.
 async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    // Into the spare capacity; a short read clears the socket's readiness
+    // A short read clears the socket's readiness, as the relay's reads do
     // (see `relay::read_draining`), so the relay that follows the hello
-    // does not begin with a read that fails with EAGAIN.
-    let filled = buf.len();
-    if buf.capacity() == filled {
-        buf.reserve(FIRST_READ);
+    // does not begin with a read that fails with EAGAIN. Into the spare
+    // capacity, which is never zeroed (a hello dribbled a byte at a time
+    // costs no more per read than one that arrives whole).
+    loop {
+        stream.readable().await?;
+        let spare = buf.capacity() - buf.len();
+        let mut short = None;
+        let read = stream.try_io(tokio::io::Interest::READABLE, || {
+            let n = stream.try_read_buf(buf)?;
+            if n > 0 && n < spare {
+                short = Some(n);
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (read, short) {
+            (_, Some(n)) => return Ok(n),
+            (Err(e), None) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            (other, None) => return other,
+        }
     }
-    buf.resize(buf.capacity(), 0);
-    let read = loop {
-        if let Err(e) = stream.readable().await {
-            break Err(e);
-        }
-        match crate::relay::read_draining(stream, &mut buf[filled..]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => break other,
-        }
-    };
-    buf.truncate(filled + *read.as_ref().unwrap_or(&0));
-    read
 }
 
 /// Picks a server and connects, trying others after a failure (bounded by

@@ -247,7 +247,7 @@ impl Direction {
 /// learning it from a read that fails with `EAGAIN` (one system call per
 /// message saved, each way). Tokio clears readiness only if no event came
 /// in since it was read, so data that arrives meanwhile still wakes us.
-pub(crate) fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     let mut short = None;
     let len = buf.len();
     let read = from.try_io(tokio::io::Interest::READABLE, || {
