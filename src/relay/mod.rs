@@ -5,7 +5,9 @@
 //!
 //! The copy is written against socket readiness (`poll_read_ready`,
 //! `try_read`, …) rather than as nested futures, so an idle relay is a few
-//! hundred bytes: two direction states and one timer.
+//! hundred bytes: two direction states and one timer. Per message it makes
+//! one read and one write each way: a short read clears the readiness at
+//! once instead of reading again into `EAGAIN`.
 
 mod pool;
 mod streams;
