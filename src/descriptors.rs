@@ -68,7 +68,7 @@ pub fn needed(snapshot: &crate::config::Snapshot) -> u64 {
     let checks: u64 = snapshot
         .backends
         .iter()
-        .filter(|b| b.check.is_some())
+        .filter(|b| b.check().is_some())
         .map(|b| b.servers.len() as u64)
         .sum();
     listeners + checks + 32

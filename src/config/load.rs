@@ -603,7 +603,9 @@ impl Context {
             retries,
             rotation,
         );
-        backend.upstream = upstream;
+        if upstream.is_some() {
+            backend.extras_mut().upstream = upstream;
+        }
         backend.mode = mode;
         backend.cookie = self.cookie(src, &raw, &backend.name, backend.mode);
         if let Some(f) = &raw.forwarded {
@@ -622,7 +624,7 @@ impl Context {
         }
         if let Some(h) = &raw.hsts {
             match hyper::header::HeaderValue::from_str(h.get_ref()) {
-                Ok(v) if h.get_ref().starts_with("max-age=") => backend.hsts = Some(v),
+                Ok(v) if h.get_ref().starts_with("max-age=") => backend.extras_mut().hsts = Some(v),
                 _ => {
                     let m = format!("hsts `{}`: expected a header value such as \"max-age=31536000; includeSubDomains\"", h.get_ref());
                     self.error(src, h.span(), m);
@@ -650,27 +652,32 @@ impl Context {
                     "allow = [] would refuse every client: leave it out to allow all".to_string();
                 self.error(src, raw.name.span(), m);
             }
-            backend.allow = Some(blocks.into());
+            backend.extras_mut().allow = Some(blocks.into());
         }
-        backend.sources = self
+        let sources = self
             .source_limits(
                 src,
                 &raw.max_connections_per_source,
                 &raw.connection_rate_per_source,
             )
             .map(|limits| crate::sources::Limited::backend(&backend.name, 0, limits));
+        if sources.is_some() {
+            backend.extras_mut().sources = sources;
+        }
         if let Some(rate) = &raw.http_request_rate_per_source {
             if backend.mode == Mode::Http {
                 let rate =
                     self.opt_parse::<crate::sources::Rate>(src, &raw.http_request_rate_per_source);
-                backend.request_rate = rate.map(|rate| {
+                if let Some(rate) = rate {
                     let limits = crate::sources::Limits {
                         concurrent: None,
                         rate: Some(rate),
                         ipv6_prefix: self.ipv6_source_prefix,
                     };
-                    crate::sources::Limited::backend(&backend.name, REQUEST_SCOPE, limits)
-                });
+                    let limited =
+                        crate::sources::Limited::backend(&backend.name, REQUEST_SCOPE, limits);
+                    backend.extras_mut().request_rate = Some(limited);
+                }
             } else {
                 let m = "http_request_rate_per_source applies to HTTP-mode backends: use connection_rate_per_source".to_string();
                 self.error(src, rate.span(), m);
@@ -709,7 +716,9 @@ impl Context {
             // A state carried from the last load already has this queue.
             let _ = server.state.queue.set(Arc::clone(&backend.queue));
         }
-        backend.check = raw.check.as_ref().and_then(|c| self.check(src, c));
+        if let Some(check) = raw.check.as_ref().and_then(|c| self.check(src, c)) {
+            backend.extras_mut().check = Some(check);
+        }
         if let Some(t) = self.carried.live().traffic.get(&backend.name) {
             backend.traffic = Arc::clone(&t.0);
             backend.verify_failures = Arc::clone(&t.1);
@@ -1373,8 +1382,7 @@ mod tests {
         .expect("write");
         let snapshot = super::load(&main).expect("load").snapshot;
         let limits = &snapshot.backends[0]
-            .sources
-            .as_ref()
+            .source_limits()
             .expect("limited")
             .limits;
         assert_eq!(limits.ipv6_prefix, 48);

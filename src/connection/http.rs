@@ -92,7 +92,7 @@ impl PoolReturn {
             return;
         };
         if sender.is_ready() {
-            state.idle.put(tls, sender);
+            state.idle().put(tls, sender);
             drop(active);
             return;
         }
@@ -101,7 +101,7 @@ impl PoolReturn {
         let mut sender = sender;
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                state.idle.put(tls, sender);
+                state.idle().put(tls, sender);
             }
             drop(active);
         });
@@ -861,7 +861,7 @@ impl Conn {
             .as_ref()
             .and_then(|(_, v)| v.as_deref())
             .and_then(|v| backend.server_for_cookie(v));
-        let tls = backend.upstream.as_ref().map_or(0, |u| u.fingerprint);
+        let tls = backend.upstream().map_or(0, |u| u.fingerprint);
         let mut tried = Vec::new();
         let mut attempts = 0;
         // Stale pooled connections met on the way: bounded, as the pool is.
@@ -881,13 +881,13 @@ impl Conn {
             // new connection (never resent once it may have been read).
             let pooled = if upgrade.is_some() {
                 None // a tunnel-to-be gets a connection of its own
-            } else if backend.upstream.is_some() {
-                let idle = &server.state.idle;
+            } else if backend.upstream().is_some() {
+                let idle = server.state.idle();
                 idle.shared_h2(tls)
                     .map(Sender::H2)
                     .or_else(|| idle.take(tls, POOL_IDLE).map(Sender::H1))
             } else {
-                server.state.idle.take(tls, POOL_IDLE).map(Sender::H1)
+                server.state.idle().take(tls, POOL_IDLE).map(Sender::H1)
             };
             let fresh = pooled.is_none();
             let mut sender = match pooled {
@@ -896,7 +896,7 @@ impl Conn {
                 // would otherwise more than double every request's future.
                 None => match Box::pin(self.open(backend, server.addr, upgrade.is_none())).await {
                     Ok(Sender::H2(h2)) => {
-                        server.state.idle.share_h2(tls, h2.clone());
+                        server.state.idle().share_h2(tls, h2.clone());
                         Sender::H2(h2)
                     }
                     Ok(sender) => sender,
@@ -908,7 +908,7 @@ impl Conn {
                     }
                 },
             };
-            if backend.upstream.is_some() {
+            if backend.upstream().is_some() {
                 sender.fit(&mut req, host, trailers);
             }
             let sent_at = Instant::now();
@@ -953,7 +953,7 @@ impl Conn {
                 }
                 Some(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
-                    if let (Some(hsts), Some(_)) = (&backend.hsts, &self.tls) {
+                    if let (Some(hsts), Some(_)) = (backend.hsts(), &self.tls) {
                         response
                             .headers_mut()
                             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
@@ -1039,7 +1039,7 @@ impl Conn {
         let tcp = connect_one(addr, backend.timeouts.connect)
             .await
             .map_err(|e| e.to_string())?;
-        let Some(upstream) = &backend.upstream else {
+        let Some(upstream) = backend.upstream() else {
             return handshake(tcp, false).await;
         };
         let offer = if may_h2 {

@@ -562,7 +562,7 @@ pub(crate) async fn connect(
                 return None;
             }
             Err(e) => {
-                if let Some(check) = &backend.check {
+                if let Some(check) = backend.check() {
                     let change = server.state.health.failure(check.fall);
                     crate::health::state::log_change(
                         backend,

@@ -46,7 +46,7 @@ pub(super) async fn run(
         first_response: ctx.backend.timeouts.server,
         idle: ctx.backend.timeouts.tunnel,
     };
-    let Some(upstream) = &ctx.backend.upstream else {
+    let Some(upstream) = ctx.backend.upstream() else {
         // Edge: plaintext to the server.
         let outcome = relay::relay_streams(client, server, deadlines, ctx.removed).await;
         return log.relayed(&outcome);

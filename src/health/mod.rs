@@ -40,7 +40,7 @@ impl Checkers {
     pub fn update(&mut self, snapshot: &Snapshot) {
         let mut next = HashMap::with_capacity(self.running.len());
         for backend in &snapshot.backends {
-            let Some(spec) = backend.check.clone() else {
+            let Some(spec) = backend.check().cloned() else {
                 continue;
             };
             let identity = identity(backend);
@@ -79,15 +79,11 @@ impl Drop for Checkers {
 fn identity(backend: &Backend) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     backend.termination.hash(&mut h);
-    backend.check.hash(&mut h);
+    backend.check().hash(&mut h);
     for s in &backend.servers {
         (&s.name, s.addr).hash(&mut h);
     }
-    backend
-        .upstream
-        .as_ref()
-        .map(|u| u.fingerprint)
-        .hash(&mut h);
+    backend.upstream().map(|u| u.fingerprint).hash(&mut h);
     h.finish()
 }
 
@@ -192,7 +188,7 @@ impl Probe {
     /// TLS servers (passthrough) only have to complete a handshake; edge
     /// servers speak plaintext.
     fn new(backend: &Backend, server: &Server, kind: &CheckKind) -> Self {
-        let (tls, host) = match (&backend.upstream, backend.termination) {
+        let (tls, host) = match (backend.upstream(), backend.termination) {
             (Some(up), _) => (
                 Some((up.config(&[]), up.verify_host.clone())),
                 up.verify_host.to_str().into_owned(),
