@@ -212,23 +212,11 @@ fn targets(rule: &Field<'_>, route: &Object, index: &Index<'_>) -> Result<Vec<Ta
                 "Service {namespace}/{name} is in another namespace and no ReferenceGrant there allows it"
             )));
         }
-        if let Some(kind) = b.get("kind").text()? {
-            if kind != "Service" {
-                return Err(b
-                    .get("kind")
-                    .bad(format!("`{kind}`: only Service is supported")));
-            }
-        }
-        let weight = b.get("weight").number()?.unwrap_or(1);
-        if !(0..=1_000_000).contains(&weight) {
-            return Err(b
-                .get("weight")
-                .bad(format!("{weight}: expected 0..=1000000")));
-        }
+        let weight = super::routes::service_weight(&b, 1, 1_000_000)?;
         out.push(Target {
             namespace: namespace.to_string(),
             service: name.to_string(),
-            weight: weight as u32,
+            weight,
             port: b.get("port").port()?,
             port_is_service_port: true,
         });

@@ -346,23 +346,11 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
     let mut services = vec![to.clone()];
     services.extend(spec.get("alternateBackends").items()?);
     for service in services {
-        if let Some(kind) = service.get("kind").text()? {
-            if kind != "Service" {
-                return Err(service
-                    .get("kind")
-                    .bad(format!("`{kind}`: only Service is supported")));
-            }
-        }
-        let weight = service.get("weight").number()?.unwrap_or(100);
-        if !(0..=256).contains(&weight) {
-            return Err(service
-                .get("weight")
-                .bad(format!("{weight}: expected 0..=256")));
-        }
+        let weight = service_weight(&service, 100, 256)?;
         targets.push(Target {
             namespace: namespace.to_string(),
             service: service.get("name").required()?.to_string(),
-            weight: weight as u32,
+            weight,
             port: port.clone(),
             port_is_service_port: false,
         });
@@ -387,6 +375,26 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
         settings,
         gateway_http: false,
     })
+}
+
+/// A reference to a backend service (a Route's `to`, a Gateway
+/// `backendRef`): its `kind` must be Service (or absent), and its weight,
+/// `default` when absent, at most `max`.
+pub(super) fn service_weight(reference: &Field<'_>, default: i64, max: i64) -> Result<u32, Bad> {
+    if let Some(kind) = reference.get("kind").text()? {
+        if kind != "Service" {
+            return Err(reference
+                .get("kind")
+                .bad(format!("`{kind}`: only Service is supported")));
+        }
+    }
+    let weight = reference.get("weight").number()?.unwrap_or(default);
+    match u32::try_from(weight) {
+        Ok(w) if i64::from(w) <= max => Ok(w),
+        _ => Err(reference
+            .get("weight")
+            .bad(format!("{weight}: expected 0..={max}"))),
+    }
 }
 
 /// Reads every Ingress (networking.k8s.io/v1) of the class asked for
