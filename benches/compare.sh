@@ -9,6 +9,9 @@
 #   bash benches/compare.sh --install   # apt-get install the peers first
 #   DUR=6 HOLD=4000 bash benches/compare.sh
 #   ONLY=http bash benches/compare.sh   # only the HTTP-mode figures
+#   ONLY=tcp  bash benches/compare.sh   # only the passthrough figures
+#   ONLY=idle bash benches/compare.sh   # only the idle-connection figure
+#   SY_BIN=/tmp/switchyard-before bash benches/compare.sh  # another build
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -29,11 +32,12 @@ done
 ulimit -n 20000 2>/dev/null || true
 
 echo "building switchyard and the load generator (release)…"
-cargo build --release --quiet --bin switchyard || exit 1
+# SY_BIN: measure another build (an A/B against a saved binary).
+[ -n "${SY_BIN:-}" ] || cargo build --release --quiet --bin switchyard || exit 1
 LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null \
   | grep -o '"executable":"[^"]*"' | grep loadgen | head -1 | cut -d'"' -f4)
 [ -x "$LOADGEN" ] || { echo "cannot build benches/loadgen.rs"; exit 1; }
-SY=$ROOT/target/release/switchyard
+SY=${SY_BIN:-$ROOT/target/release/switchyard}
 
 pids=()
 cleanup() {
@@ -263,13 +267,16 @@ figure() { # label field mode args… (over the passthrough proxies, then direct
 
 echo "measuring (${DUR}s per figure, one thread per proxy)…"
 if [ "$ONLY" != http ]; then
+if [ "$ONLY" != idle ]; then
 figure "passthrough keep-alive 64 B req/s" ops_per_s keepalive --sni echo.bench.test --conns 32 --secs "$DUR" --size 64
 figure "passthrough keep-alive p99 us" p99_us keepalive --sni echo.bench.test --conns 32 --secs 2 --size 64
 figure "passthrough new TLS connections/s" ops_per_s connect --sni app.bench.test --conns 32 --secs "$DUR" --tls
 figure "passthrough new conn (hello+echo)/s" ops_per_s connect --sni echo.bench.test --conns 32 --secs "$DUR"
 figure "passthrough bulk MB/s" mb_per_s bulk --sni bulk.bench.test --size 2000
+fi
 figure "idle passthrough conn, bytes each" per_conn_bytes hold --sni hold.bench.test --conns "$HOLD"
 T["idle passthrough conn, bytes each,direct"]=0
+if [ "$ONLY" = all ]; then
 
 enames=(switchyard haproxy nginx); eports=(13444 10444 11444); eprocs=("$SYPID" "$HAPID" "$NGPID")
 efigure() {
@@ -311,6 +318,7 @@ for name in switchyard haproxy; do
   T["failed connections over 20 reloads,$name"]=$(field "$line" failures)
   T["connections during reloads,$name"]=$(field "$line" ops)
 done
+fi
 fi
 # HTTP mode: wrk (HTTP/1.1 keep-alive) and h2load (h2, 10 streams per
 # connection), 32 connections, one thread; the proxy's CPU time (all its
@@ -363,9 +371,11 @@ hfigure() { # label tool url-scheme host sw-port hap-port ngx-port
       "$(awk -v t="$cpu" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')" "${per/-/0}" "${bad:-0}" >> "$JSON"
   done
 }
+if [ "$ONLY" = all ] || [ "$ONLY" = http ]; then
 hfigure "edge h1" wrk https web.bench.test 13447 10447 11447
 hfigure "edge h2" h2load https web.bench.test 13447 10447 11447
 hfigure "plain h1" wrk http plain.bench.test 13480 10480 11480
+fi
 
 
 row() { printf '%-40s' "$1"; shift; for v in "$@"; do printf '%13s' "$v"; done; echo; }

@@ -1,26 +1,35 @@
-//! Passthrough: connect a server, replay the ClientHello bytes read during
-//! the preread (bounded by the server timeout), then relay the raw bytes
-//! both ways.
+//! Passthrough: connect a server and replay the ClientHello bytes read
+//! during the preread (bounded by the server timeout). The relay of the
+//! raw bytes both ways that follows is run by `handle`, outside the boxed
+//! setup, so a long-lived connection holds only what the relay needs.
 
 use tokio::net::TcpStream;
 
-use super::{connect, Ctx, Preread};
+use super::{connect, Ctx, Held, Places, Preread};
 use crate::access_log::AccessLog;
 use crate::relay::{self, Deadlines};
 
-pub(super) async fn run(client: TcpStream, hello: Preread, ctx: Ctx<'_>, log: &mut AccessLog) {
-    let Some((server, _active)) = connect(ctx.backend, ctx.peer, &client, log).await else {
-        return;
-    };
+pub(super) async fn open(
+    client: TcpStream,
+    hello: Preread,
+    ctx: Ctx<'_>,
+    places: Places,
+    log: &mut AccessLog,
+) -> Option<(relay::Relay, Held)> {
+    let (server, active) = connect(ctx.backend, ctx.peer, &client, log).await?;
     // A server that never reads must not hold the connection forever:
     // the replay gets the same deadline as the server's first answer.
     let limit = ctx.backend.timeouts.server;
     match tokio::time::timeout(limit, relay::write_all(&server, &hello.bytes)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return log.end("server", &format!("write failed: {e}")),
+        Ok(Err(e)) => {
+            log.end("server", &format!("write failed: {e}"));
+            return None;
+        }
         Err(_) => {
             let why = format!("server timeout: the ClientHello was not taken within {limit:?}");
-            return log.fail("switchyard", &why);
+            log.fail("switchyard", &why);
+            return None;
         }
     }
     log.forwarded(hello.bytes.len() as u64);
@@ -30,6 +39,6 @@ pub(super) async fn run(client: TcpStream, hello: Preread, ctx: Ctx<'_>, log: &m
         first_response: ctx.backend.timeouts.server,
         idle: ctx.backend.timeouts.tunnel,
     };
-    let outcome = relay::relay(&client, &server, deadlines, ctx.removed).await;
-    log.relayed(&outcome);
+    let relay = relay::relay(client, server, deadlines, ctx.removed);
+    Some((relay, (active, places)))
 }

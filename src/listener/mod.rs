@@ -3,7 +3,7 @@
 //! refusing), accept, take the current configuration snapshot and hand the
 //! connection to its own task (`connection::handle`).
 
-mod slots;
+pub mod slots;
 
 use std::io;
 use std::net::SocketAddr;
@@ -77,21 +77,20 @@ pub async fn serve(
         let Some(index) = snapshot.listeners.iter().position(|l| l.name == name) else {
             continue; // being removed by a reload: the stop signal follows
         };
-        let open = shared.open(&frontend);
-        let handle = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let conn = Accepted {
-                stream,
-                peer,
-                snapshot,
-                listener: index,
-                shared: handle,
-            };
-            let (bytes_in, bytes_out, failed) = connection::handle(conn).await;
-            open.frontend().record(bytes_in, bytes_out, failed);
-            // `open` and `_slot` are released here, or on panic or abort.
-        });
+        // The slot and the gauges are released when the task ends, or on
+        // panic or abort.
+        let counted = connection::Counted {
+            slot,
+            open: shared.open(&frontend),
+        };
+        tokio::spawn(connection::handle(Accepted {
+            stream,
+            peer,
+            snapshot,
+            listener: index,
+            shared: Arc::clone(&shared),
+            counted,
+        }));
     }
 }
 

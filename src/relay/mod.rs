@@ -14,7 +14,6 @@ mod streams;
 
 pub use streams::relay_streams;
 
-use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
@@ -86,55 +85,94 @@ pub struct Deadlines {
     pub idle: Duration,
 }
 
-/// Copies bytes both ways until both directions are closed, a socket
-/// fails, or a deadline passes.
-pub async fn relay(
-    client: &TcpStream,
-    server: &TcpStream,
+pin_project_lite::pin_project! {
+    /// A passthrough relay: copies bytes both ways until both directions
+    /// are closed, a socket fails, or a deadline passes. A struct rather
+    /// than an `async fn`, so that a long-lived connection's task holds
+    /// each piece of state once: the two streams, one timer, the two
+    /// directions and the deadline bookkeeping.
+    pub struct Relay {
+        client: TcpStream,
+        server: TcpStream,
+        #[pin]
+        timer: Sleep,
+        up: Direction,
+        down: Direction,
+        first_fin: Option<Side>,
+        last_activity: Instant,
+        idle: Duration,
+        stop: Option<Stop>,
+    }
+}
+
+/// Starts relaying between `client` and `server`; the first-response
+/// deadline counts from now.
+pub fn relay(
+    client: TcpStream,
+    server: TcpStream,
     deadlines: Deadlines,
-    mut stop: Option<Stop>,
-) -> Outcome {
+    stop: Option<Stop>,
+) -> Relay {
     let start = Instant::now();
-    let timer = sleep_until(start + deadlines.first_response);
-    tokio::pin!(timer);
-    let mut up = Direction::new(Side::Client);
-    let mut down = Direction::new(Side::Server);
-    let mut first_fin = None;
-    let mut last_activity = start;
-    let end = poll_fn(|cx| {
-        for side in [Side::Client, Side::Server] {
-            let (dir, other_done, from, to) = match side {
-                Side::Client => (&mut up, down.done, client, server),
-                Side::Server => (&mut down, up.done, server, client),
-            };
-            match dir.poll_copy(cx, from, to, other_done) {
-                Poll::Ready(Ok(())) => {
-                    first_fin.get_or_insert(dir.side);
+    Relay {
+        client,
+        server,
+        timer: sleep_until(start + deadlines.first_response),
+        up: Direction::new(Side::Client),
+        down: Direction::new(Side::Server),
+        first_fin: None,
+        last_activity: start,
+        idle: deadlines.idle,
+        stop,
+    }
+}
+
+impl std::future::Future for Relay {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = self.project();
+        let end = 'end: {
+            for side in [Side::Client, Side::Server] {
+                let (dir, other_done, from, to) = match side {
+                    Side::Client => (&mut *this.up, this.down.done, &*this.client, &*this.server),
+                    Side::Server => (&mut *this.down, this.up.done, &*this.server, &*this.client),
+                };
+                match dir.poll_copy(cx, from, to, other_done) {
+                    Poll::Ready(Ok(())) => {
+                        this.first_fin.get_or_insert(dir.side);
+                    }
+                    Poll::Ready(Err((side, kind))) => break 'end End::Error { side, kind },
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Err((side, kind))) => return Poll::Ready(End::Error { side, kind }),
-                Poll::Pending => {}
+                if std::mem::take(&mut dir.moved) {
+                    *this.last_activity = Instant::now();
+                }
             }
-            if std::mem::take(&mut dir.moved) {
-                last_activity = Instant::now();
+            if this.up.done && this.down.done {
+                break 'end End::Closed {
+                    first: this.first_fin.unwrap_or(Side::Client),
+                };
             }
-        }
-        if up.done && down.done {
-            return Poll::Ready(End::Closed {
-                first: first_fin.unwrap_or(Side::Client),
-            });
-        }
-        if let Some(stop) = &mut stop {
-            if stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(End::RouteRemoved);
+            if let Some(stop) = this.stop {
+                if stop.as_mut().poll(cx).is_ready() {
+                    break 'end End::RouteRemoved;
+                }
             }
-        }
-        poll_deadline(cx, timer.as_mut(), down.bytes > 0, last_activity, deadlines)
-    })
-    .await;
-    Outcome {
-        client_to_server: up.bytes,
-        server_to_client: down.bytes,
-        end,
+            let answered = this.down.bytes > 0;
+            ready!(poll_deadline(
+                cx,
+                this.timer,
+                answered,
+                *this.last_activity,
+                *this.idle
+            ))
+        };
+        Poll::Ready(Outcome {
+            client_to_server: this.up.bytes,
+            server_to_client: this.down.bytes,
+            end,
+        })
     }
 }
 
@@ -147,17 +185,17 @@ fn poll_deadline(
     mut timer: Pin<&mut Sleep>,
     answered: bool,
     last_activity: Instant,
-    deadlines: Deadlines,
+    idle: Duration,
 ) -> Poll<End> {
-    if answered && last_activity + deadlines.idle < timer.deadline() {
-        timer.as_mut().reset(last_activity + deadlines.idle);
+    if answered && last_activity + idle < timer.deadline() {
+        timer.as_mut().reset(last_activity + idle);
     }
     loop {
         ready!(timer.as_mut().poll(cx));
         if !answered {
             return Poll::Ready(End::ServerTimeout);
         }
-        let deadline = last_activity + deadlines.idle;
+        let deadline = last_activity + idle;
         if Instant::now() >= deadline {
             return Poll::Ready(End::IdleTimeout);
         }
@@ -172,7 +210,7 @@ struct Direction {
     side: Side,
     /// Bytes read from `from` and not yet written to `to`, as
     /// `buffer[start..end]`; `None` whenever the direction is idle.
-    pending: Option<(Buffer, usize, usize)>,
+    pending: Option<(Buffer, u32, u32)>,
     /// `from` reached end of stream and `to` was half-closed.
     done: bool,
     /// Bytes moved since the relay loop last looked.
@@ -206,9 +244,10 @@ impl Direction {
         loop {
             if let Some((buf, start, end)) = &mut self.pending {
                 ready!(to.poll_write_ready(cx)).map_err(|e| (other, e.kind()))?;
-                match to.try_write(&buf[*start..*end]) {
+                match to.try_write(&buf[*start as usize..*end as usize]) {
                     Ok(n) => {
-                        *start += n;
+                        // At most `end - start`, a `u32`.
+                        *start += n as u32;
                         self.bytes += n as u64;
                         self.moved = true;
                         if start == end {
@@ -235,7 +274,8 @@ impl Direction {
                     }
                     return Poll::Ready(Ok(()));
                 }
-                Ok(n) => self.pending = Some((buf, 0, n)),
+                // A read is at most the buffer's 32 KiB.
+                Ok(n) => self.pending = Some((buf, 0, n as u32)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err((side, e.kind()))),
             }

@@ -17,44 +17,44 @@ thread_local! {
 }
 
 /// A buffer on loan from the pool; returns itself when dropped.
-pub struct Buffer(Option<Box<[u8]>>);
+pub struct Buffer(Box<[u8]>);
 
 impl Buffer {
     pub fn take() -> Self {
         let spare = SPARE.with(|s| s.borrow_mut().pop());
-        Buffer(Some(spare.unwrap_or_else(|| {
+        Buffer(spare.unwrap_or_else(|| {
             // Bytes in flight of a connection already admitted: counted
             // against the budget, never refused.
             crate::budget::global().add(BUFFER_SIZE);
             vec![0u8; BUFFER_SIZE].into_boxed_slice()
-        })))
+        }))
     }
 }
 
 impl std::ops::Deref for Buffer {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.0.as_deref().unwrap_or_default()
+        &self.0
     }
 }
 
 impl std::ops::DerefMut for Buffer {
     fn deref_mut(&mut self) -> &mut [u8] {
-        self.0.as_deref_mut().unwrap_or_default()
+        &mut self.0
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Some(buf) = self.0.take() {
-            SPARE.with(|s| {
-                let mut spare = s.borrow_mut();
-                if spare.len() < SPARES {
-                    spare.push(buf);
-                } else {
-                    crate::budget::global().give_back(BUFFER_SIZE);
-                }
-            });
-        }
+        // An empty box in its place: no allocation.
+        let buf = std::mem::take(&mut self.0);
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < SPARES {
+                spare.push(buf);
+            } else {
+                crate::budget::global().give_back(BUFFER_SIZE);
+            }
+        });
     }
 }
