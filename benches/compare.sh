@@ -34,8 +34,8 @@ ulimit -n 20000 2>/dev/null || true
 echo "building switchyard and the load generator (release)…"
 # SY_BIN: measure another build (an A/B against a saved binary).
 [ -n "${SY_BIN:-}" ] || cargo build --release --quiet --bin switchyard || exit 1
-LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null \
-  | grep -o '"executable":"[^"]*"' | grep loadgen | head -1 | cut -d'"' -f4)
+LOADGEN=${LOADGEN_BIN:-$(cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null \
+  | grep -o '"executable":"[^"]*"' | grep loadgen | head -1 | cut -d'"' -f4)}
 [ -x "$LOADGEN" ] || { echo "cannot build benches/loadgen.rs"; exit 1; }
 SY=${SY_BIN:-$ROOT/target/release/switchyard}
 

@@ -127,6 +127,21 @@ fn reload(c: &mut Criterion) {
         live_after.saturating_sub(live_before) as f64 / 1e6,
         (after.saturating_sub(before)) / 1024
     );
+    {
+        // The same backends with no routes: the share of each.
+        let bare = tempfile::tempdir().expect("tempdir");
+        let main = write_routes(bare.path(), 0);
+        let before = live_bytes();
+        let backends = switchyard::config::load(&main).expect("load").snapshot;
+        let held = live_bytes().saturating_sub(before);
+        let total = live_after.saturating_sub(live_before);
+        eprintln!(
+            "  of which {BACKENDS} backends (2 servers each): {:.1} MB; the routes: {:.1} MB",
+            held as f64 / 1e6,
+            total.saturating_sub(held) as f64 / 1e6
+        );
+        drop(backends);
+    }
     let mut group = c.benchmark_group("reload");
     group
         .sample_size(10)

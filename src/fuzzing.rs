@@ -72,7 +72,7 @@ pub fn map_table(data: &[u8]) {
         !refused.contains(&i) && regex::Regex::new(p).is_ok_and(|re| re.is_match(&key))
     });
     assert_eq!(
-        table.lookup(&key).map(|e| e.value),
+        table.lookup(&key).map(|e| *e.value),
         expected,
         "key {key:?} patterns {patterns:?}"
     );

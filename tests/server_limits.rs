@@ -20,6 +20,13 @@ use tokio::net::TcpStream;
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
+/// A limited backend's queue.
+fn queue(b: &switchyard::backend::Backend) -> &switchyard::backend::Queue {
+    b.queue
+        .as_deref()
+        .expect("a backend with max_connections_per_server has a queue")
+}
+
 /// A TLS connection through the router to `svc.queue.test`, and the name
 /// of the server that answered.
 async fn open(
@@ -99,7 +106,7 @@ async fn full_servers_queue_connections_then_refuse_them() {
     // Both full: the third waits in the queue...
     let waiter = tokio::spawn(open(addr, Arc::clone(&client)));
     until("one connection queued", || {
-        backend(&router).queue.waiting() == 1
+        queue(&backend(&router)).waiting() == 1
     })
     .await;
     // ...and the queue (max_queue = 1) is full: a fourth is refused at once.
@@ -107,7 +114,7 @@ async fn full_servers_queue_connections_then_refuse_them() {
         .await
         .expect("refused at once, not queued");
     assert!(refused.is_err(), "queue full");
-    assert_eq!(backend(&router).queue.refused.load(Ordering::Relaxed), 1);
+    assert_eq!(queue(&backend(&router)).refused.load(Ordering::Relaxed), 1);
 
     // A place freed goes to the one waiting, on the server that freed it.
     drop(first);
@@ -129,9 +136,9 @@ async fn full_servers_queue_connections_then_refuse_them() {
         "waited ~1s"
     );
     let b = backend(&router);
-    assert_eq!(b.queue.queued.load(Ordering::Relaxed), 2);
-    assert_eq!(b.queue.refused.load(Ordering::Relaxed), 2);
-    assert_eq!(b.queue.waiting(), 0);
+    assert_eq!(queue(&b).queued.load(Ordering::Relaxed), 2);
+    assert_eq!(queue(&b).refused.load(Ordering::Relaxed), 2);
+    assert_eq!(queue(&b).waiting(), 0);
     assert!(
         b.servers
             .iter()
@@ -228,6 +235,6 @@ async fn http_requests_wait_for_a_place_then_get_503() {
     let first = first.await.expect("join");
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let b = backend_named(&router, "be_edge_http:q:web");
-    assert_eq!(b.queue.queued.load(Ordering::Relaxed), 1);
-    assert_eq!(b.queue.refused.load(Ordering::Relaxed), 1);
+    assert_eq!(queue(&b).queued.load(Ordering::Relaxed), 1);
+    assert_eq!(queue(&b).refused.load(Ordering::Relaxed), 1);
 }

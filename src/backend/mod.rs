@@ -348,8 +348,9 @@ pub struct Backend {
     pub max_per_server: Option<u32>,
     /// Connections waiting for a place at most (`max_queue`).
     pub max_queue: usize,
-    /// Where they wait; carried across reloads.
-    pub queue: Arc<Queue>,
+    /// Where they wait, for a backend with `max_per_server` (no other
+    /// ever waits); carried across reloads.
+    pub queue: Option<Arc<Queue>>,
     pub timeouts: Timeouts,
     /// Further servers tried after a failed connect.
     pub retries: u32,
@@ -453,7 +454,7 @@ impl Backend {
             servers,
             max_per_server: None,
             max_queue: DEFAULT_MAX_QUEUE,
-            queue: Arc::default(),
+            queue: None,
             timeouts,
             retries,
             rotation,

@@ -103,27 +103,30 @@ impl Backend {
         tried: &[usize],
         preferred: Option<usize>,
     ) -> Result<(usize, ActiveGuard), Unavailable> {
-        let limited = self.max_per_server.is_some();
-        if !(limited && self.queue.others_wait()) {
+        let queue = self
+            .queue
+            .as_deref()
+            .filter(|_| self.max_per_server.is_some());
+        if !queue.is_some_and(Queue::others_wait) {
             if let Some(taken) = self.try_take(client, tried, preferred) {
                 return Ok(taken);
             }
         }
-        if !limited || !self.could_use(tried) {
+        let Some(queue) = queue.filter(|_| self.could_use(tried)) else {
             return Err(Unavailable::NoServer);
-        }
+        };
         // Boxed: the rare path, kept out of every connection's future.
-        Box::pin(self.wait_for_place(client, tried, preferred)).await
+        Box::pin(self.wait_for_place(queue, client, tried, preferred)).await
     }
 
     /// Waits in the queue for a place on a server with room.
     async fn wait_for_place(
         &self,
+        queue: &Queue,
         client: IpAddr,
         tried: &[usize],
         preferred: Option<usize>,
     ) -> Result<(usize, ActiveGuard), Unavailable> {
-        let queue = &self.queue;
         let waiting = queue.waiting.fetch_add(1, Ordering::Relaxed);
         let woken_by_freed = tried.is_empty();
         // Others waiting for a wake-up before this one: a place free now

@@ -109,7 +109,9 @@ impl Carried {
             for b in previous {
                 live.rotations
                     .insert(b.name.clone(), Arc::clone(&b.rotation));
-                live.queues.insert(b.name.clone(), Arc::clone(&b.queue));
+                if let Some(queue) = &b.queue {
+                    live.queues.insert(b.name.clone(), Arc::clone(queue));
+                }
                 live.traffic.insert(
                     b.name.clone(),
                     (Arc::clone(&b.traffic), Arc::clone(&b.verify_failures)),
@@ -317,7 +319,7 @@ impl Context {
                 // The same compiled edge map: the same request table.
                 Some((edge, requests)) if Arc::ptr_eq(&edge, map) => requests,
                 _ => {
-                    let entries = map.table.entries().to_vec();
+                    let entries = map.table.to_entries();
                     Arc::new(crate::route::request::RequestTable::build(entries).0)
                 }
             });
@@ -346,6 +348,7 @@ impl Context {
             maps_built_from: std::mem::take(&mut self.memo),
             http,
             buffer_memory,
+            splice: raw.relay.splice.unwrap_or(true),
             listeners,
             tls,
             stats,
@@ -709,12 +712,23 @@ impl Context {
                 0..=1 << 20,
             ) as usize;
         }
-        if let Some(queue) = self.carried.live().queues.get(&backend.name) {
-            backend.queue = Arc::clone(queue);
-        }
-        for server in &backend.servers {
-            // A state carried from the last load already has this queue.
-            let _ = server.state.queue.set(Arc::clone(&backend.queue));
+        if backend.max_per_server.is_some() {
+            // The last load's queue; else the one its servers' carried
+            // states already wake (the backend was limited before that);
+            // else a new one.
+            let queue = self
+                .carried
+                .live()
+                .queues
+                .get(&backend.name)
+                .or_else(|| backend.servers.iter().find_map(|s| s.state.queue.get()))
+                .cloned()
+                .unwrap_or_default();
+            for server in &backend.servers {
+                // A state carried from the last load already has this queue.
+                let _ = server.state.queue.set(Arc::clone(&queue));
+            }
+            backend.queue = Some(queue);
         }
         if let Some(check) = raw.check.as_ref().and_then(|c| self.check(src, c)) {
             backend.extras_mut().check = Some(check);
@@ -887,7 +901,7 @@ impl Context {
     ) -> Option<Arc<Map<V>>> {
         let text = self.read(path)?;
         let digest = digest_of(&text);
-        let valid = |m: &Map<V>, cx: &Self| m.table.entries().iter().all(|e| e.value.same_in(cx));
+        let valid = |m: &Map<V>, cx: &Self| m.table.values().all(|v| v.same_in(cx));
         if let Some(map) = self.reuse((path, role), digest, valid) {
             return Some(map);
         }
@@ -1639,5 +1653,38 @@ mod reuse {
                 .ok(),
             Some("r".into())
         );
+    }
+
+    /// Only a backend with `max_connections_per_server` has a queue, and
+    /// one that loses its limit and gets it back waits where its servers'
+    /// freed places wake (the queue they were given first).
+    #[test]
+    fn a_queue_follows_the_limit_and_stays_the_servers_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let main = dir.path().join("s.toml");
+        let write = |limit: &str| {
+            let text = format!(
+                "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[stats]\nenabled = false\n\
+                 [[backend]]\nname = \"b\"\n{limit}\
+                 servers = [{{ name = \"s\", address = \"127.0.0.1:9\" }}]\n"
+            );
+            std::fs::write(&main, text).expect("write");
+        };
+        write("max_connections_per_server = 2\n");
+        let limited = super::load(&main).expect("load").snapshot;
+        let queue = std::sync::Arc::clone(limited.backends[0].queue.as_ref().expect("a queue"));
+        write("");
+        let unlimited = super::load_after(&main, Some(&limited))
+            .expect("reload")
+            .snapshot;
+        assert!(unlimited.backends[0].queue.is_none(), "no limit, no queue");
+        write("max_connections_per_server = 3\n");
+        let again = super::load_after(&main, Some(&unlimited))
+            .expect("reload")
+            .snapshot;
+        let back = again.backends[0].queue.as_ref().expect("a queue again");
+        assert!(std::sync::Arc::ptr_eq(back, &queue), "the servers' queue");
+        let woken = again.backends[0].servers[0].state.queue.get().expect("set");
+        assert!(std::sync::Arc::ptr_eq(woken, &queue));
     }
 }

@@ -93,6 +93,8 @@ pub struct Snapshot {
     pub http: HttpSettings,
     /// `[limits] buffer_memory` in bytes; `None`: no limit.
     pub buffer_memory: Option<usize>,
+    /// `[relay] splice`: passthrough bursts through a kernel pipe.
+    pub splice: bool,
     /// What each compiled map was built from, so that the next load
     /// reuses the maps whose files did not change.
     pub(crate) maps_built_from: load::MapMemo,
@@ -140,6 +142,7 @@ impl Snapshot {
         Snapshot {
             http: HttpSettings::default(),
             buffer_memory: None,
+            splice: true,
             maps_built_from: Default::default(),
             backends_built_from: None,
             listeners: Vec::new(),

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub relay: RawRelay,
     /// Further files holding `[[backend]]` tables, relative to this file.
     #[serde(default)]
     pub backend_files: Vec<Spanned<String>>,
@@ -69,6 +71,15 @@ pub struct RawListener {
     pub max_connections_per_source: Option<Spanned<u64>>,
     /// New connections per period from one client address (`"20/10s"`).
     pub connection_rate_per_source: Option<Spanned<String>>,
+}
+
+/// `[relay]`: how passthrough bytes are copied.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelay {
+    /// Bulk transfers through a kernel pipe (`splice(2)`, Linux); default
+    /// `true`.
+    pub splice: Option<bool>,
 }
 
 /// `[limits]`: how per-source limits group clients, and the buffer budget.

@@ -321,6 +321,9 @@ async fn decide_and_open(
     };
     let handshake_timeout = spec.inspect_timeout;
     let fallback = http_fallback(&snapshot, listener);
+    let copying = relay::Copying {
+        splice: snapshot.splice,
+    };
     drop(snapshot);
     // HTTP mode checks each request's backend instead.
     if shared_for_requests.is_none() && !backend.admits(peer.ip()) {
@@ -343,6 +346,7 @@ async fn decide_and_open(
         peer,
         backend: &backend,
         removed,
+        copying,
     };
     match (backend.termination, tls, shared_for_requests) {
         (Termination::Passthrough, _, _) => {
@@ -434,6 +438,8 @@ pub(crate) struct Ctx<'a> {
     pub backend: &'a Arc<Backend>,
     /// Resolves when a reload removed this connection's route (if asked).
     pub removed: Option<relay::Stop>,
+    /// `[relay]`: how a passthrough relay copies.
+    pub copying: relay::Copying,
 }
 
 /// Why the preread stopped without a ClientHello that names a host.

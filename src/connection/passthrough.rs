@@ -39,6 +39,6 @@ pub(super) async fn open(
         first_response: ctx.backend.timeouts.server,
         idle: ctx.backend.timeouts.tunnel,
     };
-    let relay = relay::relay(client, server, deadlines, ctx.removed);
+    let relay = relay::relay(client, server, deadlines, ctx.copying, ctx.removed);
     Some((relay, (active, places)))
 }

@@ -10,6 +10,8 @@
 //! once instead of reading again into `EAGAIN`.
 
 mod pool;
+#[cfg(target_os = "linux")]
+pub mod splice;
 mod streams;
 
 pub use streams::relay_streams;
@@ -85,6 +87,13 @@ pub struct Deadlines {
     pub idle: Duration,
 }
 
+/// How a passthrough relay copies: `splice`: bursts through a kernel pipe
+/// (`[relay] splice`, Linux only; elsewhere always through the buffer).
+#[derive(Debug, Clone, Copy)]
+pub struct Copying {
+    pub splice: bool,
+}
+
 pin_project_lite::pin_project! {
     /// A passthrough relay: copies bytes both ways until both directions
     /// are closed, a socket fails, or a deadline passes. A struct rather
@@ -111,6 +120,7 @@ pub fn relay(
     client: TcpStream,
     server: TcpStream,
     deadlines: Deadlines,
+    copying: Copying,
     stop: Option<Stop>,
 ) -> Relay {
     let start = Instant::now();
@@ -118,8 +128,8 @@ pub fn relay(
         client,
         server,
         timer: sleep_until(start + deadlines.first_response),
-        up: Direction::new(Side::Client),
-        down: Direction::new(Side::Server),
+        up: Direction::new(Side::Client, copying),
+        down: Direction::new(Side::Server, copying),
         first_fin: None,
         last_activity: start,
         idle: deadlines.idle,
@@ -208,9 +218,13 @@ use std::future::Future as _;
 /// One direction of the copy.
 struct Direction {
     side: Side,
-    /// Bytes read from `from` and not yet written to `to`, as
-    /// `buffer[start..end]`; `None` whenever the direction is idle.
-    pending: Option<(Buffer, u32, u32)>,
+    /// Bytes read from `from` and not yet written to `to`; `None` whenever
+    /// the direction is idle.
+    pending: Option<Pending>,
+    /// `from` filled a whole buffer: the burst goes through a pipe.
+    bulk: bool,
+    /// Bursts may go through a pipe at all.
+    splice: bool,
     /// `from` reached end of stream and `to` was half-closed.
     done: bool,
     /// Bytes moved since the relay loop last looked.
@@ -218,11 +232,22 @@ struct Direction {
     bytes: u64,
 }
 
+/// Where a direction's bytes in flight are.
+enum Pending {
+    /// `buffer[start..end]`.
+    Buffer(Buffer, u32, u32),
+    /// In a pipe (`splice`), this many.
+    #[cfg(target_os = "linux")]
+    Pipe(splice::Pipe, u32),
+}
+
 impl Direction {
-    fn new(side: Side) -> Self {
+    fn new(side: Side, copying: Copying) -> Self {
         Direction {
             side,
             pending: None,
+            bulk: false,
+            splice: copying.splice,
             done: false,
             moved: false,
             bytes: 0,
@@ -242,16 +267,34 @@ impl Direction {
     ) -> Poll<Result<(), (Side, io::ErrorKind)>> {
         let (side, other) = (self.side, self.side.other());
         loop {
-            if let Some((buf, start, end)) = &mut self.pending {
+            if let Some(pending) = &mut self.pending {
                 ready!(to.poll_write_ready(cx)).map_err(|e| (other, e.kind()))?;
-                match to.try_write(&buf[*start as usize..*end as usize]) {
+                let (written, left) = match pending {
+                    Pending::Buffer(buf, start, end) => {
+                        match to.try_write(&buf[*start as usize..*end as usize]) {
+                            Ok(n) => {
+                                // At most `end - start`, a `u32`.
+                                *start += n as u32;
+                                (Ok(n), end.saturating_sub(*start))
+                            }
+                            Err(e) => (Err(e), 1),
+                        }
+                    }
+                    #[cfg(target_os = "linux")]
+                    Pending::Pipe(pipe, held) => match pipe.drain(to, *held as usize) {
+                        Ok(n) => {
+                            *held = held.saturating_sub(n as u32);
+                            (Ok(n), *held)
+                        }
+                        Err(e) => (Err(e), 1),
+                    },
+                };
+                match written {
                     Ok(n) => {
-                        // At most `end - start`, a `u32`.
-                        *start += n as u32;
                         self.bytes += n as u64;
                         self.moved = true;
-                        if start == end {
-                            self.pending = None;
+                        if left == 0 {
+                            self.finish_pending();
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -263,8 +306,7 @@ impl Direction {
                 return Poll::Ready(Ok(()));
             }
             ready!(from.poll_read_ready(cx)).map_err(|e| (side, e.kind()))?;
-            let mut buf = Buffer::take();
-            match read_draining(from, &mut buf) {
+            let read = match self.read(from) {
                 Ok(0) => {
                     self.done = true;
                     if !other_done {
@@ -274,11 +316,59 @@ impl Direction {
                     }
                     return Poll::Ready(Ok(()));
                 }
-                // A read is at most the buffer's 32 KiB.
-                Ok(n) => self.pending = Some((buf, 0, n as u32)),
+                read => read,
+            };
+            match read {
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err((side, e.kind()))),
             }
+        }
+    }
+
+    /// One read from `from` into a pipe (in a burst) or a pool buffer; what
+    /// it read is left in `pending`.
+    fn read(&mut self, from: &TcpStream) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        if self.bulk {
+            if let Some(pipe) = splice::Pipe::take() {
+                match pipe.fill(from) {
+                    // A pipe holds at most 64 KiB.
+                    Ok(n) if n > 0 => {
+                        self.pending = Some(Pending::Pipe(pipe, n as u32));
+                        return Ok(n);
+                    }
+                    other => {
+                        // The burst is over (or the stream): back to the
+                        // buffer for the next message.
+                        pipe.give_back();
+                        self.bulk = false;
+                        return other;
+                    }
+                }
+            }
+            self.bulk = false;
+        }
+        let mut buf = Buffer::take();
+        let n = read_draining(from, &mut buf)?;
+        if n > 0 {
+            #[cfg(target_os = "linux")]
+            {
+                self.bulk = self.splice && n == buf.len();
+            }
+            // A read is at most the buffer's 32 KiB.
+            self.pending = Some(Pending::Buffer(buf, 0, n as u32));
+        }
+        Ok(n)
+    }
+
+    /// The bytes in flight are all written: the buffer or the pipe goes
+    /// back to its pool.
+    fn finish_pending(&mut self) {
+        match self.pending.take() {
+            #[cfg(target_os = "linux")]
+            Some(Pending::Pipe(pipe, _)) => pipe.give_back(),
+            _ => {}
         }
     }
 }

@@ -238,6 +238,6 @@ fn lookup<'a, V>(map: &'a Map<V>, key: &str) -> Option<(Hit, &'a V)> {
             file: Arc::clone(&map.path),
             line: entry.line,
         };
-        (hit, &entry.value)
+        (hit, entry.value)
     })
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use decision::{Decision, Hello, Hit, Miss, OwnedHello, PlainDecision, Via};
-pub use table::{Entry, Table};
+pub use table::{Entry, Found, Table};
 
 /// Index of a backend in the snapshot's backend list.
 pub type BackendId = usize;
@@ -29,9 +29,7 @@ pub struct Map<V> {
 impl<V> Map<V> {
     /// The pattern written on `line`, for explanations.
     pub fn pattern_at(&self, line: usize) -> Option<&str> {
-        let entries = self.table.entries();
-        let i = entries.binary_search_by_key(&line, |e| e.line).ok()?;
-        Some(&entries[i].pattern)
+        self.table.pattern_at(line)
     }
 }
 
@@ -66,11 +64,9 @@ pub struct RequestMap<V> {
 impl Routes {
     /// Entries across all maps.
     pub fn len(&self) -> usize {
-        self.passthrough
-            .as_ref()
-            .map_or(0, |m| m.table.entries().len())
-            + self.tcp_be.as_ref().map_or(0, |m| m.table.entries().len())
-            + self.edge.as_ref().map_or(0, |m| m.table.entries().len())
+        self.passthrough.as_ref().map_or(0, |m| m.table.len())
+            + self.tcp_be.as_ref().map_or(0, |m| m.table.len())
+            + self.edge.as_ref().map_or(0, |m| m.table.len())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -12,7 +12,7 @@ use super::shape::{classify, Shape};
 /// take the memory of the process.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// A map line with its compiled value.
+/// A map line with its compiled value: what [`Table::build`] takes.
 #[derive(Debug, Clone)]
 pub struct Entry<V> {
     /// Line in the map file.
@@ -20,6 +20,14 @@ pub struct Entry<V> {
     /// The pattern as written, for `route` output.
     pub pattern: String,
     pub value: V,
+}
+
+/// The entry a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found<'a, V> {
+    /// Line in the map file.
+    pub line: usize,
+    pub value: &'a V,
 }
 
 /// An invalid regex on a map line.
@@ -33,7 +41,10 @@ pub struct PatternError {
 #[derive(Debug)]
 pub struct Table<V> {
     /// All entries in file order; lookups return an index into this.
-    entries: Vec<Entry<V>>,
+    entries: Vec<Stored<V>>,
+    /// Every entry's pattern as written, one after the other (one
+    /// allocation for the map instead of one per line).
+    patterns: Box<str>,
     /// Exact host → first entry for it (`DOT`: that entry also matches the
     /// host with a trailing dot, which then needs no key of its own).
     exact: HashMap<Box<str>, u32>,
@@ -46,6 +57,16 @@ pub struct Table<V> {
     never: Vec<usize>,
 }
 
+/// An entry as the table keeps it: 16 bytes beside its pattern's text.
+#[derive(Debug)]
+struct Stored<V> {
+    line: u32,
+    /// End of the pattern in `patterns` (it starts where the previous
+    /// entry's ends).
+    end: u32,
+    value: V,
+}
+
 impl<V> Table<V> {
     /// Compiles entries (in file order). Bad regexes are reported and left
     /// out; the caller decides whether the table may still be used.
@@ -56,10 +77,22 @@ impl<V> Table<V> {
             general: Vec::new(),
             never: Vec::new(),
             entries: Vec::with_capacity(entries.len()),
+            patterns: Box::default(),
         };
+        let mut patterns = String::with_capacity(entries.iter().map(|e| e.pattern.len()).sum());
         let mut errors = Vec::new();
         for entry in entries {
             let index = table.entries.len() as u32;
+            let (Ok(line), Ok(end)) = (
+                u32::try_from(entry.line),
+                u32::try_from(patterns.len() + entry.pattern.len()),
+            ) else {
+                errors.push(PatternError {
+                    line: entry.line,
+                    message: "the map is too large: at most 4 GiB of patterns".into(),
+                });
+                continue;
+            };
             match classify(&entry.pattern) {
                 Shape::Exact(keys) => insert(&mut table.exact, keys, index),
                 Shape::Wildcard(suffixes) => insert(&mut table.wildcard, suffixes, index),
@@ -72,15 +105,21 @@ impl<V> Table<V> {
                     }
                 },
             }
-            table.entries.push(entry);
+            patterns.push_str(&entry.pattern);
+            table.entries.push(Stored {
+                line,
+                end,
+                value: entry.value,
+            });
         }
+        table.patterns = patterns.into_boxed_str();
         table.exact.shrink_to_fit();
         table.wildcard.shrink_to_fit();
         (table, errors)
     }
 
     /// The first entry whose pattern matches `key` (a normalised host name).
-    pub fn lookup(&self, key: &str) -> Option<&Entry<V>> {
+    pub fn lookup(&self, key: &str) -> Option<Found<'_, V>> {
         let mut best = first(&self.exact, key);
         if let Some((_, suffix)) = key.split_once('.') {
             if let Some(i) = first(&self.wildcard, suffix) {
@@ -93,11 +132,54 @@ impl<V> Table<V> {
             .filter(|(_, re)| re.is_match(key))
             .map(|(i, _)| *i)
             .next();
-        hit.or(best).map(|i| &self.entries[i as usize])
+        let stored = &self.entries[hit.or(best)? as usize];
+        Some(Found {
+            line: stored.line as usize,
+            value: &stored.value,
+        })
     }
 
-    pub fn entries(&self) -> &[Entry<V>] {
-        &self.entries
+    /// Entries compiled.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries' values, in file order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|e| &e.value)
+    }
+
+    /// The pattern written on `line`, for explanations.
+    pub fn pattern_at(&self, line: usize) -> Option<&str> {
+        let line = u32::try_from(line).ok()?;
+        let i = self.entries.binary_search_by_key(&line, |e| e.line).ok()?;
+        Some(self.pattern(i))
+    }
+
+    fn pattern(&self, i: usize) -> &str {
+        let start = i.checked_sub(1).map_or(0, |p| self.entries[p].end as usize);
+        self.patterns
+            .get(start..self.entries[i].end as usize)
+            .unwrap_or_default()
+    }
+
+    /// The entries as they were given (for a table of another kind built
+    /// from the same lines).
+    pub fn to_entries(&self) -> Vec<Entry<V>>
+    where
+        V: Clone,
+    {
+        (0..self.entries.len())
+            .map(|i| Entry {
+                line: self.entries[i].line as usize,
+                pattern: self.pattern(i).to_string(),
+                value: self.entries[i].value.clone(),
+            })
+            .collect()
     }
 
     /// Lines that no host name can match, in file order.
@@ -204,7 +286,7 @@ mod tests {
     }
 
     fn hit(t: &Table<usize>, key: &str) -> Option<usize> {
-        t.lookup(key).map(|e| e.value)
+        t.lookup(key).map(|e| *e.value)
     }
 
     #[test]
@@ -279,7 +361,9 @@ mod tests {
             "{}",
             errors[0].message
         );
-        assert_eq!(t.entries().len(), 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.pattern_at(3), Some("^ok$"));
+        assert_eq!(t.pattern_at(7), None);
     }
 
     /// Patterns drawn from the shapes OpenShift writes and a few general

@@ -167,6 +167,8 @@ pub struct Global {
     pub local_failures: AtomicU64,
     /// Connections refused by a listener's per-source limits.
     pub source_limited: AtomicU64,
+    /// Passthrough bytes moved through a kernel pipe (`[relay] splice`).
+    pub spliced_bytes: AtomicU64,
     /// Top unmatched SNIs: bounded memory, heavy hitters kept, no global
     /// lock on the miss path (never one metric label per invented name).
     unmatched: super::top::TopNames,

@@ -28,6 +28,7 @@ pub struct Report {
     pub proxy_refused: u64,
     pub local_failures: u64,
     pub source_limited: u64,
+    pub spliced_bytes: u64,
     /// The buffer budget: bytes held now, the limit, work refused.
     pub buffer_memory: BudgetReport,
     pub unmatched_sni_top: Vec<(String, u64)>,
@@ -178,9 +179,9 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
                 verify_failures: b.verify_failures.load(Relaxed),
                 denied: b.traffic.denied.load(Relaxed),
                 limited: b.traffic.limited.load(Relaxed),
-                queue_current: b.queue.waiting() as u64,
-                queued: b.queue.queued.load(Relaxed),
-                queue_refused: b.queue.refused.load(Relaxed),
+                queue_current: b.queue.as_ref().map_or(0, |q| q.waiting() as u64),
+                queued: b.queue.as_ref().map_or(0, |q| q.queued.load(Relaxed)),
+                queue_refused: b.queue.as_ref().map_or(0, |q| q.refused.load(Relaxed)),
                 http_responses: b.traffic.responses(),
                 http_response_ms: b.traffic.average_response_ms(),
                 servers,
@@ -230,6 +231,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
         proxy_refused: g.proxy_refused.load(Relaxed),
         local_failures: g.local_failures.load(Relaxed),
         source_limited: g.source_limited.load(Relaxed),
+        spliced_bytes: g.spliced_bytes.load(Relaxed),
         buffer_memory: {
             let b = crate::budget::global();
             BudgetReport {
@@ -327,6 +329,7 @@ fn record(r: &Report) {
     counter!("switchyard_proxy_header_refused_total").absolute(r.proxy_refused);
     counter!("switchyard_local_failures_total").absolute(r.local_failures);
     counter!("switchyard_source_limited_total").absolute(r.source_limited);
+    counter!("switchyard_relay_spliced_bytes_total").absolute(r.spliced_bytes);
     gauge!("switchyard_buffer_memory_bytes").set(r.buffer_memory.used_bytes as f64);
     if let Some(limit) = r.buffer_memory.limit_bytes {
         gauge!("switchyard_buffer_memory_limit_bytes").set(limit as f64);

@@ -1,0 +1,178 @@
+//! Passthrough bursts through a kernel pipe (`[relay] splice`), through a
+//! `switchyard run` process (the spliced-bytes counter is the process's)
+//! and real sockets: 4 MiB each way arrive byte for byte, half-closes are
+//! passed on, the bytes are counted once, and `splice = false` moves the
+//! same bytes through the buffer instead.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB4: usize = 4 << 20;
+
+/// `len` bytes that differ from one position to the next (a shifted or
+/// dropped chunk would not compare equal).
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// The value of a line of /metrics that starts with `series` (a name and
+/// its labels).
+async fn metric(stats: SocketAddr, series: &str) -> f64 {
+    let mut tcp = None;
+    for _ in 0..50 {
+        if let Ok(t) = TcpStream::connect(stats).await {
+            tcp = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tcp = tcp.expect("stats port");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut text))
+        .await
+        .expect("in time")
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+}
+
+/// A server that reads to the end of the stream, then sends `reply` and
+/// closes; what it read comes back from the task.
+async fn sink_then_reply(reply: Vec<u8>) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.expect("read to the end");
+        s.write_all(&reply).await.expect("reply");
+        got
+    });
+    (addr, task)
+}
+
+fn client_hello(sni: &str) -> Vec<u8> {
+    let pki = Pki::new();
+    let name = ServerName::try_from(sni.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(pki.client_config(), name).expect("client");
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).expect("hello");
+    out
+}
+
+/// Runs a router with `relay` as its `[relay]` table, sends a hello and
+/// 4 MiB, half-closes, reads the server's 4 MiB to the end, and returns
+/// the spliced-bytes counter.
+async fn four_mib_each_way(relay: &str) -> f64 {
+    let reply = pattern(MIB4, 2);
+    let (server, received) = sink_then_reply(reply.clone()).await;
+    let dir = ConfigDir::new();
+    let (addr, stats) = (closed_port(), closed_port());
+    dir.write(
+        "maps/os_sni_passthrough.map",
+        &format!("{} 1\n", route_regex("bulk.test")),
+    );
+    dir.write(
+        "maps/os_tcp_be.map",
+        &format!("{} be_tcp:b:bulk\n", route_regex("bulk.test")),
+    );
+    dir.write(
+        "switchyard.toml",
+        &format!(
+            "[[listener]]\nname = \"public_ssl\"\nbind = \"{addr}\"\n\n\
+             [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\n\
+             [relay]\n{relay}\n\
+             [stats]\nbind = \"{stats}\"\n\n\
+             [[backend]]\nname = \"be_tcp:b:bulk\"\n\
+             servers = [{{ name = \"s\", address = \"{server}\" }}]\n"
+        ),
+    );
+    let config = dir.path().join("switchyard.toml");
+    let _process = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+
+    let mut sent = client_hello("bulk.test");
+    sent.extend_from_slice(&pattern(MIB4, 1));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut read, mut write) = tcp.into_split();
+    let to_send = sent.clone();
+    let writer = tokio::spawn(async move {
+        write.write_all(&to_send).await.expect("send");
+        write.shutdown().await.expect("half-close");
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), read.read_to_end(&mut back))
+        .await
+        .expect("the reply ends in time")
+        .expect("read");
+    writer.await.expect("writer");
+    let got = received.await.expect("server");
+    assert!(
+        got == sent,
+        "the server got {} of {} bytes, or others",
+        got.len(),
+        sent.len()
+    );
+    assert!(
+        back == reply,
+        "the client got {} of {} bytes, or others",
+        back.len(),
+        reply.len()
+    );
+
+    // Counted once each way, whichever way they went (the line is written
+    // as the connection ends, just after the client saw the end).
+    let series = "haproxy_frontend_bytes_in_total{frontend=\"public_ssl\"}";
+    let mut counted = 0.0;
+    for _ in 0..50 {
+        counted = metric(stats, series).await;
+        if counted > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counted, sent.len() as f64, "client bytes counted once");
+    let out = "haproxy_frontend_bytes_out_total{frontend=\"public_ssl\"}";
+    assert_eq!(metric(stats, out).await, reply.len() as f64);
+    metric(stats, "switchyard_relay_spliced_bytes_total").await
+}
+
+#[tokio::test]
+async fn bursts_go_through_a_pipe_byte_for_byte() {
+    let spliced = four_mib_each_way("").await;
+    if cfg!(target_os = "linux") {
+        // Most of the 8 MiB: each burst's first 32 KiB go through the
+        // buffer, the rest through the pipe.
+        assert!(spliced >= (MIB4 as f64), "{spliced} bytes spliced of 8 MiB");
+    }
+}
+
+#[tokio::test]
+async fn splice_off_moves_the_same_bytes_through_the_buffer() {
+    let spliced = four_mib_each_way("splice = false").await;
+    assert_eq!(spliced, 0.0, "nothing went through a pipe");
+}
