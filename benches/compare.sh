@@ -12,6 +12,7 @@
 #   ONLY=tcp  bash benches/compare.sh   # only the passthrough figures
 #   ONLY=idle bash benches/compare.sh   # only the idle-connection figure
 #   SY_BIN=/tmp/switchyard-before bash benches/compare.sh  # another build
+#   SPLICE=false bash benches/compare.sh  # Switchyard copies bursts in user space
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -110,6 +111,8 @@ http_be = "plain.map"
 default_certificate = "srv.pem"
 [stats]
 enabled = false
+[relay]
+splice = ${SPLICE:-true}
 [[backend]]
 name = "be_tcp:b:echo"
 servers = [{ name = "echo", address = "127.0.0.1:9501" }]
