@@ -111,8 +111,8 @@ http_be = "plain.map"
 default_certificate = "srv.pem"
 [stats]
 enabled = false
-[relay]
-splice = ${SPLICE:-true}
+${SPLICE:+[relay]}
+${SPLICE:+splice = $SPLICE}
 [[backend]]
 name = "be_tcp:b:echo"
 servers = [{ name = "echo", address = "127.0.0.1:9501" }]
