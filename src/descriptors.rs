@@ -45,7 +45,8 @@ pub fn shortfall(needed: u64, limit: Option<u64>) -> Option<String> {
     let limit = limit?;
     (needed > limit).then(|| {
         format!(
-            "the listeners' max_connections need up to {needed} open files (two per connection), \
+            "the listeners' max_connections need up to {needed} open files (two per connection, \
+             and pipes for bulk transfers), \
              the limit is {limit}: raise it (ulimit -n, LimitNOFILE) or lower max_connections"
         )
     })
@@ -58,8 +59,17 @@ pub fn current() -> Option<u64> {
 
 /// Descriptors the configuration may need at once: two per connection
 /// each listener admits, its listening socket, one per health-checked
-/// server, and a few for the stats port, logs and file watches.
+/// server, the relays' pipes (`[relay] splice`: an eighth of the limit at
+/// most), and a few for the stats port, logs and file watches.
 pub fn needed(snapshot: &crate::config::Snapshot) -> u64 {
+    #[cfg(target_os = "linux")]
+    let pipes = if snapshot.splice {
+        2 * crate::relay::splice::pairs_allowed(current()) as u64
+    } else {
+        0
+    };
+    #[cfg(not(target_os = "linux"))]
+    let pipes = 0;
     let listeners: u64 = snapshot
         .listeners
         .iter()
@@ -71,7 +81,7 @@ pub fn needed(snapshot: &crate::config::Snapshot) -> u64 {
         .filter(|b| b.check().is_some())
         .map(|b| b.servers.len() as u64)
         .sum();
-    listeners + checks + 32
+    listeners + checks + pipes + 32
 }
 
 /// Whether a failed connect or accept is the router's own doing (out of

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const MIB4: usize = 4 << 20;
 
@@ -62,12 +62,28 @@ async fn metric(stats: SocketAddr, series: &str) -> f64 {
 }
 
 /// A server that reads to the end of the stream, then sends `reply` and
-/// closes; what it read comes back from the task.
-async fn sink_then_reply(reply: Vec<u8>) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+/// closes; what it read comes back from the task. `slow`: it waits half a
+/// second before reading, with a small receive buffer, so that the
+/// router's sends to it block and the client's bytes (and its end of
+/// stream) queue up in the router's socket.
+async fn sink_then_reply(
+    reply: Vec<u8>,
+    slow: bool,
+) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if slow {
+        socket.set_recv_buffer_size(4096).expect("small buffer");
+    }
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(8).expect("listen");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
+        if slow {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.expect("read to the end");
         s.write_all(&reply).await.expect("reply");
@@ -85,12 +101,19 @@ fn client_hello(sni: &str) -> Vec<u8> {
     out
 }
 
-/// Runs a router with `relay` as its `[relay]` table, sends a hello and
-/// 4 MiB, half-closes, reads the server's 4 MiB to the end, and returns
-/// the spliced-bytes counter.
-async fn four_mib_each_way(relay: &str) -> f64 {
-    let reply = pattern(MIB4, 2);
-    let (server, received) = sink_then_reply(reply.clone()).await;
+/// A `switchyard run` process with `relay` as its `[relay]` table, routing
+/// `bulk.test` by passthrough to a server that reads to the end and then
+/// sends `reply`.
+struct Setup {
+    addr: SocketAddr,
+    stats: SocketAddr,
+    received: tokio::task::JoinHandle<Vec<u8>>,
+    _process: Process,
+    _dir: ConfigDir,
+}
+
+async fn setup(relay: &str, reply: Vec<u8>, slow: bool) -> Setup {
+    let (server, received) = sink_then_reply(reply, slow).await;
     let dir = ConfigDir::new();
     let (addr, stats) = (closed_port(), closed_port());
     dir.write(
@@ -113,7 +136,29 @@ async fn four_mib_each_way(relay: &str) -> f64 {
         ),
     );
     let config = dir.path().join("switchyard.toml");
-    let _process = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+    let process = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
+    Setup {
+        addr,
+        stats,
+        received,
+        _process: process,
+        _dir: dir,
+    }
+}
+
+/// Runs a router with `relay` as its `[relay]` table, sends a hello and
+/// 4 MiB, half-closes, reads the server's 4 MiB to the end, and returns
+/// the spliced-bytes counter.
+async fn four_mib_each_way(relay: &str) -> f64 {
+    let reply = pattern(MIB4, 2);
+    // Bound whole: the process and its files live to the end of the test.
+    let Setup {
+        addr,
+        stats,
+        received,
+        _process,
+        _dir,
+    } = setup(relay, reply.clone(), false).await;
 
     let mut sent = client_hello("bulk.test");
     sent.extend_from_slice(&pattern(MIB4, 1));
@@ -175,4 +220,54 @@ async fn bursts_go_through_a_pipe_byte_for_byte() {
 async fn splice_off_moves_the_same_bytes_through_the_buffer() {
     let spliced = four_mib_each_way("splice = false").await;
     assert_eq!(spliced, 0.0, "nothing went through a pipe");
+}
+
+/// TCP urgent data in the middle of a burst, with the client's end of
+/// stream already queued behind it: splicing stops at the urgent mark, and
+/// the bytes after it still arrive (the urgent byte itself is out of band,
+/// as a socket read leaves it).
+#[tokio::test]
+async fn urgent_data_in_a_burst_loses_nothing_after_it() {
+    let Setup {
+        addr,
+        received,
+        _process,
+        _dir,
+        ..
+    } = setup("", b"done".to_vec(), true).await;
+    // More than the router's send buffer can take while the server waits.
+    let before = pattern(2 * MIB4, 3);
+    let after = pattern(64 * 1024, 4);
+    let mut expected = client_hello("bulk.test");
+    expected.extend_from_slice(&before);
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    let hello_and_before = expected.clone();
+    let after_sent = after.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut tcp = tcp;
+        tcp.write_all(&hello_and_before).expect("send");
+        let sock = socket2::SockRef::from(&tcp);
+        sock.send_out_of_band(b"!").expect("urgent byte");
+        tcp.write_all(&after_sent).expect("send the rest");
+        tcp.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut tcp, &mut back).expect("reply");
+        back
+    });
+    expected.extend_from_slice(&after);
+    let got = tokio::time::timeout(Duration::from_secs(30), received)
+        .await
+        .expect("the server reads to the end in time")
+        .expect("server");
+    let back = tokio::task::spawn_blocking(move || writer.join().expect("writer"))
+        .await
+        .expect("join");
+    assert_eq!(back, b"done");
+    assert!(
+        got == expected,
+        "the server got {} of {} bytes, or others",
+        got.len(),
+        expected.len()
+    );
 }

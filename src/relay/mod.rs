@@ -330,24 +330,21 @@ impl Direction {
     /// it read is left in `pending`.
     fn read(&mut self, from: &TcpStream) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
-        if self.bulk {
+        if std::mem::take(&mut self.bulk) {
             if let Some(pipe) = splice::Pipe::take() {
-                match pipe.fill(from) {
-                    // A pipe holds at most 64 KiB.
-                    Ok(n) if n > 0 => {
-                        self.pending = Some(Pending::Pipe(pipe, n as u32));
-                        return Ok(n);
-                    }
-                    other => {
-                        // The burst is over (or the stream): back to the
-                        // buffer for the next message.
-                        pipe.give_back();
-                        self.bulk = false;
-                        return other;
-                    }
+                let n = pipe.fill(from)?;
+                if n > 0 {
+                    // A full pipe: the burst goes on. A shorter fill
+                    // emptied the socket: the next read is the buffer's.
+                    self.bulk = n == splice::CHUNK;
+                    // At most the pipe's 64 KiB.
+                    self.pending = Some(Pending::Pipe(pipe, n as u32));
+                    return Ok(n);
                 }
+                // Nothing moved (the end, an empty socket, or urgent
+                // data): the buffer's read below says which.
+                pipe.give_back();
             }
-            self.bulk = false;
         }
         let mut buf = Buffer::take();
         let n = read_draining(from, &mut buf)?;

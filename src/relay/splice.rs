@@ -5,47 +5,77 @@
 //! idle connection holds no pipe and a busy one two descriptors per
 //! direction. Through rustix: the system calls without `unsafe` here.
 //!
-//! On by default; `[relay] splice = false` turns it off for connections
-//! accepted from then on. Bytes moved this way are counted
+//! Pipes are bounded like buffers: every pipe open (lent or spare) counts
+//! 64 KiB against the buffer budget (counted, never refused), and at most
+//! [`pairs_allowed`] are open at once, an eighth of the open-file limit,
+//! counted in `descriptors::needed`; beyond it a burst copies through its
+//! buffer. `[relay] splice = false` turns it off for connections accepted
+//! from then on. Bytes moved this way are counted
 //! (`switchyard_relay_spliced_bytes_total`).
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// At most this much is moved per call: the default pipe capacity.
-const CHUNK: usize = 64 * 1024;
+/// At most this much is moved per call: the default pipe capacity, and
+/// what a pipe counts against the buffer budget.
+pub const CHUNK: usize = 64 * 1024;
 /// Empty pipes kept per thread; beyond this they are closed.
 const SPARES: usize = 16;
+/// Pipes open at most, whatever the open-file limit.
+const MAX_PAIRS: usize = 4096;
+
+/// Pipes open now (lent or spare), across threads.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Pipes that may be open at once under an open-file limit of `limit`
+/// (`None`: unlimited): an eighth of it, two descriptors each.
+pub fn pairs_allowed(limit: Option<u64>) -> usize {
+    limit.map_or(MAX_PAIRS, |l| {
+        usize::try_from(l / 8).unwrap_or(MAX_PAIRS).min(MAX_PAIRS)
+    })
+}
 
 thread_local! {
     static SPARE: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A pipe on loan from the pool, with the bytes it holds.
+/// A pipe on loan from the pool.
 pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
 }
 
 impl Pipe {
-    /// An empty pipe: a spare, or a new one (`None` when the process is out
-    /// of descriptors: the caller copies through its buffer instead).
+    /// An empty pipe: a spare, or a new one while fewer than the allowed
+    /// number are open (`None` otherwise, or when the process is out of
+    /// descriptors: the caller copies through its buffer instead).
     pub fn take() -> Option<Pipe> {
         if let Some(pipe) = SPARE.with(|s| s.borrow_mut().pop()) {
             return Some(pipe);
         }
-        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).ok()?;
-        Some(Pipe { read, write })
+        let allowed = pairs_allowed(crate::descriptors::current());
+        OPEN.fetch_update(Relaxed, Relaxed, |n| (n < allowed).then_some(n + 1))
+            .ok()?;
+        match pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) {
+            Ok((read, write)) => {
+                crate::budget::global().add(CHUNK);
+                Some(Pipe { read, write })
+            }
+            Err(_) => {
+                OPEN.fetch_sub(1, Relaxed);
+                None
+            }
+        }
     }
 
-    /// Gives an empty pipe back to the pool (a pipe that still holds bytes
-    /// is closed instead, with them).
+    /// Gives an empty pipe back to the pool (the caller never gives back
+    /// one that holds bytes; such a pipe is dropped, closing it).
     pub fn give_back(self) {
         SPARE.with(|s| {
             let mut spare = s.borrow_mut();
@@ -55,24 +85,24 @@ impl Pipe {
         });
     }
 
-    /// Moves what `from` holds into the pipe: the bytes moved, 0 at end of
-    /// stream, `WouldBlock` (readiness cleared) when `from` is empty.
+    /// Moves what `from` holds into the pipe: the bytes moved, or 0 when
+    /// it moved nothing. A 0 is not trusted as the end of the stream, nor
+    /// as an empty socket (splicing stops at TCP urgent data): readiness is
+    /// left as it is and the caller reads the socket to settle it.
     pub fn fill(&self, from: &TcpStream) -> io::Result<usize> {
-        from.try_io(Interest::READABLE, || {
-            let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-            Ok(splice(
-                from.as_fd(),
-                None,
-                self.write.as_fd(),
-                None,
-                CHUNK,
-                flags,
-            )?)
-        })
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        match splice(from.as_fd(), None, self.write.as_fd(), None, CHUNK, flags) {
+            Ok(n) => Ok(n),
+            Err(e) if e == rustix::io::Errno::AGAIN => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Moves up to `len` bytes from the pipe into `to`: the bytes moved,
-    /// `WouldBlock` (readiness cleared) when `to` is full.
+    /// `WouldBlock` (readiness cleared) when `to` is full. The pipe holds
+    /// `len` bytes, so it is never what would block. A peer that has gone
+    /// gives `EPIPE`, not a signal: the process ignores SIGPIPE, as Rust
+    /// programs do.
     pub fn drain(&self, to: &TcpStream, len: usize) -> io::Result<usize> {
         let moved = to.try_io(Interest::WRITABLE, || {
             let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
@@ -89,5 +119,27 @@ impl Pipe {
             .spliced_bytes
             .fetch_add(moved as u64, Relaxed);
         Ok(moved)
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Relaxed);
+        crate::budget::global().give_back(CHUNK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pairs_allowed;
+
+    /// Pipes take at most an eighth of the open-file limit, and never more
+    /// than 4,096 of them.
+    #[test]
+    fn pipes_are_bounded_by_the_open_file_limit() {
+        assert_eq!(pairs_allowed(Some(20_000)), 2_500);
+        assert_eq!(pairs_allowed(Some(7)), 0, "no room: bursts use the buffer");
+        assert_eq!(pairs_allowed(Some(1 << 20)), 4_096);
+        assert_eq!(pairs_allowed(None), 4_096);
     }
 }
