@@ -225,7 +225,7 @@ impl Context {
             None => {
                 let (files_mark, warnings_mark) = (self.files.len(), self.warnings.len());
                 let mut backends = Vec::new();
-                let mut names = HashMap::new();
+                let mut names = Names::default();
                 let mut file_digests = Vec::new();
                 self.backends(&src, raw.backends, &defaults, &mut backends, &mut names);
                 for file in &raw.backend_files {
@@ -513,7 +513,7 @@ impl Context {
         raws: Vec<RawBackend>,
         defaults: &BackendDefaults,
         out: &mut Vec<Backend>,
-        names: &mut HashMap<String, BackendId>,
+        names: &mut Names,
     ) {
         for raw in raws {
             let name = raw.name.get_ref().trim().to_string();
@@ -1023,7 +1023,7 @@ impl Context {
         &mut self,
         src: &Source<'_>,
         raws: &[RawListener],
-        names: &HashMap<String, BackendId>,
+        names: &Names,
         certs: Option<&Arc<crate::tls::CertStore>>,
     ) -> (Vec<ListenerSpec>, Vec<Option<Arc<crate::tls::ServerSide>>>) {
         let mut tls = Vec::new();
@@ -1289,7 +1289,10 @@ pub(crate) struct BackendMemo {
 }
 
 /// A configuration's backends and their ids by name.
-type BuiltBackends = (Vec<Arc<Backend>>, HashMap<String, BackendId>);
+type BuiltBackends = (Vec<Arc<Backend>>, Names);
+
+/// Backend names to ids: every map line's value is looked up here.
+type Names = HashMap<String, BackendId, foldhash::fast::RandomState>;
 
 /// The edge map and the request table built from it.
 type EdgeRequests = (
@@ -1340,7 +1343,7 @@ const REQUEST_SCOPE: u64 = 0x5245_5155_4553_5453;
 
 fn backend_of(
     value: &str,
-    names: &HashMap<String, BackendId>,
+    names: &Names,
     backends: &[Arc<Backend>],
     kinds: &[Termination],
 ) -> Result<BackendId, String> {

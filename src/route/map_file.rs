@@ -31,9 +31,7 @@ pub fn parse(text: &str) -> (Vec<MapLine>, Vec<LineError>) {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let mut parts = trimmed.splitn(2, char::is_whitespace);
-        let pattern = parts.next().unwrap_or_default();
-        let value = parts.next().map(str::trim).unwrap_or_default();
+        let (pattern, value) = split_value(trimmed);
         if value.is_empty() {
             errors.push(LineError {
                 line,
@@ -50,9 +48,50 @@ pub fn parse(text: &str) -> (Vec<MapLine>, Vec<LineError>) {
     (lines, errors)
 }
 
+/// `<regex> <value>` at the first whitespace; the value trimmed, empty
+/// when there is none. Looks at bytes while they are ASCII (map files
+/// are), at chars from the first that is not.
+fn split_value(line: &str) -> (&str, &str) {
+    // The ASCII characters `char::is_whitespace` takes (with \x0B, which
+    // `u8::is_ascii_whitespace` leaves out).
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
+    let at = match line.bytes().position(|b| space(b) || !b.is_ascii()) {
+        Some(i) if line.as_bytes()[i].is_ascii() => Some(i),
+        Some(_) => line.find(char::is_whitespace),
+        None => None,
+    };
+    match at {
+        Some(i) => (&line[..i], line[i..].trim()),
+        None => (line, ""),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The split is at the first whitespace of any kind, as before the
+    /// byte-wise fast path.
+    #[test]
+    fn values_split_at_any_whitespace() {
+        for (line, pattern, value) in [
+            ("^a$ b", "^a$", "b"),
+            ("^a$\tb  c ", "^a$", "b  c"),
+            ("^a$\x0Bb", "^a$", "b"),
+            ("^a$\u{2003}b", "^a$", "b"),
+            ("^é$ b", "^é$", "b"),
+            ("^é$\u{00A0}b", "^é$", "b"),
+            ("^a$", "^a$", ""),
+        ] {
+            assert_eq!(split_value(line), (pattern, value), "{line:?}");
+            let old = {
+                let mut parts = line.splitn(2, char::is_whitespace);
+                let p = parts.next().unwrap_or_default();
+                (p, parts.next().map(str::trim).unwrap_or_default())
+            };
+            assert_eq!(split_value(line), old, "{line:?}");
+        }
+    }
 
     #[test]
     fn comments_blanks_and_values() {

@@ -61,7 +61,11 @@ fn openshift_form(pattern: &str) -> Option<Shape> {
         Some(rest) => (true, rest),
         None => (false, body),
     };
-    let (host, rest) = body.split_once("\\.?(:[0-9]+)?")?;
+    // The host holds no `?`: the first one ends its `\\.?` (a one-byte
+    // search instead of a substring one, for every line of a large map).
+    let host_end = body.find('?')?.checked_sub(2)?;
+    let (host, tail) = body.split_at_checked(host_end)?;
+    let rest = tail.strip_prefix("\\.?(:[0-9]+)?")?;
     let name = host_name(host)?;
     if !rest.is_empty() {
         let path_char = |c: char| c.is_ascii_alphanumeric() || "/_-.~%".contains(c);
@@ -79,12 +83,13 @@ fn openshift_form(pattern: &str) -> Option<Shape> {
 /// `\\.` and `\\-`), unquoted; `None` for anything else.
 fn host_name(quoted: &str) -> Option<String> {
     let mut name = String::with_capacity(quoted.len());
-    let mut chars = quoted.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            'a'..='z' | '0'..='9' | '_' | '-' => name.push(c),
-            '\\' => match chars.next()? {
-                e @ ('.' | '-') => name.push(e),
+    // Bytes, not chars: anything outside ASCII is refused anyway.
+    let mut bytes = quoted.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => name.push(char::from(b)),
+            b'\\' => match bytes.next()? {
+                e @ (b'.' | b'-') => name.push(char::from(e)),
                 _ => return None,
             },
             _ => return None,

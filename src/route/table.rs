@@ -37,6 +37,10 @@ pub struct PatternError {
     pub message: String,
 }
 
+/// Host names (or wildcard suffixes) to the first entry for them, hashed
+/// with a per-process random seed.
+type Keys = HashMap<Box<str>, u32, foldhash::fast::RandomState>;
+
 /// One map, compiled.
 #[derive(Debug)]
 pub struct Table<V> {
@@ -47,10 +51,10 @@ pub struct Table<V> {
     patterns: Box<str>,
     /// Exact host → first entry for it (`DOT`: that entry also matches the
     /// host with a trailing dot, which then needs no key of its own).
-    exact: HashMap<Box<str>, u32>,
+    exact: Keys,
     /// Wildcard suffix (`wild.test` for `*.wild.test`) → first entry, the
     /// same way.
-    wildcard: HashMap<Box<str>, u32>,
+    wildcard: Keys,
     /// General regexes with their entry index, in file order.
     general: Vec<(u32, Regex)>,
     /// Lines no host name can match (path routes), for `check`.
@@ -72,8 +76,8 @@ impl<V> Table<V> {
     /// out; the caller decides whether the table may still be used.
     pub fn build(entries: Vec<Entry<V>>) -> (Self, Vec<PatternError>) {
         let mut table = Table {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: Keys::default(),
+            wildcard: Keys::default(),
             general: Vec::new(),
             never: Vec::new(),
             entries: Vec::with_capacity(entries.len()),
@@ -200,7 +204,7 @@ const DOT: u32 = 1 << 31;
 /// followed by the same key with a trailing dot (`\\.?` in the pattern, as
 /// OpenShift writes) takes one slot for both when the entry is the first
 /// for both.
-fn insert(map: &mut HashMap<Box<str>, u32>, keys: Vec<String>, index: u32) {
+fn insert(map: &mut Keys, keys: Vec<String>, index: u32) {
     use std::collections::hash_map::Entry as Slot;
     let mut keys = keys.into_iter().peekable();
     while let Some(key) = keys.next() {
@@ -235,7 +239,7 @@ fn insert(map: &mut HashMap<Box<str>, u32>, keys: Vec<String>, index: u32) {
 
 /// The first entry for `key`: its own slot, or the slot of the key without
 /// its trailing dot when that entry also matches with the dot.
-fn first(map: &HashMap<Box<str>, u32>, key: &str) -> Option<u32> {
+fn first(map: &Keys, key: &str) -> Option<u32> {
     let own = map.get(key).map(|&v| v & !DOT);
     let undotted = key
         .strip_suffix('.')
