@@ -137,6 +137,8 @@ impl Future for Connection {
                 },
                 StageProj::Relaying { relay, log, .. } => {
                     let outcome = ready!(relay.poll(cx));
+                    // Taken only here, and the stage becomes `Done` right
+                    // after: never `None` while `Relaying` is polled.
                     let Some(mut log) = log.take() else {
                         return Poll::Ready(());
                     };

@@ -222,8 +222,10 @@ struct Direction {
     /// the direction is idle.
     pending: Option<Pending>,
     /// `from` filled a whole buffer: the burst goes through a pipe.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     bulk: bool,
-    /// Bursts may go through a pipe at all.
+    /// Bursts may go through a pipe at all (Linux only).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     splice: bool,
     /// `from` reached end of stream and `to` was half-closed.
     done: bool,
