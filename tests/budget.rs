@@ -15,31 +15,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The value of the metric `name` on the stats port.
-async fn metric(stats: SocketAddr, name: &str) -> f64 {
-    // The stats port may come up just after the listeners.
-    let mut tcp = None;
-    for _ in 0..50 {
-        if let Ok(t) = TcpStream::connect(stats).await {
-            tcp = Some(t);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut tcp = tcp.expect("stats port");
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut text = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut text))
-        .await
-        .expect("in time")
-        .expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 /// The first bytes of a ClientHello that announces 16 KiB, and no more.
 const SLOW_HELLO: [u8; 11] = [
     0x16, 0x03, 0x01, 0x40, 0x00, // handshake record of 16,384 bytes

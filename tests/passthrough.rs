@@ -124,15 +124,6 @@ async fn unknown_sni_goes_to_the_default_backend_when_set() {
 }
 
 /// A ClientHello as rustls writes it, for tests that send it by hand.
-fn client_hello(sni: &str) -> Vec<u8> {
-    let pki = Pki::new();
-    let name = ServerName::try_from(sni.to_string()).expect("name");
-    let mut conn = rustls::ClientConnection::new(pki.client_config(), name).expect("client");
-    let mut out = Vec::new();
-    conn.write_tls(&mut out).expect("hello");
-    out
-}
-
 /// Completes a TLS session over a blocking socket, sending the ClientHello
 /// as `segments` (each written separately, with a pause so that they travel
 /// as separate TCP segments) and the rest normally. Returns the server's name.

@@ -360,20 +360,6 @@ async fn proxy_aware_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiv
     (addr, rx)
 }
 
-/// The bytes of a TLS ClientHello for `sni`.
-fn client_hello(sni: &str) -> Vec<u8> {
-    let config = Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    );
-    let name = ServerName::try_from(sni.to_string()).expect("name");
-    let mut conn = rustls::ClientConnection::new(config, name).expect("client");
-    let mut hello = Vec::new();
-    conn.write_tls(&mut hello).expect("hello");
-    hello
-}
-
 /// `send_proxy`: a passthrough server gets a header naming the client
 /// (here the one the load balancer's header named), v1 or v2, before the
 /// ClientHello; its health checks send `LOCAL`.

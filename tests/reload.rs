@@ -306,17 +306,6 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// A ClientHello naming `sni`, as the first bytes of a TLS connection.
-fn client_hello(pki: &Pki, sni: &str) -> Vec<u8> {
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("name");
-    let mut hello = Vec::new();
-    rustls::ClientConnection::new(pki.client_config(), name)
-        .expect("client")
-        .write_tls(&mut hello)
-        .expect("hello");
-    hello
-}
-
 /// A TCP echo server: passthrough relays bytes, TLS or not.
 async fn echo_server() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -345,7 +334,6 @@ async fn long_connections_do_not_pin_route_tables() {
     const ROUTES: usize = 20_000;
     const BACKENDS: usize = 50;
     const CONNS: usize = 200;
-    let pki = Pki::new();
     let server = echo_server().await;
     let dir = ConfigDir::new();
     let passthrough: String = (0..ROUTES)
@@ -381,7 +369,7 @@ async fn long_connections_do_not_pin_route_tables() {
     let mut after_first = 0;
     for edit in 1..=10 {
         for i in (edit - 1) * CONNS / 10..edit * CONNS / 10 {
-            let hello = client_hello(&pki, &format!("r{i}.big.test"));
+            let hello = client_hello(&format!("r{i}.big.test"));
             let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
             tcp.write_all(&hello).await.expect("hello");
             let mut back = vec![0u8; hello.len()];

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -28,37 +27,6 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// The value of a line of /metrics that starts with `series` (a name and
-/// its labels).
-async fn metric(stats: SocketAddr, series: &str) -> f64 {
-    let mut tcp = None;
-    for _ in 0..50 {
-        if let Ok(t) = TcpStream::connect(stats).await {
-            tcp = Some(t);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut tcp = tcp.expect("stats port");
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut text = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut text))
-        .await
-        .expect("in time")
-        .expect("metrics");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {series} in {text}"))
 }
 
 /// A server that reads to the end of the stream, then sends `reply` and
@@ -90,15 +58,6 @@ async fn sink_then_reply(
         got
     });
     (addr, task)
-}
-
-fn client_hello(sni: &str) -> Vec<u8> {
-    let pki = Pki::new();
-    let name = ServerName::try_from(sni.to_string()).expect("name");
-    let mut conn = rustls::ClientConnection::new(pki.client_config(), name).expect("client");
-    let mut out = Vec::new();
-    conn.write_tls(&mut out).expect("hello");
-    out
 }
 
 /// A `switchyard run` process with `relay` as its `[relay]` table, routing

@@ -488,6 +488,53 @@ impl Drop for Process {
     }
 }
 
+/// The bytes of a TLS ClientHello for `sni`, as the first bytes of a
+/// connection (the hello does not depend on the roots a client trusts).
+pub fn client_hello(sni: &str) -> Vec<u8> {
+    let config = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    );
+    let name = ServerName::try_from(sni.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(config, name).expect("client");
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).expect("hello");
+    hello
+}
+
+/// The value of the line of the stats port's /metrics that starts with
+/// `series` (a name, with its labels if it has any), waiting a second at
+/// most for the port to come up.
+pub async fn metric(stats: SocketAddr, series: &str) -> f64 {
+    let mut tcp = None;
+    for _ in 0..50 {
+        if let Ok(t) = TcpStream::connect(stats).await {
+            tcp = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tcp = tcp.expect("stats port");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut text))
+        .await
+        .expect("in time")
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+}
+
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
