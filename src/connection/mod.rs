@@ -372,8 +372,8 @@ async fn decide_and_open(
             ))
             .await
         }
-        // Boxed: TLS state is large, and a passthrough connection's task
-        // must not be sized for it.
+        // Boxed: TLS state is large, and the first stage of a passthrough
+        // connection (this future) must not be sized for it.
         (_, Some(tls), None) => {
             Box::pin(terminate::run(
                 stream,
