@@ -111,8 +111,9 @@ async fn run() {
     }
     let config = dir.path().join("switchyard.toml");
     std::fs::write(&config, main).expect("main");
-    let snapshot = switchyard::config::load(&config).expect("load").snapshot;
-    let router = switchyard::server::Router::start(snapshot).expect("router");
+    let loaded = switchyard::config::load(&config).expect("load");
+    let mut memo = loaded.memo;
+    let router = switchyard::Router::start(loaded.snapshot).expect("router");
     let addr = router.local_addr("l").expect("listener");
 
     let mut open: Vec<TcpStream> = Vec::with_capacity(CONNS);
@@ -129,9 +130,10 @@ async fn run() {
         }
         std::fs::write(dir.path().join("tcp.map"), tcp_map(edit)).expect("edit");
         let started = Instant::now();
-        let loaded =
-            switchyard::config::load_after(&config, Some(&router.snapshot())).expect("load");
+        // As the reloader does: what did not change is reused.
+        let loaded = switchyard::config::reload(&config, &router.snapshot(), &memo).expect("load");
         router.apply(loaded.snapshot).expect("apply");
+        memo = loaded.memo;
         reload_ms.push(started.elapsed().as_secs_f64() * 1e3);
         if edit == 1 {
             tokio::time::sleep(Duration::from_millis(200)).await;

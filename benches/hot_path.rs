@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use switchyard::balance::{Algorithm, Balancer, Member, View};
-use switchyard::client_hello::{peek, DEFAULT_LIMIT};
-use switchyard::route::{Entry, Table};
+use switchyard::parts::{peek, DEFAULT_LIMIT};
+use switchyard::parts::{Algorithm, Balancer, Member, View};
+use switchyard::parts::{Entry, Table};
 
 fn rustls_hello(sni: &str) -> Vec<u8> {
     let config = rustls::ClientConfig::builder()
@@ -159,7 +159,7 @@ fn balancers(c: &mut Criterion) {
 fn route_miss(c: &mut Criterion) {
     use std::collections::HashMap;
     use std::sync::Mutex;
-    use switchyard::stats::top::TopNames;
+    use switchyard::parts::TopNames;
 
     #[derive(Default)]
     struct MutexTop(Mutex<HashMap<String, u64>>);

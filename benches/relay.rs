@@ -41,7 +41,7 @@ async fn echo_server() -> SocketAddr {
 
 /// Starts Switchyard in front of an echo server; returns it (dropping it
 /// stops its listeners) and its address.
-fn start(rt: &Runtime, dir: &std::path::Path) -> (Arc<switchyard::server::Router>, SocketAddr) {
+fn start(rt: &Runtime, dir: &std::path::Path) -> (Arc<switchyard::Router>, SocketAddr) {
     rt.block_on(async {
         let echo = echo_server().await;
         let config = dir.join("switchyard.toml");
@@ -53,7 +53,7 @@ fn start(rt: &Runtime, dir: &std::path::Path) -> (Arc<switchyard::server::Router
         );
         std::fs::write(&config, toml).expect("config");
         let loaded = switchyard::config::load(&config).expect("load");
-        let router = switchyard::server::Router::start(loaded.snapshot).expect("start");
+        let router = switchyard::Router::start(loaded.snapshot).expect("start");
         let addr = router.local_addr("bench").expect("addr");
         (router, addr)
     })

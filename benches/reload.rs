@@ -120,7 +120,12 @@ fn reload(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let main = write_config(dir.path());
     let (before, live_before) = (rss_kb(), live_bytes());
-    let first = switchyard::config::load(&main).expect("load").snapshot;
+    // The snapshot and the loader's memo of it, as the reloader keeps them.
+    let switchyard::config::Loaded {
+        snapshot: first,
+        memo,
+        ..
+    } = switchyard::config::load(&main).expect("load");
     let (after, live_after) = (rss_kb(), live_bytes());
     eprintln!(
         "snapshot of {ROUTES} routes x2 maps and {BACKENDS} backends: {:.1} MB on the heap, {} MB resident after loading",
@@ -150,7 +155,7 @@ fn reload(c: &mut Criterion) {
         b.iter(|| switchyard::config::load(&main).expect("load"))
     });
     group.bench_function("reload_100k_routes_10k_backends_carrying_state", |b| {
-        b.iter(|| switchyard::config::load_after(&main, Some(&first)).expect("load"))
+        b.iter(|| switchyard::config::reload(&main, &first, &memo).expect("load"))
     });
     // One line of os_tcp_be.map changed (the route of r50000 moved to
     // another backend): the edited file is swapped in by rename, reloaded
@@ -170,7 +175,7 @@ fn reload(c: &mut Criterion) {
         b.iter(|| {
             std::fs::rename(&tcp, &original).expect("rename");
             std::fs::rename(&edited, &tcp).expect("rename");
-            let loaded = switchyard::config::load_after(&main, Some(&first)).expect("load");
+            let loaded = switchyard::config::reload(&main, &first, &memo).expect("load");
             std::fs::rename(&tcp, &edited).expect("rename");
             std::fs::rename(&original, &tcp).expect("rename");
             loaded
@@ -194,17 +199,17 @@ fn stats_render(c: &mut Criterion) {
         .expect("runtime");
     let stats = rt.block_on(async {
         let snapshot = switchyard::config::load(&main).expect("load").snapshot;
-        let router = switchyard::server::Router::start(snapshot).expect("router");
+        let router = switchyard::Router::start(snapshot).expect("router");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = switchyard::config::StatsConfig {
+        let config = switchyard::StatsConfig {
             bind: Some(addr),
             credentials: None,
         };
         let status = Arc::new(switchyard::reload::Status::default());
-        tokio::spawn(switchyard::stats::serve(listener, router, status, config));
+        tokio::spawn(switchyard::serve_stats(listener, router, status, config));
         addr
     });
     let get = |path: &'static str| async move {

@@ -8,10 +8,11 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::backend::{Backend, Mode};
-use crate::client_hello;
-use crate::config::{Protocol, Snapshot};
-use crate::route::{Decision, Hello, Hit, Map, PlainDecision, Via};
+use crate::model::backend::{Backend, Mode};
+use crate::model::decide::{Decision, Hello, Hit, PlainDecision, Via};
+use crate::model::route::Map;
+use crate::model::snapshot::{Protocol, Snapshot};
+use crate::model::wire::client_hello;
 
 /// The explanation, as lines of text, for a connection on `listener` (the
 /// first listener when `None`). Returns whether a map line routed it.
@@ -107,7 +108,8 @@ pub fn explain(
         }
     };
     let backend = &decision.backend;
-    if backend.termination != crate::backend::Termination::Passthrough && backend.mode == Mode::Http
+    if backend.termination != crate::model::backend::Termination::Passthrough
+        && backend.mode == Mode::Http
     {
         let _ = writeln!(
             out,
@@ -220,7 +222,7 @@ fn describe(backend: &Backend, client: IpAddr, out: &mut String) {
         Some(i) => {
             let s = &backend.servers[i];
             let how = match backend.algorithm {
-                crate::balance::Algorithm::Source => "always, for this client",
+                crate::model::balance::Algorithm::Source => "always, for this client",
                 _ => "next, for a fresh process; it depends on traffic",
             };
             let _ = writeln!(

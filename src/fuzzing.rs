@@ -7,8 +7,8 @@
 
 /// The ClientHello reader on arbitrary bytes, whole and in two pieces.
 pub fn client_hello(data: &[u8]) {
-    use crate::client_hello::{peek, Progress};
-    let limit = crate::client_hello::DEFAULT_LIMIT;
+    use crate::model::wire::client_hello::{peek, Progress};
+    let limit = crate::model::wire::client_hello::DEFAULT_LIMIT;
     match peek(data, limit) {
         Ok(Progress::NeedMore { at_least }) => {
             assert!(
@@ -34,7 +34,7 @@ pub fn client_hello(data: &[u8]) {
 /// The PROXY header parser: never claims more than it was given, and a
 /// header it read is read the same with any bytes after it.
 pub fn proxy_header(data: &[u8]) {
-    use crate::proxy_header::{parse, Progress};
+    use crate::model::wire::proxy_header::{parse, Progress};
     if let Ok(Progress::Complete(header)) = parse(data) {
         assert!(header.len <= data.len(), "{} > {}", header.len, data.len());
         assert_eq!(parse(&data[..header.len]), Ok(Progress::Complete(header)));
@@ -44,7 +44,7 @@ pub fn proxy_header(data: &[u8]) {
 /// Map lines (one per line, the first line is the key) through the route
 /// table, against an ordered scan of the same regexes.
 pub fn map_table(data: &[u8]) {
-    use crate::route::table::{Entry, Table};
+    use crate::model::route::table::{Entry, Table};
     let text = String::from_utf8_lossy(data);
     let mut lines = text.lines();
     let Some(first) = lines.next() else {
@@ -92,7 +92,7 @@ pub fn crt_line(data: &[u8]) {
 /// with the client (only the client under `replace`); the sticky cookie
 /// taken out is gone from what is forwarded.
 pub fn http_request(data: &[u8]) {
-    use crate::backend::Forwarded;
+    use crate::model::backend::Forwarded;
     use hyper::header::{HeaderName, HeaderValue};
     let mut fields = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut fields);
@@ -132,7 +132,8 @@ pub fn http_request(data: &[u8]) {
         Forwarded::Never,
     ] {
         let mut req = builder.clone();
-        let Some(host) = crate::connection::forwardable(&mut req, client, false, policy) else {
+        let Some(host) = crate::runtime::connection::forwardable(&mut req, client, false, policy)
+        else {
             continue;
         };
         assert!(
@@ -177,7 +178,7 @@ pub fn http_request(data: &[u8]) {
             Forwarded::IfNone | Forwarded::Never => {}
         }
         let mut headers = req.headers().clone();
-        if crate::connection::take_cookie(&mut headers, "sticky").is_some() {
+        if crate::runtime::connection::take_cookie(&mut headers, "sticky").is_some() {
             let left = headers
                 .get_all(hyper::header::COOKIE)
                 .iter()

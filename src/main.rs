@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use switchyard::config::{self, Loaded};
 use switchyard::logging::{self, Format};
-use switchyard::{demo, explain, reload, server};
+use switchyard::{demo, explain, reload, Router};
 
 /// mimalloc instead of the system allocator: HTTP mode allocates per
 /// request (headers, frames, tasks), and glibc's malloc and free cost
@@ -348,7 +348,7 @@ where
         {
             tracing::warn!("{warning}");
         }
-        let router = match server::Router::start(loaded.snapshot) {
+        let router = match Router::start(loaded.snapshot) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -358,7 +358,7 @@ where
         if let Some(banner) = banner {
             eprintln!("{banner}");
         }
-        let reloader = reload::spawn(path, std::sync::Arc::clone(&router));
+        let reloader = reload::spawn(path, std::sync::Arc::clone(&router), loaded.memo);
         start_stats(&router, &reloader).await;
         wait_for_stop(&reloader).await;
         tracing::info!(
@@ -378,13 +378,13 @@ where
 
 /// Starts the stats port of the current configuration. A port that cannot
 /// be bound is logged and left off: traffic is served regardless.
-async fn start_stats(router: &std::sync::Arc<server::Router>, reloader: &reload::Reloader) {
+async fn start_stats(router: &std::sync::Arc<Router>, reloader: &reload::Reloader) {
     let config = router.snapshot().stats.clone();
     let Some(bind) = config.bind else { return };
     match tokio::net::TcpListener::bind(bind).await {
         Ok(listener) => {
             tracing::info!(addr = %bind, "stats port: /stats /metrics /healthz /healthz/ready");
-            let task = switchyard::stats::serve(
+            let task = switchyard::serve_stats(
                 listener,
                 std::sync::Arc::clone(router),
                 std::sync::Arc::clone(&reloader.status),

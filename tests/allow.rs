@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn denied(router: &switchyard::server::Router, backend: &str) -> u64 {
+fn denied(router: &switchyard::Router, backend: &str) -> u64 {
     let snapshot = router.snapshot();
     let b = snapshot
         .backends

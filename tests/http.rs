@@ -784,12 +784,12 @@ async fn responses_are_counted_by_class() {
         .await
         .expect("bind");
     let stats = listener.local_addr().expect("addr");
-    let config = switchyard::config::StatsConfig {
+    let config = switchyard::StatsConfig {
         bind: Some(stats),
         credentials: None,
     };
     let status = Arc::new(switchyard::reload::Status::default());
-    tokio::spawn(switchyard::stats::serve(
+    tokio::spawn(switchyard::serve_stats(
         listener,
         Arc::clone(&router),
         status,

@@ -52,7 +52,7 @@ struct Setup {
     /// TLS listener and plain-HTTP listener, both `accept_proxy`.
     tls: SocketAddr,
     plain: SocketAddr,
-    _router: Arc<switchyard::server::Router>,
+    _router: Arc<switchyard::Router>,
     _passthrough: NamedServer,
 }
 
@@ -324,7 +324,7 @@ async fn headers_from_other_sources_are_refused() {
 /// client it names (`local` for LOCAL/UNKNOWN) and closes; every header
 /// it gets (health checks' included) goes to the receiver.
 async fn proxy_aware_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    use switchyard::proxy_header::{parse, Progress};
+    use switchyard::parts::{parse_proxy_header as parse, Progress};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

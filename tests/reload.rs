@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use switchyard::reload;
-use switchyard::server::Router;
+use switchyard::Router;
 
 const SNI: &str = "svc.test";
 
@@ -66,7 +66,7 @@ fn start_live(s: &Setup, first: &str) -> (Arc<Router>, reload::Reloader, std::ne
     s.dir.write("maps/os_tcp_be.map", &map_to(first));
     let config = s.dir.main("", &backends(s));
     let (router, addr) = start(&config);
-    let reloader = reload::spawn(config, Arc::clone(&router));
+    let reloader = reload::spawn(config, Arc::clone(&router), Default::default());
     (router, reloader, addr)
 }
 
@@ -217,7 +217,7 @@ async fn configmap_symlink_swap_applies() {
     configmap_publish(&maps, 1, &files("alpha"));
     let config = s.dir.main("", &backends(&s));
     let (router, addr) = start(&config);
-    let _reloader = reload::spawn(config, Arc::clone(&router));
+    let _reloader = reload::spawn(config, Arc::clone(&router), Default::default());
     let (stop, client) = hammer(addr, &s.pki);
     until_routed_to(addr, &s.pki, "alpha").await;
     for (version, target) in [(2, "beta"), (3, "alpha"), (4, "beta")] {
@@ -502,7 +502,7 @@ async fn removed_route_connections_close_after_grace_when_asked() {
     );
     let config = dir.main("", &backends);
     let (router, addr) = start(&config);
-    let _reloader = reload::spawn(config, Arc::clone(&router));
+    let _reloader = reload::spawn(config, Arc::clone(&router), Default::default());
     let mut removed = Open::connect(addr, "svc.test", pki.client_config())
         .await
         .expect("svc");

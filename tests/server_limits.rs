@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// A limited backend's queue.
-fn queue(b: &switchyard::backend::Backend) -> &switchyard::backend::Queue {
+fn queue(b: &switchyard::parts::Backend) -> &switchyard::parts::Queue {
     b.queue
         .as_deref()
         .expect("a backend with max_connections_per_server has a queue")
@@ -43,14 +43,11 @@ async fn open(
     Ok((tls, String::from_utf8_lossy(&greeting).trim().to_string()))
 }
 
-fn backend(router: &switchyard::server::Router) -> Arc<switchyard::backend::Backend> {
+fn backend(router: &switchyard::Router) -> Arc<switchyard::parts::Backend> {
     backend_named(router, "be_tcp:q:svc")
 }
 
-fn backend_named(
-    router: &switchyard::server::Router,
-    name: &str,
-) -> Arc<switchyard::backend::Backend> {
+fn backend_named(router: &switchyard::Router, name: &str) -> Arc<switchyard::parts::Backend> {
     let snapshot = router.snapshot();
     Arc::clone(
         snapshot

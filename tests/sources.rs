@@ -85,7 +85,7 @@ async fn sources_over_their_limits_are_closed_and_others_are_not() {
     );
 }
 
-fn limited(router: &switchyard::server::Router, backend: &str) -> u64 {
+fn limited(router: &switchyard::Router, backend: &str) -> u64 {
     let snapshot = router.snapshot();
     let b = snapshot
         .backends

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::*;
-use switchyard::config::{Credentials, StatsConfig};
-use switchyard::server::Router;
+use switchyard::Router;
+use switchyard::{Credentials, StatsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Starts the stats port of `router` on a free loopback port.
@@ -26,7 +26,7 @@ async fn stats_port(router: &Arc<Router>, credentials: Option<Credentials>) -> S
         credentials,
     };
     let status = Arc::new(switchyard::reload::Status::default());
-    tokio::spawn(switchyard::stats::serve(
+    tokio::spawn(switchyard::serve_stats(
         listener,
         Arc::clone(router),
         status,

@@ -300,7 +300,7 @@ async fn replaced_certificate_is_served_by_the_next_handshake() {
     let s = setup("").await;
     let config = s.dir.path().join("switchyard.toml");
     let (router, addr) = start(&config);
-    let _reloader = switchyard::reload::spawn(config, Arc::clone(&router));
+    let _reloader = switchyard::reload::spawn(config, Arc::clone(&router), Default::default());
     let path = s.dir.path().join("certs/edge.pem");
     let old = leaf_of(&path);
     assert_eq!(presented(addr, "edge.test").await, Some(old.clone()));
@@ -373,7 +373,7 @@ async fn idle_terminated_connection_is_closed_at_the_tunnel_timeout() {
 }
 
 /// Applies the configuration as it is on disk now, as the reloader does.
-fn reload_now(router: &Arc<switchyard::server::Router>, config: &std::path::Path) {
+fn reload_now(router: &Arc<switchyard::Router>, config: &std::path::Path) {
     let loaded = switchyard::config::load_after(config, Some(&router.snapshot()))
         .unwrap_or_else(|p| panic!("reload: {p}"));
     router.apply(loaded.snapshot).expect("apply");

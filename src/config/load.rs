@@ -14,18 +14,32 @@ use toml::Spanned;
 use super::problem::{Problem, Problems, Source};
 pub(super) use super::raw;
 use super::raw::{RawBackend, RawBackendFile, RawConfig, RawDefaults, RawListener};
-use super::{duration, HttpSettings, ListenerSpec, Protocol, Snapshot};
-use crate::backend::{Backend, Forwarded, Mode, Server, ServerState, Termination, Timeouts};
-use crate::balance::Algorithm;
-use crate::client_hello;
-use crate::route::map_file;
-use crate::route::{BackendId, Entry, Map, Routes, Table};
+use crate::model::backend::{Backend, Forwarded, Mode, Server, ServerState, Termination, Timeouts};
+use crate::model::balance::Algorithm;
+use crate::model::duration;
+use crate::model::route::map_file;
+use crate::model::route::{BackendId, Entry, Map, Routes, Table};
+use crate::model::snapshot::{HttpSettings, ListenerSpec, Protocol, Snapshot};
+use crate::model::wire::client_hello;
 
-/// A configuration that loaded, with the warnings worth showing.
+/// A configuration that loaded, with the warnings worth showing and what
+/// it was built from.
 #[derive(Debug)]
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub warnings: Vec<Problem>,
+    /// Kept by whoever reloads, beside the snapshot once it is applied:
+    /// [`reload`] reuses what did not change since.
+    pub memo: Memo,
+}
+
+/// What a loaded snapshot was built from: the digest of the text each
+/// compiled map and the backends came from. It belongs to the loader, not
+/// to the snapshot: the data path never reads it.
+#[derive(Debug, Default)]
+pub struct Memo {
+    maps: MapMemo,
+    backends: Option<Arc<BackendMemo>>,
 }
 
 const MAX_WEIGHT: i64 = 256;
@@ -37,10 +51,21 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
 
 /// Loads a configuration that replaces `previous`: servers that stay (same
 /// backend, name and address) keep their live counters, and backends keep
-/// their round-robin position.
+/// their round-robin position. Every map and backend is built anew.
 pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Loaded, Problems> {
+    load_with(path, previous.map(|p| Carried::from_previous(p, None)))
+}
+
+/// [`load_after`] that also reuses, as they are, the compiled maps and
+/// backends whose files are the text `memo` says `previous` was built
+/// from. `memo` must be the one loaded with `previous`.
+pub fn reload(path: &Path, previous: &Snapshot, memo: &Memo) -> Result<Loaded, Problems> {
+    load_with(path, Some(Carried::from_previous(previous, Some(memo))))
+}
+
+fn load_with(path: &Path, carried: Option<Carried>) -> Result<Loaded, Problems> {
     let mut cx = Context {
-        carried: previous.map(Carried::from).unwrap_or_default(),
+        carried: carried.unwrap_or_default(),
         ..Context::default()
     };
     let snapshot = cx.load(path);
@@ -52,6 +77,10 @@ pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Loaded, Pr
         Some(snapshot) if cx.errors.is_empty() => Ok(Loaded {
             snapshot,
             warnings: cx.warnings,
+            memo: Memo {
+                maps: cx.memo,
+                backends: cx.backends_memo.map(Arc::new),
+            },
         }),
         _ => Err(Problems {
             errors: cx.errors,
@@ -68,7 +97,7 @@ pub(super) struct Context {
     pub(super) warnings: Vec<Problem>,
     pub(super) files: Vec<PathBuf>,
     pub(super) carried: Carried,
-    /// What each map was built from (kept in the snapshot for the next load).
+    /// What each map was built from (handed back in [`Memo`]).
     memo: MapMemo,
     /// The backend at each id: name, termination, mode (what a map's
     /// values mean).
@@ -88,12 +117,12 @@ pub(super) struct Context {
 #[derive(Default)]
 pub(super) struct Live {
     rotations: HashMap<String, Arc<AtomicUsize>>,
-    queues: HashMap<String, Arc<crate::backend::Queue>>,
+    queues: HashMap<String, Arc<crate::model::backend::Queue>>,
     /// Backend traffic and verify-failure counters by backend name.
     traffic: HashMap<
         String,
         (
-            Arc<crate::stats::counters::Traffic>,
+            Arc<crate::model::counters::Traffic>,
             Arc<std::sync::atomic::AtomicU64>,
         ),
     >,
@@ -146,8 +175,9 @@ pub(super) struct Carried {
     pub(super) tls: HashMap<String, Arc<crate::tls::ServerSide>>,
 }
 
-impl From<&Snapshot> for Carried {
-    fn from(snapshot: &Snapshot) -> Self {
+impl Carried {
+    /// The live state of `snapshot`, and with `memo` its reusable parts.
+    fn from_previous(snapshot: &Snapshot, memo: Option<&Memo>) -> Self {
         let mut carried = Carried::default();
         for (listener, tls) in snapshot.listeners.iter().zip(&snapshot.tls) {
             if let Some(tls) = tls {
@@ -157,12 +187,16 @@ impl From<&Snapshot> for Carried {
             }
         }
         carried.kinds = snapshot.backends.iter().map(|b| kind_of(b)).collect();
-        carried.backends = snapshot
-            .backends_built_from
+        carried.previous = snapshot.backends.clone();
+        let Some(memo) = memo else {
+            return carried;
+        };
+        carried.backends = memo
+            .backends
             .as_ref()
-            .map(|memo| (Arc::clone(memo), snapshot.backends.clone()));
+            .map(|built| (Arc::clone(built), snapshot.backends.clone()));
         let routes = &snapshot.routes;
-        let memo = &snapshot.maps_built_from;
+        let memo = &memo.maps;
         let mut keep = |path: &Path, role, map: Arc<dyn std::any::Any + Send + Sync>| {
             let key = (path.to_path_buf(), role);
             if let Some((digest, warnings)) = memo.get(&key) {
@@ -192,7 +226,6 @@ impl From<&Snapshot> for Carried {
         if let (Some(edge), Some(requests)) = (&routes.edge, &routes.edge_requests) {
             carried.edge_requests = Some((Arc::clone(edge), Arc::clone(requests)));
         }
-        carried.previous = snapshot.backends.clone();
         carried
     }
 }
@@ -320,7 +353,7 @@ impl Context {
                 Some((edge, requests)) if Arc::ptr_eq(&edge, map) => requests,
                 _ => {
                     let entries = map.table.to_entries();
-                    Arc::new(crate::route::request::RequestTable::build(entries).0)
+                    Arc::new(crate::model::route::request::RequestTable::build(entries).0)
                 }
             });
         }
@@ -345,7 +378,6 @@ impl Context {
             }),
         };
         Some(Snapshot {
-            maps_built_from: std::mem::take(&mut self.memo),
             http,
             buffer_memory,
             splice: raw.relay.splice.unwrap_or(true),
@@ -354,7 +386,6 @@ impl Context {
             stats,
             routes,
             backends,
-            backends_built_from: self.backends_memo.take().map(Arc::new),
             generation: 0,
             files: self.files.clone(),
             watch: raw.reload.watch.unwrap_or(true),
@@ -645,7 +676,7 @@ impl Context {
         if let Some(allow) = &raw.allow {
             let mut blocks = Vec::new();
             for text in allow {
-                match text.get_ref().parse::<crate::cidr::Cidr>() {
+                match text.get_ref().parse::<crate::model::limits::cidr::Cidr>() {
                     Ok(block) => blocks.push(block),
                     Err(m) => self.error(src, text.span(), format!("allow: {m}")),
                 }
@@ -663,22 +694,29 @@ impl Context {
                 &raw.max_connections_per_source,
                 &raw.connection_rate_per_source,
             )
-            .map(|limits| crate::sources::Limited::backend(&backend.name, 0, limits));
+            .map(|limits| {
+                crate::model::limits::sources::Limited::backend(&backend.name, 0, limits)
+            });
         if sources.is_some() {
             backend.extras_mut().sources = sources;
         }
         if let Some(rate) = &raw.http_request_rate_per_source {
             if backend.mode == Mode::Http {
-                let rate =
-                    self.opt_parse::<crate::sources::Rate>(src, &raw.http_request_rate_per_source);
+                let rate = self.opt_parse::<crate::model::limits::sources::Rate>(
+                    src,
+                    &raw.http_request_rate_per_source,
+                );
                 if let Some(rate) = rate {
-                    let limits = crate::sources::Limits {
+                    let limits = crate::model::limits::sources::Limits {
                         concurrent: None,
                         rate: Some(rate),
                         ipv6_prefix: self.ipv6_source_prefix,
                     };
-                    let limited =
-                        crate::sources::Limited::backend(&backend.name, REQUEST_SCOPE, limits);
+                    let limited = crate::model::limits::sources::Limited::backend(
+                        &backend.name,
+                        REQUEST_SCOPE,
+                        limits,
+                    );
                     backend.extras_mut().request_rate = Some(limited);
                 }
             } else {
@@ -708,7 +746,7 @@ impl Context {
             backend.max_queue = self.bounded(
                 src,
                 &raw.max_queue,
-                crate::backend::DEFAULT_MAX_QUEUE as u64,
+                crate::model::backend::DEFAULT_MAX_QUEUE as u64,
                 0..=1 << 20,
             ) as usize;
         }
@@ -818,7 +856,7 @@ impl Context {
                 }
                 Some(n.get_ref().as_str().into())
             }
-            None => Some(crate::backend::default_cookie_name(name).into()),
+            None => Some(crate::model::backend::default_cookie_name(name).into()),
         }
     }
 
@@ -927,10 +965,10 @@ impl Context {
         path: &Path,
         role: &'static str,
         value: impl Fn(&str) -> Result<V, String>,
-    ) -> Option<Arc<crate::route::RequestMap<V>>> {
+    ) -> Option<Arc<crate::model::route::RequestMap<V>>> {
         let text = self.read(path)?;
         let digest = digest_of(&text);
-        let valid = |m: &crate::route::RequestMap<V>, cx: &Self| {
+        let valid = |m: &crate::model::route::RequestMap<V>, cx: &Self| {
             m.table.entries().iter().all(|e| e.value.same_in(cx))
         };
         if let Some(map) = self.reuse((path, role), digest, valid) {
@@ -938,9 +976,9 @@ impl Context {
         }
         let mark = self.warnings.len();
         let entries = self.map_entries(path, &text, |v, _| value(v));
-        let (table, pattern_errors) = crate::route::request::RequestTable::build(entries);
+        let (table, pattern_errors) = crate::model::route::request::RequestTable::build(entries);
         self.pattern_problems(path, pattern_errors);
-        let map = Arc::new(crate::route::RequestMap {
+        let map = Arc::new(crate::model::route::RequestMap {
             path: path.into(),
             table,
         });
@@ -1013,7 +1051,11 @@ impl Context {
         entries
     }
 
-    fn pattern_problems(&mut self, path: &Path, errors: Vec<crate::route::table::PatternError>) {
+    fn pattern_problems(
+        &mut self,
+        path: &Path,
+        errors: Vec<crate::model::route::table::PatternError>,
+    ) {
         for e in errors {
             self.errors.push(Problem::at(path, e.line, e.message));
         }
@@ -1100,8 +1142,8 @@ impl Context {
                     &raw.max_connections_per_source,
                     &raw.connection_rate_per_source,
                 )
-                .map(|limits| crate::sources::Limited {
-                    table: crate::sources::table(&name),
+                .map(|limits| crate::model::limits::sources::Limited {
+                    table: crate::model::limits::sources::table(&name),
                     scope: 0,
                     limits,
                 });
@@ -1124,7 +1166,7 @@ impl Context {
     /// `[limits] buffer_memory`: bytes, or a share of the memory limit (a
     /// quarter of it when unset). `None`: no limit known.
     fn buffer_memory(&mut self, src: &Source<'_>, raw: &Option<Spanned<String>>) -> Option<usize> {
-        use crate::budget::{memory_limit, Size, DEFAULT_SHARE};
+        use crate::model::limits::budget::{memory_limit, Size, DEFAULT_SHARE};
         let Some(text) = raw else {
             return DEFAULT_SHARE.bytes("25%", memory_limit()).ok();
         };
@@ -1153,7 +1195,7 @@ impl Context {
         src: &Source<'_>,
         concurrent: &Option<Spanned<u64>>,
         rate: &Option<Spanned<String>>,
-    ) -> Option<crate::sources::Limits> {
+    ) -> Option<crate::model::limits::sources::Limits> {
         let concurrent = concurrent
             .as_ref()
             .and_then(|n| match u32::try_from(*n.get_ref()) {
@@ -1164,11 +1206,11 @@ impl Context {
                     None
                 }
             });
-        let rate = self.opt_parse::<crate::sources::Rate>(src, rate);
+        let rate = self.opt_parse::<crate::model::limits::sources::Rate>(src, rate);
         if concurrent.is_none() && rate.is_none() {
             return None;
         }
-        Some(crate::sources::Limits {
+        Some(crate::model::limits::sources::Limits {
             concurrent,
             rate,
             ipv6_prefix: self.ipv6_source_prefix,
@@ -1180,7 +1222,7 @@ impl Context {
         &mut self,
         src: &Source<'_>,
         raw: &RawListener,
-    ) -> Option<Arc<[crate::cidr::Cidr]>> {
+    ) -> Option<Arc<[crate::model::limits::cidr::Cidr]>> {
         let accept = raw.accept_proxy.as_ref().is_some_and(|a| *a.get_ref());
         let from = raw.proxy_from.as_deref().unwrap_or_default();
         if !accept {
@@ -1202,7 +1244,7 @@ impl Context {
         }
         let mut blocks = Vec::new();
         for text in from {
-            match text.get_ref().parse::<crate::cidr::Cidr>() {
+            match text.get_ref().parse::<crate::model::limits::cidr::Cidr>() {
                 Ok(block) => blocks.push(block),
                 Err(m) => self.error(src, text.span(), format!("proxy_from: {m}")),
             }
@@ -1297,7 +1339,7 @@ type Names = HashMap<String, BackendId, foldhash::fast::RandomState>;
 /// The edge map and the request table built from it.
 type EdgeRequests = (
     Arc<Map<BackendId>>,
-    Arc<crate::route::request::RequestTable<BackendId>>,
+    Arc<crate::model::route::request::RequestTable<BackendId>>,
 );
 
 /// What a map's value for a backend depends on.
@@ -1364,7 +1406,7 @@ fn backend_of(
 
 #[cfg(test)]
 mod tests {
-    use crate::balance::Algorithm;
+    use crate::model::balance::Algorithm;
 
     fn algorithms(defaults: &str) -> Vec<(String, Algorithm)> {
         let dir = tempfile::tempdir().expect("dir");
@@ -1437,7 +1479,7 @@ mod reuse {
     use proptest::prelude::*;
     use std::path::Path;
 
-    use crate::route::Hello;
+    use crate::model::decide::Hello;
 
     const HOSTS: [&str; 5] = ["a.test", "b.test", "c.test", "x.w.test", "d.test"];
 
@@ -1590,7 +1632,7 @@ mod reuse {
         ) {
             let dir = tempfile::tempdir().expect("dir");
             let main = dir.path().join("s.toml");
-            let mut previous: Option<crate::config::Snapshot> = None;
+            let mut previous: Option<(crate::model::snapshot::Snapshot, super::Memo)> = None;
             let mut last: Option<Config> = None;
             for (c, keep_maps) in &edits {
                 // Often only the backends change: the maps' text stays.
@@ -1604,11 +1646,14 @@ mod reuse {
                 let c = &c;
                 write(dir.path(), c);
                 let fresh = super::load(&main);
-                let reloaded = super::load_after(&main, previous.as_ref());
+                let reloaded = match &previous {
+                    Some((snapshot, memo)) => super::reload(&main, snapshot, memo),
+                    None => super::load(&main),
+                };
                 prop_assert_eq!(answers(&reloaded), answers(&fresh), "{:?}", c);
                 if let Ok(loaded) = reloaded {
                     LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    previous = Some(loaded.snapshot);
+                    previous = Some((loaded.snapshot, loaded.memo));
                 }
             }
         }
@@ -1628,19 +1673,21 @@ mod reuse {
             in_file: true,
         };
         write(dir.path(), &c);
-        let first = super::load(&main).expect("load").snapshot;
+        let loaded = super::load(&main).expect("load");
+        let first = loaded.snapshot;
         std::fs::write(
             dir.path().join("edge.map"),
             format!("{} r\n", line("c.test")),
         )
         .expect("edit");
-        let second = super::load_after(&main, Some(&first))
+        let second = super::reload(&main, &first, &loaded.memo)
             .expect("reload")
             .snapshot;
-        let same = |a: &Option<std::sync::Arc<crate::route::Map<usize>>>,
-                    b: &Option<std::sync::Arc<crate::route::Map<usize>>>| {
-            std::sync::Arc::ptr_eq(a.as_ref().expect("a"), b.as_ref().expect("b"))
-        };
+        let same =
+            |a: &Option<std::sync::Arc<crate::model::route::Map<usize>>>,
+             b: &Option<std::sync::Arc<crate::model::route::Map<usize>>>| {
+                std::sync::Arc::ptr_eq(a.as_ref().expect("a"), b.as_ref().expect("b"))
+            };
         assert!(
             same(&first.routes.tcp_be, &second.routes.tcp_be),
             "tcp_be reused"

@@ -78,8 +78,8 @@ impl Context {
         &mut self,
         src: &Source<'_>,
         raw: &raw::RawCheck,
-    ) -> Option<crate::backend::CheckSpec> {
-        use crate::backend::{CheckKind, CheckSpec};
+    ) -> Option<crate::model::backend::CheckSpec> {
+        use crate::model::backend::{CheckKind, CheckSpec};
         let d = CheckSpec::default();
         let expect = match &raw.expect {
             None => (200, 399),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::load::{raw, Context};
 use super::problem::{Problem, Source};
-use crate::backend::{Backend, Termination};
+use crate::model::backend::{Backend, Termination};
 use crate::tls::certs::{load_pem_pair, parse_crt_line, roots_from_pem};
 use crate::tls::upstream::{Upstream, Verify};
 use crate::tls::{CertStore, ClientAuth, ClientPolicy, Served, ServerSide};

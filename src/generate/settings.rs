@@ -46,7 +46,7 @@ fn duration(text: &str) -> Result<String, String> {
     } else {
         text.to_string()
     };
-    crate::config::duration::parse(&with_unit)
+    crate::model::duration::parse(&with_unit)
         .map(|_| quoted(&with_unit))
         .map_err(|e| format!("`{text}`: {e}"))
 }
@@ -101,7 +101,7 @@ impl Settings {
                                 format!("{word}/32")
                             };
                             block
-                                .parse::<crate::cidr::Cidr>()
+                                .parse::<crate::model::limits::cidr::Cidr>()
                                 .map_err(|e| format!("`{word}`: {e}"))?;
                             blocks.push(quoted(&block));
                         }

@@ -24,12 +24,6 @@ pub struct Served {
     pub not_after: Option<i64>,
 }
 
-/// Reads a PEM file holding a certificate chain (leaf first) and its key,
-/// and checks that the key belongs to the leaf.
-pub fn load_pem(path: &Path) -> Result<(Arc<CertifiedKey>, Option<i64>), String> {
-    load_pem_pair(path, None)
-}
-
 /// Like `load_pem`, with the key in its own file when `key` is given (as in
 /// a Kubernetes TLS Secret: `tls.crt` and `tls.key`).
 pub fn load_pem_pair(

@@ -400,9 +400,9 @@ pub fn route_regex(host: &str) -> String {
 }
 
 /// Loads `config` and starts a router; returns it with its listener address.
-pub fn start(config: &Path) -> (Arc<switchyard::server::Router>, SocketAddr) {
+pub fn start(config: &Path) -> (Arc<switchyard::Router>, SocketAddr) {
     let loaded = switchyard::config::load(config).unwrap_or_else(|p| panic!("config: {p}"));
-    let router = switchyard::server::Router::start(loaded.snapshot).expect("start");
+    let router = switchyard::Router::start(loaded.snapshot).expect("start");
     let addr = router.local_addr("public_ssl").expect("listener");
     (router, addr)
 }

@@ -1,0 +1,626 @@
+//! A backend as the data path uses it: its servers with their live
+//! connection counts, its termination, its timeouts and the balancer built
+//! for its server list. Built by `config`, read by `connection`, which
+//! takes a server through `queue` (the pick, bounded per server).
+
+mod queue;
+
+pub use queue::{Queue, Unavailable};
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::balance::{Algorithm, Balancer, Member, View};
+use crate::model::counters::Traffic;
+use crate::model::health::Health;
+
+/// How a backend carries TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Termination {
+    /// Relay the client's bytes untouched.
+    Passthrough,
+    /// Terminate TLS, forward plaintext.
+    Edge,
+    /// Terminate TLS, open verified TLS to the server.
+    Reencrypt,
+    /// Plain HTTP from clients and to servers (`be_http`, port 80 only).
+    None,
+}
+
+impl Termination {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Termination::Passthrough => "passthrough",
+            Termination::Edge => "edge",
+            Termination::Reencrypt => "reencrypt",
+            Termination::None => "none",
+        }
+    }
+}
+
+/// What to check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    Tcp,
+    Tls,
+    /// `GET path`, status within `expect`.
+    Http {
+        path: String,
+        expect: (u16, u16),
+    },
+}
+
+/// A backend's active check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// How a terminated connection is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// One tunnel per connection to one server.
+    Tcp,
+    /// Each request routed by Host and path (`route::request`).
+    Http,
+}
+
+/// What HTTP mode does with the client's forwarded headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Forwarded {
+    Append,
+    Replace,
+    IfNone,
+    Never,
+}
+
+/// Timeouts of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// One TCP connect attempt.
+    pub connect: Duration,
+    /// From forwarding the ClientHello to the server's first byte.
+    pub server: Duration,
+    /// Inactivity in both directions once the server has answered.
+    pub tunnel: Duration,
+    /// HTTP mode: a request head from its first byte, and each pause in a
+    /// request body.
+    pub http_request: Duration,
+    /// HTTP mode: a client connection with no request in flight.
+    pub http_keep_alive: Duration,
+    /// Waiting for a place when every server is at its maximum.
+    pub queue: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            server: Duration::from_secs(30),
+            tunnel: Duration::from_secs(3600),
+            http_request: Duration::from_secs(10),
+            http_keep_alive: Duration::from_secs(300),
+            queue: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of one server, shared by every connection it serves.
+#[derive(Debug, Default)]
+pub struct ServerState {
+    /// Connections open now (leastconn reads it).
+    active: AtomicUsize,
+    /// Connections ever sent to it.
+    total: AtomicU64,
+    /// Times it was passed over at `max_connections_per_server`.
+    pub full: AtomicU64,
+    /// Its backend's queue, woken when a place frees here (set once: a
+    /// server's state and its backend's queue are carried by the same
+    /// backend name).
+    pub queue: std::sync::OnceLock<Arc<Queue>>,
+    /// Bytes and errors of the connections it served.
+    pub traffic: Traffic,
+    /// Up or down, from active checks and passive failures.
+    pub health: Health,
+    /// Idle HTTP connections to this server (HTTP mode), carried across
+    /// reloads with the server and dropped (closed) with it; allocated on
+    /// first use, so servers of passthrough backends do not carry it.
+    idle: std::sync::OnceLock<Box<IdleHttp>>,
+}
+
+/// The sticky cookie's name when none is configured: a hash of the
+/// backend's name, the same on every replica.
+pub fn default_cookie_name(backend: &str) -> String {
+    format!(
+        "{:016x}",
+        crate::model::balance::hash::hash_bytes(backend.as_bytes())
+    )
+}
+
+/// Most idle HTTP connections kept per server: enough for every request a
+/// busy h2 client multiplexes to find a connection again, so that load
+/// does not turn into a new server connection per request.
+const MAX_IDLE: usize = 1024;
+
+/// Idle keep-alive connections to one server, oldest first. Each is tagged
+/// with the TLS identity it was opened with (0 for plaintext), so a
+/// connection verified for one backend is never used under another
+/// identity after a reload changed it.
+///
+/// A server that chose h2 (re-encrypt, by ALPN) needs one connection for
+/// all requests: it is kept beside the idle ones and shared.
+#[derive(Debug, Default)]
+pub struct IdleHttp {
+    slots: std::sync::Mutex<std::collections::VecDeque<IdleSender>>,
+    shared: std::sync::Mutex<Option<SharedH2>>,
+}
+
+/// An h2 server connection, multiplexed by every request to its server.
+pub type H2Sender = hyper::client::conn::http2::SendRequest<crate::runtime::connection::Upload>;
+
+#[derive(Debug)]
+struct SharedH2 {
+    tls: u64,
+    sender: H2Sender,
+}
+
+#[derive(Debug)]
+struct IdleSender {
+    tls: u64,
+    since: std::time::Instant,
+    sender: hyper::client::conn::http1::SendRequest<crate::runtime::connection::Upload>,
+}
+
+impl IdleSender {
+    fn usable(&self, tls: u64, max_idle: Duration) -> bool {
+        self.tls == tls && self.since.elapsed() < max_idle && self.sender.is_ready()
+    }
+}
+
+impl IdleHttp {
+    /// The newest idle connection opened with `tls` and idle for less than
+    /// `max_idle` (the warmest one). Connections idle too long are dropped
+    /// from the old end first, so they do not linger under newer ones;
+    /// unusable ones met on the way are dropped too.
+    pub fn take(
+        &self,
+        tls: u64,
+        max_idle: Duration,
+    ) -> Option<hyper::client::conn::http1::SendRequest<crate::runtime::connection::Upload>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        while slots
+            .front()
+            .is_some_and(|oldest| oldest.since.elapsed() >= max_idle)
+        {
+            slots.pop_front();
+        }
+        while let Some(idle) = slots.pop_back() {
+            if idle.usable(tls, max_idle) {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender` for a later request (the oldest goes when full).
+    pub fn put(
+        &self,
+        tls: u64,
+        sender: hyper::client::conn::http1::SendRequest<crate::runtime::connection::Upload>,
+    ) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= MAX_IDLE {
+            slots.pop_front();
+        }
+        slots.push_back(IdleSender {
+            tls,
+            since: std::time::Instant::now(),
+            sender,
+        });
+    }
+
+    /// The shared h2 connection opened with `tls`, if it is still open.
+    pub fn shared_h2(&self, tls: u64) -> Option<H2Sender> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match &*shared {
+            Some(h2) if h2.tls == tls && h2.sender.is_ready() => Some(h2.sender.clone()),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Shares `sender` with the requests that follow.
+    pub fn share_h2(&self, tls: u64, sender: H2Sender) {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        *shared = Some(SharedH2 { tls, sender });
+    }
+
+    /// Idle connections kept now.
+    pub fn len(&self) -> usize {
+        self.slots.lock().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ServerState {
+    /// Idle HTTP connections to this server (HTTP mode).
+    pub fn idle(&self) -> &IdleHttp {
+        self.idle.get_or_init(Box::default)
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds one active connection on a server; releases it when dropped
+/// (and wakes a connection queued for a place on its backend).
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<ServerState>);
+
+impl ActiveGuard {
+    pub fn new(state: &Arc<ServerState>) -> Self {
+        state.active.fetch_add(1, Ordering::Relaxed);
+        state.total.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(state))
+    }
+
+    /// A place on a server that takes at most `max` at once, if it has
+    /// room (never more than `max`, however many take at the same time).
+    fn within(state: &Arc<ServerState>, max: usize) -> Option<Self> {
+        state
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        state.total.fetch_add(1, Ordering::Relaxed);
+        Some(ActiveGuard(Arc::clone(state)))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        // SeqCst: ordered before the queue's look at its waiters.
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        if let Some(queue) = self.0.queue.get() {
+            queue.place_freed();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// 0..=256; 0 takes no new connections.
+    pub weight: u16,
+    pub state: Arc<ServerState>,
+}
+
+/// Connections a backend lets wait for a place, unless configured.
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub termination: Termination,
+    /// Edge and re-encrypt: a tunnel or HTTP routed per request.
+    pub mode: Mode,
+    /// HTTP mode: the sticky cookie's name, `None` when turned off.
+    pub cookie: Option<Box<str>>,
+    /// HTTP mode: forwarded-header policy.
+    pub forwarded: Forwarded,
+    /// Passthrough and TCP mode: a PROXY header naming the client is sent
+    /// to the server first (and a `LOCAL` one before each health check).
+    pub send_proxy: Option<crate::model::wire::proxy_header::Version>,
+    pub algorithm: Algorithm,
+    pub servers: Vec<Server>,
+    /// Connections (HTTP mode: requests) one server takes at once.
+    pub max_per_server: Option<u32>,
+    /// Connections waiting for a place at most (`max_queue`).
+    pub max_queue: usize,
+    /// Where they wait, for a backend with `max_per_server` (no other
+    /// ever waits); carried across reloads.
+    pub queue: Option<Arc<Queue>>,
+    pub timeouts: Timeouts,
+    /// Further servers tried after a failed connect.
+    pub retries: u32,
+    /// Round-robin position, carried across reloads with the backend.
+    pub rotation: Arc<AtomicUsize>,
+    /// Failed verifications of servers' certificates (re-encrypt).
+    pub verify_failures: Arc<AtomicU64>,
+    /// What few backends set (an allow list, limits, HSTS, re-encrypt,
+    /// a health check), boxed: absent, it costs one pointer, not the
+    /// 290 bytes a configuration of 10,000 plain backends would repeat.
+    extras: Option<Box<Extras>>,
+    /// Connections, bytes and errors of the backend (its route), carried
+    /// across reloads.
+    pub traffic: Arc<Traffic>,
+    balancer: Balancer,
+    /// Sticky-cookie value of each server, computed on first use (only
+    /// HTTP-mode backends ever need them).
+    cookie_values: std::sync::OnceLock<Vec<Box<str>>>,
+}
+
+/// A backend's settings that most backends leave unset.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// HTTP mode on TLS: `Strict-Transport-Security` set on responses.
+    pub hsts: Option<hyper::header::HeaderValue>,
+    /// Client addresses allowed (OpenShift `ip_whitelist`); `None`: all.
+    pub allow: Option<Arc<[crate::model::limits::cidr::Cidr]>>,
+    /// Connections per client address (those whose route chose this
+    /// backend): at once and per period.
+    pub sources: Option<crate::model::limits::sources::Limited>,
+    /// HTTP mode: requests per client address per period.
+    pub request_rate: Option<crate::model::limits::sources::Limited>,
+    /// Re-encrypt only: how TLS to the servers is opened and verified.
+    pub upstream: Option<crate::tls::upstream::Upstream>,
+    /// Active health check, if asked for.
+    pub check: Option<CheckSpec>,
+}
+
+impl Backend {
+    /// The settings most backends leave unset, to set one (allocated on
+    /// first use).
+    pub fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    fn extras(&self) -> Option<&Extras> {
+        self.extras.as_deref()
+    }
+
+    /// HTTP mode on TLS: the `Strict-Transport-Security` value.
+    pub fn hsts(&self) -> Option<&hyper::header::HeaderValue> {
+        self.extras()?.hsts.as_ref()
+    }
+
+    /// Per-source connection limits, if any.
+    pub fn source_limits(&self) -> Option<&crate::model::limits::sources::Limited> {
+        self.extras()?.sources.as_ref()
+    }
+
+    /// Re-encrypt: how TLS to the servers is opened and verified.
+    pub fn upstream(&self) -> Option<&crate::tls::upstream::Upstream> {
+        self.extras()?.upstream.as_ref()
+    }
+
+    /// The active health check, if asked for.
+    pub fn check(&self) -> Option<&CheckSpec> {
+        self.extras()?.check.as_ref()
+    }
+
+    pub fn new(
+        name: String,
+        termination: Termination,
+        algorithm: Algorithm,
+        servers: Vec<Server>,
+        timeouts: Timeouts,
+        retries: u32,
+        rotation: Arc<AtomicUsize>,
+    ) -> Self {
+        let identities: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.addr))
+            .collect();
+        let members: Vec<Member<'_>> = servers
+            .iter()
+            .zip(&identities)
+            .map(|(s, id)| Member {
+                identity: id,
+                weight: s.weight,
+            })
+            .collect();
+        let balancer = Balancer::new(algorithm, &members, Arc::clone(&rotation));
+        Backend {
+            name,
+            termination,
+            mode: Mode::Tcp,
+            cookie: None,
+            forwarded: Forwarded::Append,
+            send_proxy: None,
+            extras: None,
+            algorithm,
+            servers,
+            max_per_server: None,
+            max_queue: DEFAULT_MAX_QUEUE,
+            queue: None,
+            timeouts,
+            retries,
+            rotation,
+            verify_failures: Arc::default(),
+            traffic: Arc::default(),
+            balancer,
+            cookie_values: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether `client` may use this backend (its `allow` list); a refusal
+    /// is counted.
+    pub fn admits(&self, client: std::net::IpAddr) -> bool {
+        let Some(allow) = self.extras().and_then(|e| e.allow.as_ref()) else {
+            return true;
+        };
+        let admitted = allow.iter().any(|block| block.contains(client));
+        if !admitted {
+            self.traffic
+                .denied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    /// Admits a connection from `client` under the backend's per-source
+    /// limits (a place held until the guard drops), or says why not; a
+    /// refusal is counted.
+    pub fn admit_source(
+        &self,
+        client: IpAddr,
+    ) -> Result<
+        Option<crate::model::limits::sources::Admitted>,
+        crate::model::limits::sources::Refusal,
+    > {
+        let Some(limited) = self.source_limits() else {
+            return Ok(None);
+        };
+        limited.admit(client).map(Some).inspect_err(|_| {
+            self.traffic.limited.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// HTTP mode: whether one more request from `client` is within
+    /// `http_request_rate_per_source`; a refusal is counted.
+    pub fn admit_request(
+        &self,
+        client: IpAddr,
+    ) -> Result<(), crate::model::limits::sources::Refusal> {
+        let Some(limited) = self.extras().and_then(|e| e.request_rate.as_ref()) else {
+            return Ok(());
+        };
+        limited.admit(client).map(drop).inspect_err(|_| {
+            self.traffic.limited.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// The sticky-cookie value of server `i`: a hash of the backend's and
+    /// the server's names and the server's address, so every replica with
+    /// the same configuration gives the same value, with no shared state.
+    pub fn cookie_value(&self, i: usize) -> Option<&str> {
+        self.cookie_values().get(i).map(|v| &**v)
+    }
+
+    /// The server a sticky-cookie value names, if it is up (weight 0
+    /// included: it keeps its sessions, it only takes no new ones).
+    pub fn server_for_cookie(&self, value: &str) -> Option<usize> {
+        let values = self.cookie_values();
+        (0..self.servers.len()).find(|&i| {
+            self.servers[i].state.health.is_up() && values.get(i).is_some_and(|v| **v == *value)
+        })
+    }
+
+    /// Computed once per backend, not per request.
+    fn cookie_values(&self) -> &[Box<str>] {
+        self.cookie_values.get_or_init(|| {
+            self.servers
+                .iter()
+                .map(|s| {
+                    let identity = format!("{} {} {}", self.name, s.name, s.addr);
+                    let hash = crate::model::balance::hash::hash_bytes(identity.as_bytes());
+                    format!("{hash:016x}").into()
+                })
+                .collect()
+        })
+    }
+
+    /// Servers that are up now.
+    pub fn servers_up(&self) -> usize {
+        self.servers
+            .iter()
+            .filter(|s| s.state.health.is_up())
+            .count()
+    }
+
+    /// The server for a new connection from `client`, skipping `tried`
+    /// and servers that are down.
+    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
+        self.balancer.pick(
+            client,
+            &Candidates {
+                backend: self,
+                tried,
+            },
+        )
+    }
+}
+
+/// The balancer's view of a backend during one connection's pick.
+struct Candidates<'a> {
+    backend: &'a Backend,
+    /// Servers this connection already failed to reach.
+    tried: &'a [usize],
+}
+
+impl View for Candidates<'_> {
+    fn eligible(&self, i: usize) -> bool {
+        let Some(server) = self.backend.servers.get(i) else {
+            return false;
+        };
+        if !server.state.health.is_up() || self.tried.contains(&i) {
+            return false;
+        }
+        match self.backend.max_per_server {
+            Some(max) if server.state.active() >= max as usize => {
+                server.state.full.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn active(&self, i: usize) -> usize {
+        self.backend.servers.get(i).map_or(0, |s| s.state.active())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas of different versions must agree on cookies during a
+    /// rolling upgrade: names and values are pinned.
+    #[test]
+    fn golden_cookie_names_and_values() {
+        let servers = (0..2)
+            .map(|i| Server {
+                name: format!("pod:web-{i}:web:https:10.128.0.{i}:8443"),
+                addr: SocketAddr::from(([10, 128, 0, i], 8443)),
+                weight: 256,
+                state: Arc::default(),
+            })
+            .collect();
+        let backend = Backend::new(
+            "be_edge_http:shop:web".into(),
+            Termination::Edge,
+            Algorithm::Random,
+            servers,
+            Timeouts::default(),
+            2,
+            Arc::default(),
+        );
+        assert_eq!(default_cookie_name(&backend.name), "14592ce5c0da0a63");
+        assert_eq!(backend.cookie_value(0), Some("9a2c4f19d62a7e50"));
+        assert_eq!(backend.cookie_value(1), Some("d93e77109915b790"));
+        assert_eq!(backend.server_for_cookie("d93e77109915b790"), Some(1));
+        assert_eq!(backend.server_for_cookie("0000000000000000"), None);
+    }
+}

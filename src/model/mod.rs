@@ -1,0 +1,20 @@
+//! The model layer: what a configuration is and every decision made from
+//! it, with no I/O. The snapshot and its types, the routing decision (by
+//! SNI, by request), route tables, balancers, backends and servers with
+//! their live state, counters and labels, limits, and the wire codecs
+//! (ClientHello, PROXY header) are all plain data and pure functions over
+//! bytes: tested without sockets, and never importing the runtime above.
+//! (`tokio::sync` is the one runtime piece allowed: slots and queues wait.)
+
+pub(crate) mod backend;
+pub(crate) mod balance;
+pub(crate) mod counters;
+pub(crate) mod decide;
+pub(crate) mod duration;
+pub(crate) mod health;
+pub(crate) mod labels;
+pub(crate) mod limits;
+pub(crate) mod route;
+pub(crate) mod snapshot;
+pub(crate) mod top;
+pub(crate) mod wire;

@@ -1,0 +1,73 @@
+//! Route choice: from what a connection says (its SNI) to a backend through
+//! the map files, in the order the reference router uses (`decision`).
+//! Map files are read by `map_file`, each line's regex is classified by
+//! `shape` and compiled into a `table` once per configuration; the data
+//! path only reads them.
+
+pub mod map_file;
+pub mod request;
+pub mod shape;
+pub mod table;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use table::{Entry, Table};
+
+/// Index of a backend in the snapshot's backend list.
+pub type BackendId = usize;
+
+/// A compiled map with the file it came from.
+#[derive(Debug)]
+pub struct Map<V> {
+    pub path: Arc<Path>,
+    pub table: Table<V>,
+}
+
+impl<V> Map<V> {
+    /// The pattern written on `line`, for explanations.
+    pub fn pattern_at(&self, line: usize) -> Option<&str> {
+        self.table.pattern_at(line)
+    }
+}
+
+/// The routing maps of one configuration.
+#[derive(Debug, Default)]
+///
+/// Each compiled map is shared (`Arc`): a reload that leaves a map file
+/// unchanged, and every backend it names where it was, reuses it as it is.
+pub struct Routes {
+    /// `os_sni_passthrough.map`: names served by passthrough (values unused).
+    pub passthrough: Option<Arc<Map<()>>>,
+    /// `os_tcp_be.map`: name → passthrough backend.
+    pub tcp_be: Option<Arc<Map<BackendId>>>,
+    /// `os_edge_reencrypt_be.map`: name → edge or re-encrypt backend.
+    pub edge: Option<Arc<Map<BackendId>>>,
+    /// The same map for request keys (`host[:port]` + path), built when a
+    /// backend serves HTTP.
+    pub edge_requests: Option<Arc<request::RequestTable<BackendId>>>,
+    /// `os_http_be.map`: plain-HTTP request → backend in HTTP mode.
+    pub http_be: Option<Arc<RequestMap<BackendId>>>,
+    /// `os_route_http_redirect.map`: plain-HTTP request → redirect to https.
+    pub http_redirect: Option<Arc<RequestMap<bool>>>,
+}
+
+/// A map of request keys with the file it came from.
+#[derive(Debug)]
+pub struct RequestMap<V> {
+    pub path: Arc<Path>,
+    pub table: request::RequestTable<V>,
+}
+
+impl Routes {
+    /// Entries across all maps.
+    pub fn len(&self) -> usize {
+        self.passthrough.as_ref().map_or(0, |m| m.table.len())
+            + self.tcp_be.as_ref().map_or(0, |m| m.table.len())
+            + self.edge.as_ref().map_or(0, |m| m.table.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

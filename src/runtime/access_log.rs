@@ -1,0 +1,225 @@
+//! One line per connection, the same for every termination: who connected,
+//! what the ClientHello offered, which map line routed it, which server
+//! took it, how long it lasted, bytes each way, and who closed and why.
+//! Connections turned away before routing (scanners, probes) log at debug.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::model::backend::Backend;
+use crate::model::decide::{Decision, Hit};
+use crate::model::wire::client_hello::ClientHello;
+use crate::runtime::relay::{End, Outcome};
+
+/// The fields of the access-log line, filled in as the connection advances.
+pub struct AccessLog {
+    start: Instant,
+    client: SocketAddr,
+    listener: Arc<str>,
+    hello: Option<ClientHello>,
+    /// Reads the ClientHello took (TCP segments, or more when coalesced).
+    hello_reads: u32,
+    /// Bytes buffered when the preread ended.
+    hello_bytes: u32,
+    map: Option<Hit>,
+    backend: Option<Arc<Backend>>,
+    /// Index of the server in the backend's list.
+    server: Option<usize>,
+    connect_time: Option<Duration>,
+    bytes_in: u64,
+    bytes_out: u64,
+    closed_by: &'static str,
+    reason: String,
+    /// Set when the preread failed: the line goes out at debug.
+    rejected: bool,
+    /// The connection ended in an error (counted per backend and server).
+    failed: bool,
+    /// Bytes of the ClientHello replayed to the server before the relay.
+    preread_forwarded: u64,
+}
+
+impl AccessLog {
+    /// The client a PROXY header named, in place of the socket's peer.
+    pub fn set_client(&mut self, client: SocketAddr) {
+        self.client = client;
+    }
+
+    /// When the connection was accepted.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
+    pub fn new(client: SocketAddr, listener: Arc<str>) -> Self {
+        AccessLog {
+            start: Instant::now(),
+            client,
+            listener,
+            hello: None,
+            hello_reads: 0,
+            hello_bytes: 0,
+            map: None,
+            backend: None,
+            server: None,
+            connect_time: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            closed_by: "-",
+            reason: String::new(),
+            rejected: false,
+            failed: false,
+            preread_forwarded: 0,
+        }
+    }
+
+    pub fn hello(&mut self, hello: ClientHello, reads: usize) {
+        self.hello_bytes = saturate(hello.len);
+        self.hello_reads = saturate(reads);
+        self.hello = Some(hello);
+    }
+
+    pub fn sni(&self) -> Option<&str> {
+        self.hello.as_ref()?.sni.as_deref()
+    }
+
+    /// The preread ended without a usable SNI.
+    pub fn reject(&mut self, reason: &str, bytes: usize, reads: usize) {
+        self.rejected = true;
+        self.hello_bytes = self.hello_bytes.max(saturate(bytes));
+        self.hello_reads = saturate(reads);
+        self.end("switchyard", reason);
+    }
+
+    /// The route is decided: the line goes out at info from now on.
+    pub fn decided(&mut self, decision: &Decision) {
+        self.map = decision.hit().cloned();
+        self.backend = Some(Arc::clone(&decision.backend));
+        self.rejected = false;
+    }
+
+    /// Server `index` of the backend took the connection.
+    pub fn server(&mut self, index: usize, connect_time: Duration) {
+        self.server = Some(index);
+        self.connect_time = Some(connect_time);
+    }
+
+    pub fn end(&mut self, closed_by: &'static str, reason: &str) {
+        self.closed_by = closed_by;
+        self.reason = reason.to_string();
+    }
+
+    /// Like `end`, for an error: counted in the backend's and server's
+    /// connection errors.
+    pub fn fail(&mut self, closed_by: &'static str, reason: &str) {
+        self.failed = true;
+        self.end(closed_by, reason);
+    }
+
+    /// Client bytes forwarded outside the relay (the replayed ClientHello).
+    pub fn forwarded(&mut self, bytes: u64) {
+        self.preread_forwarded = bytes;
+    }
+
+    pub fn relayed(&mut self, outcome: &Outcome) {
+        self.bytes_in = self.preread_forwarded + outcome.client_to_server;
+        self.bytes_out = outcome.server_to_client;
+        match outcome.end {
+            End::Closed { first } => self.end(first.as_str(), "closed"),
+            End::Error { side, kind } => self.end(side.as_str(), &kind.to_string()),
+            End::ServerTimeout => {
+                self.end("switchyard", "server timeout: no answer from the server")
+            }
+            End::IdleTimeout => self.end("switchyard", "tunnel timeout: idle"),
+            End::RouteRemoved => self.end("switchyard", "route removed by a reload"),
+        }
+    }
+
+    /// Writes the line and adds the connection to its backend's and
+    /// server's counters; returns (bytes in, bytes out, failed) for the
+    /// listener's.
+    pub fn finish(self) -> (u64, u64, bool) {
+        if let Some(b) = &self.backend {
+            b.traffic.record(self.bytes_in, self.bytes_out, self.failed);
+            if let Some(s) = self.server.and_then(|i| b.servers.get(i)) {
+                s.state
+                    .traffic
+                    .record(self.bytes_in, self.bytes_out, self.failed);
+            }
+        }
+        let counted = (self.bytes_in, self.bytes_out, self.failed);
+        self.write();
+        counted
+    }
+
+    fn write(self) {
+        let hello = self.hello.as_ref();
+        let sni = hello.and_then(|h| h.sni.as_deref()).unwrap_or("-");
+        let alpn = hello.map(|h| h.alpn.join(",")).unwrap_or_default();
+        let version = hello.map(|h| version_name(h.version)).unwrap_or("-");
+        let records = hello.map_or(0, |h| h.records);
+        let map = self
+            .map
+            .as_ref()
+            .map(|h| format!("{}:{}", h.file.display(), h.line));
+        let backend = self.backend.as_deref();
+        let server = backend
+            .zip(self.server)
+            .and_then(|(b, i)| b.servers.get(i))
+            .map(|s| format!("{} {}", s.name, s.addr));
+        let termination = backend.map_or("-", |b| b.termination.as_str());
+        let backend = backend.map_or("-", |b| b.name.as_str());
+        let connect_ms = self.connect_time.map(|d| d.as_secs_f64() * 1e3);
+        macro_rules! line {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "access",
+                    $level,
+                    client = %self.client,
+                    listener = &*self.listener,
+                    sni,
+                    alpn = alpn.as_str(),
+                    tls_version = version,
+                    hello_bytes = self.hello_bytes,
+                    hello_reads = self.hello_reads,
+                    hello_records = records,
+                    map = map.as_deref().unwrap_or("-"),
+                    backend,
+                    termination,
+                    server = server.as_deref().unwrap_or("-"),
+                    connect_ms = connect_ms.map_or(-1.0, |ms| (ms * 1000.0).round() / 1000.0),
+                    duration_ms = self.start.elapsed().as_millis() as u64,
+                    bytes_in = self.bytes_in,
+                    bytes_out = self.bytes_out,
+                    closed_by = self.closed_by,
+                    reason = self.reason.as_str(),
+                    "connection"
+                )
+            };
+        }
+        if self.rejected {
+            line!(tracing::Level::DEBUG);
+        } else {
+            line!(tracing::Level::INFO);
+        }
+    }
+}
+
+/// `TLSv1.3` for 0x0304 and so on.
+fn version_name(v: u16) -> &'static str {
+    match v {
+        0x0304 => "TLSv1.3",
+        0x0303 => "TLSv1.2",
+        0x0302 => "TLSv1.1",
+        0x0301 => "TLSv1.0",
+        0x0300 => "SSLv3",
+        _ => "unknown",
+    }
+}
+
+/// Counts kept in 32 bits (the access log of every connection is part of
+/// its task's memory); bounded by the preread limit in practice.
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,44 @@
+//! Passthrough: connect a server and replay the ClientHello bytes read
+//! during the preread (bounded by the server timeout). The relay of the
+//! raw bytes both ways that follows is run by `handle`, outside the boxed
+//! setup, so a long-lived connection holds only what the relay needs.
+
+use tokio::net::TcpStream;
+
+use super::{connect, Ctx, Held, Places, Preread};
+use crate::runtime::access_log::AccessLog;
+use crate::runtime::relay::{self, Deadlines};
+
+pub(super) async fn open(
+    client: TcpStream,
+    hello: Preread,
+    ctx: Ctx<'_>,
+    places: Places,
+    log: &mut AccessLog,
+) -> Option<(relay::Relay, Held)> {
+    let (server, active) = connect(ctx.backend, ctx.peer, &client, log).await?;
+    // A server that never reads must not hold the connection forever:
+    // the replay gets the same deadline as the server's first answer.
+    let limit = ctx.backend.timeouts.server;
+    match tokio::time::timeout(limit, relay::write_all(&server, &hello.bytes)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            log.end("server", &format!("write failed: {e}"));
+            return None;
+        }
+        Err(_) => {
+            let why = format!("server timeout: the ClientHello was not taken within {limit:?}");
+            log.fail("switchyard", &why);
+            return None;
+        }
+    }
+    log.forwarded(hello.bytes.len() as u64);
+    // Handed on: the buffer and its share of the budget go.
+    drop(hello);
+    let deadlines = Deadlines {
+        first_response: ctx.backend.timeouts.server,
+        idle: ctx.backend.timeouts.tunnel,
+    };
+    let relay = relay::relay(client, server, deadlines, ctx.copying, ctx.removed);
+    Some((relay, (active, places)))
+}

@@ -1,0 +1,445 @@
+//! What the stats port shows, built once per request from the router's
+//! current snapshot and counters: one report, rendered as Prometheus text,
+//! as an HTML page, or as JSON.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use metrics_exporter_prometheus::PrometheusRecorder;
+use serde::Serialize;
+
+use crate::model::counters::{global, HandshakeFailure, HelloOutcome};
+use crate::runtime::reload;
+use crate::runtime::router::Router;
+
+#[derive(Serialize)]
+pub struct Report {
+    pub generation: u64,
+    pub live_snapshots: usize,
+    pub open_connections: usize,
+    pub ready: bool,
+    pub reload: ReloadReport,
+    pub frontends: Vec<Frontend>,
+    pub backends: Vec<BackendReport>,
+    pub certificates: Vec<Certificate>,
+    pub client_hello: Vec<(String, u64)>,
+    pub handshake_failures: Vec<(String, u64)>,
+    pub route_misses: u64,
+    pub proxy_refused: u64,
+    pub local_failures: u64,
+    pub source_limited: u64,
+    pub spliced_bytes: u64,
+    /// The buffer budget: bytes held now, the limit, work refused.
+    pub buffer_memory: BudgetReport,
+    pub unmatched_sni_top: Vec<(String, u64)>,
+}
+
+#[derive(Serialize)]
+pub struct BudgetReport {
+    pub used_bytes: u64,
+    pub limit_bytes: Option<u64>,
+    pub refused: u64,
+}
+
+#[derive(Serialize)]
+pub struct ReloadReport {
+    pub applied: u64,
+    pub refused: u64,
+    pub last_error: Option<String>,
+    pub last_duration_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct Frontend {
+    pub name: String,
+    pub bind: String,
+    pub current: u64,
+    pub connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub errors: u64,
+}
+
+#[derive(Serialize)]
+pub struct BackendReport {
+    pub name: String,
+    pub termination: &'static str,
+    pub balance: &'static str,
+    pub up: bool,
+    pub current: u64,
+    pub connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub errors: u64,
+    pub verify_failures: u64,
+    /// Refused by the backend's `allow` list.
+    pub denied: u64,
+    /// Refused by the backend's per-source limits.
+    pub limited: u64,
+    /// Connections waiting for a place on a server now.
+    pub queue_current: u64,
+    /// Connections that had to wait, and those refused for it.
+    pub queued: u64,
+    pub queue_refused: u64,
+    /// HTTP mode: responses by class (`1xx` … `5xx`, `other`).
+    pub http_responses: [u64; 6],
+    /// HTTP mode: average time to the response head, ms.
+    pub http_response_ms: Option<f64>,
+    pub servers: Vec<ServerReport>,
+}
+
+#[derive(Serialize)]
+pub struct ServerReport {
+    pub name: String,
+    pub address: String,
+    pub up: bool,
+    pub weight: u16,
+    pub current: u64,
+    pub connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub errors: u64,
+    pub check_failures: u64,
+    /// Times passed over at `max_connections_per_server`.
+    pub full: u64,
+    /// HTTP mode: responses by class.
+    pub http_responses: [u64; 6],
+    /// HTTP mode: average time to the response head, ms.
+    pub http_response_ms: Option<f64>,
+    pub last_check: String,
+    pub since_change_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct Certificate {
+    pub path: String,
+    pub expires_in_days: Option<f64>,
+}
+
+pub fn report(router: &Router, status: &reload::Status) -> Report {
+    let snapshot = router.snapshot();
+    let g = global();
+    let frontends = snapshot
+        .listeners
+        .iter()
+        .map(|l| {
+            let t = g.frontend(&l.name);
+            let (connections, bytes_in, bytes_out, errors) = t.get();
+            let bind = router.local_addr(&l.name).unwrap_or(l.bind).to_string();
+            Frontend {
+                name: l.name.to_string(),
+                bind,
+                current: t.current.load(Relaxed),
+                connections,
+                bytes_in,
+                bytes_out,
+                errors,
+            }
+        })
+        .collect();
+    let backends = snapshot
+        .backends
+        .iter()
+        .map(|b| {
+            let servers: Vec<ServerReport> = b
+                .servers
+                .iter()
+                .map(|s| {
+                    let (connections, bytes_in, bytes_out, errors) = s.state.traffic.get();
+                    ServerReport {
+                        name: s.name.clone(),
+                        address: s.addr.to_string(),
+                        up: s.state.health.is_up(),
+                        weight: s.weight,
+                        current: s.state.active() as u64,
+                        connections,
+                        bytes_in,
+                        bytes_out,
+                        errors,
+                        check_failures: s.state.health.check_failures.load(Relaxed),
+                        full: s.state.full.load(Relaxed),
+                        http_responses: s.state.traffic.responses(),
+                        http_response_ms: s.state.traffic.average_response_ms(),
+                        last_check: s.state.health.last(),
+                        since_change_seconds: s.state.health.since_change(),
+                    }
+                })
+                .collect();
+            let (connections, bytes_in, bytes_out, errors) = b.traffic.get();
+            BackendReport {
+                name: b.name.clone(),
+                termination: b.termination.as_str(),
+                balance: b.algorithm.as_str(),
+                up: servers.iter().any(|s| s.up && s.weight > 0),
+                current: servers.iter().map(|s| s.current).sum(),
+                connections,
+                bytes_in,
+                bytes_out,
+                errors,
+                verify_failures: b.verify_failures.load(Relaxed),
+                denied: b.traffic.denied.load(Relaxed),
+                limited: b.traffic.limited.load(Relaxed),
+                queue_current: b.queue.as_ref().map_or(0, |q| q.waiting() as u64),
+                queued: b.queue.as_ref().map_or(0, |q| q.queued.load(Relaxed)),
+                queue_refused: b.queue.as_ref().map_or(0, |q| q.refused.load(Relaxed)),
+                http_responses: b.traffic.responses(),
+                http_response_ms: b.traffic.average_response_ms(),
+                servers,
+            }
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut certificates: Vec<Certificate> = Vec::new();
+    if let Some(tls) = snapshot.tls.iter().flatten().next() {
+        for c in tls.certs.all.iter().chain(tls.certs.default.iter()) {
+            let path = c.path.display().to_string();
+            if certificates.iter().all(|x| x.path != path) {
+                let expires_in_days = c.not_after.map(|t| (t - now) as f64 / 86_400.0);
+                certificates.push(Certificate {
+                    path,
+                    expires_in_days,
+                });
+            }
+        }
+    }
+    let reload = status.get();
+    Report {
+        generation: router.generation(),
+        live_snapshots: router.live_snapshots(),
+        open_connections: router.open_connections(),
+        ready: router.is_ready(),
+        reload: ReloadReport {
+            applied: reload.applied,
+            refused: reload.refused,
+            last_error: reload.last_error,
+            last_duration_ms: reload.last_duration.map(|d| d.as_secs_f64() * 1e3),
+        },
+        frontends,
+        backends,
+        certificates,
+        client_hello: HelloOutcome::ALL
+            .iter()
+            .map(|o| (o.as_str().to_string(), g.hello_count(*o)))
+            .collect(),
+        handshake_failures: HandshakeFailure::ALL
+            .iter()
+            .map(|f| (f.as_str().to_string(), g.handshake_failure_count(*f)))
+            .collect(),
+        route_misses: g.route_misses.load(Relaxed),
+        proxy_refused: g.proxy_refused.load(Relaxed),
+        local_failures: g.local_failures.load(Relaxed),
+        source_limited: g.source_limited.load(Relaxed),
+        spliced_bytes: g.spliced_bytes.load(Relaxed),
+        buffer_memory: {
+            let b = crate::model::limits::budget::global();
+            BudgetReport {
+                used_bytes: b.used() as u64,
+                limit_bytes: b.limit().map(|l| l as u64),
+                refused: b.refused(),
+            }
+        },
+        unmatched_sni_top: g.top_unmatched(10),
+    }
+}
+
+/// Prometheus text through the `metrics` facade, recorded into the stats
+/// port's own recorder at scrape time.
+pub fn prometheus(report: &Report, recorder: &PrometheusRecorder) -> String {
+    metrics::with_local_recorder(recorder, || record(report));
+    let handle = recorder.handle();
+    handle.run_upkeep();
+    handle.render()
+}
+
+fn record(r: &Report) {
+    use metrics::{counter, gauge};
+    for f in &r.frontends {
+        let l = [("frontend", f.name.clone())];
+        gauge!("haproxy_frontend_current_sessions", &l).set(f.current as f64);
+        counter!("haproxy_frontend_connections_total", &l).absolute(f.connections);
+        counter!("haproxy_frontend_bytes_in_total", &l).absolute(f.bytes_in);
+        counter!("haproxy_frontend_bytes_out_total", &l).absolute(f.bytes_out);
+        counter!("haproxy_frontend_connection_errors_total", &l).absolute(f.errors);
+    }
+    for b in &r.backends {
+        let l = crate::model::labels::backend(&b.name);
+        gauge!("haproxy_backend_up", &l).set(if b.up { 1.0 } else { 0.0 });
+        gauge!("haproxy_backend_current_sessions", &l).set(b.current as f64);
+        counter!("haproxy_backend_connections_total", &l).absolute(b.connections);
+        counter!("haproxy_backend_bytes_in_total", &l).absolute(b.bytes_in);
+        counter!("haproxy_backend_bytes_out_total", &l).absolute(b.bytes_out);
+        counter!("haproxy_backend_connection_errors_total", &l).absolute(b.errors);
+        counter!("switchyard_backend_verify_failures_total", &l).absolute(b.verify_failures);
+        counter!("switchyard_backend_denied_total", &l).absolute(b.denied);
+        counter!("switchyard_backend_source_limited_total", &l).absolute(b.limited);
+        gauge!("haproxy_backend_current_queue", &l).set(b.queue_current as f64);
+        counter!("switchyard_backend_queued_total", &l).absolute(b.queued);
+        counter!("switchyard_backend_queue_refused_total", &l).absolute(b.queue_refused);
+        http_responses(
+            "haproxy_backend_http_responses_total",
+            &l,
+            &b.http_responses,
+        );
+        if let Some(ms) = b.http_response_ms {
+            gauge!(
+                "haproxy_backend_http_average_response_latency_milliseconds",
+                &l
+            )
+            .set(ms);
+        }
+        for s in &b.servers {
+            let l = crate::model::labels::server(&b.name, &s.name);
+            gauge!("haproxy_server_up", &l).set(if s.up { 1.0 } else { 0.0 });
+            gauge!("haproxy_server_weight", &l).set(f64::from(s.weight));
+            gauge!("haproxy_server_current_sessions", &l).set(s.current as f64);
+            counter!("haproxy_server_connections_total", &l).absolute(s.connections);
+            counter!("haproxy_server_bytes_in_total", &l).absolute(s.bytes_in);
+            counter!("haproxy_server_bytes_out_total", &l).absolute(s.bytes_out);
+            counter!("haproxy_server_connection_errors_total", &l).absolute(s.errors);
+            counter!("haproxy_server_check_failures_total", &l).absolute(s.check_failures);
+            counter!("switchyard_server_full_total", &l).absolute(s.full);
+            http_responses("haproxy_server_http_responses_total", &l, &s.http_responses);
+            if let Some(ms) = s.http_response_ms {
+                gauge!(
+                    "haproxy_server_http_average_response_latency_milliseconds",
+                    &l
+                )
+                .set(ms);
+            }
+        }
+    }
+    counter!("switchyard_reloads_total").absolute(r.reload.applied);
+    counter!("switchyard_reload_failures_total").absolute(r.reload.refused);
+    gauge!("switchyard_config_generation").set(r.generation as f64);
+    gauge!("switchyard_live_snapshots").set(r.live_snapshots as f64);
+    gauge!("switchyard_open_connections").set(r.open_connections as f64);
+    gauge!("switchyard_ready").set(if r.ready { 1.0 } else { 0.0 });
+    if let Some(ms) = r.reload.last_duration_ms {
+        gauge!("template_router_reload_seconds").set(ms / 1e3);
+    }
+    for (outcome, n) in &r.client_hello {
+        counter!("switchyard_client_hello_total", "outcome" => outcome.clone()).absolute(*n);
+    }
+    for (reason, n) in &r.handshake_failures {
+        counter!("switchyard_handshake_failures_total", "reason" => reason.clone()).absolute(*n);
+    }
+    counter!("switchyard_route_misses_total").absolute(r.route_misses);
+    counter!("switchyard_proxy_header_refused_total").absolute(r.proxy_refused);
+    counter!("switchyard_local_failures_total").absolute(r.local_failures);
+    counter!("switchyard_source_limited_total").absolute(r.source_limited);
+    counter!("switchyard_relay_spliced_bytes_total").absolute(r.spliced_bytes);
+    gauge!("switchyard_buffer_memory_bytes").set(r.buffer_memory.used_bytes as f64);
+    if let Some(limit) = r.buffer_memory.limit_bytes {
+        gauge!("switchyard_buffer_memory_limit_bytes").set(limit as f64);
+    }
+    counter!("switchyard_buffer_memory_refused_total").absolute(r.buffer_memory.refused);
+    for (sni, n) in &r.unmatched_sni_top {
+        gauge!("switchyard_unmatched_sni_top", "sni" => sni.clone()).set(*n as f64);
+    }
+    for c in &r.certificates {
+        if let Some(days) = c.expires_in_days {
+            gauge!("switchyard_certificate_expiry_days", "path" => c.path.clone()).set(days);
+        }
+    }
+}
+
+/// `http_responses_total{code}` for one backend or server, only once it
+/// has served HTTP (TCP-mode backends get no such series).
+fn http_responses(name: &'static str, labels: &[(&'static str, String)], counts: &[u64; 6]) {
+    if counts.iter().all(|&n| n == 0) {
+        return;
+    }
+    for (code, n) in crate::model::counters::RESPONSE_CLASSES.iter().zip(counts) {
+        let mut l = labels.to_vec();
+        l.push(("code", (*code).to_string()));
+        metrics::counter!(name, &l).absolute(*n);
+    }
+}
+
+/// The page a person reads: refreshes itself every 5 s.
+pub fn html(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+         <title>Switchyard stats</title><style>body{{font:13px sans-serif;margin:1em}}\
+         table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #bbb;padding:2px 6px;text-align:right}}\
+         th{{background:#eee}}td.l{{text-align:left}}.up{{background:#c8f0c8}}.down{{background:#f4b8b8}}\
+         .err{{background:#f4b8b8;padding:.5em;border:1px solid #c00}}</style></head><body>\
+         <h1>Switchyard</h1><p>configuration generation {} · {} live snapshots · {} open connections · {}</p>",
+        r.generation,
+        r.live_snapshots,
+        r.open_connections,
+        if r.ready { "ready" } else { "NOT READY" }
+    );
+    if let Some(e) = &r.reload.last_error {
+        let _ = write!(s, "<div class=\"err\"><b>Last reload refused</b> (still serving the last good configuration):<pre>{}</pre></div>", esc(e));
+    }
+    let _ = write!(s, "<h2>Frontends</h2><table><tr><th>name</th><th>bind</th><th>current</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th></tr>");
+    for f in &r.frontends {
+        let _ = write!(
+            s,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&f.name), esc(&f.bind), f.current, f.connections, f.bytes_in, f.bytes_out, f.errors
+        );
+    }
+    s.push_str("</table><h2>Backends and servers</h2><table><tr><th>backend / server</th><th>state</th><th>weight</th><th>current</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th><th>check failures</th><th>last check</th><th>since change</th><th>denied</th><th>limited</th><th>queue / full</th></tr>");
+    for b in &r.backends {
+        let _ = write!(
+            s,
+            "<tr><th class=\"l\">{} <small>({}, {})</small></th><td class=\"{}\">{}</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td></td><td></td><td>{}</td><td>{}</td><td>{} ({} refused)</td></tr>",
+            esc(&b.name), b.termination, b.balance, state_class(b.up), state(b.up), b.current, b.connections, b.bytes_in, b.bytes_out, b.errors, b.verify_failures, b.denied, b.limited, b.queue_current, b.queue_refused
+        );
+        for v in &b.servers {
+            let since = v
+                .since_change_seconds
+                .map_or("-".to_string(), |t| format!("{t}s"));
+            let _ = write!(
+                s,
+                "<tr><td class=\"l\">&nbsp;&nbsp;{} {}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td></td><td></td><td>{}</td></tr>",
+                esc(&v.name), esc(&v.address), state_class(v.up), state(v.up), v.weight, v.current, v.connections, v.bytes_in, v.bytes_out, v.errors, v.check_failures, esc(&v.last_check), since, v.full
+            );
+        }
+    }
+    s.push_str("</table>");
+    if !r.certificates.is_empty() {
+        s.push_str("<h2>Certificates</h2><table><tr><th>file</th><th>days to expiry</th></tr>");
+        for c in &r.certificates {
+            let days = c.expires_in_days.map_or("?".into(), |d| format!("{d:.0}"));
+            let _ = write!(
+                s,
+                "<tr><td class=\"l\">{}</td><td>{}</td></tr>",
+                esc(&c.path),
+                days
+            );
+        }
+        s.push_str("</table>");
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+fn state(up: bool) -> &'static str {
+    if up {
+        "UP"
+    } else {
+        "DOWN"
+    }
+}
+
+fn state_class(up: bool) -> &'static str {
+    if up {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
