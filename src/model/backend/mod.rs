@@ -140,10 +140,26 @@ pub struct ServerState {
     pub traffic: Traffic,
     /// Up or down, from active checks and passive failures.
     pub health: Health,
-    /// Idle HTTP connections to this server (HTTP mode), carried across
-    /// reloads with the server and dropped (closed) with it; allocated on
-    /// first use, so servers of passthrough backends do not carry it.
-    idle: std::sync::OnceLock<Box<IdleHttp>>,
+    /// What the runtime keeps per server beyond these counters (see
+    /// [`ServerState::attached`]); allocated on first use, so servers of
+    /// passthrough backends carry one empty word.
+    attached: Attached,
+}
+
+/// A slot for one value the runtime attaches to a server, of a type the
+/// model does not name (as `http::Extensions` holds what layers above
+/// put in a request).
+#[derive(Default)]
+struct Attached(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Attached(set)"
+        } else {
+            "Attached(none)"
+        })
+    }
 }
 
 /// The sticky cookie's name when none is configured: a hash of the
@@ -155,121 +171,16 @@ pub fn default_cookie_name(backend: &str) -> String {
     )
 }
 
-/// Most idle HTTP connections kept per server: enough for every request a
-/// busy h2 client multiplexes to find a connection again, so that load
-/// does not turn into a new server connection per request.
-const MAX_IDLE: usize = 1024;
-
-/// Idle keep-alive connections to one server, oldest first. Each is tagged
-/// with the TLS identity it was opened with (0 for plaintext), so a
-/// connection verified for one backend is never used under another
-/// identity after a reload changed it.
-///
-/// A server that chose h2 (re-encrypt, by ALPN) needs one connection for
-/// all requests: it is kept beside the idle ones and shared.
-#[derive(Debug, Default)]
-pub struct IdleHttp {
-    slots: std::sync::Mutex<std::collections::VecDeque<IdleSender>>,
-    shared: std::sync::Mutex<Option<SharedH2>>,
-}
-
-/// An h2 server connection, multiplexed by every request to its server.
-pub type H2Sender = hyper::client::conn::http2::SendRequest<crate::runtime::connection::Upload>;
-
-#[derive(Debug)]
-struct SharedH2 {
-    tls: u64,
-    sender: H2Sender,
-}
-
-#[derive(Debug)]
-struct IdleSender {
-    tls: u64,
-    since: std::time::Instant,
-    sender: hyper::client::conn::http1::SendRequest<crate::runtime::connection::Upload>,
-}
-
-impl IdleSender {
-    fn usable(&self, tls: u64, max_idle: Duration) -> bool {
-        self.tls == tls && self.since.elapsed() < max_idle && self.sender.is_ready()
-    }
-}
-
-impl IdleHttp {
-    /// The newest idle connection opened with `tls` and idle for less than
-    /// `max_idle` (the warmest one). Connections idle too long are dropped
-    /// from the old end first, so they do not linger under newer ones;
-    /// unusable ones met on the way are dropped too.
-    pub fn take(
-        &self,
-        tls: u64,
-        max_idle: Duration,
-    ) -> Option<hyper::client::conn::http1::SendRequest<crate::runtime::connection::Upload>> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        while slots
-            .front()
-            .is_some_and(|oldest| oldest.since.elapsed() >= max_idle)
-        {
-            slots.pop_front();
-        }
-        while let Some(idle) = slots.pop_back() {
-            if idle.usable(tls, max_idle) {
-                return Some(idle.sender);
-            }
-        }
-        None
-    }
-
-    /// Keeps `sender` for a later request (the oldest goes when full).
-    pub fn put(
-        &self,
-        tls: u64,
-        sender: hyper::client::conn::http1::SendRequest<crate::runtime::connection::Upload>,
-    ) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.len() >= MAX_IDLE {
-            slots.pop_front();
-        }
-        slots.push_back(IdleSender {
-            tls,
-            since: std::time::Instant::now(),
-            sender,
-        });
-    }
-
-    /// The shared h2 connection opened with `tls`, if it is still open.
-    pub fn shared_h2(&self, tls: u64) -> Option<H2Sender> {
-        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        match &*shared {
-            Some(h2) if h2.tls == tls && h2.sender.is_ready() => Some(h2.sender.clone()),
-            Some(_) => {
-                *shared = None;
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Shares `sender` with the requests that follow.
-    pub fn share_h2(&self, tls: u64, sender: H2Sender) {
-        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        *shared = Some(SharedH2 { tls, sender });
-    }
-
-    /// Idle connections kept now.
-    pub fn len(&self) -> usize {
-        self.slots.lock().map_or(0, |s| s.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 impl ServerState {
-    /// Idle HTTP connections to this server (HTTP mode).
-    pub fn idle(&self) -> &IdleHttp {
-        self.idle.get_or_init(Box::default)
+    /// What the runtime keeps for this server, of type `T` (the HTTP
+    /// stage's idle connections): made on first use, carried across
+    /// reloads with the server and dropped with it. `None` only if another
+    /// type was attached first.
+    pub fn attached<T: std::any::Any + Send + Sync + Default>(&self) -> Option<&T> {
+        self.attached
+            .0
+            .get_or_init(|| Box::new(T::default()))
+            .downcast_ref()
     }
 
     pub fn active(&self) -> usize {

@@ -11,10 +11,8 @@
 mod http;
 mod passthrough;
 mod terminate;
-mod upload;
 
 pub(crate) use http::{forwardable, take_cookie};
-pub use upload::Upload;
 
 use std::future::Future;
 use std::net::SocketAddr;

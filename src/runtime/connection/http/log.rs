@@ -1,0 +1,130 @@
+//! The access log of HTTP mode: one line per request, written when its
+//! response has been sent (or dropped), and one for a request hyper
+//! refused before it reached the router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use tokio::time::Instant;
+
+use super::conn::{Busy, Conn};
+use super::Body;
+use crate::model::backend::Backend;
+
+/// A response on its way to the client, keeping its request counted; its
+/// access-log line is written when it has been sent (or dropped).
+pub(super) struct Answer {
+    pub(super) body: Body,
+    pub(super) record: Record,
+    pub(super) busy: Busy,
+}
+
+/// What the access log says of one request.
+pub(super) struct Record {
+    pub(super) method: hyper::Method,
+    pub(super) host: Option<String>,
+    pub(super) path: String,
+    pub(super) status: StatusCode,
+    pub(super) served: Option<(Arc<Backend>, Option<usize>)>,
+    pub(super) started: Instant,
+    /// Until the response head was ready.
+    pub(super) head: Duration,
+    /// Response body bytes sent.
+    pub(super) bytes: u64,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        let conn = &self.busy.0;
+        let r = &self.record;
+        let backend = r.served.as_ref();
+        let server = backend.and_then(|(b, i)| i.and_then(|i| b.servers.get(i)));
+        conn.log(r, backend.map(|(b, _)| b.name.as_str()), server);
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.record.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Conn {
+    /// The access-log line of a request hyper refused before it reached
+    /// the router (it answered 400 or 431 itself and closed).
+    pub(super) fn refused(&self, e: &hyper::Error) {
+        let status = if e.is_parse_too_large() {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        } else if e.is_parse() {
+            StatusCode::BAD_REQUEST
+        } else {
+            return;
+        };
+        tracing::info!(
+            target: "access",
+            client = %self.peer,
+            sni = self.sni.as_deref().unwrap_or("-"),
+            proto = if self.h2 { "h2" } else { "http/1.1" },
+            status = status.as_u16(),
+            reason = %e,
+            "request refused"
+        );
+    }
+
+    pub(super) fn log(
+        &self,
+        r: &Record,
+        backend: Option<&str>,
+        server: Option<&crate::model::backend::Server>,
+    ) {
+        // Formatted only when the access log is on.
+        struct Named<'a>(Option<&'a crate::model::backend::Server>);
+        impl std::fmt::Display for Named<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.0 {
+                    Some(s) => write!(f, "{} {}", s.name, s.addr),
+                    None => f.write_str("-"),
+                }
+            }
+        }
+        tracing::info!(
+            target: "access",
+            client = %self.peer,
+            sni = self.sni.as_deref().unwrap_or("-"),
+            proto = if self.h2 { "h2" } else { "http/1.1" },
+            method = %r.method,
+            host = r.host.as_deref().unwrap_or("-"),
+            path = r.path,
+            status = r.status.as_u16(),
+            bytes = r.bytes,
+            backend = backend.unwrap_or("-"),
+            server = %Named(server),
+            head_ms = r.head.as_millis() as u64,
+            duration_ms = r.started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! HTTP mode for edge and re-encrypt backends with `mode = "http"`: after
+//! the TLS handshake the connection is served as HTTP/1.1 (hyper), and each
+//! request is routed on its own by Host and path (`Snapshot::decide_request`
+//! against the configuration current when the request arrives, so a map
+//! edit applies to the next request of an open connection), balanced over
+//! the backend's servers and forwarded with `X-Forwarded-*` and `Forwarded`
+//! headers. A request that no line routes gets a 503 page.
+//!
+//! Server connections are kept alive in a small pool per server (in its
+//! carried state), tagged with the TLS identity they were verified under.
+//!
+//! Clients speak h2 or HTTP/1.1 (ALPN offers `h2,http/1.1` unless the
+//! crt-list line names its own list); servers are spoken to in HTTP/1.1,
+//! or in h2 when a re-encrypt server chooses it by ALPN (one connection per
+//! server, shared by every request).
+//! HTTP/1.1 upgrades (WebSocket) become a tunnel after the server's 101,
+//! under the backend's tunnel timeout; `Upgrade: h2c` is never passed on.
+
+mod conn;
+mod cookies;
+mod dial;
+mod forward;
+mod headers;
+mod log;
+mod pages;
+mod pool;
+mod route;
+mod upgrade;
+mod upload;
+
+pub(crate) use cookies::take_cookie;
+pub(crate) use headers::forwardable;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use self::conn::{Activity, Busy, Conn, Deadline, Watched};
+use self::headers::{client_certificate_headers, ThisSide};
+use self::log::Answer;
+use self::pool::Returning;
+use crate::model::backend::{Backend, Timeouts};
+use crate::runtime::access_log::AccessLog;
+use crate::runtime::connection::terminate;
+use crate::runtime::shared::Shared;
+use crate::tls::ServerSide;
+
+/// Request heads (h1 buffer, h2 header list) are bounded by this.
+const MAX_HEAD: u32 = 32 * 1024;
+
+/// hyper's HTTP/1.1 buffers (its read bound, and how much response it
+/// queues for writing): above `MAX_HEAD`, which is checked per request.
+const MAX_BUF: usize = 64 * 1024;
+
+/// Concurrent streams one h2 client may open.
+const H2_MAX_STREAMS: u32 = 128;
+
+/// h2: a PING after this much silence, and the connection closes if the
+/// answer takes longer than the timeout (dead peers do not pin streams).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the router answers with: a server's response, or its own page.
+type Body = Either<Returning, Full<Bytes>>;
+
+/// Drives a hyper connection to its end; when the router starts draining,
+/// asks it to shut down gracefully (in-flight requests finish, HTTP/1.1
+/// answers `Connection: close`, h2 sends GOAWAY) and goes on driving it.
+///
+/// A connection idle past `http_keep_alive_timeout`, or slower than
+/// `http_request_timeout` over a request head, is closed: HTTP/1.1 at once
+/// (there is nothing in flight), h2 with GOAWAY.
+macro_rules! until_drained {
+    ($connection:expr, $drain:expr, $conn:expr, $log:expr) => {{
+        let connection = $connection;
+        tokio::pin!(connection);
+        let mut asked = *$drain.borrow();
+        if asked {
+            connection.as_mut().graceful_shutdown();
+        }
+        let deadline = Deadline::new($conn);
+        tokio::pin!(deadline);
+        let mut expired = false;
+        loop {
+            tokio::select! {
+                // The connection first: the deadline reads what it did.
+                biased;
+                // After an expiry the reason is already logged.
+                done = connection.as_mut() => break (!expired).then_some(done),
+                changed = $drain.wait_for(|d| *d), if !asked => {
+                    asked = true;
+                    if changed.is_ok() {
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                why = deadline.as_mut(), if !expired => {
+                    expired = true;
+                    $log.end("client", &format!("closed: {why}"));
+                    if $conn.h2 {
+                        asked = true;
+                        connection.as_mut().graceful_shutdown();
+                    } else {
+                        break None;
+                    }
+                }
+            }
+        }
+    }};
+}
+
+/// What requests of one connection are routed with.
+pub(super) struct Routing {
+    pub shared: Arc<Shared>,
+    /// The listener's default backend, if it serves HTTP.
+    pub fallback: Option<Arc<Backend>>,
+    pub peer: SocketAddr,
+    /// `http_request_timeout` and `http_keep_alive_timeout` of the backend
+    /// the SNI chose, else of `[defaults]`.
+    pub timeouts: Timeouts,
+}
+
+/// Terminates TLS, then serves requests until the client is done.
+pub(super) async fn serve(
+    client: TcpStream,
+    hello: Vec<u8>,
+    tls: Arc<ServerSide>,
+    handshake_timeout: Duration,
+    routing: Routing,
+    log: &mut AccessLog,
+) {
+    let local_port = client.local_addr().map_or(443, |a| a.port());
+    let offer: [&[u8]; 2] = [b"h2", b"http/1.1"];
+    let certs = Arc::clone(&tls.certs);
+    let accepted = terminate::accept(client, hello, tls, handshake_timeout, &offer, log).await;
+    let Some((stream, served)) = accepted else {
+        return;
+    };
+    let session = stream.get_ref().1;
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let client_certificate = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| client_certificate_headers(leaf))
+        .unwrap_or_default();
+    let Routing {
+        shared,
+        fallback,
+        peer,
+        timeouts,
+    } = routing;
+    let conn = Arc::new(Conn {
+        shared,
+        peer,
+        this_side: ThisSide::new(peer, local_port),
+        sni: log.sni().map(Into::into),
+        h2,
+        tls: Some((certs, served)),
+        https_port: 443,
+        client_certificate,
+        fallback,
+        tunnels: Default::default(),
+        timeouts,
+        activity: Activity::new(),
+    });
+    let mut drain = conn.shared.draining();
+    let served = if h2 {
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(MAX_HEAD)
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service(&conn));
+        until_drained!(connection, drain, &conn, log)
+    } else {
+        let connection = http1(&conn.timeouts)
+            .serve_connection(watched(stream, &conn), service(&conn))
+            .with_upgrades();
+        until_drained!(connection, drain, &conn, log)
+    };
+    ended(&conn, served, log).await;
+}
+
+/// hyper's own bound on reading a request head, which starts as soon as a
+/// connection waits for its next request: a backstop only, above the
+/// keep-alive and head deadlines the connection keeps itself.
+fn head_backstop(timeouts: &Timeouts) -> Duration {
+    timeouts.http_keep_alive + timeouts.http_request
+}
+
+/// A plain-HTTP listener (port 80): requests are redirected to https by
+/// `os_route_http_redirect.map` or routed by `os_http_be.map`.
+pub(super) async fn serve_plain(
+    client: TcpStream,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    https_port: u16,
+    timeouts: Timeouts,
+    log: &mut AccessLog,
+) {
+    let Some(_charge) =
+        crate::model::limits::budget::global().admit(crate::model::limits::budget::HTTP_CONNECTION)
+    else {
+        log.fail("switchyard", terminate::BUDGET_REACHED);
+        return;
+    };
+    let local_port = client.local_addr().map_or(80, |a| a.port());
+    let conn = Arc::new(Conn {
+        shared,
+        peer,
+        this_side: ThisSide::new(peer, local_port),
+        sni: None,
+        h2: false,
+        tls: None,
+        https_port,
+        client_certificate: Vec::new(),
+        fallback: None,
+        tunnels: Default::default(),
+        timeouts,
+        activity: Activity::new(),
+    });
+    let mut drain = conn.shared.draining();
+    let connection = http1(&conn.timeouts)
+        .serve_connection(watched(client, &conn), service(&conn))
+        .with_upgrades();
+    let served = until_drained!(connection, drain, &conn, log);
+    ended(&conn, served, log).await;
+}
+
+/// The HTTP/1.1 server side of a client connection.
+fn http1(timeouts: &Timeouts) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_backstop(timeouts))
+        .max_buf_size(MAX_BUF);
+    builder
+}
+
+/// An HTTP/1.1 client stream that tells `conn` when a request head begins.
+fn watched<S>(io: S, conn: &Arc<Conn>) -> TokioIo<Watched<S>> {
+    TokioIo::new(Watched {
+        io,
+        conn: Arc::clone(conn),
+    })
+}
+
+/// Each request of `conn`, counted from its head to the end of its
+/// response, routed and answered.
+fn service(
+    conn: &Arc<Conn>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<Answer>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<hyper::Response<Answer>, Infallible>> + Send,
+> + Clone {
+    let conn = Arc::clone(conn);
+    hyper::service::service_fn(move |req| {
+        let conn = Arc::clone(&conn);
+        async move {
+            let busy = Busy::new(&conn);
+            let (response, record) = conn.route(req).await;
+            Ok::<_, Infallible>(response.map(|body| Answer { body, record, busy }))
+        }
+    })
+}
+
+/// After the client connection: its tunnels waited for, its end logged.
+async fn ended(conn: &Conn, served: Option<Result<(), hyper::Error>>, log: &mut AccessLog) {
+    conn.join_tunnels().await;
+    match served {
+        Some(Ok(())) => log.end("client", "closed (HTTP mode)"),
+        Some(Err(e)) => {
+            conn.refused(&e);
+            log.end("client", &format!("HTTP connection ended: {e}"))
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,73 @@
+//! HTTP/1.1 upgrades (WebSocket): what a request asks to upgrade to, the
+//! tunnel a server's 101 turns the connection into, and the tunnels the
+//! connection waits for before it ends.
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper::Response;
+use hyper_util::rt::TokioIo;
+
+use super::conn::Conn;
+use super::dial::Sender;
+use crate::model::backend::{ActiveGuard, Backend};
+use crate::runtime::relay::{relay_streams, Deadlines};
+
+impl Conn {
+    /// Turns the server's 101 into a tunnel between the two upgraded
+    /// streams, under the backend's tunnel timeout. The tunnel keeps the
+    /// server's place and connection, and the client connection waits
+    /// for it (so it keeps its slot, and drain waits for it too).
+    pub(super) fn tunnel(
+        &self,
+        response: &mut Response<Incoming>,
+        client_side: OnUpgrade,
+        backend: &Backend,
+        held: (Sender, ActiveGuard),
+    ) {
+        let server_side = hyper::upgrade::on(response);
+        let deadlines = Deadlines {
+            first_response: backend.timeouts.tunnel,
+            idle: backend.timeouts.tunnel,
+        };
+        let tunnel = tokio::spawn(async move {
+            let _held = held;
+            if let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) {
+                let (client, server) = (TokioIo::new(client), TokioIo::new(server));
+                relay_streams(client, server, deadlines, None).await;
+            }
+        });
+        if let Ok(mut tunnels) = self.tunnels.lock() {
+            tunnels.push(tunnel);
+        }
+    }
+
+    /// Waits for the tunnels this connection's upgrades became.
+    pub(super) async fn join_tunnels(&self) {
+        let tunnels: Vec<_> = self
+            .tunnels
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for tunnel in tunnels {
+            let _ = tunnel.await;
+        }
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection:
+/// upgrade` and `Upgrade`), unless it is h2c: cleartext h2 would slip past
+/// routing and header policy.
+pub(super) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let protocol = headers.get(header::UPGRADE)?;
+    let h2c = protocol
+        .to_str()
+        .map_or(true, |p| p.to_ascii_lowercase().contains("h2c"));
+    (asked && !h2c).then(|| protocol.clone())
+}
