@@ -320,7 +320,11 @@ impl Context {
                         value,
                         &names,
                         &backends,
-                        &[Termination::None, Termination::Edge, Termination::Reencrypt],
+                        &[
+                            Termination::Plain,
+                            Termination::Edge,
+                            Termination::Reencrypt,
+                        ],
                     )?;
                     if backends[id].mode == Mode::Http {
                         Ok(id)
@@ -583,7 +587,7 @@ impl Context {
                 "passthrough" => Termination::Passthrough,
                 "edge" => Termination::Edge,
                 "reencrypt" => Termination::Reencrypt,
-                "none" => Termination::None,
+                "none" => Termination::Plain,
                 other => {
                     let m = format!("unknown termination `{other}`: expected passthrough, edge, reencrypt or none");
                     self.error(src, t.span(), m);
@@ -781,7 +785,7 @@ impl Context {
     /// `mode`: `http` by default for edge and re-encrypt, `tcp` for
     /// passthrough (and the only one it may have).
     fn mode(&mut self, src: &Source<'_>, raw: &RawBackend, termination: Termination) -> Mode {
-        if termination == Termination::None {
+        if termination == Termination::Plain {
             if let Some(mode) = raw.mode.as_ref().filter(|m| m.get_ref() != "http") {
                 let m = "termination = \"none\" serves plain HTTP: mode is http".to_string();
                 self.error(src, mode.span(), m);

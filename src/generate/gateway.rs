@@ -14,8 +14,8 @@
 //! served more widely than it says.
 
 use super::objects::{Bad, Field, Object};
-use super::routes::{host, Claim, Index, Insecure, Pem, Target, Termination};
-use super::settings::Settings;
+use super::routes::{host, Claim, Index, Insecure, Pem, Target};
+use super::settings::{Settings, Termination};
 use super::Report;
 
 /// A Gateway listener a route may attach to.

@@ -6,30 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::objects::{Bad, Field, Object, PortRef};
-use super::settings::Settings;
+use super::settings::{Settings, Termination};
 use super::{Problem, Report};
-
-/// How TLS is carried for a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Termination {
-    Passthrough,
-    Edge,
-    Reencrypt,
-    /// Plain HTTP on port 80.
-    Plain,
-}
-
-impl Termination {
-    /// The backend name's prefix, as the reference writes it.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Termination::Passthrough => "be_tcp",
-            Termination::Edge => "be_edge_http",
-            Termination::Reencrypt => "be_secure",
-            Termination::Plain => "be_http",
-        }
-    }
-}
 
 /// What port 80 does for a TLS route (`insecureEdgeTerminationPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,29 @@
 //! never silently dropped.
 
 use super::objects::{Bad, Object};
-use super::routes::Termination;
 use super::Report;
+
+/// How TLS is carried for a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Termination {
+    Passthrough,
+    Edge,
+    Reencrypt,
+    /// Plain HTTP on port 80.
+    Plain,
+}
+
+impl Termination {
+    /// The backend name's prefix, as the reference writes it.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Termination::Passthrough => "be_tcp",
+            Termination::Edge => "be_edge_http",
+            Termination::Reencrypt => "be_secure",
+            Termination::Plain => "be_http",
+        }
+    }
+}
 
 /// Backend settings from annotations, as `backends.toml` keys and values
 /// (values already TOML-encoded).

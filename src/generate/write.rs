@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-use super::routes::{Claim, Index, Insecure, Pem, Termination};
+use super::routes::{Claim, Index, Insecure, Pem};
 use super::servers::servers;
 use super::settings::quoted;
+use super::settings::Termination;
 use super::{Options, Report};
 
 /// Files by name, with whether they are private (mode 0600).

@@ -90,24 +90,6 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Logs a state change once, with the reason.
-pub fn log_change(
-    backend: &crate::model::backend::Backend,
-    server: &crate::model::backend::Server,
-    change: Option<Change>,
-    why: &str,
-) {
-    match change {
-        Some(Change::WentDown) => {
-            tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, "server DOWN: {why}")
-        }
-        Some(Change::CameUp) => {
-            tracing::info!(backend = %backend.name, server = %server.name, addr = %server.addr, "server UP")
-        }
-        None => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

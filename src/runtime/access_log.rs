@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::backend::Backend;
-use crate::model::decide::{Decision, Hit};
+use crate::model::decide::{Decision, Hello, Hit};
 use crate::model::wire::client_hello::ClientHello;
 use crate::runtime::relay::{End, Outcome};
 
@@ -82,6 +82,16 @@ impl AccessLog {
 
     pub fn sni(&self) -> Option<&str> {
         self.hello.as_ref()?.sni.as_deref()
+    }
+
+    /// What the client's first bytes said, as the decision takes it: a
+    /// ClientHello naming a host, one without SNI, or bytes that are not
+    /// a usable ClientHello.
+    pub fn said(&self) -> Hello<'_> {
+        match &self.hello {
+            Some(hello) => hello.sni.as_deref().map_or(Hello::NoSni, Hello::Sni),
+            None => Hello::NotTls,
+        }
     }
 
     /// The preread ended without a usable SNI.

@@ -64,7 +64,7 @@ pub fn current() -> Option<u64> {
 pub fn needed(snapshot: &crate::model::snapshot::Snapshot) -> u64 {
     #[cfg(target_os = "linux")]
     let pipes = if snapshot.splice {
-        2 * crate::runtime::relay::splice::pairs_allowed(current()) as u64
+        2 * splice_pairs_allowed(current()) as u64
     } else {
         0
     };
@@ -101,9 +101,20 @@ pub fn is_local_failure(e: &std::io::Error) -> bool {
     .any(|errno| errno.raw_os_error() == code)
 }
 
+/// Pipes open at most, whatever the open-file limit.
+const MAX_PAIRS: usize = 4096;
+
+/// Splice pipes that may be open at once under an open-file limit of `limit`
+/// (`None`: unlimited): an eighth of it, two descriptors each.
+pub(crate) fn splice_pairs_allowed(limit: Option<u64>) -> usize {
+    limit.map_or(MAX_PAIRS, |l| {
+        usize::try_from(l / 8).unwrap_or(MAX_PAIRS).min(MAX_PAIRS)
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_local_failure;
+    use super::{is_local_failure, splice_pairs_allowed};
 
     #[test]
     fn local_failures_are_told_from_the_servers() {
@@ -122,5 +133,19 @@ mod tests {
             assert!(!is_local_failure(&e), "{e}");
         }
         assert!(!is_local_failure(&std::io::Error::other("no code")));
+    }
+
+    /// Pipes take at most an eighth of the open-file limit, and never more
+    /// than 4,096 of them.
+    #[test]
+    fn pipes_are_bounded_by_the_open_file_limit() {
+        assert_eq!(splice_pairs_allowed(Some(20_000)), 2_500);
+        assert_eq!(
+            splice_pairs_allowed(Some(7)),
+            0,
+            "no room: bursts use the buffer"
+        );
+        assert_eq!(splice_pairs_allowed(Some(1 << 20)), 4_096);
+        assert_eq!(splice_pairs_allowed(None), 4_096);
     }
 }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use crate::model::backend::{Backend, CheckKind, CheckSpec, Server, Termination};
+use crate::model::health::Change;
 use crate::model::snapshot::Snapshot;
 use rustls::pki_types::ServerName;
 
@@ -161,7 +162,7 @@ fn apply(backend: &Backend, server: &Server, spec: &CheckSpec, result: Result<()
             health.failure(spec.fall)
         }
     };
-    crate::model::health::log_change(
+    log_change(
         backend,
         server,
         change,
@@ -283,5 +284,18 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(())
     } else {
         Err(format!("HTTP {status}, expected {low}-{high}"))
+    }
+}
+
+/// Logs a state change once, with the reason.
+pub(crate) fn log_change(backend: &Backend, server: &Server, change: Option<Change>, why: &str) {
+    match change {
+        Some(Change::WentDown) => {
+            tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, "server DOWN: {why}")
+        }
+        Some(Change::CameUp) => {
+            tracing::info!(backend = %backend.name, server = %server.name, addr = %server.addr, "server UP")
+        }
+        None => {}
     }
 }

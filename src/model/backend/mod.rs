@@ -25,8 +25,9 @@ pub enum Termination {
     Edge,
     /// Terminate TLS, open verified TLS to the server.
     Reencrypt,
-    /// Plain HTTP from clients and to servers (`be_http`, port 80 only).
-    None,
+    /// Plain HTTP from clients and to servers (`be_http`, port 80 only;
+    /// `termination = "none"` in the configuration).
+    Plain,
 }
 
 impl Termination {
@@ -35,7 +36,7 @@ impl Termination {
             Termination::Passthrough => "passthrough",
             Termination::Edge => "edge",
             Termination::Reencrypt => "reencrypt",
-            Termination::None => "none",
+            Termination::Plain => "none",
         }
     }
 }

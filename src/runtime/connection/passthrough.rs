@@ -5,7 +5,10 @@
 
 use tokio::net::TcpStream;
 
-use super::{connect, Ctx, Held, Places, Preread};
+use super::admit::Places;
+use super::connect::connect;
+use super::preread::Preread;
+use super::{Ctx, Held};
 use crate::runtime::access_log::AccessLog;
 use crate::runtime::relay::{self, Deadlines};
 

@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::{LazyConfigAcceptor, StartHandshake, TlsConnector};
 
-use super::{connect, Ctx};
+use super::connect::connect;
+use super::Ctx;
 use crate::model::counters::{global, HandshakeFailure};
 use crate::runtime::access_log::AccessLog;
 use crate::runtime::relay::{self, Deadlines};

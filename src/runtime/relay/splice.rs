@@ -7,7 +7,7 @@
 //!
 //! Pipes are bounded like buffers: every pipe open (lent or spare) counts
 //! 64 KiB against the buffer budget (counted, never refused), and at most
-//! [`pairs_allowed`] are open at once, an eighth of the open-file limit,
+//! `descriptors::splice_pairs_allowed` are open at once, an eighth of the open-file limit,
 //! counted in `descriptors::needed`; beyond it a burst copies through its
 //! buffer. `[relay] splice = false` turns it off for connections accepted
 //! from then on. Bytes moved this way are counted
@@ -22,24 +22,15 @@ use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::runtime::descriptors::{current, splice_pairs_allowed};
+
 /// At most this much is moved per call: the default pipe capacity, and
 /// what a pipe counts against the buffer budget.
 pub const CHUNK: usize = 64 * 1024;
 /// Empty pipes kept per thread; beyond this they are closed.
 const SPARES: usize = 16;
-/// Pipes open at most, whatever the open-file limit.
-const MAX_PAIRS: usize = 4096;
-
 /// Pipes open now (lent or spare), across threads.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
-
-/// Pipes that may be open at once under an open-file limit of `limit`
-/// (`None`: unlimited): an eighth of it, two descriptors each.
-pub fn pairs_allowed(limit: Option<u64>) -> usize {
-    limit.map_or(MAX_PAIRS, |l| {
-        usize::try_from(l / 8).unwrap_or(MAX_PAIRS).min(MAX_PAIRS)
-    })
-}
 
 thread_local! {
     static SPARE: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
@@ -59,7 +50,7 @@ impl Pipe {
         if let Some(pipe) = SPARE.with(|s| s.borrow_mut().pop()) {
             return Some(pipe);
         }
-        let allowed = pairs_allowed(crate::runtime::descriptors::current());
+        let allowed = splice_pairs_allowed(current());
         OPEN.fetch_update(Relaxed, Relaxed, |n| (n < allowed).then_some(n + 1))
             .ok()?;
         match pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) {
@@ -126,20 +117,5 @@ impl Drop for Pipe {
     fn drop(&mut self) {
         OPEN.fetch_sub(1, Relaxed);
         crate::model::limits::budget::global().give_back(CHUNK);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pairs_allowed;
-
-    /// Pipes take at most an eighth of the open-file limit, and never more
-    /// than 4,096 of them.
-    #[test]
-    fn pipes_are_bounded_by_the_open_file_limit() {
-        assert_eq!(pairs_allowed(Some(20_000)), 2_500);
-        assert_eq!(pairs_allowed(Some(7)), 0, "no room: bursts use the buffer");
-        assert_eq!(pairs_allowed(Some(1 << 20)), 4_096);
-        assert_eq!(pairs_allowed(None), 4_096);
     }
 }

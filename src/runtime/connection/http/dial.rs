@@ -15,7 +15,7 @@ use super::pool::H2Sender;
 use super::upload::Upload;
 use super::{H2_PING_INTERVAL, H2_PING_TIMEOUT};
 use crate::model::backend::Backend;
-use crate::runtime::connection::connect_one;
+use crate::runtime::connection::connect::connect_one;
 use crate::runtime::descriptors::is_local_failure;
 
 /// Why a new connection to a server could not be had. The request has
