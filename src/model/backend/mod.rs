@@ -41,6 +41,21 @@ impl Termination {
     }
 }
 
+impl std::str::FromStr for Termination {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "passthrough" => Ok(Termination::Passthrough),
+            "edge" => Ok(Termination::Edge),
+            "reencrypt" => Ok(Termination::Reencrypt),
+            "none" => Ok(Termination::Plain),
+            other => Err(format!(
+                "unknown termination `{other}`: expected passthrough, edge, reencrypt or none"
+            )),
+        }
+    }
+}
+
 /// What to check.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CheckKind {
@@ -91,6 +106,21 @@ pub enum Forwarded {
     Replace,
     IfNone,
     Never,
+}
+
+impl std::str::FromStr for Forwarded {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "append" => Ok(Forwarded::Append),
+            "replace" => Ok(Forwarded::Replace),
+            "if-none" => Ok(Forwarded::IfNone),
+            "never" => Ok(Forwarded::Never),
+            other => Err(format!(
+                "forwarded `{other}`: expected append, replace, if-none or never"
+            )),
+        }
+    }
 }
 
 /// Timeouts of one backend.

@@ -1,0 +1,233 @@
+//! `[[listener]]` tables: addresses, limits, PROXY sources, per-source
+//! limits and TLS termination, plus the buffer budget.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::config::problem::{Problem, Source};
+use crate::config::raw::RawLimits;
+use crate::config::raw::RawListener;
+use crate::model::snapshot::{ListenerSpec, Protocol};
+use crate::model::wire::client_hello;
+
+use super::carried::Names;
+use super::Context;
+
+impl Context {
+    /// `[limits] ipv6_source_prefix`: IPv6 clients are limited by this
+    /// prefix (64 by default).
+    pub(super) fn ipv6_source_prefix(&mut self, src: &Source<'_>, limits: &RawLimits) -> u8 {
+        let Some(p) = &limits.ipv6_source_prefix else {
+            return 64;
+        };
+        match u8::try_from(*p.get_ref()) {
+            Ok(p) if p <= 128 => p,
+            _ => {
+                let m = "ipv6_source_prefix must be 0..=128".to_string();
+                self.error(src, p.span(), m);
+                64
+            }
+        }
+    }
+
+    pub(super) fn listeners(
+        &mut self,
+        src: &Source<'_>,
+        raws: &[RawListener],
+        names: &Names,
+        certs: Option<&Arc<crate::tls::CertStore>>,
+    ) -> (Vec<ListenerSpec>, Vec<Option<Arc<crate::tls::ServerSide>>>) {
+        let mut tls = Vec::new();
+        if raws.is_empty() {
+            self.errors.push(Problem {
+                file: src.path.to_path_buf(),
+                line: None,
+                message: "no [[listener]]: nothing would be served".into(),
+            });
+        }
+        let mut out: Vec<ListenerSpec> = Vec::new();
+        for raw in raws {
+            let name: Arc<str> = raw.name.get_ref().as_str().into();
+            if out.iter().any(|l| l.name == name) {
+                self.error(
+                    src,
+                    raw.name.span(),
+                    format!("listener `{name}` is defined twice"),
+                );
+                continue;
+            }
+            let Ok(bind) = raw.bind.get_ref().parse::<SocketAddr>() else {
+                let m = format!(
+                    "bind `{}` is not IP:port (for example 0.0.0.0:443)",
+                    raw.bind.get_ref()
+                );
+                self.error(src, raw.bind.span(), m);
+                continue;
+            };
+            if bind.port() != 0 && out.iter().any(|l| l.bind == bind) {
+                self.error(
+                    src,
+                    raw.bind.span(),
+                    format!("{bind} is bound by another listener"),
+                );
+                continue;
+            }
+            let default_backend = raw.default_backend.as_ref().and_then(|b| {
+                let id = names.get(b.get_ref()).copied();
+                if id.is_none() {
+                    self.error(
+                        src,
+                        b.span(),
+                        format!("default_backend `{}` is not a defined backend", b.get_ref()),
+                    );
+                }
+                id
+            });
+            let max_connections = self.bounded(src, &raw.max_connections, 50_000, 1..=10_000_000);
+            let max_client_hello = self.bounded(
+                src,
+                &raw.max_client_hello,
+                client_hello::DEFAULT_LIMIT as u64,
+                16_384..=1 << 20,
+            );
+            let protocol = match raw.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+                None | Some((_, "tls")) => Protocol::Tls,
+                Some((_, "http")) => Protocol::Http,
+                Some((p, other)) => {
+                    let m = format!("protocol `{other}`: expected tls or http");
+                    self.error(src, p.span(), m);
+                    Protocol::Tls
+                }
+            };
+            let https_port = self.bounded(src, &raw.https_port, 443, 1..=65_535) as u16;
+            tls.push(match protocol {
+                Protocol::Tls => certs.and_then(|c| self.listener_tls(src, raw, c)),
+                Protocol::Http => None,
+            });
+            let proxy_from = self.proxy_from(src, raw);
+            let sources = self
+                .source_limits(
+                    src,
+                    &raw.max_connections_per_source,
+                    &raw.connection_rate_per_source,
+                )
+                .map(|limits| crate::model::limits::sources::Limited {
+                    table: crate::model::limits::sources::table(&name),
+                    scope: 0,
+                    limits,
+                });
+            out.push(ListenerSpec {
+                sources,
+                proxy_from,
+                protocol,
+                https_port,
+                name,
+                bind,
+                inspect_timeout: self.duration(src, &raw.inspect_timeout, Duration::from_secs(5)),
+                max_connections: max_connections as usize,
+                max_client_hello: max_client_hello as usize,
+                default_backend,
+            });
+        }
+        (out, tls)
+    }
+
+    /// `[limits] buffer_memory`: bytes, or a share of the memory limit (a
+    /// quarter of it when unset). `None`: no limit known.
+    pub(super) fn buffer_memory(
+        &mut self,
+        src: &Source<'_>,
+        raw: &Option<Spanned<String>>,
+    ) -> Option<usize> {
+        use crate::model::limits::budget::{memory_limit, Size, DEFAULT_SHARE};
+        let Some(text) = raw else {
+            return DEFAULT_SHARE.bytes("25%", memory_limit()).ok();
+        };
+        let size = text
+            .get_ref()
+            .parse::<Size>()
+            .and_then(|size| size.bytes(text.get_ref(), memory_limit()));
+        match size {
+            Ok(bytes) if bytes >= MIN_BUFFER_MEMORY => Some(bytes),
+            Ok(bytes) => {
+                let m = format!("buffer_memory is {bytes} bytes: at least {MIN_BUFFER_MEMORY} (64KiB) are needed to serve anything");
+                self.error(src, text.span(), m);
+                None
+            }
+            Err(e) => {
+                self.error(src, text.span(), format!("buffer_memory {e}"));
+                None
+            }
+        }
+    }
+
+    /// `max_connections_per_source` and `connection_rate_per_source`, as
+    /// limits of their own (`None` when neither is set).
+    pub(super) fn source_limits(
+        &mut self,
+        src: &Source<'_>,
+        concurrent: &Option<Spanned<u64>>,
+        rate: &Option<Spanned<String>>,
+    ) -> Option<crate::model::limits::sources::Limits> {
+        let concurrent = concurrent
+            .as_ref()
+            .and_then(|n| match u32::try_from(*n.get_ref()) {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    let m = "max_connections_per_source must be 1..=4294967295".to_string();
+                    self.error(src, n.span(), m);
+                    None
+                }
+            });
+        let rate = self.opt_parse::<crate::model::limits::sources::Rate>(src, rate);
+        if concurrent.is_none() && rate.is_none() {
+            return None;
+        }
+        Some(crate::model::limits::sources::Limits {
+            concurrent,
+            rate,
+            ipv6_prefix: self.ipv6_source_prefix,
+        })
+    }
+
+    /// `accept_proxy` and `proxy_from`, which go together.
+    pub(super) fn proxy_from(
+        &mut self,
+        src: &Source<'_>,
+        raw: &RawListener,
+    ) -> Option<Arc<[crate::model::limits::cidr::Cidr]>> {
+        let accept = raw.accept_proxy.as_ref().is_some_and(|a| *a.get_ref());
+        let from = raw.proxy_from.as_deref().unwrap_or_default();
+        if !accept {
+            if let Some(first) = from.first() {
+                let m =
+                    "proxy_from without accept_proxy = true: no PROXY header is read".to_string();
+                self.error(src, first.span(), m);
+            }
+            return None;
+        }
+        if from.is_empty() {
+            let span = raw
+                .accept_proxy
+                .as_ref()
+                .map_or(raw.name.span(), |a| a.span());
+            let m = "accept_proxy needs proxy_from: the addresses of the load balancers that send the header".to_string();
+            self.error(src, span, m);
+            return None;
+        }
+        let mut blocks = Vec::new();
+        for text in from {
+            match text.get_ref().parse::<crate::model::limits::cidr::Cidr>() {
+                Ok(block) => blocks.push(block),
+                Err(m) => self.error(src, text.span(), format!("proxy_from: {m}")),
+            }
+        }
+        Some(blocks.into())
+    }
+}
+
+/// The smallest `buffer_memory`: a few connections' worth.
+pub(super) const MIN_BUFFER_MEMORY: usize = 64 * 1024;
