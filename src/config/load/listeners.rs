@@ -142,7 +142,7 @@ impl Context {
         src: &Source<'_>,
         raw: &Option<Spanned<String>>,
     ) -> Option<usize> {
-        use crate::model::limits::budget::{memory_limit, Size, DEFAULT_SHARE};
+        use crate::model::limits::budget::{Size, DEFAULT_SHARE};
         let Some(text) = raw else {
             return DEFAULT_SHARE.bytes("25%", memory_limit()).ok();
         };
@@ -231,3 +231,20 @@ impl Context {
 
 /// The smallest `buffer_memory`: a few connections' worth.
 pub(super) const MIN_BUFFER_MEMORY: usize = 64 * 1024;
+
+/// The memory this process may use: its cgroup's limit (v2, then v1),
+/// else the machine's memory.
+fn memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        // v1 says "no limit" with a huge number.
+        .filter(|&b| b < 1 << 60);
+    cgroup.or_else(|| {
+        let meminfo = read("/proc/meminfo")?;
+        let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    })
+}

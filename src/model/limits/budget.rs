@@ -224,23 +224,6 @@ impl Size {
     }
 }
 
-/// The memory this process may use: its cgroup's limit (v2, then v1),
-/// else the machine's memory.
-pub fn memory_limit() -> Option<u64> {
-    let read = |path: &str| std::fs::read_to_string(path).ok();
-    let cgroup = read("/sys/fs/cgroup/memory.max")
-        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        // v1 says "no limit" with a huge number.
-        .filter(|&b| b < 1 << 60);
-    cgroup.or_else(|| {
-        let meminfo = read("/proc/meminfo")?;
-        let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    })
-}
-
 /// The default budget: a quarter of the memory limit.
 pub const DEFAULT_SHARE: Size = Size::Percent(25);
 
