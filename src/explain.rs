@@ -38,24 +38,9 @@ pub fn explain(
         return plain(snapshot, sni, path.unwrap_or("/"), client);
     }
     let host = sni;
-    let sni = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    let key = match client_hello::host_name(sni.as_bytes()) {
-        Ok(key) => key,
-        Err(e) => {
-            let _ = writeln!(
-                out,
-                "sni:         {sni:?} is not a server name a client can send ({e})"
-            );
-            return (false, out);
-        }
+    let Some(key) = sni_key(host, &mut out) else {
+        return (false, out);
     };
-    let _ = writeln!(out, "sni:         {key}");
     let Some(spec) = snapshot.listeners.get(index) else {
         let _ = writeln!(out, "listener:    none configured");
         return (false, out);
@@ -80,33 +65,7 @@ pub fn explain(
             return (false, out);
         }
     };
-    let routes = &snapshot.routes;
-    let routed = match &decision.via {
-        Via::Passthrough { listed, backend } => {
-            if let (Some(hit), Some(map)) = (listed, &routes.passthrough) {
-                line(&mut out, "passthrough:", hit, map);
-            }
-            if let Some(map) = &routes.tcp_be {
-                line(&mut out, "matched:", backend, map);
-            }
-            true
-        }
-        Via::Terminated { backend } => {
-            if let Some(map) = &routes.edge {
-                line(&mut out, "matched:", backend, map);
-            }
-            true
-        }
-        Via::Default(miss) => {
-            let _ = writeln!(out, "route:       none ({})", miss.as_str());
-            let _ = writeln!(
-                out,
-                "result:      default backend of listener {}",
-                spec.name
-            );
-            false
-        }
-    };
+    let routed = matched(snapshot, &decision, &spec.name, &mut out);
     let backend = &decision.backend;
     if backend.termination != crate::model::backend::Termination::Passthrough
         && backend.mode == Mode::Http
@@ -120,6 +79,59 @@ pub fn explain(
     }
     describe(backend, client, &mut out);
     (routed, out)
+}
+
+/// The name a client would send for `host` (its port dropped), as the
+/// data path normalises it; `None` (explained) if no client could.
+fn sni_key(host: &str, out: &mut String) -> Option<String> {
+    let sni = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    match client_hello::host_name(sni.as_bytes()) {
+        Ok(key) => {
+            let _ = writeln!(out, "sni:         {key}");
+            Some(key.to_string())
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "sni:         {sni:?} is not a server name a client can send ({e})"
+            );
+            None
+        }
+    }
+}
+
+/// The map lines that decided, or the default backend; whether a map line
+/// routed the connection.
+fn matched(snapshot: &Snapshot, decision: &Decision, listener: &str, out: &mut String) -> bool {
+    let routes = &snapshot.routes;
+    match &decision.via {
+        Via::Passthrough { listed, backend } => {
+            if let (Some(hit), Some(map)) = (listed, &routes.passthrough) {
+                line(out, "passthrough:", hit, map);
+            }
+            if let Some(map) = &routes.tcp_be {
+                line(out, "matched:", backend, map);
+            }
+            true
+        }
+        Via::Terminated { backend } => {
+            if let Some(map) = &routes.edge {
+                line(out, "matched:", backend, map);
+            }
+            true
+        }
+        Via::Default(miss) => {
+            let _ = writeln!(out, "route:       none ({})", miss.as_str());
+            let _ = writeln!(out, "result:      default backend of listener {listener}");
+            false
+        }
+    }
 }
 
 /// Stage two on a TLS listener: the request for `host` + `path`.

@@ -93,28 +93,9 @@ pub fn crt_line(data: &[u8]) {
 /// taken out is gone from what is forwarded.
 pub fn http_request(data: &[u8]) {
     use crate::model::backend::Forwarded;
-    use hyper::header::{HeaderName, HeaderValue};
-    let mut fields = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let Ok(httparse::Status::Complete(_)) = parsed.parse(data) else {
+    let Some(builder) = request_head(data) else {
         return;
     };
-    let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
-        return;
-    };
-    // What hyper refuses before the router sees it is not built.
-    let Ok(mut builder) = hyper::Request::builder().method(method).uri(path).body(()) else {
-        return;
-    };
-    for field in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(field.name.as_bytes()),
-            HeaderValue::from_bytes(field.value),
-        ) else {
-            return;
-        };
-        builder.headers_mut().append(name, value);
-    }
     let named_by_connection: Vec<String> = builder
         .headers()
         .get_all(hyper::header::CONNECTION)
@@ -122,7 +103,7 @@ pub fn http_request(data: &[u8]) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| HeaderName::from_bytes(n.as_bytes()).is_ok())
+        .filter(|n| hyper::header::HeaderName::from_bytes(n.as_bytes()).is_ok())
         .collect();
     let client = std::net::SocketAddr::from(([203, 0, 113, 9], 5555));
     for policy in [
@@ -136,47 +117,7 @@ pub fn http_request(data: &[u8]) {
         else {
             continue;
         };
-        assert!(
-            host.bytes().all(|b| b.is_ascii_alphanumeric()
-                || matches!(b, b'-' | b'_' | b'.' | b':' | b'[' | b']')),
-            "host {host:?}"
-        );
-        let headers = req.headers();
-        assert_eq!(
-            headers.get(hyper::header::HOST).map(|v| v.as_bytes()),
-            Some(host.as_bytes()),
-            "the server gets the routed host"
-        );
-        for hop in [
-            "connection",
-            "te",
-            "transfer-encoding",
-            "upgrade",
-            "keep-alive",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(named_by_connection.iter().cloned())
-        {
-            assert!(!headers.contains_key(hop.as_str()), "{hop} forwarded");
-        }
-        assert!(
-            headers.keys().all(|n| !n.as_str().starts_with("x-ssl")),
-            "a client's X-SSL-* header forwarded"
-        );
-        let xff: Vec<&[u8]> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        match policy {
-            Forwarded::Append => {
-                assert_eq!(xff.len(), 1);
-                assert!(xff[0].ends_with(b"203.0.113.9"), "{xff:?}");
-            }
-            Forwarded::Replace => assert_eq!(xff, [b"203.0.113.9"]),
-            Forwarded::IfNone | Forwarded::Never => {}
-        }
+        forwarded_as_promised(&req, &host, policy, &named_by_connection);
         let mut headers = req.headers().clone();
         if crate::runtime::connection::take_cookie(&mut headers, "sticky").is_some() {
             let left = headers
@@ -190,6 +131,88 @@ pub fn http_request(data: &[u8]) {
                 });
             assert!(!left, "the sticky cookie is forwarded");
         }
+    }
+}
+
+/// A request head as hyper would build it from `data`; `None` for what
+/// hyper refuses before the router sees it.
+fn request_head(data: &[u8]) -> Option<hyper::Request<()>> {
+    use hyper::header::{HeaderName, HeaderValue};
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let Ok(httparse::Status::Complete(_)) = parsed.parse(data) else {
+        return None;
+    };
+    let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
+        return None;
+    };
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(())
+        .ok()?;
+    for field in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(field.value),
+        ) else {
+            return None;
+        };
+        builder.headers_mut().append(name, value);
+    }
+    Some(builder)
+}
+
+/// What a server gets: the routed host, no hop-by-hop header, no client
+/// `X-SSL-*`, and `X-Forwarded-For` as `policy` says.
+fn forwarded_as_promised(
+    req: &hyper::Request<()>,
+    host: &str,
+    policy: crate::model::backend::Forwarded,
+    named_by_connection: &[String],
+) {
+    use crate::model::backend::Forwarded;
+    assert!(
+        host.bytes()
+            .all(|b| b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'_' | b'.' | b':' | b'[' | b']')),
+        "host {host:?}"
+    );
+    let headers = req.headers();
+    assert_eq!(
+        headers.get(hyper::header::HOST).map(|v| v.as_bytes()),
+        Some(host.as_bytes()),
+        "the server gets the routed host"
+    );
+    for hop in [
+        "connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "keep-alive",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(named_by_connection.iter().cloned())
+    {
+        assert!(!headers.contains_key(hop.as_str()), "{hop} forwarded");
+    }
+    assert!(
+        headers.keys().all(|n| !n.as_str().starts_with("x-ssl")),
+        "a client's X-SSL-* header forwarded"
+    );
+    let xff: Vec<&[u8]> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    match policy {
+        Forwarded::Append => {
+            assert_eq!(xff.len(), 1);
+            assert!(xff[0].ends_with(b"203.0.113.9"), "{xff:?}");
+        }
+        Forwarded::Replace => assert_eq!(xff, [b"203.0.113.9"]),
+        Forwarded::IfNone | Forwarded::Never => {}
     }
 }
 

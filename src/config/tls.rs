@@ -175,6 +175,31 @@ impl Context {
         raw: &raw::RawListener,
         certs: &Arc<CertStore>,
     ) -> Option<Arc<ServerSide>> {
+        let policy = self.client_policy(src, raw)?;
+        let strict = raw.strict_sni.unwrap_or(false);
+        let name = raw.name.get_ref();
+        let previous = self.carried.tls.get(name.as_str()).map(Arc::clone);
+        let side = ServerSide::new(
+            name,
+            Arc::clone(certs),
+            strict,
+            policy,
+            self.min_tls13,
+            previous.as_deref(),
+        );
+        match side {
+            Ok(side) => Some(Arc::new(side)),
+            Err(m) => {
+                self.errors.push(src.problem(raw.name.span(), m));
+                None
+            }
+        }
+    }
+
+    /// The listener's client-certificate policy (`client_auth`,
+    /// `client_ca`, `client_crl`), fingerprinted by the bytes it was read
+    /// from (session resumption is scoped by it).
+    fn client_policy(&mut self, src: &Source<'_>, raw: &raw::RawListener) -> Option<ClientPolicy> {
         let auth = match raw.client_auth.as_ref().map(|a| (a, a.get_ref().as_str())) {
             None | Some((_, "none")) => ClientAuth::None,
             Some((_, "optional")) => ClientAuth::Optional,
@@ -187,27 +212,7 @@ impl Context {
         };
         let mut fingerprint = format!("{auth:?}").into_bytes();
         let roots = match (&raw.client_ca, auth) {
-            (Some(ca), _) => {
-                let path = self.base.join(ca.get_ref());
-                self.files.push(path.clone());
-                // Read once: the roots trusted and the policy fingerprinted
-                // come from the same bytes.
-                let roots = std::fs::read(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                    .and_then(|bytes| {
-                        let roots = roots_from_pem(&bytes, &path)?;
-                        fingerprint.push(0);
-                        fingerprint.extend_from_slice(&bytes);
-                        Ok(roots)
-                    });
-                match roots {
-                    Ok(r) => Some(r),
-                    Err(m) => {
-                        self.errors.push(src.problem(ca.span(), m));
-                        return None;
-                    }
-                }
-            }
+            (Some(ca), _) => Some(self.client_roots(src, ca, &mut fingerprint)?),
             (None, ClientAuth::None) => None,
             (None, _) => {
                 let span = raw.client_auth.as_ref().map_or(0..0, |a| a.span());
@@ -236,27 +241,36 @@ impl Context {
                 }
             }
         }
-        let policy = ClientPolicy {
+        Some(ClientPolicy {
             auth,
             roots,
             crls,
             fingerprint,
-        };
-        let strict = raw.strict_sni.unwrap_or(false);
-        let name = raw.name.get_ref();
-        let previous = self.carried.tls.get(name.as_str()).map(Arc::clone);
-        let side = ServerSide::new(
-            name,
-            Arc::clone(certs),
-            strict,
-            policy,
-            self.min_tls13,
-            previous.as_deref(),
-        );
-        match side {
-            Ok(side) => Some(Arc::new(side)),
+        })
+    }
+
+    /// The CAs of `client_ca`, read once: the roots trusted and the policy
+    /// fingerprinted come from the same bytes.
+    fn client_roots(
+        &mut self,
+        src: &Source<'_>,
+        ca: &toml::Spanned<String>,
+        fingerprint: &mut Vec<u8>,
+    ) -> Option<rustls::RootCertStore> {
+        let path = self.base.join(ca.get_ref());
+        self.files.push(path.clone());
+        let roots = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| {
+                let roots = roots_from_pem(&bytes, &path)?;
+                fingerprint.push(0);
+                fingerprint.extend_from_slice(&bytes);
+                Ok(roots)
+            });
+        match roots {
+            Ok(r) => Some(r),
             Err(m) => {
-                self.errors.push(src.problem(raw.name.span(), m));
+                self.errors.push(src.problem(ca.span(), m));
                 None
             }
         }

@@ -50,6 +50,17 @@ pub enum Protocol {
     Http,
 }
 
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tls" => Ok(Protocol::Tls),
+            "http" => Ok(Protocol::Http),
+            other => Err(format!("protocol `{other}`: expected tls or http")),
+        }
+    }
+}
+
 /// Where the stats port listens and who may read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsConfig {

@@ -50,89 +50,84 @@ impl Context {
         }
         let mut out: Vec<ListenerSpec> = Vec::new();
         for raw in raws {
-            let name: Arc<str> = raw.name.get_ref().as_str().into();
-            if out.iter().any(|l| l.name == name) {
-                self.error(
-                    src,
-                    raw.name.span(),
-                    format!("listener `{name}` is defined twice"),
-                );
-                continue;
-            }
-            let Ok(bind) = raw.bind.get_ref().parse::<SocketAddr>() else {
-                let m = format!(
-                    "bind `{}` is not IP:port (for example 0.0.0.0:443)",
-                    raw.bind.get_ref()
-                );
-                self.error(src, raw.bind.span(), m);
+            let Some(spec) = self.listener(src, raw, names, &out) else {
                 continue;
             };
-            if bind.port() != 0 && out.iter().any(|l| l.bind == bind) {
-                self.error(
-                    src,
-                    raw.bind.span(),
-                    format!("{bind} is bound by another listener"),
-                );
-                continue;
-            }
-            let default_backend = raw.default_backend.as_ref().and_then(|b| {
-                let id = names.get(b.get_ref()).copied();
-                if id.is_none() {
-                    self.error(
-                        src,
-                        b.span(),
-                        format!("default_backend `{}` is not a defined backend", b.get_ref()),
-                    );
-                }
-                id
-            });
-            let max_connections = self.bounded(src, &raw.max_connections, 50_000, 1..=10_000_000);
-            let max_client_hello = self.bounded(
-                src,
-                &raw.max_client_hello,
-                client_hello::DEFAULT_LIMIT as u64,
-                16_384..=1 << 20,
-            );
-            let protocol = match raw.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
-                None | Some((_, "tls")) => Protocol::Tls,
-                Some((_, "http")) => Protocol::Http,
-                Some((p, other)) => {
-                    let m = format!("protocol `{other}`: expected tls or http");
-                    self.error(src, p.span(), m);
-                    Protocol::Tls
-                }
-            };
-            let https_port = self.bounded(src, &raw.https_port, 443, 1..=65_535) as u16;
-            tls.push(match protocol {
+            tls.push(match spec.protocol {
                 Protocol::Tls => certs.and_then(|c| self.listener_tls(src, raw, c)),
                 Protocol::Http => None,
             });
-            let proxy_from = self.proxy_from(src, raw);
-            let sources = self
-                .source_limits(
-                    src,
-                    &raw.max_connections_per_source,
-                    &raw.connection_rate_per_source,
-                )
-                .map(|limits| crate::model::limits::sources::Limited {
-                    table: crate::model::limits::sources::table(&name),
-                    scope: 0,
-                    limits,
-                });
-            out.push(ListenerSpec {
-                sources,
-                proxy_from,
-                protocol,
-                https_port,
-                name,
-                bind,
-                inspect_timeout: self.duration(src, &raw.inspect_timeout, Duration::from_secs(5)),
-                max_connections: max_connections as usize,
-                max_client_hello: max_client_hello as usize,
-                default_backend,
-            });
+            out.push(spec);
         }
         (out, tls)
+    }
+
+    /// One `[[listener]]`, unless its name or address is taken by one of
+    /// `before` or unreadable (then it is left out, with its error).
+    fn listener(
+        &mut self,
+        src: &Source<'_>,
+        raw: &RawListener,
+        names: &Names,
+        before: &[ListenerSpec],
+    ) -> Option<ListenerSpec> {
+        let name: Arc<str> = raw.name.get_ref().as_str().into();
+        if before.iter().any(|l| l.name == name) {
+            let m = format!("listener `{name}` is defined twice");
+            self.error(src, raw.name.span(), m);
+            return None;
+        }
+        let Ok(bind) = raw.bind.get_ref().parse::<SocketAddr>() else {
+            let m = format!(
+                "bind `{}` is not IP:port (for example 0.0.0.0:443)",
+                raw.bind.get_ref()
+            );
+            self.error(src, raw.bind.span(), m);
+            return None;
+        };
+        if bind.port() != 0 && before.iter().any(|l| l.bind == bind) {
+            let m = format!("{bind} is bound by another listener");
+            self.error(src, raw.bind.span(), m);
+            return None;
+        }
+        let default_backend = raw.default_backend.as_ref().and_then(|b| {
+            let id = names.get(b.get_ref()).copied();
+            if id.is_none() {
+                let m = format!("default_backend `{}` is not a defined backend", b.get_ref());
+                self.error(src, b.span(), m);
+            }
+            id
+        });
+        let max_connections = self.bounded(src, &raw.max_connections, 50_000, 1..=10_000_000);
+        let max_client_hello = self.bounded(
+            src,
+            &raw.max_client_hello,
+            client_hello::DEFAULT_LIMIT as u64,
+            16_384..=1 << 20,
+        );
+        let sources = self
+            .source_limits(
+                src,
+                &raw.max_connections_per_source,
+                &raw.connection_rate_per_source,
+            )
+            .map(|limits| crate::model::limits::sources::Limited {
+                table: crate::model::limits::sources::table(&name),
+                scope: 0,
+                limits,
+            });
+        Some(ListenerSpec {
+            sources,
+            proxy_from: self.proxy_from(src, raw),
+            protocol: self.opt_parse(src, &raw.protocol).unwrap_or(Protocol::Tls),
+            https_port: self.bounded(src, &raw.https_port, 443, 1..=65_535) as u16,
+            name,
+            bind,
+            inspect_timeout: self.duration(src, &raw.inspect_timeout, Duration::from_secs(5)),
+            max_connections: max_connections as usize,
+            max_client_hello: max_client_hello as usize,
+            default_backend,
+        })
     }
 
     /// `[limits] buffer_memory`: bytes, or a share of the memory limit (a

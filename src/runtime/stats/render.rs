@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use metrics_exporter_prometheus::PrometheusRecorder;
 use serde::Serialize;
 
+use crate::model::backend::{Backend, Server};
 use crate::model::counters::{global, HandshakeFailure, HelloOutcome};
+use crate::model::snapshot::{ListenerSpec, Snapshot};
 use crate::runtime::reload;
 use crate::runtime::router::Router;
 
@@ -122,88 +124,13 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
     let frontends = snapshot
         .listeners
         .iter()
-        .map(|l| {
-            let t = g.frontend(&l.name);
-            let (connections, bytes_in, bytes_out, errors) = t.get();
-            let bind = router.local_addr(&l.name).unwrap_or(l.bind).to_string();
-            Frontend {
-                name: l.name.to_string(),
-                bind,
-                current: t.current.load(Relaxed),
-                connections,
-                bytes_in,
-                bytes_out,
-                errors,
-            }
-        })
+        .map(|l| frontend_report(router, l))
         .collect();
     let backends = snapshot
         .backends
         .iter()
-        .map(|b| {
-            let servers: Vec<ServerReport> = b
-                .servers
-                .iter()
-                .map(|s| {
-                    let (connections, bytes_in, bytes_out, errors) = s.state.traffic.get();
-                    ServerReport {
-                        name: s.name.clone(),
-                        address: s.addr.to_string(),
-                        up: s.state.health.is_up(),
-                        weight: s.weight,
-                        current: s.state.active() as u64,
-                        connections,
-                        bytes_in,
-                        bytes_out,
-                        errors,
-                        check_failures: s.state.health.check_failures.load(Relaxed),
-                        full: s.state.full.load(Relaxed),
-                        http_responses: s.state.traffic.responses(),
-                        http_response_ms: s.state.traffic.average_response_ms(),
-                        last_check: s.state.health.last(),
-                        since_change_seconds: s.state.health.since_change(),
-                    }
-                })
-                .collect();
-            let (connections, bytes_in, bytes_out, errors) = b.traffic.get();
-            BackendReport {
-                name: b.name.clone(),
-                termination: b.termination.as_str(),
-                balance: b.algorithm.as_str(),
-                up: servers.iter().any(|s| s.up && s.weight > 0),
-                current: servers.iter().map(|s| s.current).sum(),
-                connections,
-                bytes_in,
-                bytes_out,
-                errors,
-                verify_failures: b.verify_failures.load(Relaxed),
-                denied: b.traffic.denied.load(Relaxed),
-                limited: b.traffic.limited.load(Relaxed),
-                queue_current: b.queue.as_ref().map_or(0, |q| q.waiting() as u64),
-                queued: b.queue.as_ref().map_or(0, |q| q.queued.load(Relaxed)),
-                queue_refused: b.queue.as_ref().map_or(0, |q| q.refused.load(Relaxed)),
-                http_responses: b.traffic.responses(),
-                http_response_ms: b.traffic.average_response_ms(),
-                servers,
-            }
-        })
+        .map(|b| backend_report(b))
         .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let mut certificates: Vec<Certificate> = Vec::new();
-    if let Some(tls) = snapshot.tls.iter().flatten().next() {
-        for c in tls.certs.all.iter().chain(tls.certs.default.iter()) {
-            let path = c.path.display().to_string();
-            if certificates.iter().all(|x| x.path != path) {
-                let expires_in_days = c.not_after.map(|t| (t - now) as f64 / 86_400.0);
-                certificates.push(Certificate {
-                    path,
-                    expires_in_days,
-                });
-            }
-        }
-    }
     let reload = status.get();
     Report {
         generation: router.generation(),
@@ -218,7 +145,7 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
         },
         frontends,
         backends,
-        certificates,
+        certificates: certificates(&snapshot),
         client_hello: HelloOutcome::ALL
             .iter()
             .map(|o| (o.as_str().to_string(), g.hello_count(*o)))
@@ -244,6 +171,88 @@ pub fn report(router: &Router, status: &reload::Status) -> Report {
     }
 }
 
+fn frontend_report(router: &Router, l: &ListenerSpec) -> Frontend {
+    let t = global().frontend(&l.name);
+    let (connections, bytes_in, bytes_out, errors) = t.get();
+    Frontend {
+        name: l.name.to_string(),
+        bind: router.local_addr(&l.name).unwrap_or(l.bind).to_string(),
+        current: t.current.load(Relaxed),
+        connections,
+        bytes_in,
+        bytes_out,
+        errors,
+    }
+}
+
+fn backend_report(b: &Backend) -> BackendReport {
+    let servers: Vec<ServerReport> = b.servers.iter().map(server_report).collect();
+    let (connections, bytes_in, bytes_out, errors) = b.traffic.get();
+    BackendReport {
+        name: b.name.clone(),
+        termination: b.termination.as_str(),
+        balance: b.algorithm.as_str(),
+        up: servers.iter().any(|s| s.up && s.weight > 0),
+        current: servers.iter().map(|s| s.current).sum(),
+        connections,
+        bytes_in,
+        bytes_out,
+        errors,
+        verify_failures: b.verify_failures.load(Relaxed),
+        denied: b.traffic.denied.load(Relaxed),
+        limited: b.traffic.limited.load(Relaxed),
+        queue_current: b.queue.as_ref().map_or(0, |q| q.waiting() as u64),
+        queued: b.queue.as_ref().map_or(0, |q| q.queued.load(Relaxed)),
+        queue_refused: b.queue.as_ref().map_or(0, |q| q.refused.load(Relaxed)),
+        http_responses: b.traffic.responses(),
+        http_response_ms: b.traffic.average_response_ms(),
+        servers,
+    }
+}
+
+fn server_report(s: &Server) -> ServerReport {
+    let (connections, bytes_in, bytes_out, errors) = s.state.traffic.get();
+    ServerReport {
+        name: s.name.clone(),
+        address: s.addr.to_string(),
+        up: s.state.health.is_up(),
+        weight: s.weight,
+        current: s.state.active() as u64,
+        connections,
+        bytes_in,
+        bytes_out,
+        errors,
+        check_failures: s.state.health.check_failures.load(Relaxed),
+        full: s.state.full.load(Relaxed),
+        http_responses: s.state.traffic.responses(),
+        http_response_ms: s.state.traffic.average_response_ms(),
+        last_check: s.state.health.last(),
+        since_change_seconds: s.state.health.since_change(),
+    }
+}
+
+/// Each certificate the listeners serve, once, with the days it has left.
+fn certificates(snapshot: &Snapshot) -> Vec<Certificate> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut certificates: Vec<Certificate> = Vec::new();
+    let Some(tls) = snapshot.tls.iter().flatten().next() else {
+        return certificates;
+    };
+    for c in tls.certs.all.iter().chain(tls.certs.default.iter()) {
+        let path = c.path.display().to_string();
+        if certificates.iter().all(|x| x.path != path) {
+            let expires_in_days = c.not_after.map(|t| (t - now) as f64 / 86_400.0);
+            certificates.push(Certificate {
+                path,
+                expires_in_days,
+            });
+        }
+    }
+    certificates
+}
+
 /// Prometheus text through the `metrics` facade, recorded into the stats
 /// port's own recorder at scrape time.
 pub fn prometheus(report: &Report, recorder: &PrometheusRecorder) -> String {
@@ -264,52 +273,65 @@ fn record(r: &Report) {
         counter!("haproxy_frontend_connection_errors_total", &l).absolute(f.errors);
     }
     for b in &r.backends {
-        let l = crate::model::labels::backend(&b.name);
-        gauge!("haproxy_backend_up", &l).set(if b.up { 1.0 } else { 0.0 });
-        gauge!("haproxy_backend_current_sessions", &l).set(b.current as f64);
-        counter!("haproxy_backend_connections_total", &l).absolute(b.connections);
-        counter!("haproxy_backend_bytes_in_total", &l).absolute(b.bytes_in);
-        counter!("haproxy_backend_bytes_out_total", &l).absolute(b.bytes_out);
-        counter!("haproxy_backend_connection_errors_total", &l).absolute(b.errors);
-        counter!("switchyard_backend_verify_failures_total", &l).absolute(b.verify_failures);
-        counter!("switchyard_backend_denied_total", &l).absolute(b.denied);
-        counter!("switchyard_backend_source_limited_total", &l).absolute(b.limited);
-        gauge!("haproxy_backend_current_queue", &l).set(b.queue_current as f64);
-        counter!("switchyard_backend_queued_total", &l).absolute(b.queued);
-        counter!("switchyard_backend_queue_refused_total", &l).absolute(b.queue_refused);
-        http_responses(
-            "haproxy_backend_http_responses_total",
-            &l,
-            &b.http_responses,
-        );
-        if let Some(ms) = b.http_response_ms {
+        record_backend(b);
+    }
+    record_process(r);
+}
+
+/// The `haproxy_backend_*` and `haproxy_server_*` families of one backend.
+fn record_backend(b: &BackendReport) {
+    use metrics::{counter, gauge};
+    let l = crate::model::labels::backend(&b.name);
+    gauge!("haproxy_backend_up", &l).set(if b.up { 1.0 } else { 0.0 });
+    gauge!("haproxy_backend_current_sessions", &l).set(b.current as f64);
+    counter!("haproxy_backend_connections_total", &l).absolute(b.connections);
+    counter!("haproxy_backend_bytes_in_total", &l).absolute(b.bytes_in);
+    counter!("haproxy_backend_bytes_out_total", &l).absolute(b.bytes_out);
+    counter!("haproxy_backend_connection_errors_total", &l).absolute(b.errors);
+    counter!("switchyard_backend_verify_failures_total", &l).absolute(b.verify_failures);
+    counter!("switchyard_backend_denied_total", &l).absolute(b.denied);
+    counter!("switchyard_backend_source_limited_total", &l).absolute(b.limited);
+    gauge!("haproxy_backend_current_queue", &l).set(b.queue_current as f64);
+    counter!("switchyard_backend_queued_total", &l).absolute(b.queued);
+    counter!("switchyard_backend_queue_refused_total", &l).absolute(b.queue_refused);
+    http_responses(
+        "haproxy_backend_http_responses_total",
+        &l,
+        &b.http_responses,
+    );
+    if let Some(ms) = b.http_response_ms {
+        gauge!(
+            "haproxy_backend_http_average_response_latency_milliseconds",
+            &l
+        )
+        .set(ms);
+    }
+    for s in &b.servers {
+        let l = crate::model::labels::server(&b.name, &s.name);
+        gauge!("haproxy_server_up", &l).set(if s.up { 1.0 } else { 0.0 });
+        gauge!("haproxy_server_weight", &l).set(f64::from(s.weight));
+        gauge!("haproxy_server_current_sessions", &l).set(s.current as f64);
+        counter!("haproxy_server_connections_total", &l).absolute(s.connections);
+        counter!("haproxy_server_bytes_in_total", &l).absolute(s.bytes_in);
+        counter!("haproxy_server_bytes_out_total", &l).absolute(s.bytes_out);
+        counter!("haproxy_server_connection_errors_total", &l).absolute(s.errors);
+        counter!("haproxy_server_check_failures_total", &l).absolute(s.check_failures);
+        counter!("switchyard_server_full_total", &l).absolute(s.full);
+        http_responses("haproxy_server_http_responses_total", &l, &s.http_responses);
+        if let Some(ms) = s.http_response_ms {
             gauge!(
-                "haproxy_backend_http_average_response_latency_milliseconds",
+                "haproxy_server_http_average_response_latency_milliseconds",
                 &l
             )
             .set(ms);
         }
-        for s in &b.servers {
-            let l = crate::model::labels::server(&b.name, &s.name);
-            gauge!("haproxy_server_up", &l).set(if s.up { 1.0 } else { 0.0 });
-            gauge!("haproxy_server_weight", &l).set(f64::from(s.weight));
-            gauge!("haproxy_server_current_sessions", &l).set(s.current as f64);
-            counter!("haproxy_server_connections_total", &l).absolute(s.connections);
-            counter!("haproxy_server_bytes_in_total", &l).absolute(s.bytes_in);
-            counter!("haproxy_server_bytes_out_total", &l).absolute(s.bytes_out);
-            counter!("haproxy_server_connection_errors_total", &l).absolute(s.errors);
-            counter!("haproxy_server_check_failures_total", &l).absolute(s.check_failures);
-            counter!("switchyard_server_full_total", &l).absolute(s.full);
-            http_responses("haproxy_server_http_responses_total", &l, &s.http_responses);
-            if let Some(ms) = s.http_response_ms {
-                gauge!(
-                    "haproxy_server_http_average_response_latency_milliseconds",
-                    &l
-                )
-                .set(ms);
-            }
-        }
     }
+}
+
+/// The process-wide families: reloads, readiness, ClientHello outcomes,
+/// failures, the buffer budget, unmatched names and certificates.
+fn record_process(r: &Report) {
+    use metrics::{counter, gauge};
     counter!("switchyard_reloads_total").absolute(r.reload.applied);
     counter!("switchyard_reload_failures_total").absolute(r.reload.refused);
     gauge!("switchyard_config_generation").set(r.generation as f64);

@@ -42,6 +42,40 @@ struct Outgoing<'a> {
     tls: u64,
 }
 
+/// The servers a request has tried, and the one to try next.
+#[derive(Default)]
+struct Attempts {
+    /// Servers not to be taken again.
+    tried: Vec<usize>,
+    /// Connects and fresh connections that failed (up to the retries).
+    failed: u32,
+    /// Pooled connections found closed (bounded, as the pool is).
+    stale: usize,
+    /// The sticky cookie's server, or the one whose pooled connection was
+    /// stale.
+    preferred: Option<usize>,
+}
+
+impl Attempts {
+    fn left(&self, retries: u32) -> bool {
+        self.failed <= retries && self.stale <= MAX_STALE
+    }
+
+    /// A connect, or a request on a new connection, failed on server `i`
+    /// before the request was written: another server next.
+    fn failed(&mut self, i: usize) {
+        self.tried.push(i);
+        self.failed += 1;
+    }
+
+    /// A pooled connection to `i` was found closed: the same server again,
+    /// at no cost of an attempt.
+    fn stale(&mut self, i: usize) {
+        self.stale += 1;
+        self.preferred = Some(i);
+    }
+}
+
 /// The server a request reached, and what its response gives back.
 struct Reached<'a> {
     backend: &'a Backend,
@@ -131,29 +165,22 @@ impl Conn {
         let mut client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut req, out) = self.outgoing(req, backend, host, upgrade);
         // Sticky cookie: the server it names while that one is up.
-        let mut preferred = out
-            .sticky
-            .as_ref()
-            .and_then(|(_, v)| v.as_deref())
-            .and_then(|v| backend.server_for_cookie(v));
-        let (mut tried, mut attempts, mut stale) = (Vec::new(), 0, 0);
-        // Stale pooled connections met on the way: bounded, as the pool is.
-        while attempts <= backend.retries && stale <= MAX_STALE {
-            let (i, active) = match backend.take(self.peer.ip(), &tried, preferred.take()).await {
-                Ok(taken) => taken,
-                Err(Unavailable::NoServer) => break,
-                Err(full) => {
-                    tracing::info!(backend = %backend.name, client = %self.peer, "{full}");
-                    break;
-                }
+        let mut attempts = Attempts {
+            preferred: (out.sticky.as_ref())
+                .and_then(|(_, v)| v.as_deref())
+                .and_then(|v| backend.server_for_cookie(v)),
+            ..Attempts::default()
+        };
+        while attempts.left(backend.retries) {
+            let Some((i, active)) = self.take(backend, &mut attempts).await else {
+                break;
             };
             let server = &backend.servers[i];
             let (mut sender, fresh) = match self.sender(backend, server, &out).await {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::warn!(backend = %backend.name, server = %server.name, addr = %server.addr, client = %self.peer, "connect failed: {e}");
-                    tried.push(i);
-                    attempts += 1;
+                    attempts.failed(i);
                     continue;
                 }
             };
@@ -182,11 +209,9 @@ impl Conn {
                         // connection costs no attempt; a fresh one does.
                         req = unsent;
                         if fresh {
-                            tried.push(i);
-                            attempts += 1;
+                            attempts.failed(i);
                         } else {
-                            stale += 1;
-                            preferred = Some(i);
+                            attempts.stale(i);
                         }
                         continue;
                     }
@@ -197,6 +222,26 @@ impl Conn {
             return (failure.answer(self, backend, server), Some(i));
         }
         (self.unavailable(), None)
+    }
+
+    /// A server of `backend` for the next attempt, with its place held.
+    async fn take(
+        &self,
+        backend: &Backend,
+        attempts: &mut Attempts,
+    ) -> Option<(usize, ActiveGuard)> {
+        let preferred = attempts.preferred.take();
+        match backend
+            .take(self.peer.ip(), &attempts.tried, preferred)
+            .await
+        {
+            Ok(taken) => Some(taken),
+            Err(Unavailable::NoServer) => None,
+            Err(full) => {
+                tracing::info!(backend = %backend.name, client = %self.peer, "{full}");
+                None
+            }
+        }
     }
 
     /// `req` as servers get it (origin form, forwarded headers, the body
