@@ -1,4 +1,4 @@
-//! Configuration: files in, one immutable [`Snapshot`] out. `raw` mirrors
+//! Configuration: files in, one immutable [`Snapshot`](crate::Snapshot) out. `raw` mirrors
 //! the TOML, `load` reads every file the configuration names (TOML, map
 //! files, backend files), validates all of it and reports each problem as
 //! `file:line: message`; a configuration with any problem is refused whole.
@@ -12,7 +12,4 @@ mod tls;
 
 pub use load::{load, load_after, reload, Loaded, Memo};
 
-pub use crate::model::snapshot::{
-    Credentials, HttpSettings, ListenerSpec, Protocol, Snapshot, StatsConfig,
-};
 pub use problem::{Problem, Problems};

@@ -6,7 +6,11 @@ use super::problem::Source;
 
 impl Context {
     /// The stats port settings.
-    pub(super) fn stats(&mut self, src: &Source<'_>, raw: &raw::RawStats) -> super::StatsConfig {
+    pub(super) fn stats(
+        &mut self,
+        src: &Source<'_>,
+        raw: &raw::RawStats,
+    ) -> crate::model::snapshot::StatsConfig {
         let bind = match (raw.enabled, &raw.bind) {
             (Some(false), _) => None,
             (_, None) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 1936))),
@@ -42,7 +46,7 @@ impl Context {
             (None, None) => None,
         };
         let credentials = match (&raw.user, password) {
-            (Some(user), Some(password)) => Some(super::Credentials {
+            (Some(user), Some(password)) => Some(crate::model::snapshot::Credentials {
                 user: user.get_ref().clone(),
                 password,
             }),
@@ -70,7 +74,7 @@ impl Context {
                 self.warnings.push(src.problem(span, m));
             }
         }
-        super::StatsConfig { bind, credentials }
+        crate::model::snapshot::StatsConfig { bind, credentials }
     }
 
     /// A backend's active health check.

@@ -59,14 +59,14 @@ impl fmt::Display for Problems {
 }
 
 /// A file's text with its path, to turn byte offsets into line numbers.
-pub struct Source<'a> {
-    pub path: &'a Path,
-    pub text: &'a str,
+pub(crate) struct Source<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) text: &'a str,
 }
 
 impl Source<'_> {
     /// Line (1-based) of a byte offset.
-    pub fn line_of(&self, offset: usize) -> usize {
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
             .iter()
@@ -75,7 +75,11 @@ impl Source<'_> {
             + 1
     }
 
-    pub fn problem(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Problem {
+    pub(crate) fn problem(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Problem {
         Problem {
             file: self.path.to_path_buf(),
             line: Some(self.line_of(span.start)),

@@ -281,7 +281,7 @@ fn backend_tls(index: &Index<'_>, target: &Target, report: &mut Report) -> Optio
 }
 
 /// Claims of every HTTPRoute and TLSRoute attached to a Gateway.
-pub fn claims(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
+pub(crate) fn claims(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
     let mut gateways = Vec::new();
     for gateway in index.all("Gateway") {
         match listeners(gateway, index, report) {

@@ -6,11 +6,11 @@
 //! (oldest first), given servers from their EndpointSlices ([`servers`]),
 //! and written as files ([`write`]) that replace the directory at once.
 
-pub mod gateway;
-pub mod objects;
-pub mod routes;
-pub mod servers;
-pub mod settings;
+pub(crate) mod gateway;
+pub(crate) mod objects;
+pub(crate) mod routes;
+pub(crate) mod servers;
+pub(crate) mod settings;
 pub mod write;
 
 use std::path::PathBuf;
@@ -72,12 +72,12 @@ pub struct Report {
 
 impl Report {
     /// `object` is left out because of `bad`.
-    pub fn skipped(&mut self, object: &Object, bad: Bad) {
+    pub(crate) fn skipped(&mut self, object: &Object, bad: Bad) {
         self.push(object.id(), bad, true);
     }
 
     /// `object` is generated, but `bad` in it is not honoured.
-    pub fn warn(&mut self, object: &Object, bad: Bad) {
+    pub(crate) fn warn(&mut self, object: &Object, bad: Bad) {
         self.push(object.id(), bad, false);
     }
 

@@ -11,21 +11,21 @@ use yaml_rust2::{Yaml, YamlLoader};
 /// One object: its kind, `namespace/name` and body.
 #[derive(Debug, Clone)]
 pub struct Object {
-    pub kind: String,
-    pub api_version: String,
-    pub namespace: String,
-    pub name: String,
-    pub body: Value,
+    pub(crate) kind: String,
+    pub(crate) api_version: String,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) body: Value,
 }
 
 impl Object {
     /// `Kind namespace/name`, as problems name it.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
     }
 
     /// `metadata.creationTimestamp` (RFC 3339 sorts as text).
-    pub fn created(&self) -> &str {
+    pub(crate) fn created(&self) -> &str {
         self.body
             .pointer("/metadata/creationTimestamp")
             .and_then(Value::as_str)
@@ -33,7 +33,7 @@ impl Object {
     }
 
     /// `metadata.annotations`, the string-valued ones.
-    pub fn annotations(&self) -> BTreeMap<&str, &str> {
+    pub(crate) fn annotations(&self) -> BTreeMap<&str, &str> {
         self.body
             .pointer("/metadata/annotations")
             .and_then(Value::as_object)
@@ -46,7 +46,7 @@ impl Object {
     }
 
     /// A label's value.
-    pub fn label(&self, key: &str) -> Option<&str> {
+    pub(crate) fn label(&self, key: &str) -> Option<&str> {
         self.body
             .pointer("/metadata/labels")
             .and_then(|l| l.get(key))
@@ -54,7 +54,7 @@ impl Object {
     }
 
     /// The field at `path` (dotted, as problems print it).
-    pub fn at(&self, path: &'static str) -> Field<'_> {
+    pub(crate) fn at(&self, path: &'static str) -> Field<'_> {
         let mut value = Some(&self.body);
         for key in path.split('.') {
             value = value.and_then(|v| v.get(key));
@@ -68,20 +68,20 @@ impl Object {
 
 /// A field of an object and where it is, for problems.
 #[derive(Debug, Clone)]
-pub struct Field<'a> {
-    pub value: Option<&'a Value>,
-    pub path: String,
+pub(crate) struct Field<'a> {
+    pub(crate) value: Option<&'a Value>,
+    pub(crate) path: String,
 }
 
 /// What is wrong with a field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bad {
-    pub field: String,
-    pub message: String,
+    pub(crate) field: String,
+    pub(crate) message: String,
 }
 
 impl Bad {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Bad {
             field: field.into(),
             message: message.into(),
@@ -91,7 +91,7 @@ impl Bad {
 
 impl<'a> Field<'a> {
     /// A member of this object.
-    pub fn get(&self, key: &str) -> Field<'a> {
+    pub(crate) fn get(&self, key: &str) -> Field<'a> {
         Field {
             value: self.value.and_then(|v| v.get(key)),
             path: format!("{}.{key}", self.path),
@@ -99,7 +99,7 @@ impl<'a> Field<'a> {
     }
 
     /// A string, if present (`null` counts as absent).
-    pub fn text(&self) -> Result<Option<&'a str>, Bad> {
+    pub(crate) fn text(&self) -> Result<Option<&'a str>, Bad> {
         match self.value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -108,14 +108,14 @@ impl<'a> Field<'a> {
     }
 
     /// A string that must be there.
-    pub fn required(&self) -> Result<&'a str, Bad> {
+    pub(crate) fn required(&self) -> Result<&'a str, Bad> {
         self.text()?
             .filter(|s| !s.is_empty())
             .ok_or_else(|| self.bad("missing"))
     }
 
     /// A whole number, if present.
-    pub fn number(&self) -> Result<Option<i64>, Bad> {
+    pub(crate) fn number(&self) -> Result<Option<i64>, Bad> {
         match self.value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
@@ -127,7 +127,7 @@ impl<'a> Field<'a> {
     }
 
     /// A port given by number or by name (`IntOrString`).
-    pub fn port(&self) -> Result<Option<PortRef>, Bad> {
+    pub(crate) fn port(&self) -> Result<Option<PortRef>, Bad> {
         match self.value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
@@ -143,7 +143,7 @@ impl<'a> Field<'a> {
     }
 
     /// The items of a list (absent: none), each with its index in its path.
-    pub fn items(&self) -> Result<Vec<Field<'a>>, Bad> {
+    pub(crate) fn items(&self) -> Result<Vec<Field<'a>>, Bad> {
         match self.value {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => Ok(items
@@ -158,18 +158,18 @@ impl<'a> Field<'a> {
         }
     }
 
-    pub fn is_present(&self) -> bool {
+    pub(crate) fn is_present(&self) -> bool {
         !matches!(self.value, None | Some(Value::Null))
     }
 
-    pub fn bad(&self, message: impl Into<String>) -> Bad {
+    pub(crate) fn bad(&self, message: impl Into<String>) -> Bad {
         Bad::new(self.path.clone(), message)
     }
 }
 
 /// A port by number or by name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PortRef {
+pub(crate) enum PortRef {
     Number(u16),
     Name(String),
 }
@@ -186,14 +186,17 @@ impl std::fmt::Display for PortRef {
 /// Why an input could not be read at all.
 #[derive(Debug, thiserror::Error)]
 #[error("{source_name}: {message}")]
-pub struct Unreadable {
-    pub source_name: String,
-    pub message: String,
+pub(crate) struct Unreadable {
+    pub(crate) source_name: String,
+    pub(crate) message: String,
 }
 
 /// The objects in one input text (`source_name` names it in problems);
 /// documents that are not objects (no `kind`) are skipped and reported.
-pub fn read(source_name: &str, text: &str) -> Result<(Vec<Object>, Vec<String>), Unreadable> {
+pub(crate) fn read(
+    source_name: &str,
+    text: &str,
+) -> Result<(Vec<Object>, Vec<String>), Unreadable> {
     let documents = YamlLoader::load_from_str(text).map_err(|e| Unreadable {
         source_name: source_name.to_string(),
         message: e.to_string(),
@@ -264,7 +267,7 @@ fn flatten(value: Value, objects: &mut Vec<Object>, skipped: &mut Vec<String>, a
 
 /// A DNS-1123 subdomain: lowercase letters, digits, `-` and `.`, at most
 /// 253, starting and ending with a letter or digit.
-pub fn dns_1123(name: &str) -> bool {
+pub(crate) fn dns_1123(name: &str) -> bool {
     let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     name.len() <= 253
         && edge(name.as_bytes().first())

@@ -11,7 +11,7 @@ use super::{Problem, Report};
 
 /// What port 80 does for a TLS route (`insecureEdgeTerminationPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Insecure {
+pub(crate) enum Insecure {
     None,
     Allow,
     Redirect,
@@ -19,58 +19,58 @@ pub enum Insecure {
 
 /// A service a claim sends traffic to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub namespace: String,
-    pub service: String,
+pub(crate) struct Target {
+    pub(crate) namespace: String,
+    pub(crate) service: String,
     /// 0..=256 before scaling.
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// Route: the endpoints' port (name or number); Ingress and Gateway:
     /// the service's port, translated through the Service.
-    pub port: Option<PortRef>,
-    pub port_is_service_port: bool,
+    pub(crate) port: Option<PortRef>,
+    pub(crate) port_is_service_port: bool,
 }
 
 /// A certificate chain and its key, as PEM.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pem {
+pub(crate) struct Pem {
     /// File name in the output directory.
-    pub file: String,
-    pub chain: String,
-    pub key: String,
+    pub(crate) file: String,
+    pub(crate) chain: String,
+    pub(crate) key: String,
 }
 
 /// One host (and path) served by one backend.
 #[derive(Debug, Clone)]
-pub struct Claim {
+pub(crate) struct Claim {
     /// `Kind namespace/name` of the object it comes from.
-    pub owner: String,
-    pub created: String,
+    pub(crate) owner: String,
+    pub(crate) created: String,
     /// The backend's name: `<prefix>:<namespace>:<name>`.
-    pub backend: String,
+    pub(crate) backend: String,
     /// Lowercase; for a wildcard, the domain under the `*.`.
-    pub host: String,
-    pub wildcard: bool,
+    pub(crate) host: String,
+    pub(crate) wildcard: bool,
     /// Empty, or starting with `/`.
-    pub path: String,
+    pub(crate) path: String,
     /// The path matches itself only (Ingress and Gateway `Exact`).
-    pub exact: bool,
-    pub termination: Termination,
-    pub insecure: Insecure,
-    pub targets: Vec<Target>,
-    pub certificate: Option<Pem>,
+    pub(crate) exact: bool,
+    pub(crate) termination: Termination,
+    pub(crate) insecure: Insecure,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) certificate: Option<Pem>,
     /// Re-encrypt: the CA the servers' certificates chain to (PEM), and
     /// the name verified.
-    pub destination_ca: Option<Pem>,
-    pub verify_host: Option<String>,
-    pub settings: Settings,
+    pub(crate) destination_ca: Option<Pem>,
+    pub(crate) verify_host: Option<String>,
+    pub(crate) settings: Settings,
     /// From a Gateway's HTTP listener: port 80 only, so it does not
     /// compete with the same route's claim on the HTTPS listener.
-    pub gateway_http: bool,
+    pub(crate) gateway_http: bool,
 }
 
 impl Claim {
     /// The host as a crt-list filter: `*.domain` for a wildcard.
-    pub fn sni_filter(&self) -> String {
+    pub(crate) fn sni_filter(&self) -> String {
         if self.wildcard {
             format!("*.{}", self.host)
         } else {
@@ -80,14 +80,14 @@ impl Claim {
 }
 
 /// The objects, indexed for lookups by kind and `namespace/name`.
-pub struct Index<'a> {
+pub(crate) struct Index<'a> {
     by_kind: HashMap<&'a str, BTreeMap<(&'a str, &'a str), &'a Object>>,
 }
 
 impl<'a> Index<'a> {
     /// Indexes `objects`; a second object of the same kind and name is
     /// reported and left out (the first read is kept).
-    pub fn new(objects: &'a [Object], report: &mut Report) -> Self {
+    pub(crate) fn new(objects: &'a [Object], report: &mut Report) -> Self {
         let mut by_kind: HashMap<&str, BTreeMap<(&str, &str), &Object>> = HashMap::new();
         for o in objects {
             // Another API's kind of the same name (Knative's Route, say).
@@ -125,12 +125,12 @@ impl<'a> Index<'a> {
         Index { by_kind }
     }
 
-    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<&'a Object> {
+    pub(crate) fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<&'a Object> {
         self.by_kind.get(kind)?.get(&(namespace, name)).copied()
     }
 
     /// Every object of a kind, in namespace/name order.
-    pub fn all(&self, kind: &str) -> impl Iterator<Item = &'a Object> + '_ {
+    pub(crate) fn all(&self, kind: &str) -> impl Iterator<Item = &'a Object> + '_ {
         self.by_kind
             .get(kind)
             .into_iter()
@@ -138,7 +138,7 @@ impl<'a> Index<'a> {
     }
 
     /// A `kubernetes.io/tls` Secret's chain and key.
-    pub fn tls_secret(&self, namespace: &str, name: &str) -> Result<Pem, String> {
+    pub(crate) fn tls_secret(&self, namespace: &str, name: &str) -> Result<Pem, String> {
         let secret = self
             .get("Secret", namespace, name)
             .ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
@@ -164,7 +164,7 @@ impl<'a> Index<'a> {
 
 /// A host as written in an object: lowercase, a DNS name, or `*.` and a
 /// DNS name (`wildcard_ok`). Returns the name and whether it is a wildcard.
-pub fn host(field: &Field<'_>, wildcard_ok: bool) -> Result<(String, bool), Bad> {
+pub(crate) fn host(field: &Field<'_>, wildcard_ok: bool) -> Result<(String, bool), Bad> {
     let text = field.required()?.to_ascii_lowercase();
     let text = text.strip_suffix('.').unwrap_or(&text).to_string();
     let (name, wildcard) = match text.strip_prefix("*.") {
@@ -198,7 +198,7 @@ pub(super) fn path(field: &Field<'_>) -> Result<String, Bad> {
 }
 
 /// Reads every Route (route.openshift.io/v1) into claims.
-pub fn routes(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
+pub(crate) fn routes(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
     let mut claims = Vec::new();
     for route in index.all("Route") {
         match route_claim(route, report) {
@@ -379,7 +379,7 @@ pub(super) fn service_weight(reference: &Field<'_>, default: i64, max: i64) -> R
 /// (all when none is) into claims: a host listed under `tls` is served by
 /// edge termination with its Secret's certificate and redirects port 80,
 /// as the reference's Ingress controller does; others are plain HTTP.
-pub fn ingresses(index: &Index<'_>, class: Option<&str>, report: &mut Report) -> Vec<Claim> {
+pub(crate) fn ingresses(index: &Index<'_>, class: Option<&str>, report: &mut Report) -> Vec<Claim> {
     let mut claims = Vec::new();
     for ingress in index.all("Ingress") {
         let annotations = ingress.annotations();
@@ -530,7 +530,7 @@ fn ingress_claims(
 /// namespaces, whatever their path, are refused (the reference's strict
 /// namespace ownership), so one tenant cannot take a path of another's
 /// host.
-pub fn admit(mut claims: Vec<Claim>, report: &mut Report) -> Vec<Claim> {
+pub(crate) fn admit(mut claims: Vec<Claim>, report: &mut Report) -> Vec<Claim> {
     claims.sort_by(|a, b| (&a.created, &a.owner).cmp(&(&b.created, &b.owner)));
     let mut taken: HashMap<(String, bool, String, bool, bool), String> = HashMap::new();
     let mut owners: HashMap<(String, bool), (String, String)> = HashMap::new();

@@ -12,16 +12,16 @@ use super::routes::{Index, Target};
 
 /// One server line of `backends.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Server {
+pub(crate) struct Server {
     /// `pod:<pod>:<service>:<port name>:<ip>:<port>`.
-    pub name: String,
-    pub address: String,
-    pub weight: u32,
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) weight: u32,
 }
 
 /// The servers of `targets`, and what is wrong with the lookup (a service
 /// with no ready endpoint on that port, say) for the report.
-pub fn servers(index: &Index<'_>, targets: &[Target]) -> (Vec<Server>, Vec<String>) {
+pub(crate) fn servers(index: &Index<'_>, targets: &[Target]) -> (Vec<Server>, Vec<String>) {
     let mut notes = Vec::new();
     let mut found: Vec<(u32, Vec<(String, String)>)> = Vec::new();
     for target in targets {

@@ -7,7 +7,7 @@ use super::Report;
 
 /// How TLS is carried for a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Termination {
+pub(crate) enum Termination {
     Passthrough,
     Edge,
     Reencrypt,
@@ -17,7 +17,7 @@ pub enum Termination {
 
 impl Termination {
     /// The backend name's prefix, as the reference writes it.
-    pub fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Termination::Passthrough => "be_tcp",
             Termination::Edge => "be_edge_http",
@@ -30,10 +30,10 @@ impl Termination {
 /// Backend settings from annotations, as `backends.toml` keys and values
 /// (values already TOML-encoded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settings {
-    pub keys: Vec<(&'static str, String)>,
+pub(crate) struct Settings {
+    pub(crate) keys: Vec<(&'static str, String)>,
     /// `router.openshift.io/haproxy.health.check.interval`.
-    pub check_interval: Option<String>,
+    pub(crate) check_interval: Option<String>,
 }
 
 const HAPROXY: &str = "haproxy.router.openshift.io/";
@@ -43,7 +43,7 @@ const ROUTER: &str = "router.openshift.io/";
 const ROUTE: &str = "route.openshift.io/";
 
 /// A TOML string.
-pub fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -82,7 +82,7 @@ fn count(text: &str) -> Result<u64, String> {
 impl Settings {
     /// The settings `object`'s annotations ask for, reporting those that
     /// cannot be honoured (unknown, invalid, or not for this termination).
-    pub fn from_annotations(
+    pub(crate) fn from_annotations(
         object: &Object,
         termination: Termination,
         report: &mut Report,

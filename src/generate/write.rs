@@ -15,7 +15,7 @@ use super::settings::Termination;
 use super::{Options, Report};
 
 /// Files by name, with whether they are private (mode 0600).
-pub type Files = BTreeMap<String, (Vec<u8>, bool)>;
+pub(crate) type Files = BTreeMap<String, (Vec<u8>, bool)>;
 
 /// `regexp.QuoteMeta` as the reference applies it to hosts and paths.
 fn quote(text: &str) -> String {
@@ -45,7 +45,7 @@ fn host_pattern(claim: &Claim) -> String {
 
 /// The route regex: `^<host>\.?(:[0-9]+)?<path>(/.*)?$`; a path ending
 /// in `/` takes `(.*)?`, a root path none, an exact path nothing after it.
-pub fn route_regex(claim: &Claim, with_path: bool) -> String {
+pub(crate) fn route_regex(claim: &Claim, with_path: bool) -> String {
     let path = if with_path { claim.path.as_str() } else { "" };
     let (path, rest) = if claim.exact && !path.is_empty() {
         (quote(path), "")
@@ -92,7 +92,12 @@ fn pem_bytes(pem: &Pem) -> Vec<u8> {
 }
 
 /// The directory's files for `claims`.
-pub fn files(claims: &[Claim], index: &Index<'_>, options: &Options, report: &mut Report) -> Files {
+pub(crate) fn files(
+    claims: &[Claim],
+    index: &Index<'_>,
+    options: &Options,
+    report: &mut Report,
+) -> Files {
     let mut files = Files::new();
     let mut sni = Vec::new();
     let mut tcp = Vec::new();

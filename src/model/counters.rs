@@ -11,15 +11,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Debug, Default)]
 pub struct Traffic {
     /// Connections open now (frontends; servers count theirs in `ServerState`).
-    pub current: AtomicU64,
+    pub(crate) current: AtomicU64,
     /// Connections taken.
-    pub connections: AtomicU64,
+    pub(crate) connections: AtomicU64,
     /// Client → server bytes.
-    pub bytes_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
     /// Server → client bytes.
-    pub bytes_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
     /// Connections that ended in an error (connect, handshake, reset, timeout).
-    pub errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
     /// Connections (HTTP mode: requests) refused by the backend's `allow`
     /// list.
     pub denied: AtomicU64,
@@ -27,7 +27,7 @@ pub struct Traffic {
     pub limited: AtomicU64,
     /// HTTP mode: responses by class (1xx … 5xx, other), as
     /// `http_responses_total{code}`.
-    pub responses: [AtomicU64; 6],
+    pub(crate) responses: [AtomicU64; 6],
     /// HTTP mode: average time to the response head, in ms (f64 bits),
     /// over the last 1,024 responses (fewer at first).
     response_ms: AtomicU64,
@@ -39,7 +39,7 @@ pub struct Traffic {
 const RESPONSE_WINDOW: u64 = 1024;
 
 /// The `code` labels of `responses`, in order.
-pub const RESPONSE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+pub(crate) const RESPONSE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 impl Traffic {
     pub fn record(&self, bytes_in: u64, bytes_out: u64, error: bool) {
@@ -92,7 +92,7 @@ impl Traffic {
 
 /// How a connection's ClientHello read ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HelloOutcome {
+pub(crate) enum HelloOutcome {
     Ok,
     NoSni,
     NotTls,
@@ -103,7 +103,7 @@ pub enum HelloOutcome {
 }
 
 impl HelloOutcome {
-    pub const ALL: [HelloOutcome; 7] = [
+    pub(crate) const ALL: [HelloOutcome; 7] = [
         HelloOutcome::Ok,
         HelloOutcome::NoSni,
         HelloOutcome::NotTls,
@@ -113,7 +113,7 @@ impl HelloOutcome {
         HelloOutcome::Closed,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HelloOutcome::Ok => "ok",
             HelloOutcome::NoSni => "no_sni",
@@ -128,7 +128,7 @@ impl HelloOutcome {
 
 /// Why a client handshake (termination) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
+pub(crate) enum HandshakeFailure {
     NoCertificate,
     Client,
     Timeout,
@@ -136,14 +136,14 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 4] = [
+    pub(crate) const ALL: [HandshakeFailure; 4] = [
         HandshakeFailure::NoCertificate,
         HandshakeFailure::Client,
         HandshakeFailure::Timeout,
         HandshakeFailure::Upstream,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HandshakeFailure::NoCertificate => "no_certificate",
             HandshakeFailure::Client => "client",
@@ -155,20 +155,20 @@ impl HandshakeFailure {
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
-pub struct Global {
+pub(crate) struct Global {
     hello: [AtomicU64; 7],
     handshake_failures: [AtomicU64; 4],
-    pub route_misses: AtomicU64,
+    pub(crate) route_misses: AtomicU64,
     /// Connections to `accept_proxy` listeners refused for their PROXY
     /// header: missing, malformed, too slow, or from a source not allowed.
-    pub proxy_refused: AtomicU64,
+    pub(crate) proxy_refused: AtomicU64,
     /// The router's own failures (out of descriptors, buffers or local
     /// ports) on accept or connect: never counted against a server.
-    pub local_failures: AtomicU64,
+    pub(crate) local_failures: AtomicU64,
     /// Connections refused by a listener's per-source limits.
-    pub source_limited: AtomicU64,
+    pub(crate) source_limited: AtomicU64,
     /// Passthrough bytes moved through a kernel pipe (`[relay] splice`).
-    pub spliced_bytes: AtomicU64,
+    pub(crate) spliced_bytes: AtomicU64,
     /// Top unmatched SNIs: bounded memory, heavy hitters kept, no global
     /// lock on the miss path (never one metric label per invented name).
     unmatched: super::top::TopNames,
@@ -176,41 +176,41 @@ pub struct Global {
 }
 
 impl Global {
-    pub fn hello(&self, outcome: HelloOutcome) {
+    pub(crate) fn hello(&self, outcome: HelloOutcome) {
         self.hello[outcome as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn hello_count(&self, outcome: HelloOutcome) -> u64 {
+    pub(crate) fn hello_count(&self, outcome: HelloOutcome) -> u64 {
         self.hello[outcome as usize].load(Relaxed)
     }
 
-    pub fn handshake_failure(&self, why: HandshakeFailure) {
+    pub(crate) fn handshake_failure(&self, why: HandshakeFailure) {
         self.handshake_failures[why as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn handshake_failure_count(&self, why: HandshakeFailure) -> u64 {
+    pub(crate) fn handshake_failure_count(&self, why: HandshakeFailure) -> u64 {
         self.handshake_failures[why as usize].load(Relaxed)
     }
 
-    pub fn unmatched(&self, sni: &str) {
+    pub(crate) fn unmatched(&self, sni: &str) {
         self.route_misses.fetch_add(1, Relaxed);
         self.unmatched.add(sni);
     }
 
     /// The `n` most frequent unmatched SNIs with their (approximate) counts.
-    pub fn top_unmatched(&self, n: usize) -> Vec<(String, u64)> {
+    pub(crate) fn top_unmatched(&self, n: usize) -> Vec<(String, u64)> {
         self.unmatched.top(n)
     }
 
     /// The traffic counters of a listener, created on first use.
-    pub fn frontend(&self, listener: &str) -> Arc<Traffic> {
+    pub(crate) fn frontend(&self, listener: &str) -> Arc<Traffic> {
         let mut map = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(map.entry(listener.to_string()).or_default())
     }
 }
 
 /// The process's counters.
-pub fn global() -> &'static Global {
+pub(crate) fn global() -> &'static Global {
     static GLOBAL: OnceLock<Global> = OnceLock::new();
     GLOBAL.get_or_init(Global::default)
 }

@@ -21,7 +21,7 @@ use crate::model::route::{Map, Routes};
 /// What the preread learned about the connection: the only input of the
 /// decision besides the listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hello<'a> {
+pub(crate) enum Hello<'a> {
     /// A complete ClientHello naming this (normalised) host.
     Sni(&'a str),
     /// A complete ClientHello without SNI.
@@ -33,14 +33,14 @@ pub enum Hello<'a> {
 
 /// The same, owned, for a decision that must be made again after a reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnedHello {
+pub(crate) enum OwnedHello {
     Sni(Box<str>),
     NoSni,
     NotTls,
 }
 
 impl OwnedHello {
-    pub fn as_hello(&self) -> Hello<'_> {
+    pub(crate) fn as_hello(&self) -> Hello<'_> {
         match self {
             OwnedHello::Sni(s) => Hello::Sni(s),
             OwnedHello::NoSni => Hello::NoSni,
@@ -61,14 +61,14 @@ impl From<Hello<'_>> for OwnedHello {
 
 /// A map line that matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hit {
-    pub file: Arc<Path>,
-    pub line: usize,
+pub(crate) struct Hit {
+    pub(crate) file: Arc<Path>,
+    pub(crate) line: usize,
 }
 
 /// Why this backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     /// Listed in `os_sni_passthrough.map` (when configured) and named by
     /// `os_tcp_be.map`.
     Passthrough { listed: Option<Hit>, backend: Hit },
@@ -80,20 +80,16 @@ pub enum Via {
 
 /// The decision for one connection.
 #[derive(Debug, Clone)]
-pub struct Decision {
-    pub backend: Arc<Backend>,
-    pub via: Via,
+pub(crate) struct Decision {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) via: Via,
     /// The generation of the snapshot it was made from.
-    pub generation: u64,
+    pub(crate) generation: u64,
 }
 
 impl Decision {
-    pub fn termination(&self) -> Termination {
-        self.backend.termination
-    }
-
     /// The map line that named the backend, if a map did.
-    pub fn hit(&self) -> Option<&Hit> {
+    pub(crate) fn hit(&self) -> Option<&Hit> {
         match &self.via {
             Via::Passthrough { backend, .. } | Via::Terminated { backend } => Some(backend),
             Via::Default(_) => None,
@@ -103,7 +99,7 @@ impl Decision {
 
 /// Why no map line routed the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Miss {
+pub(crate) enum Miss {
     /// The ClientHello names no host.
     NoSni,
     /// Not a ClientHello this router can read.
@@ -113,7 +109,7 @@ pub enum Miss {
 }
 
 impl Miss {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Miss::NoSni => "ClientHello without SNI",
             Miss::NotTls => "not a usable ClientHello",
@@ -125,7 +121,7 @@ impl Miss {
 impl Snapshot {
     /// The decision for a connection on listener `listener` (an index into
     /// `listeners`), or why it is closed.
-    pub fn decide(&self, listener: usize, hello: Hello<'_>) -> Result<Decision, Miss> {
+    pub(crate) fn decide(&self, listener: usize, hello: Hello<'_>) -> Result<Decision, Miss> {
         let decided = |backend: usize, via| Decision {
             backend: Arc::clone(&self.backends[backend]),
             via,
@@ -159,7 +155,7 @@ impl Snapshot {
     /// `os_edge_reencrypt_be.map`, first match wins. `None` when no line
     /// matches or the line's backend does not serve HTTP (then the
     /// listener's HTTP default backend, or 503).
-    pub fn decide_request(&self, host: &str, path: &str) -> Option<Decision> {
+    pub(crate) fn decide_request(&self, host: &str, path: &str) -> Option<Decision> {
         let table = self.routes.edge_requests.as_ref()?;
         let map = self.routes.edge.as_ref()?;
         let entry = table.lookup(host, path)?;
@@ -182,7 +178,7 @@ impl Snapshot {
 
 /// What a plain-HTTP request (port 80) gets.
 #[derive(Debug, Clone)]
-pub enum PlainDecision {
+pub(crate) enum PlainDecision {
     /// `os_route_http_redirect.map` says 1: redirect to https.
     Redirect,
     /// `os_http_be.map` names this backend.
@@ -192,7 +188,7 @@ pub enum PlainDecision {
 impl Snapshot {
     /// A plain-HTTP request: redirected if `os_route_http_redirect.map`
     /// says so, else routed by `os_http_be.map`; `None` gets 503.
-    pub fn decide_plain_request(&self, host: &str, path: &str) -> Option<PlainDecision> {
+    pub(crate) fn decide_plain_request(&self, host: &str, path: &str) -> Option<PlainDecision> {
         let redirect = self.routes.http_redirect.as_ref();
         if redirect
             .and_then(|m| m.table.lookup(host, path))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Parses `<integer><unit>`; a bare integer is refused so that nobody has to
 /// guess whether it meant seconds or milliseconds.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     up: AtomicBool,
     /// Consecutive failed checks (active or passive).
     fails: AtomicU32,
@@ -15,7 +15,7 @@ pub struct Health {
     /// Unix seconds of the last state change (0: never changed).
     changed_at: AtomicU64,
     /// Failed active checks, ever.
-    pub check_failures: AtomicU64,
+    pub(crate) check_failures: AtomicU64,
     /// What the last active check said, for the stats page.
     last: Mutex<String>,
 }
@@ -35,18 +35,18 @@ impl Default for Health {
 
 /// A state change to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     WentDown,
     CameUp,
 }
 
 impl Health {
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.up.load(Relaxed)
     }
 
     /// Records a failure (active check or connect); down after `fall` in a row.
-    pub fn failure(&self, fall: u32) -> Option<Change> {
+    pub(crate) fn failure(&self, fall: u32) -> Option<Change> {
         self.oks.store(0, Relaxed);
         let fails = self.fails.fetch_add(1, Relaxed) + 1;
         if fails >= fall && self.up.swap(false, Relaxed) {
@@ -57,7 +57,7 @@ impl Health {
     }
 
     /// Records a success; up again after `rise` in a row.
-    pub fn success(&self, rise: u32) -> Option<Change> {
+    pub(crate) fn success(&self, rise: u32) -> Option<Change> {
         self.fails.store(0, Relaxed);
         let oks = self.oks.fetch_add(1, Relaxed) + 1;
         if oks >= rise && !self.up.swap(true, Relaxed) {
@@ -67,16 +67,16 @@ impl Health {
         None
     }
 
-    pub fn set_last(&self, text: String) {
+    pub(crate) fn set_last(&self, text: String) {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = text;
     }
 
-    pub fn last(&self) -> String {
+    pub(crate) fn last(&self) -> String {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Seconds since the last state change, if there was one.
-    pub fn since_change(&self) -> Option<u64> {
+    pub(crate) fn since_change(&self) -> Option<u64> {
         match self.changed_at.load(Relaxed) {
             0 => None,
             t => Some(now().saturating_sub(t)),

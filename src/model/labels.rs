@@ -10,7 +10,7 @@
 //! written. The full names stay in `backend_name` and `server_name`.
 
 /// Labels of a backend's series.
-pub fn backend(name: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn backend(name: &str) -> Vec<(&'static str, String)> {
     let (kind, namespace, route) = split_backend(name);
     vec![
         ("backend", kind),
@@ -21,7 +21,7 @@ pub fn backend(name: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Labels of a server's series in backend `backend_name`.
-pub fn server(backend_name: &str, server_name: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn server(backend_name: &str, server_name: &str) -> Vec<(&'static str, String)> {
     let (kind, namespace, route) = split_backend(backend_name);
     let (server, pod, service) = split_server(server_name);
     vec![

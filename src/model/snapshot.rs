@@ -16,33 +16,33 @@ use crate::tls::ServerSide;
 
 /// One listening socket and what it does with connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerSpec {
-    pub name: Arc<str>,
-    pub bind: SocketAddr,
+pub(crate) struct ListenerSpec {
+    pub(crate) name: Arc<str>,
+    pub(crate) bind: SocketAddr,
     /// Deadline for the whole ClientHello, from accept.
-    pub inspect_timeout: Duration,
+    pub(crate) inspect_timeout: Duration,
     /// Connections open at once; accept pauses at the limit.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Bytes that may be buffered while waiting for the ClientHello.
-    pub max_client_hello: usize,
+    pub(crate) max_client_hello: usize,
     /// Where connections without SNI, without TLS or without a route go;
     /// without one they are closed.
-    pub default_backend: Option<BackendId>,
+    pub(crate) default_backend: Option<BackendId>,
     /// What clients speak first on this listener.
-    pub protocol: Protocol,
+    pub(crate) protocol: Protocol,
     /// Port of the https URLs that plain-HTTP redirects point to.
-    pub https_port: u16,
+    pub(crate) https_port: u16,
     /// `accept_proxy`: every connection starts with a PROXY header, sent
     /// only by these sources; the client it names is the client.
-    pub proxy_from: Option<Arc<[Cidr]>>,
+    pub(crate) proxy_from: Option<Arc<[Cidr]>>,
     /// Limits per client address, and the listener's table of sources
     /// (the same across reloads).
-    pub sources: Option<Limited>,
+    pub(crate) sources: Option<Limited>,
 }
 
 /// What a listener expects first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// A TLS ClientHello (port 443): routed by SNI.
     Tls,
     /// Plain HTTP (port 80): each request routed by Host and path through
@@ -90,42 +90,42 @@ impl std::fmt::Debug for Credentials {
 /// A complete, validated configuration.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub listeners: Vec<ListenerSpec>,
+    pub(crate) listeners: Vec<ListenerSpec>,
     /// HTTP mode's own settings: `[defaults]` timeouts for connections no
     /// backend was chosen for yet, and the 503 page.
-    pub http: HttpSettings,
+    pub(crate) http: HttpSettings,
     /// `[limits] buffer_memory` in bytes; `None`: no limit.
-    pub buffer_memory: Option<usize>,
+    pub(crate) buffer_memory: Option<usize>,
     /// `[relay] splice`: passthrough bursts through a kernel pipe.
-    pub splice: bool,
-    pub routes: Routes,
+    pub(crate) splice: bool,
+    pub(crate) routes: Routes,
     /// Shared with the connections decided to them, so that a connection
     /// holds its backend, not the snapshot.
     pub backends: Vec<Arc<Backend>>,
     /// Every file it was built from, main file first.
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Whether edits to `files` are applied without a signal.
-    pub watch: bool,
+    pub(crate) watch: bool,
     /// The stats port (bound at start; changes need a restart).
     pub stats: StatsConfig,
     /// TLS termination of each listener (same index as `listeners`); `None`
     /// when no certificate is configured.
-    pub tls: Vec<Option<Arc<ServerSide>>>,
+    pub(crate) tls: Vec<Option<Arc<ServerSide>>>,
     /// Grace period after which connections whose route was removed by a
     /// reload are closed; `None` lets them run to their end.
-    pub close_removed_after: Option<Duration>,
+    pub(crate) close_removed_after: Option<Duration>,
     /// Set by the router when it applies the snapshot: 1 for the first,
     /// +1 per applied reload (0 for one that was never applied).
-    pub generation: u64,
+    pub(crate) generation: u64,
 }
 
 /// What HTTP mode needs from the configuration beyond the backends.
 #[derive(Debug, Default)]
-pub struct HttpSettings {
-    pub timeouts: Timeouts,
+pub(crate) struct HttpSettings {
+    pub(crate) timeouts: Timeouts,
     /// The body of 503 responses (`[http] error_page_503`); a built-in
     /// page when `None`.
-    pub error_page_503: Option<bytes::Bytes>,
+    pub(crate) error_page_503: Option<bytes::Bytes>,
 }
 
 impl Snapshot {
@@ -135,7 +135,7 @@ impl Snapshot {
 
     /// A snapshot with nothing in it, for unit tests.
     #[cfg(test)]
-    pub(crate) fn empty() -> Self {
+    pub fn empty() -> Self {
         Snapshot {
             http: HttpSettings::default(),
             buffer_memory: None,

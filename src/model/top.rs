@@ -20,7 +20,7 @@ use crate::model::balance::hash::hash_bytes;
 const ROWS: usize = 4;
 const WIDTH: usize = 1024;
 /// Candidate names kept.
-pub const KEPT: usize = 64;
+pub(crate) const KEPT: usize = 64;
 
 #[derive(Debug)]
 pub struct TopNames {

@@ -15,7 +15,7 @@ use crate::model::wire::client_hello::ClientHello;
 use crate::runtime::relay::{End, Outcome};
 
 /// The fields of the access-log line, filled in as the connection advances.
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     start: Instant,
     client: SocketAddr,
     listener: Arc<str>,
@@ -43,16 +43,16 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// The client a PROXY header named, in place of the socket's peer.
-    pub fn set_client(&mut self, client: SocketAddr) {
+    pub(crate) fn set_client(&mut self, client: SocketAddr) {
         self.client = client;
     }
 
     /// When the connection was accepted.
-    pub fn started(&self) -> Instant {
+    pub(crate) fn started(&self) -> Instant {
         self.start
     }
 
-    pub fn new(client: SocketAddr, listener: Arc<str>) -> Self {
+    pub(crate) fn new(client: SocketAddr, listener: Arc<str>) -> Self {
         AccessLog {
             start: Instant::now(),
             client,
@@ -74,20 +74,20 @@ impl AccessLog {
         }
     }
 
-    pub fn hello(&mut self, hello: ClientHello, reads: usize) {
+    pub(crate) fn hello(&mut self, hello: ClientHello, reads: usize) {
         self.hello_bytes = saturate(hello.len);
         self.hello_reads = saturate(reads);
         self.hello = Some(hello);
     }
 
-    pub fn sni(&self) -> Option<&str> {
+    pub(crate) fn sni(&self) -> Option<&str> {
         self.hello.as_ref()?.sni.as_deref()
     }
 
     /// What the client's first bytes said, as the decision takes it: a
     /// ClientHello naming a host, one without SNI, or bytes that are not
     /// a usable ClientHello.
-    pub fn said(&self) -> Hello<'_> {
+    pub(crate) fn said(&self) -> Hello<'_> {
         match &self.hello {
             Some(hello) => hello.sni.as_deref().map_or(Hello::NoSni, Hello::Sni),
             None => Hello::NotTls,
@@ -95,7 +95,7 @@ impl AccessLog {
     }
 
     /// The preread ended without a usable SNI.
-    pub fn reject(&mut self, reason: &str, bytes: usize, reads: usize) {
+    pub(crate) fn reject(&mut self, reason: &str, bytes: usize, reads: usize) {
         self.rejected = true;
         self.hello_bytes = self.hello_bytes.max(saturate(bytes));
         self.hello_reads = saturate(reads);
@@ -103,36 +103,36 @@ impl AccessLog {
     }
 
     /// The route is decided: the line goes out at info from now on.
-    pub fn decided(&mut self, decision: &Decision) {
+    pub(crate) fn decided(&mut self, decision: &Decision) {
         self.map = decision.hit().cloned();
         self.backend = Some(Arc::clone(&decision.backend));
         self.rejected = false;
     }
 
     /// Server `index` of the backend took the connection.
-    pub fn server(&mut self, index: usize, connect_time: Duration) {
+    pub(crate) fn server(&mut self, index: usize, connect_time: Duration) {
         self.server = Some(index);
         self.connect_time = Some(connect_time);
     }
 
-    pub fn end(&mut self, closed_by: &'static str, reason: &str) {
+    pub(crate) fn end(&mut self, closed_by: &'static str, reason: &str) {
         self.closed_by = closed_by;
         self.reason = reason.to_string();
     }
 
     /// Like `end`, for an error: counted in the backend's and server's
     /// connection errors.
-    pub fn fail(&mut self, closed_by: &'static str, reason: &str) {
+    pub(crate) fn fail(&mut self, closed_by: &'static str, reason: &str) {
         self.failed = true;
         self.end(closed_by, reason);
     }
 
     /// Client bytes forwarded outside the relay (the replayed ClientHello).
-    pub fn forwarded(&mut self, bytes: u64) {
+    pub(crate) fn forwarded(&mut self, bytes: u64) {
         self.preread_forwarded = bytes;
     }
 
-    pub fn relayed(&mut self, outcome: &Outcome) {
+    pub(crate) fn relayed(&mut self, outcome: &Outcome) {
         self.bytes_in = self.preread_forwarded + outcome.client_to_server;
         self.bytes_out = outcome.server_to_client;
         match outcome.end {
@@ -149,7 +149,7 @@ impl AccessLog {
     /// Writes the line and adds the connection to its backend's and
     /// server's counters; returns (bytes in, bytes out, failed) for the
     /// listener's.
-    pub fn finish(self) -> (u64, u64, bool) {
+    pub(crate) fn finish(self) -> (u64, u64, bool) {
         if let Some(b) = &self.backend {
             b.traffic.record(self.bytes_in, self.bytes_out, self.failed);
             if let Some(s) = self.server.and_then(|i| b.servers.get(i)) {

@@ -86,7 +86,7 @@ pub fn needed(snapshot: &crate::model::snapshot::Snapshot) -> u64 {
 
 /// Whether a failed connect or accept is the router's own doing (out of
 /// descriptors, buffers or local ports), not the peer's.
-pub fn is_local_failure(e: &std::io::Error) -> bool {
+pub(crate) fn is_local_failure(e: &std::io::Error) -> bool {
     use rustix::io::Errno;
     let Some(code) = e.raw_os_error() else {
         return false;

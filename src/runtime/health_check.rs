@@ -30,13 +30,13 @@ use rustls::pki_types::ServerName;
 /// 10,000 backends starts no connect storm; new checkers start after a
 /// random part of their interval.
 #[derive(Default)]
-pub struct Checkers {
+pub(crate) struct Checkers {
     running: HashMap<String, (u64, JoinHandle<()>)>,
 }
 
 impl Checkers {
     /// Makes the running checkers those of `snapshot`.
-    pub fn update(&mut self, snapshot: &Snapshot) {
+    pub(crate) fn update(&mut self, snapshot: &Snapshot) {
         let mut next = HashMap::with_capacity(self.running.len());
         for backend in &snapshot.backends {
             let Some(spec) = backend.check().cloned() else {
@@ -59,7 +59,7 @@ impl Checkers {
     }
 
     /// Stops every checker.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         for (_, (_, task)) in self.running.drain() {
             task.abort();
         }

@@ -21,7 +21,7 @@ const BACKLOG: i32 = 4096;
 
 /// Binds `addr` as a production listener: address reuse across restarts,
 /// a deep backlog, non-blocking.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -35,7 +35,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Accepts on `listener` until `stop` turns true. `name` finds this
 /// listener's settings in whichever snapshot is current at each accept.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     name: Arc<str>,
     shared: Arc<Shared>,

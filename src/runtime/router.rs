@@ -169,7 +169,8 @@ impl Router {
     }
 
     /// What listeners and connections share with the router.
-    pub fn shared(&self) -> &Arc<Shared> {
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 

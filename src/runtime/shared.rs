@@ -15,7 +15,7 @@ use crate::model::snapshot::Snapshot;
 
 /// The handle given to listeners and connections.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     current: ArcSwap<Snapshot>,
     /// Connections open now, across listeners: draining waits for zero.
     open: AtomicUsize,
@@ -27,7 +27,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+    pub(crate) fn new(snapshot: Arc<Snapshot>) -> Self {
         let generation = snapshot.generation;
         crate::model::limits::budget::global().set_limit(snapshot.buffer_memory);
         Shared {
@@ -39,7 +39,7 @@ impl Shared {
     }
 
     /// The snapshot new connections get now.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
@@ -53,12 +53,12 @@ impl Shared {
 
     /// Receives the generation of every snapshot applied from now on; the
     /// value seen first is the current one.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
     /// Resolves-to-true receiver of the drain signal.
-    pub fn draining(&self) -> watch::Receiver<bool> {
+    pub(crate) fn draining(&self) -> watch::Receiver<bool> {
         self.drain.subscribe()
     }
 
@@ -68,13 +68,13 @@ impl Shared {
     }
 
     /// Connections open now.
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Counts a connection as open (globally and on its listener) until
     /// the guard is dropped, however its task ends.
-    pub fn open(self: &Arc<Self>, frontend: &Arc<Traffic>) -> OpenGuard {
+    pub(crate) fn open(self: &Arc<Self>, frontend: &Arc<Traffic>) -> OpenGuard {
         self.open.fetch_add(1, Ordering::Relaxed);
         frontend.current.fetch_add(1, Ordering::Relaxed);
         OpenGuard {
@@ -86,14 +86,14 @@ impl Shared {
 
 /// One open connection in the gauges; released on drop.
 #[derive(Debug)]
-pub struct OpenGuard {
+pub(crate) struct OpenGuard {
     shared: Arc<Shared>,
     frontend: Arc<Traffic>,
 }
 
 impl OpenGuard {
     /// The listener's traffic counters.
-    pub fn frontend(&self) -> &Traffic {
+    pub(crate) fn frontend(&self) -> &Traffic {
         &self.frontend
     }
 }

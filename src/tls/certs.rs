@@ -15,18 +15,18 @@ use super::x509;
 
 /// A certificate with what termination needs to serve it.
 #[derive(Debug)]
-pub struct Served {
-    pub key: Arc<CertifiedKey>,
+pub(crate) struct Served {
+    pub(crate) key: Arc<CertifiedKey>,
     /// ALPN protocols to offer with this certificate (crt-list `[alpn …]`).
-    pub alpn: Vec<Vec<u8>>,
-    pub path: PathBuf,
+    pub(crate) alpn: Vec<Vec<u8>>,
+    pub(crate) path: PathBuf,
     /// Expiry of the leaf, Unix seconds.
-    pub not_after: Option<i64>,
+    pub(crate) not_after: Option<i64>,
 }
 
 /// Like `load_pem`, with the key in its own file when `key` is given (as in
 /// a Kubernetes TLS Secret: `tls.crt` and `tls.key`).
-pub fn load_pem_pair(
+pub(crate) fn load_pem_pair(
     path: &Path,
     key: Option<&Path>,
 ) -> Result<(Arc<CertifiedKey>, Option<i64>), String> {
@@ -64,7 +64,7 @@ pub(crate) fn load_pem_bytes(pem: &[u8]) -> Result<(Arc<CertifiedKey>, Option<i6
 /// CA certificates (a `ca_file` or `client_ca`) from the bytes of a PEM
 /// bundle read from `path`. The caller reads the file once, so what is
 /// trusted and what is fingerprinted are the same bytes.
-pub fn roots_from_pem(bytes: &[u8], path: &Path) -> Result<rustls::RootCertStore, String> {
+pub(crate) fn roots_from_pem(bytes: &[u8], path: &Path) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(bytes) {
         let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
@@ -80,15 +80,15 @@ pub fn roots_from_pem(bytes: &[u8], path: &Path) -> Result<rustls::RootCertStore
 
 /// One crt-list line: `<pem path> [alpn h2,http/1.1] <sni filter>…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrtLine {
-    pub path: String,
-    pub alpn: Vec<String>,
+pub(crate) struct CrtLine {
+    pub(crate) path: String,
+    pub(crate) alpn: Vec<String>,
     /// Exact names or `*.domain` wildcards, lowercased.
-    pub filters: Vec<String>,
+    pub(crate) filters: Vec<String>,
 }
 
 /// Parses one non-comment crt-list line.
-pub fn parse_crt_line(line: &str) -> Result<CrtLine, String> {
+pub(crate) fn parse_crt_line(line: &str) -> Result<CrtLine, String> {
     let line = line.trim();
     let (path, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let mut rest = rest.trim();
@@ -138,18 +138,18 @@ pub fn parse_crt_line(line: &str) -> Result<CrtLine, String> {
 
 /// SNI → certificate.
 #[derive(Debug, Default)]
-pub struct CertStore {
+pub(crate) struct CertStore {
     exact: HashMap<String, Arc<Served>>,
     /// `*.domain` filters by `domain`.
     wildcard: HashMap<String, Arc<Served>>,
-    pub default: Option<Arc<Served>>,
+    pub(crate) default: Option<Arc<Served>>,
     /// Every certificate, for expiry reporting.
-    pub all: Vec<Arc<Served>>,
+    pub(crate) all: Vec<Arc<Served>>,
 }
 
 impl CertStore {
     /// Adds a certificate for its filters; the first line naming a filter wins.
-    pub fn add(&mut self, served: Arc<Served>, filters: &[String]) {
+    pub(crate) fn add(&mut self, served: Arc<Served>, filters: &[String]) {
         for f in filters {
             let (table, key) = match f.strip_prefix("*.") {
                 Some(domain) => (&mut self.wildcard, domain),
@@ -163,7 +163,7 @@ impl CertStore {
     }
 
     /// The certificate for `sni` (exact, then one-label wildcard), if any.
-    pub fn find(&self, sni: Option<&str>) -> Option<&Arc<Served>> {
+    pub(crate) fn find(&self, sni: Option<&str>) -> Option<&Arc<Served>> {
         let sni = sni?;
         self.exact.get(sni).or_else(|| {
             let (_, domain) = sni.split_once('.')?;

@@ -13,9 +13,9 @@
 //! no session made under the old policy resumes. A load that is refused
 //! changes nothing.
 
-pub mod certs;
-pub mod upstream;
-pub mod x509;
+pub(crate) mod certs;
+pub(crate) mod upstream;
+pub(crate) mod x509;
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,25 +29,25 @@ use rustls::server::{
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig};
 
-pub use certs::{CertStore, Served};
+pub(crate) use certs::{CertStore, Served};
 
 /// The crypto provider for every TLS session Switchyard makes: aws-lc-rs
 /// (the fastest that builds here: ECDSA signing for handshakes, AES-GCM).
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())))
 }
 
 /// Client certificates asked of clients on a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     None,
     Optional,
     Required,
 }
 
 /// TLS versions from a minimum.
-pub fn versions(min_tls13: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {
+pub(crate) fn versions(min_tls13: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {
     static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
     if min_tls13 {
         &TLS13_ONLY
@@ -57,38 +57,28 @@ pub fn versions(min_tls13: bool) -> &'static [&'static rustls::SupportedProtocol
 }
 
 /// Who may connect to a listener: its client-certificate settings.
-pub struct ClientPolicy {
-    pub auth: ClientAuth,
+pub(crate) struct ClientPolicy {
+    pub(crate) auth: ClientAuth,
     /// Trusted issuers of client certificates (required unless `None`).
-    pub roots: Option<rustls::RootCertStore>,
+    pub(crate) roots: Option<rustls::RootCertStore>,
     /// Revocation lists; a client certificate must be covered by one.
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    pub(crate) crls: Vec<CertificateRevocationListDer<'static>>,
     /// The policy as bytes (mode, CA and CRL files): sessions made under
     /// one policy never resume under another.
-    pub fingerprint: Vec<u8>,
+    pub(crate) fingerprint: Vec<u8>,
 }
 
-impl ClientPolicy {
-    /// No client certificates.
-    pub fn none() -> Self {
-        ClientPolicy {
-            auth: ClientAuth::None,
-            roots: None,
-            crls: Vec::new(),
-            fingerprint: b"none".to_vec(),
-        }
-    }
-}
+impl ClientPolicy {}
 
 /// How one listener terminates TLS.
 #[derive(Debug)]
-pub struct ServerSide {
+pub(crate) struct ServerSide {
     /// Versions, client verifier, tickets and session cache; the certificate
     /// and ALPN are set per connection.
     base: Arc<ServerConfig>,
-    pub certs: Arc<CertStore>,
+    pub(crate) certs: Arc<CertStore>,
     /// Refuse the handshake when no certificate matches the SNI.
-    pub strict_sni: bool,
+    pub(crate) strict_sni: bool,
     /// Ticket keys and session cache, scoped to this listener and policy.
     resumption: Resumption,
 }
@@ -97,7 +87,7 @@ impl ServerSide {
     /// The settings of listener `listener`; `previous` is the same
     /// listener's in the snapshot being replaced, whose resumption state is
     /// kept if the client-auth policy did not change.
-    pub fn new(
+    pub(crate) fn new(
         listener: &str,
         certs: Arc<CertStore>,
         strict_sni: bool,
@@ -152,7 +142,7 @@ impl ServerSide {
     }
 
     /// The certificate for `sni`: its own, else the default unless strict.
-    pub fn certificate(&self, sni: Option<&str>) -> Option<&Arc<Served>> {
+    pub(crate) fn certificate(&self, sni: Option<&str>) -> Option<&Arc<Served>> {
         match self.certs.find(sni) {
             Some(c) => Some(c),
             None if self.strict_sni && sni.is_some() => None,
@@ -161,7 +151,7 @@ impl ServerSide {
     }
 
     /// A configuration presenting `cert` and offering `alpn`.
-    pub fn config(&self, cert: &Served, alpn: Vec<Vec<u8>>) -> Arc<ServerConfig> {
+    pub(crate) fn config(&self, cert: &Served, alpn: Vec<Vec<u8>>) -> Arc<ServerConfig> {
         let mut config = (*self.base).clone();
         config.cert_resolver = Arc::new(Fixed(Some(Arc::clone(&cert.key))));
         config.alpn_protocols = alpn;

@@ -16,18 +16,18 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureSch
 
 /// How a re-encrypt backend opens TLS to its servers.
 #[derive(Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// The name sent as SNI and checked against the server's certificate.
-    pub verify_host: ServerName<'static>,
+    pub(crate) verify_host: ServerName<'static>,
     /// Base configuration; ALPN is set per connection from the client's offer.
     config: Arc<ClientConfig>,
     /// Hash of what the configuration was built from (name, verification,
     /// CA and client certificate files): equal means the same TLS.
-    pub fingerprint: u64,
+    pub(crate) fingerprint: u64,
 }
 
 /// Certificate checking of a re-encrypt backend.
-pub enum Verify<'a> {
+pub(crate) enum Verify<'a> {
     /// Against the CA bundle at this path.
     CaFile(&'a Path),
     /// Not at all (`verify = "none"`, written explicitly).
@@ -35,7 +35,7 @@ pub enum Verify<'a> {
 }
 
 impl Upstream {
-    pub fn new(
+    pub(crate) fn new(
         verify_host: &str,
         verify: Verify<'_>,
         client_certificate: Option<&Path>,
@@ -90,7 +90,7 @@ impl Upstream {
     }
 
     /// The configuration for one connection, offering `alpn` upstream.
-    pub fn config(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
+    pub(crate) fn config(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
         if alpn.is_empty() {
             return Arc::clone(&self.config);
         }
@@ -102,7 +102,7 @@ impl Upstream {
 
 /// A log line for a failed upstream handshake: for a name mismatch, the
 /// names the certificate is valid for and the name expected.
-pub fn describe_failure(server: SocketAddr, error: &std::io::Error) -> String {
+pub(crate) fn describe_failure(server: SocketAddr, error: &std::io::Error) -> String {
     let inner = error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>());
@@ -125,7 +125,7 @@ pub fn describe_failure(server: SocketAddr, error: &std::io::Error) -> String {
 
 /// A client that completes a handshake with any certificate: for health
 /// checks of backends that do not verify (passthrough servers).
-pub fn unverified() -> Arc<ClientConfig> {
+pub(crate) fn unverified() -> Arc<ClientConfig> {
     static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
     Arc::clone(CONFIG.get_or_init(|| {
         let provider = super::provider();
@@ -153,7 +153,7 @@ fn bare_name(presented: &str) -> &str {
 }
 
 /// Whether a failed handshake was a certificate verification failure.
-pub fn is_verify_failure(error: &std::io::Error) -> bool {
+pub(crate) fn is_verify_failure(error: &std::io::Error) -> bool {
     matches!(
         error
             .get_ref()

@@ -4,7 +4,7 @@
 //! anything unexpected is `None`.
 
 /// Seconds since the Unix epoch at which the certificate expires.
-pub fn not_after(der: &[u8]) -> Option<i64> {
+pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
     let (cert, _) = element(der, 0x30)?;
     let (mut tbs, _) = element(cert, 0x30)?;
     if tbs.first() == Some(&0xa0) {
@@ -21,7 +21,7 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
 }
 
 /// The serial number of a certificate (the INTEGER's content bytes).
-pub fn serial(der: &[u8]) -> Option<&[u8]> {
+pub(crate) fn serial(der: &[u8]) -> Option<&[u8]> {
     let (cert, _) = element(der, 0x30)?;
     let (mut tbs, _) = element(cert, 0x30)?;
     if tbs.first() == Some(&0xa0) {
@@ -31,14 +31,14 @@ pub fn serial(der: &[u8]) -> Option<&[u8]> {
 }
 
 /// `0a:1b:…`, as certificate tools print serial numbers.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let parts: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
     parts.join(":")
 }
 
 /// Seconds since the Unix epoch at which a CRL says the next one is due
 /// (`None` when it has no nextUpdate or cannot be read).
-pub fn crl_next_update(der: &[u8]) -> Option<i64> {
+pub(crate) fn crl_next_update(der: &[u8]) -> Option<i64> {
     let (list, _) = element(der, 0x30)?;
     let (mut tbs, _) = element(list, 0x30)?;
     if tbs.first() == Some(&0x02) {
@@ -54,19 +54,19 @@ pub fn crl_next_update(der: &[u8]) -> Option<i64> {
 
 /// What a client certificate says, as HAProxy's `ssl_c_*` fetches give it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Described {
+pub(crate) struct Described {
     /// Subject, OpenSSL one-line form: `/C=US/O=Example/CN=client`.
-    pub subject: String,
+    pub(crate) subject: String,
     /// The subject's common name.
-    pub common_name: Option<String>,
-    pub issuer: String,
+    pub(crate) common_name: Option<String>,
+    pub(crate) issuer: String,
     /// notBefore and notAfter as written (`YYMMDDhhmmssZ`).
-    pub not_before: String,
-    pub not_after: String,
+    pub(crate) not_before: String,
+    pub(crate) not_after: String,
 }
 
 /// Subject, issuer and validity of a certificate.
-pub fn describe(der: &[u8]) -> Option<Described> {
+pub(crate) fn describe(der: &[u8]) -> Option<Described> {
     let (cert, _) = element(der, 0x30)?;
     let (mut tbs, _) = element(cert, 0x30)?;
     if tbs.first() == Some(&0xa0) {

@@ -5,7 +5,8 @@
 
 mod queue;
 
-pub use queue::{Queue, Unavailable};
+pub use queue::Queue;
+pub(crate) use queue::Unavailable;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,7 +19,7 @@ use crate::model::health::Health;
 
 /// How a backend carries TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Termination {
+pub(crate) enum Termination {
     /// Relay the client's bytes untouched.
     Passthrough,
     /// Terminate TLS, forward plaintext.
@@ -31,7 +32,7 @@ pub enum Termination {
 }
 
 impl Termination {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Termination::Passthrough => "passthrough",
             Termination::Edge => "edge",
@@ -58,7 +59,7 @@ impl std::str::FromStr for Termination {
 
 /// What to check.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum CheckKind {
+pub(crate) enum CheckKind {
     Tcp,
     Tls,
     /// `GET path`, status within `expect`.
@@ -70,12 +71,12 @@ pub enum CheckKind {
 
 /// A backend's active check.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CheckSpec {
-    pub kind: CheckKind,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
+pub(crate) struct CheckSpec {
+    pub(crate) kind: CheckKind,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) rise: u32,
+    pub(crate) fall: u32,
 }
 
 impl Default for CheckSpec {
@@ -92,7 +93,7 @@ impl Default for CheckSpec {
 
 /// How a terminated connection is carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// One tunnel per connection to one server.
     Tcp,
     /// Each request routed by Host and path (`route::request`).
@@ -101,7 +102,7 @@ pub enum Mode {
 
 /// What HTTP mode does with the client's forwarded headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Forwarded {
+pub(crate) enum Forwarded {
     Append,
     Replace,
     IfNone,
@@ -125,20 +126,20 @@ impl std::str::FromStr for Forwarded {
 
 /// Timeouts of one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// One TCP connect attempt.
-    pub connect: Duration,
+    pub(crate) connect: Duration,
     /// From forwarding the ClientHello to the server's first byte.
-    pub server: Duration,
+    pub(crate) server: Duration,
     /// Inactivity in both directions once the server has answered.
-    pub tunnel: Duration,
+    pub(crate) tunnel: Duration,
     /// HTTP mode: a request head from its first byte, and each pause in a
     /// request body.
-    pub http_request: Duration,
+    pub(crate) http_request: Duration,
     /// HTTP mode: a client connection with no request in flight.
-    pub http_keep_alive: Duration,
+    pub(crate) http_keep_alive: Duration,
     /// Waiting for a place when every server is at its maximum.
-    pub queue: Duration,
+    pub(crate) queue: Duration,
 }
 
 impl Default for Timeouts {
@@ -166,11 +167,11 @@ pub struct ServerState {
     /// Its backend's queue, woken when a place frees here (set once: a
     /// server's state and its backend's queue are carried by the same
     /// backend name).
-    pub queue: std::sync::OnceLock<Arc<Queue>>,
+    pub(crate) queue: std::sync::OnceLock<Arc<Queue>>,
     /// Bytes and errors of the connections it served.
-    pub traffic: Traffic,
+    pub(crate) traffic: Traffic,
     /// Up or down, from active checks and passive failures.
-    pub health: Health,
+    pub(crate) health: Health,
     /// What the runtime keeps per server beyond these counters (see
     /// [`ServerState::attached`]); allocated on first use, so servers of
     /// passthrough backends carry one empty word.
@@ -195,7 +196,7 @@ impl std::fmt::Debug for Attached {
 
 /// The sticky cookie's name when none is configured: a hash of the
 /// backend's name, the same on every replica.
-pub fn default_cookie_name(backend: &str) -> String {
+pub(crate) fn default_cookie_name(backend: &str) -> String {
     format!(
         "{:016x}",
         crate::model::balance::hash::hash_bytes(backend.as_bytes())
@@ -226,10 +227,10 @@ impl ServerState {
 /// Holds one active connection on a server; releases it when dropped
 /// (and wakes a connection queued for a place on its backend).
 #[derive(Debug)]
-pub struct ActiveGuard(Arc<ServerState>);
+pub(crate) struct ActiveGuard(Arc<ServerState>);
 
 impl ActiveGuard {
-    pub fn new(state: &Arc<ServerState>) -> Self {
+    pub(crate) fn new(state: &Arc<ServerState>) -> Self {
         state.active.fetch_add(1, Ordering::Relaxed);
         state.total.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(Arc::clone(state))
@@ -264,42 +265,42 @@ pub struct Server {
     pub name: String,
     pub addr: SocketAddr,
     /// 0..=256; 0 takes no new connections.
-    pub weight: u16,
+    pub(crate) weight: u16,
     pub state: Arc<ServerState>,
 }
 
 /// Connections a backend lets wait for a place, unless configured.
-pub const DEFAULT_MAX_QUEUE: usize = 1024;
+pub(crate) const DEFAULT_MAX_QUEUE: usize = 1024;
 
 #[derive(Debug)]
 pub struct Backend {
     pub name: String,
-    pub termination: Termination,
+    pub(crate) termination: Termination,
     /// Edge and re-encrypt: a tunnel or HTTP routed per request.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// HTTP mode: the sticky cookie's name, `None` when turned off.
-    pub cookie: Option<Box<str>>,
+    pub(crate) cookie: Option<Box<str>>,
     /// HTTP mode: forwarded-header policy.
-    pub forwarded: Forwarded,
+    pub(crate) forwarded: Forwarded,
     /// Passthrough and TCP mode: a PROXY header naming the client is sent
     /// to the server first (and a `LOCAL` one before each health check).
-    pub send_proxy: Option<crate::model::wire::proxy_header::Version>,
-    pub algorithm: Algorithm,
+    pub(crate) send_proxy: Option<crate::model::wire::proxy_header::Version>,
+    pub(crate) algorithm: Algorithm,
     pub servers: Vec<Server>,
     /// Connections (HTTP mode: requests) one server takes at once.
-    pub max_per_server: Option<u32>,
+    pub(crate) max_per_server: Option<u32>,
     /// Connections waiting for a place at most (`max_queue`).
-    pub max_queue: usize,
+    pub(crate) max_queue: usize,
     /// Where they wait, for a backend with `max_per_server` (no other
     /// ever waits); carried across reloads.
     pub queue: Option<Arc<Queue>>,
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
     /// Further servers tried after a failed connect.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Round-robin position, carried across reloads with the backend.
-    pub rotation: Arc<AtomicUsize>,
+    pub(crate) rotation: Arc<AtomicUsize>,
     /// Failed verifications of servers' certificates (re-encrypt).
-    pub verify_failures: Arc<AtomicU64>,
+    pub(crate) verify_failures: Arc<AtomicU64>,
     /// What few backends set (an allow list, limits, HSTS, re-encrypt,
     /// a health check), boxed: absent, it costs one pointer, not the
     /// 290 bytes a configuration of 10,000 plain backends would repeat.
@@ -315,26 +316,26 @@ pub struct Backend {
 
 /// A backend's settings that most backends leave unset.
 #[derive(Debug, Default)]
-pub struct Extras {
+pub(crate) struct Extras {
     /// HTTP mode on TLS: `Strict-Transport-Security` set on responses.
-    pub hsts: Option<hyper::header::HeaderValue>,
+    pub(crate) hsts: Option<hyper::header::HeaderValue>,
     /// Client addresses allowed (OpenShift `ip_whitelist`); `None`: all.
-    pub allow: Option<Arc<[crate::model::limits::cidr::Cidr]>>,
+    pub(crate) allow: Option<Arc<[crate::model::limits::cidr::Cidr]>>,
     /// Connections per client address (those whose route chose this
     /// backend): at once and per period.
-    pub sources: Option<crate::model::limits::sources::Limited>,
+    pub(crate) sources: Option<crate::model::limits::sources::Limited>,
     /// HTTP mode: requests per client address per period.
-    pub request_rate: Option<crate::model::limits::sources::Limited>,
+    pub(crate) request_rate: Option<crate::model::limits::sources::Limited>,
     /// Re-encrypt only: how TLS to the servers is opened and verified.
-    pub upstream: Option<crate::tls::upstream::Upstream>,
+    pub(crate) upstream: Option<crate::tls::upstream::Upstream>,
     /// Active health check, if asked for.
-    pub check: Option<CheckSpec>,
+    pub(crate) check: Option<CheckSpec>,
 }
 
 impl Backend {
     /// The settings most backends leave unset, to set one (allocated on
     /// first use).
-    pub fn extras_mut(&mut self) -> &mut Extras {
+    pub(crate) fn extras_mut(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Box::default)
     }
 
@@ -343,26 +344,26 @@ impl Backend {
     }
 
     /// HTTP mode on TLS: the `Strict-Transport-Security` value.
-    pub fn hsts(&self) -> Option<&hyper::header::HeaderValue> {
+    pub(crate) fn hsts(&self) -> Option<&hyper::header::HeaderValue> {
         self.extras()?.hsts.as_ref()
     }
 
     /// Per-source connection limits, if any.
-    pub fn source_limits(&self) -> Option<&crate::model::limits::sources::Limited> {
+    pub(crate) fn source_limits(&self) -> Option<&crate::model::limits::sources::Limited> {
         self.extras()?.sources.as_ref()
     }
 
     /// Re-encrypt: how TLS to the servers is opened and verified.
-    pub fn upstream(&self) -> Option<&crate::tls::upstream::Upstream> {
+    pub(crate) fn upstream(&self) -> Option<&crate::tls::upstream::Upstream> {
         self.extras()?.upstream.as_ref()
     }
 
     /// The active health check, if asked for.
-    pub fn check(&self) -> Option<&CheckSpec> {
+    pub(crate) fn check(&self) -> Option<&CheckSpec> {
         self.extras()?.check.as_ref()
     }
 
-    pub fn new(
+    pub(crate) fn new(
         name: String,
         termination: Termination,
         algorithm: Algorithm,
@@ -409,7 +410,7 @@ impl Backend {
 
     /// Whether `client` may use this backend (its `allow` list); a refusal
     /// is counted.
-    pub fn admits(&self, client: std::net::IpAddr) -> bool {
+    pub(crate) fn admits(&self, client: std::net::IpAddr) -> bool {
         let Some(allow) = self.extras().and_then(|e| e.allow.as_ref()) else {
             return true;
         };
@@ -425,7 +426,7 @@ impl Backend {
     /// Admits a connection from `client` under the backend's per-source
     /// limits (a place held until the guard drops), or says why not; a
     /// refusal is counted.
-    pub fn admit_source(
+    pub(crate) fn admit_source(
         &self,
         client: IpAddr,
     ) -> Result<
@@ -442,7 +443,7 @@ impl Backend {
 
     /// HTTP mode: whether one more request from `client` is within
     /// `http_request_rate_per_source`; a refusal is counted.
-    pub fn admit_request(
+    pub(crate) fn admit_request(
         &self,
         client: IpAddr,
     ) -> Result<(), crate::model::limits::sources::Refusal> {
@@ -457,13 +458,13 @@ impl Backend {
     /// The sticky-cookie value of server `i`: a hash of the backend's and
     /// the server's names and the server's address, so every replica with
     /// the same configuration gives the same value, with no shared state.
-    pub fn cookie_value(&self, i: usize) -> Option<&str> {
+    pub(crate) fn cookie_value(&self, i: usize) -> Option<&str> {
         self.cookie_values().get(i).map(|v| &**v)
     }
 
     /// The server a sticky-cookie value names, if it is up (weight 0
     /// included: it keeps its sessions, it only takes no new ones).
-    pub fn server_for_cookie(&self, value: &str) -> Option<usize> {
+    pub(crate) fn server_for_cookie(&self, value: &str) -> Option<usize> {
         let values = self.cookie_values();
         (0..self.servers.len()).find(|&i| {
             self.servers[i].state.health.is_up() && values.get(i).is_some_and(|v| **v == *value)
@@ -484,17 +485,9 @@ impl Backend {
         })
     }
 
-    /// Servers that are up now.
-    pub fn servers_up(&self) -> usize {
-        self.servers
-            .iter()
-            .filter(|s| s.state.health.is_up())
-            .count()
-    }
-
     /// The server for a new connection from `client`, skipping `tried`
     /// and servers that are down.
-    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
+    pub(crate) fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
         self.balancer.pick(
             client,
             &Candidates {

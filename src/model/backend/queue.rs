@@ -63,7 +63,7 @@ const RETRY_LOOK: Duration = Duration::from_millis(20);
 
 /// Why no server was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     #[error("no server available")]
     NoServer,
     #[error("every server is at max_connections_per_server and the queue is full ({0} waiting)")]
@@ -97,7 +97,7 @@ impl Backend {
     /// A server for a new connection from `client` (`preferred` first,
     /// when it has room: a sticky session), skipping `tried` and servers
     /// that are down, with its place held by the guard.
-    pub async fn take(
+    pub(crate) async fn take(
         &self,
         client: IpAddr,
         tried: &[usize],

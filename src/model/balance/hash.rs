@@ -3,7 +3,7 @@
 //! replicas needs (std's hasher is randomly keyed and may change).
 
 /// FNV-1a over the bytes, then a SplitMix64 finaliser for avalanche.
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);
@@ -13,7 +13,7 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
 }
 
 /// SplitMix64 finaliser.
-pub fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;

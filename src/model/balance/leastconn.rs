@@ -15,11 +15,11 @@ pub struct LeastConn {
 }
 
 impl LeastConn {
-    pub fn new(weights: Vec<u16>, rotate: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(weights: Vec<u16>, rotate: Arc<AtomicUsize>) -> Self {
         LeastConn { weights, rotate }
     }
 
-    pub fn pick(&self, view: &impl View) -> Option<usize> {
+    pub(crate) fn pick(&self, view: &impl View) -> Option<usize> {
         let n = self.weights.len();
         if n == 0 {
             return None;
@@ -33,7 +33,7 @@ impl LeastConn {
 
 /// The least loaded of `candidates` relative to weight (first on ties):
 /// `a_i / w_i < a_j / w_j` compared as `a_i * w_j < a_j * w_i`.
-pub fn lightest(
+pub(crate) fn lightest(
     candidates: impl Iterator<Item = usize>,
     weights: &[u16],
     view: &impl View,

@@ -118,9 +118,9 @@ pub(crate) mod testing {
     /// A view where every server is eligible unless excluded, with loads the
     /// test sets.
     #[derive(Default)]
-    pub struct Fixed {
-        pub excluded: Vec<usize>,
-        pub load: RefCell<Vec<usize>>,
+    pub(crate) struct Fixed {
+        pub(crate) excluded: Vec<usize>,
+        pub(crate) load: RefCell<Vec<usize>>,
     }
 
     impl View for Fixed {

@@ -17,7 +17,7 @@ pub struct TwoChoices {
 }
 
 impl TwoChoices {
-    pub fn new(weights: Vec<u16>) -> Self {
+    pub(crate) fn new(weights: Vec<u16>) -> Self {
         let cumulative = weights
             .iter()
             .scan(0u64, |sum, &w| {
@@ -31,7 +31,7 @@ impl TwoChoices {
         }
     }
 
-    pub fn pick(&self, view: &impl View) -> Option<usize> {
+    pub(crate) fn pick(&self, view: &impl View) -> Option<usize> {
         let total = *self.cumulative.last()?;
         if total == 0 {
             return None;

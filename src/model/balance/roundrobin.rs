@@ -21,14 +21,14 @@ pub struct Smooth {
 }
 
 impl Smooth {
-    pub fn new(weights: &[u16], next: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(weights: &[u16], next: Arc<AtomicUsize>) -> Self {
         Smooth {
             sequence: sequence(&scaled(weights)),
             next,
         }
     }
 
-    pub fn pick(&self, view: &impl View) -> Option<usize> {
+    pub(crate) fn pick(&self, view: &impl View) -> Option<usize> {
         let len = self.sequence.len();
         if len == 0 {
             return None;

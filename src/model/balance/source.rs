@@ -17,7 +17,7 @@ pub struct Rendezvous {
 }
 
 impl Rendezvous {
-    pub fn new(members: &[Member<'_>]) -> Self {
+    pub(crate) fn new(members: &[Member<'_>]) -> Self {
         Rendezvous {
             seeds: members
                 .iter()
@@ -27,7 +27,7 @@ impl Rendezvous {
         }
     }
 
-    pub fn pick(&self, client: IpAddr, view: &impl View) -> Option<usize> {
+    pub(crate) fn pick(&self, client: IpAddr, view: &impl View) -> Option<usize> {
         let key = match client {
             IpAddr::V4(v4) => hash_bytes(&v4.octets()),
             IpAddr::V6(v6) => hash_bytes(&v6.octets()),

@@ -13,15 +13,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 /// What a TLS connection (its record buffers in and out, and HTTP mode's
 /// read buffer) is counted as: rustls keeps up to one 16 KiB record each
 /// way at a time.
-pub const TLS_CONNECTION: usize = 32 * 1024;
+pub(crate) const TLS_CONNECTION: usize = 32 * 1024;
 
 /// What a plain HTTP connection (port 80: hyper's read and write
 /// buffers) is counted as.
-pub const HTTP_CONNECTION: usize = 16 * 1024;
+pub(crate) const HTTP_CONNECTION: usize = 16 * 1024;
 
 /// The budget's state.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     /// Bytes; `usize::MAX` when there is no limit.
     limit: AtomicUsize,
     used: AtomicUsize,
@@ -39,14 +39,14 @@ static BUDGET: Budget = Budget {
 };
 
 /// The process's budget.
-pub fn global() -> &'static Budget {
+pub(crate) fn global() -> &'static Budget {
     &BUDGET
 }
 
 /// Bytes held against the budget; given back when dropped.
 #[derive(Debug)]
 #[must_use = "the bytes are given back when the charge is dropped"]
-pub struct Charge {
+pub(crate) struct Charge {
     budget: &'static Budget,
     bytes: usize,
     /// Of `bytes`, what a large ClientHello took beyond its first read.
@@ -56,7 +56,7 @@ pub struct Charge {
 impl Charge {
     /// Bytes charged.
     #[cfg(test)]
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
@@ -64,7 +64,7 @@ impl Charge {
     /// the first read, if there is room: new work, and large hellos
     /// together get at most a quarter of the budget, so that slow ones
     /// (slowloris) cannot keep every other client out.
-    pub fn grow_hello_to(&mut self, bytes: usize) -> bool {
+    pub(crate) fn grow_hello_to(&mut self, bytes: usize) -> bool {
         let Some(extra) = bytes.checked_sub(self.bytes) else {
             return true;
         };
@@ -98,25 +98,25 @@ impl Drop for Charge {
 
 impl Budget {
     /// Sets the limit (`None`: no limit). Charges already held stay.
-    pub fn set_limit(&self, bytes: Option<usize>) {
+    pub(crate) fn set_limit(&self, bytes: Option<usize>) {
         self.limit.store(bytes.unwrap_or(usize::MAX), Relaxed);
     }
 
-    pub fn limit(&self) -> Option<usize> {
+    pub(crate) fn limit(&self) -> Option<usize> {
         Some(self.limit.load(Relaxed)).filter(|&l| l != usize::MAX)
     }
 
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Relaxed)
     }
 
-    pub fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Relaxed)
     }
 
     /// `bytes` for new work, if they fit under the limit; a refusal is
     /// counted.
-    pub fn admit(&'static self, bytes: usize) -> Option<Charge> {
+    pub(crate) fn admit(&'static self, bytes: usize) -> Option<Charge> {
         // Built only when taken: a Charge dropped gives its bytes back.
         self.take(bytes).then(|| Charge {
             budget: self,
@@ -127,7 +127,7 @@ impl Budget {
 
     /// `bytes` for work already admitted: charged whatever the room.
     #[cfg(test)]
-    pub fn force(&'static self, bytes: usize) -> Charge {
+    pub(crate) fn force(&'static self, bytes: usize) -> Charge {
         self.used.fetch_add(bytes, Relaxed);
         Charge {
             budget: self,
@@ -137,12 +137,12 @@ impl Budget {
     }
 
     /// Counts `bytes` allocated outside a `Charge` (the relay's pool).
-    pub fn add(&self, bytes: usize) {
+    pub(crate) fn add(&self, bytes: usize) {
         self.used.fetch_add(bytes, Relaxed);
     }
 
     /// Gives back bytes counted with `add`.
-    pub fn give_back(&self, bytes: usize) {
+    pub(crate) fn give_back(&self, bytes: usize) {
         self.used.fetch_sub(bytes, Relaxed);
     }
 
@@ -160,7 +160,7 @@ impl Budget {
 
 /// Why a `buffer_memory` value was not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SizeError {
+pub(crate) enum SizeError {
     #[error(
         "`{0}`: expected a size such as \"256MiB\" or a share of the memory limit such as \"25%\""
     )]
@@ -175,7 +175,7 @@ pub enum SizeError {
 
 /// What `buffer_memory` says: bytes, or a share of the memory limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Size {
+pub(crate) enum Size {
     Bytes(usize),
     Percent(u8),
 }
@@ -214,7 +214,7 @@ impl std::str::FromStr for Size {
 impl Size {
     /// In bytes, a share taken of `memory_limit` (the cgroup's, else the
     /// machine's).
-    pub fn bytes(self, text: &str, memory_limit: Option<u64>) -> Result<usize, SizeError> {
+    pub(crate) fn bytes(self, text: &str, memory_limit: Option<u64>) -> Result<usize, SizeError> {
         match self {
             Size::Bytes(b) => Ok(b),
             Size::Percent(p) => memory_limit
@@ -225,7 +225,7 @@ impl Size {
 }
 
 /// The default budget: a quarter of the memory limit.
-pub const DEFAULT_SHARE: Size = Size::Percent(25);
+pub(crate) const DEFAULT_SHARE: Size = Size::Percent(25);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 /// One block of addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     network: IpAddr,
     prefix: u8,
 }
@@ -45,7 +45,7 @@ impl std::str::FromStr for Cidr {
 
 impl Cidr {
     /// Whether `ip` is in this block.
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     limit: AtomicUsize,
     used: AtomicUsize,
     /// Woken when a slot is released or the limit changes.
@@ -20,10 +20,10 @@ pub struct Slots {
 
 /// One open connection's slot; released on drop.
 #[derive(Debug)]
-pub struct Slot(Arc<Slots>);
+pub(crate) struct Slot(Arc<Slots>);
 
 impl Slots {
-    pub fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(Slots {
             limit: AtomicUsize::new(limit),
             used: AtomicUsize::new(0),
@@ -32,7 +32,7 @@ impl Slots {
     }
 
     /// Waits until a connection may be accepted.
-    pub async fn acquire(self: &Arc<Self>) -> Slot {
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Slot {
         loop {
             if let Some(slot) = self.try_acquire() {
                 return slot;
@@ -44,7 +44,7 @@ impl Slots {
     }
 
     /// A slot if one is free now.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 (used < self.limit.load(Ordering::Acquire)).then_some(used + 1)
@@ -55,13 +55,13 @@ impl Slots {
 
     /// Changes the limit; connections over a lowered one are not closed,
     /// they just keep new ones waiting until enough have ended.
-    pub fn resize(&self, limit: usize) {
+    pub(crate) fn resize(&self, limit: usize) {
         self.limit.store(limit, Ordering::Release);
         self.changed.notify_one();
     }
 
     #[cfg(test)]
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 }

@@ -27,15 +27,15 @@ use std::time::{Duration, Instant};
 
 const SHARDS: usize = 32;
 /// Sources tracked per listener at most.
-pub const CAPACITY: usize = 65_536;
+pub(crate) const CAPACITY: usize = 65_536;
 /// Sources tracked for all backends together at most.
-pub const BACKEND_CAPACITY: usize = 262_144;
+pub(crate) const BACKEND_CAPACITY: usize = 262_144;
 
 /// `N/period`: at most `count` new connections per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: u32,
-    pub per: Duration,
+pub(crate) struct Rate {
+    pub(crate) count: u32,
+    pub(crate) per: Duration,
 }
 
 impl std::str::FromStr for Rate {
@@ -57,16 +57,16 @@ impl std::str::FromStr for Rate {
 
 /// A listener's per-source limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub concurrent: Option<u32>,
-    pub rate: Option<Rate>,
+pub(crate) struct Limits {
+    pub(crate) concurrent: Option<u32>,
+    pub(crate) rate: Option<Rate>,
     /// IPv6 clients in one block of this length are one source.
-    pub ipv6_prefix: u8,
+    pub(crate) ipv6_prefix: u8,
 }
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("{0} connections already open from this source (max_connections_per_source)")]
     Concurrent(u32),
     #[error("more than {} new connections in {:?} from this source (connection_rate_per_source)", .0.count, .0.per)]
@@ -75,7 +75,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Seconds until a refused client may try again (`Retry-After`).
-    pub fn retry_after(&self) -> u64 {
+    pub(crate) fn retry_after(&self) -> u64 {
         match self {
             Refusal::Concurrent(_) => 1,
             Refusal::Rate(rate) => {
@@ -99,11 +99,11 @@ struct Entry {
 
 /// A listener's or backend's limits with its table.
 #[derive(Debug, Clone)]
-pub struct Limited {
-    pub table: Arc<Sources>,
+pub(crate) struct Limited {
+    pub(crate) table: Arc<Sources>,
     /// Whose entries these are in a shared table (0 for a listener).
-    pub scope: u64,
-    pub limits: Limits,
+    pub(crate) scope: u64,
+    pub(crate) limits: Limits,
 }
 
 impl PartialEq for Limited {
@@ -118,12 +118,12 @@ impl Eq for Limited {}
 
 impl Limited {
     /// Admits a connection from `ip`, or says why not.
-    pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
         self.table.admit(self.scope, ip, &self.limits)
     }
 
     /// The limits of backend `name`, in the table all backends share.
-    pub fn backend(name: &str, salt: u64, limits: Limits) -> Self {
+    pub(crate) fn backend(name: &str, salt: u64, limits: Limits) -> Self {
         static BACKENDS: OnceLock<Arc<Sources>> = OnceLock::new();
         let table = BACKENDS.get_or_init(|| Sources::with_capacity(BACKEND_CAPACITY));
         Limited {
@@ -136,7 +136,7 @@ impl Limited {
 
 /// The sources of one listener, or of every backend.
 #[derive(Debug)]
-pub struct Sources {
+pub(crate) struct Sources {
     shards: Vec<Mutex<Shard>>,
     /// Which shard a source is in: keyed, drawn at start.
     spread: RandomState,
@@ -168,7 +168,7 @@ enum Addr {
 
 /// One admitted connection; releases its place when dropped.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     table: Arc<Sources>,
     /// `None`: admitted untracked (the table was full of busy sources).
     key: Option<Key>,
@@ -200,7 +200,7 @@ impl Drop for Admitted {
 /// The table of the listener `name`, the same across reloads while a
 /// configuration in use has it (a listener removed for good takes its
 /// table with it).
-pub fn table(name: &str) -> Arc<Sources> {
+pub(crate) fn table(name: &str) -> Arc<Sources> {
     static TABLES: OnceLock<Mutex<HashMap<String, Weak<Sources>>>> = OnceLock::new();
     let tables = TABLES.get_or_init(Default::default);
     let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
@@ -242,7 +242,7 @@ impl Sources {
 
     /// Admits a connection from `ip` under `limits` in `scope`, or says why
     /// not.
-    pub fn admit(
+    pub(crate) fn admit(
         self: &Arc<Self>,
         scope: u64,
         ip: IpAddr,
@@ -313,14 +313,16 @@ impl Sources {
     }
 
     /// Sources tracked now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map_or(0, |s| s.entries.len()))
             .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -4,25 +4,25 @@
 
 /// One map line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapLine {
+pub(crate) struct MapLine {
     /// 1-based line number, for `file:line` messages and `route` output.
-    pub line: usize,
+    pub(crate) line: usize,
     /// The regex, as written.
-    pub pattern: String,
+    pub(crate) pattern: String,
     /// Everything after the regex, trimmed.
-    pub value: String,
+    pub(crate) value: String,
 }
 
 /// A line that is not `<regex> <value>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    pub line: usize,
-    pub message: String,
+pub(crate) struct LineError {
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 /// Splits a map file into entries; every bad line is reported, the good
 /// ones are kept in file order.
-pub fn parse(text: &str) -> (Vec<MapLine>, Vec<LineError>) {
+pub(crate) fn parse(text: &str) -> (Vec<MapLine>, Vec<LineError>) {
     let mut lines = Vec::new();
     let mut errors = Vec::new();
     for (index, raw) in text.lines().enumerate() {

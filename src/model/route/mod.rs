@@ -4,10 +4,10 @@
 //! `shape` and compiled into a `table` once per configuration; the data
 //! path only reads them.
 
-pub mod map_file;
-pub mod request;
-pub mod shape;
-pub mod table;
+pub(crate) mod map_file;
+pub(crate) mod request;
+pub(crate) mod shape;
+pub(crate) mod table;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,18 +15,18 @@ use std::sync::Arc;
 pub use table::{Entry, Table};
 
 /// Index of a backend in the snapshot's backend list.
-pub type BackendId = usize;
+pub(crate) type BackendId = usize;
 
 /// A compiled map with the file it came from.
 #[derive(Debug)]
-pub struct Map<V> {
-    pub path: Arc<Path>,
-    pub table: Table<V>,
+pub(crate) struct Map<V> {
+    pub(crate) path: Arc<Path>,
+    pub(crate) table: Table<V>,
 }
 
 impl<V> Map<V> {
     /// The pattern written on `line`, for explanations.
-    pub fn pattern_at(&self, line: usize) -> Option<&str> {
+    pub(crate) fn pattern_at(&self, line: usize) -> Option<&str> {
         self.table.pattern_at(line)
     }
 }
@@ -36,38 +36,34 @@ impl<V> Map<V> {
 ///
 /// Each compiled map is shared (`Arc`): a reload that leaves a map file
 /// unchanged, and every backend it names where it was, reuses it as it is.
-pub struct Routes {
+pub(crate) struct Routes {
     /// `os_sni_passthrough.map`: names served by passthrough (values unused).
-    pub passthrough: Option<Arc<Map<()>>>,
+    pub(crate) passthrough: Option<Arc<Map<()>>>,
     /// `os_tcp_be.map`: name → passthrough backend.
-    pub tcp_be: Option<Arc<Map<BackendId>>>,
+    pub(crate) tcp_be: Option<Arc<Map<BackendId>>>,
     /// `os_edge_reencrypt_be.map`: name → edge or re-encrypt backend.
-    pub edge: Option<Arc<Map<BackendId>>>,
+    pub(crate) edge: Option<Arc<Map<BackendId>>>,
     /// The same map for request keys (`host[:port]` + path), built when a
     /// backend serves HTTP.
-    pub edge_requests: Option<Arc<request::RequestTable<BackendId>>>,
+    pub(crate) edge_requests: Option<Arc<request::RequestTable<BackendId>>>,
     /// `os_http_be.map`: plain-HTTP request → backend in HTTP mode.
-    pub http_be: Option<Arc<RequestMap<BackendId>>>,
+    pub(crate) http_be: Option<Arc<RequestMap<BackendId>>>,
     /// `os_route_http_redirect.map`: plain-HTTP request → redirect to https.
-    pub http_redirect: Option<Arc<RequestMap<bool>>>,
+    pub(crate) http_redirect: Option<Arc<RequestMap<bool>>>,
 }
 
 /// A map of request keys with the file it came from.
 #[derive(Debug)]
-pub struct RequestMap<V> {
-    pub path: Arc<Path>,
-    pub table: request::RequestTable<V>,
+pub(crate) struct RequestMap<V> {
+    pub(crate) path: Arc<Path>,
+    pub(crate) table: request::RequestTable<V>,
 }
 
 impl Routes {
     /// Entries across all maps.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.passthrough.as_ref().map_or(0, |m| m.table.len())
             + self.tcp_be.as_ref().map_or(0, |m| m.table.len())
             + self.edge.as_ref().map_or(0, |m| m.table.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

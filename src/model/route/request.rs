@@ -21,7 +21,7 @@ use super::table::{compile, pattern_error, Entry, PatternError};
 
 /// One map, compiled for request keys.
 #[derive(Debug)]
-pub struct RequestTable<V> {
+pub(crate) struct RequestTable<V> {
     entries: Vec<Entry<V>>,
     /// How each entry is matched (same index).
     matchers: Vec<Matcher>,
@@ -61,7 +61,7 @@ enum Tail {
 
 impl<V> RequestTable<V> {
     /// Compiles entries (in file order); bad regexes are reported and left out.
-    pub fn build(entries: Vec<Entry<V>>) -> (Self, Vec<PatternError>) {
+    pub(crate) fn build(entries: Vec<Entry<V>>) -> (Self, Vec<PatternError>) {
         let mut table = RequestTable {
             entries: Vec::with_capacity(entries.len()),
             matchers: Vec::with_capacity(entries.len()),
@@ -101,13 +101,13 @@ impl<V> RequestTable<V> {
 
     /// The first entry that matches `host` (lowercased, with its port if
     /// the request had one) followed by `path` (no query).
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&Entry<V>> {
+    pub(crate) fn lookup(&self, host: &str, path: &str) -> Option<&Entry<V>> {
         let key = format!("{host}{path}");
         self.lookup_key(&key)
     }
 
     /// The first entry that matches a whole key (`host[:port]` + path).
-    pub fn lookup_key(&self, key: &str) -> Option<&Entry<V>> {
+    pub(crate) fn lookup_key(&self, key: &str) -> Option<&Entry<V>> {
         let empty: &[u32] = &[];
         fn get<'a>(map: &'a HashMap<Box<str>, Vec<u32>>, k: &str) -> &'a [u32] {
             map.get(k).map_or(&[], Vec::as_slice)
@@ -148,12 +148,12 @@ impl<V> RequestTable<V> {
         }
     }
 
-    pub fn entries(&self) -> &[Entry<V>] {
+    pub(crate) fn entries(&self) -> &[Entry<V>] {
         &self.entries
     }
 
     /// The pattern written on `line`, for explanations.
-    pub fn pattern_at(&self, line: usize) -> Option<&str> {
+    pub(crate) fn pattern_at(&self, line: usize) -> Option<&str> {
         let i = self.entries.binary_search_by_key(&line, |e| e.line).ok()?;
         Some(&self.entries[i].pattern)
     }

@@ -16,7 +16,7 @@ use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// What a pattern means for host-name keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// Matches exactly these keys (one, or two when a trailing `\.?`
     /// also admits the name with a final dot).
     Exact(Vec<String>),
@@ -32,7 +32,7 @@ pub enum Shape {
 
 /// Classifies `pattern`; an unparsable pattern is `General` (the compiler
 /// then reports it). Unknown shapes are `General`, never a guess.
-pub fn classify(pattern: &str) -> Shape {
+pub(crate) fn classify(pattern: &str) -> Shape {
     if let Some(shape) = openshift_form(pattern) {
         return shape;
     }
@@ -100,7 +100,7 @@ fn host_name(quoted: &str) -> Option<String> {
 }
 
 /// Classifies a parsed pattern.
-pub fn classify_hir(hir: &Hir) -> Shape {
+pub(crate) fn classify_hir(hir: &Hir) -> Shape {
     let HirKind::Concat(parts) = hir.kind() else {
         return match reduce(hir) {
             Reduced::Never => Shape::Never,

@@ -14,18 +14,18 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The 12 bytes every v2 header starts with.
-pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+pub(crate) const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// Longest v1 header, CRLF included (the specification's bound).
-pub const V1_MAX: usize = 107;
+pub(crate) const V1_MAX: usize = 107;
 /// Longest v2 header accepted: addresses plus TLVs a load balancer sends
 /// (AWS and GCP add a few dozen bytes).
-pub const V2_MAX: usize = 16 + 2048;
+pub(crate) const V2_MAX: usize = 16 + 2048;
 
 /// A complete header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Bytes the header takes at the start of the stream.
-    pub len: usize,
+    pub(crate) len: usize,
     /// The client the sender accepted; `None` for v2 `LOCAL`, v1
     /// `UNKNOWN` and address families other than TCP over IPv4/IPv6: the
     /// connection's own peer address stands.
@@ -61,7 +61,7 @@ pub enum HeaderError {
 
 /// The header a backend's servers are sent (`send_proxy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     V1,
     V2,
 }
@@ -81,7 +81,7 @@ impl std::str::FromStr for Version {
 /// The header for a connection from `client` to `destination` (the
 /// router's listening address), or for the router's own connection (a
 /// health check: v2 `LOCAL`, v1 `UNKNOWN`) when `None`.
-pub fn encode(version: Version, hop: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
+pub(crate) fn encode(version: Version, hop: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
     // An IPv4 client on an IPv6 socket is IPv4; when the two ends are of
     // different families (an IPv6 client named by a balancer, an IPv4
     // listener), both are written as IPv6, the IPv4 one mapped.

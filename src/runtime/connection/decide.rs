@@ -32,27 +32,27 @@ pub(super) enum Decided {
 
 /// A decided connection: what it needs from the configuration.
 pub(super) struct Routed {
-    pub backend: Arc<Backend>,
+    pub(crate) backend: Arc<Backend>,
     /// The listener's TLS settings, unless the backend is passthrough.
-    pub tls: Option<Arc<ServerSide>>,
-    pub handshake_timeout: Duration,
+    pub(crate) tls: Option<Arc<ServerSide>>,
+    pub(crate) handshake_timeout: Duration,
     /// The listener's default backend, if it serves HTTP.
-    pub fallback: Option<Arc<Backend>>,
+    pub(crate) fallback: Option<Arc<Backend>>,
     /// `[relay]`: how a passthrough relay copies.
-    pub copying: relay::Copying,
+    pub(crate) copying: relay::Copying,
     /// Resolves when a reload removed the route (`close_removed_after`).
-    pub removed: Option<relay::Stop>,
+    pub(crate) removed: Option<relay::Stop>,
     /// HTTP mode: each request is routed on its own against the current
     /// snapshot; the connection's backend only chose the mode.
-    pub requests: Option<Arc<Shared>>,
+    pub(crate) requests: Option<Arc<Shared>>,
 }
 
 /// An unrouted connection served in HTTP mode.
 pub(super) struct Unrouted {
-    pub tls: Arc<ServerSide>,
-    pub handshake_timeout: Duration,
-    pub fallback: Option<Arc<Backend>>,
-    pub timeouts: Timeouts,
+    pub(crate) tls: Arc<ServerSide>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) fallback: Option<Arc<Backend>>,
+    pub(crate) timeouts: Timeouts,
 }
 
 /// Decides the connection from what its log says the client sent, then

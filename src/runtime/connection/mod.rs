@@ -44,17 +44,17 @@ use crate::runtime::relay;
 use crate::runtime::shared::Shared;
 
 /// What the listener hands over for each accepted connection.
-pub struct Accepted {
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
     /// The configuration current at accept: the decision is made from it,
     /// then it is dropped.
-    pub snapshot: Arc<Snapshot>,
+    pub(crate) snapshot: Arc<Snapshot>,
     /// Index of the accepting listener in `snapshot.listeners`.
-    pub listener: usize,
+    pub(crate) listener: usize,
     /// To follow reloads when removed routes must be closed.
-    pub shared: Arc<Shared>,
-    pub counted: Counted,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) counted: Counted,
 }
 
 /// A connection's task, from accept to its end: never panics on peer
@@ -67,7 +67,7 @@ pub struct Accepted {
 /// long-lived connection is sized for the relay alone (its streams, one
 /// timer, its log record and its places), not for the largest step
 /// before it.
-pub fn handle(conn: Accepted) -> Connection {
+pub(crate) fn handle(conn: Accepted) -> Connection {
     let Accepted {
         stream,
         peer,
@@ -88,11 +88,11 @@ pub fn handle(conn: Accepted) -> Connection {
 
 /// What the listener counts a connection by until it ends: its slot
 /// under `max_connections` and its place in the open-connection gauges.
-pub struct Counted {
+pub(crate) struct Counted {
     /// Held, not read: dropping it frees the slot.
     #[allow(dead_code)]
-    pub slot: crate::model::limits::slots::Slot,
-    pub open: crate::runtime::shared::OpenGuard,
+    pub(crate) slot: crate::model::limits::slots::Slot,
+    pub(crate) open: crate::runtime::shared::OpenGuard,
 }
 
 /// The end of the first stage: the log, and the relay to run if the
@@ -101,7 +101,7 @@ type Opened = (AccessLog, Option<(relay::Relay, Held)>);
 
 pin_project_lite::pin_project! {
     /// The future of one connection's task (see [`handle`]).
-    pub struct Connection {
+    pub(crate) struct Connection {
         #[pin]
         stage: Stage,
         counted: Counted,
@@ -311,12 +311,12 @@ async fn dispatch(
 
 /// What the termination paths need besides the streams.
 pub(crate) struct Ctx<'a> {
-    pub peer: SocketAddr,
-    pub backend: &'a Arc<Backend>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) backend: &'a Arc<Backend>,
     /// Resolves when a reload removed this connection's route (if asked).
-    pub removed: Option<relay::Stop>,
+    pub(crate) removed: Option<relay::Stop>,
     /// `[relay]`: how a passthrough relay copies.
-    pub copying: relay::Copying,
+    pub(crate) copying: relay::Copying,
 }
 
 #[cfg(test)]

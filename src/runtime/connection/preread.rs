@@ -26,7 +26,7 @@ const FIRST_READ: usize = 2048;
 /// buffer budget. What they said (a hello with SNI, one without, or not
 /// TLS) is in the connection's log: [`AccessLog::said`].
 pub(super) struct Preread {
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Released with the bytes.
     _charge: Charge,
 }

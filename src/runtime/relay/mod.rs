@@ -11,10 +11,10 @@
 
 mod pool;
 #[cfg(target_os = "linux")]
-pub mod splice;
+pub(crate) mod splice;
 mod streams;
 
-pub use streams::relay_streams;
+pub(crate) use streams::relay_streams;
 
 use std::io;
 use std::net::Shutdown;
@@ -30,13 +30,13 @@ use pool::Buffer;
 
 /// Which end of a relayed connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Client,
     Server,
 }
 
 impl Side {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Side::Client => "client",
             Side::Server => "server",
@@ -53,7 +53,7 @@ impl Side {
 
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// Both directions finished; `first` closed its sending side first.
     Closed { first: Side },
     /// A socket failed (reset, broken pipe, …).
@@ -68,30 +68,30 @@ pub enum End {
 
 /// A future that ends the relay when it resolves (boxed, so a connection
 /// that has none pays one pointer).
-pub type Stop = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub(crate) type Stop = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What the relay did.
 #[derive(Debug, Clone, Copy)]
-pub struct Outcome {
-    pub client_to_server: u64,
-    pub server_to_client: u64,
-    pub end: End,
+pub(crate) struct Outcome {
+    pub(crate) client_to_server: u64,
+    pub(crate) server_to_client: u64,
+    pub(crate) end: End,
 }
 
 /// Deadlines of a relay.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadlines {
+pub(crate) struct Deadlines {
     /// From the start of the relay to the server's first byte.
-    pub first_response: Duration,
+    pub(crate) first_response: Duration,
     /// Inactivity once the server has answered.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 /// How a passthrough relay copies: `splice`: bursts through a kernel pipe
 /// (`[relay] splice`, Linux only; elsewhere always through the buffer).
 #[derive(Debug, Clone, Copy)]
-pub struct Copying {
-    pub splice: bool,
+pub(crate) struct Copying {
+    pub(crate) splice: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -100,7 +100,7 @@ pin_project_lite::pin_project! {
     /// than an `async fn`, so that a long-lived connection's task holds
     /// each piece of state once: the two streams, one timer, the two
     /// directions and the deadline bookkeeping.
-    pub struct Relay {
+    pub(crate) struct Relay {
         client: TcpStream,
         server: TcpStream,
         #[pin]
@@ -116,7 +116,7 @@ pin_project_lite::pin_project! {
 
 /// Starts relaying between `client` and `server`; the first-response
 /// deadline counts from now.
-pub fn relay(
+pub(crate) fn relay(
     client: TcpStream,
     server: TcpStream,
     deadlines: Deadlines,
@@ -396,7 +396,7 @@ fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Writes all of `data`, waiting for the socket when it is full.
-pub async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match to.try_write(data) {
             Ok(n) => data = &data[n..],

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 /// Size of one copy buffer: large enough that a bulk transfer moves a lot
 /// per system call.
-pub const BUFFER_SIZE: usize = 32 * 1024;
+pub(crate) const BUFFER_SIZE: usize = 32 * 1024;
 /// Spare buffers kept per thread; beyond this they are freed.
 const SPARES: usize = 16;
 
@@ -17,10 +17,10 @@ thread_local! {
 }
 
 /// A buffer on loan from the pool; returns itself when dropped.
-pub struct Buffer(Box<[u8]>);
+pub(crate) struct Buffer(Box<[u8]>);
 
 impl Buffer {
-    pub fn take() -> Self {
+    pub(crate) fn take() -> Self {
         let spare = SPARE.with(|s| s.borrow_mut().pop());
         Buffer(spare.unwrap_or_else(|| {
             // Bytes in flight of a connection already admitted: counted

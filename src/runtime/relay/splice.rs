@@ -26,7 +26,7 @@ use crate::runtime::descriptors::{current, splice_pairs_allowed};
 
 /// At most this much is moved per call: the default pipe capacity, and
 /// what a pipe counts against the buffer budget.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 /// Empty pipes kept per thread; beyond this they are closed.
 const SPARES: usize = 16;
 /// Pipes open now (lent or spare), across threads.
@@ -37,7 +37,7 @@ thread_local! {
 }
 
 /// A pipe on loan from the pool.
-pub struct Pipe {
+pub(crate) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
 }
@@ -46,7 +46,7 @@ impl Pipe {
     /// An empty pipe: a spare, or a new one while fewer than the allowed
     /// number are open (`None` otherwise, or when the process is out of
     /// descriptors: the caller copies through its buffer instead).
-    pub fn take() -> Option<Pipe> {
+    pub(crate) fn take() -> Option<Pipe> {
         if let Some(pipe) = SPARE.with(|s| s.borrow_mut().pop()) {
             return Some(pipe);
         }
@@ -67,7 +67,7 @@ impl Pipe {
 
     /// Gives an empty pipe back to the pool (the caller never gives back
     /// one that holds bytes; such a pipe is dropped, closing it).
-    pub fn give_back(self) {
+    pub(crate) fn give_back(self) {
         SPARE.with(|s| {
             let mut spare = s.borrow_mut();
             if spare.len() < SPARES {
@@ -80,7 +80,7 @@ impl Pipe {
     /// it moved nothing. A 0 is not trusted as the end of the stream, nor
     /// as an empty socket (splicing stops at TCP urgent data): readiness is
     /// left as it is and the caller reads the socket to settle it.
-    pub fn fill(&self, from: &TcpStream) -> io::Result<usize> {
+    pub(crate) fn fill(&self, from: &TcpStream) -> io::Result<usize> {
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
         match splice(from.as_fd(), None, self.write.as_fd(), None, CHUNK, flags) {
             Ok(n) => Ok(n),
@@ -94,7 +94,7 @@ impl Pipe {
     /// `len` bytes, so it is never what would block. A peer that has gone
     /// gives `EPIPE`, not a signal: the process ignores SIGPIPE, as Rust
     /// programs do.
-    pub fn drain(&self, to: &TcpStream, len: usize) -> io::Result<usize> {
+    pub(crate) fn drain(&self, to: &TcpStream, len: usize) -> io::Result<usize> {
         let moved = to.try_io(Interest::WRITABLE, || {
             let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
             Ok(splice(

@@ -104,7 +104,7 @@ fn side(code: u8) -> Side {
 
 /// Copies both ways between `client` and `server` until both are closed,
 /// one fails, a deadline passes or `stop` resolves.
-pub async fn relay_streams<C, S>(
+pub(crate) async fn relay_streams<C, S>(
     client: C,
     server: S,
     deadlines: Deadlines,

@@ -28,7 +28,7 @@ const MAX_SETTLE: Duration = Duration::from_secs(5);
 
 /// Why a reload is wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// A file was written and closed, or renamed into place.
     Changed,
     /// A file is being written, created or removed.
@@ -133,7 +133,7 @@ async fn run(
 fn update_watch(
     watcher: &mut Option<watch::Watcher>,
     tx: &mpsc::UnboundedSender<Trigger>,
-    snapshot: &config::Snapshot,
+    snapshot: &crate::model::snapshot::Snapshot,
 ) {
     if !snapshot.watch {
         *watcher = None;

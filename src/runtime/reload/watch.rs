@@ -17,7 +17,7 @@ use super::Trigger;
 
 /// Watches the directories of a set of files and reports what happened to
 /// those files (and to ConfigMap `..` entries next to them).
-pub struct Watcher {
+pub(crate) struct Watcher {
     inner: RecommendedWatcher,
     dirs: HashSet<PathBuf>,
     /// File names that matter, shared with the event callback.
@@ -25,7 +25,7 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(tx: UnboundedSender<Trigger>) -> notify::Result<Self> {
+    pub(crate) fn new(tx: UnboundedSender<Trigger>) -> notify::Result<Self> {
         let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
         let filter = Arc::clone(&names);
         let inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -49,7 +49,7 @@ impl Watcher {
 
     /// Watches exactly the directories of `files` (adding and dropping
     /// watches as the configuration's file list changes).
-    pub fn watch(&mut self, files: &[PathBuf]) {
+    pub(crate) fn watch(&mut self, files: &[PathBuf]) {
         // A file may be a symlink into another directory (a ConfigMap's
         // `..data/…`): watch where it points too, so edits there are seen.
         let resolved = files.iter().filter_map(|f| std::fs::canonicalize(f).ok());

@@ -15,110 +15,110 @@ use crate::runtime::reload;
 use crate::runtime::router::Router;
 
 #[derive(Serialize)]
-pub struct Report {
-    pub generation: u64,
-    pub live_snapshots: usize,
-    pub open_connections: usize,
-    pub ready: bool,
-    pub reload: ReloadReport,
-    pub frontends: Vec<Frontend>,
-    pub backends: Vec<BackendReport>,
-    pub certificates: Vec<Certificate>,
-    pub client_hello: Vec<(String, u64)>,
-    pub handshake_failures: Vec<(String, u64)>,
-    pub route_misses: u64,
-    pub proxy_refused: u64,
-    pub local_failures: u64,
-    pub source_limited: u64,
-    pub spliced_bytes: u64,
+pub(crate) struct Report {
+    pub(crate) generation: u64,
+    pub(crate) live_snapshots: usize,
+    pub(crate) open_connections: usize,
+    pub(crate) ready: bool,
+    pub(crate) reload: ReloadReport,
+    pub(crate) frontends: Vec<Frontend>,
+    pub(crate) backends: Vec<BackendReport>,
+    pub(crate) certificates: Vec<Certificate>,
+    pub(crate) client_hello: Vec<(String, u64)>,
+    pub(crate) handshake_failures: Vec<(String, u64)>,
+    pub(crate) route_misses: u64,
+    pub(crate) proxy_refused: u64,
+    pub(crate) local_failures: u64,
+    pub(crate) source_limited: u64,
+    pub(crate) spliced_bytes: u64,
     /// The buffer budget: bytes held now, the limit, work refused.
-    pub buffer_memory: BudgetReport,
-    pub unmatched_sni_top: Vec<(String, u64)>,
+    pub(crate) buffer_memory: BudgetReport,
+    pub(crate) unmatched_sni_top: Vec<(String, u64)>,
 }
 
 #[derive(Serialize)]
-pub struct BudgetReport {
-    pub used_bytes: u64,
-    pub limit_bytes: Option<u64>,
-    pub refused: u64,
+pub(crate) struct BudgetReport {
+    pub(crate) used_bytes: u64,
+    pub(crate) limit_bytes: Option<u64>,
+    pub(crate) refused: u64,
 }
 
 #[derive(Serialize)]
-pub struct ReloadReport {
-    pub applied: u64,
-    pub refused: u64,
-    pub last_error: Option<String>,
-    pub last_duration_ms: Option<f64>,
+pub(crate) struct ReloadReport {
+    pub(crate) applied: u64,
+    pub(crate) refused: u64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_duration_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
-pub struct Frontend {
-    pub name: String,
-    pub bind: String,
-    pub current: u64,
-    pub connections: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub errors: u64,
+pub(crate) struct Frontend {
+    pub(crate) name: String,
+    pub(crate) bind: String,
+    pub(crate) current: u64,
+    pub(crate) connections: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) errors: u64,
 }
 
 #[derive(Serialize)]
-pub struct BackendReport {
-    pub name: String,
-    pub termination: &'static str,
-    pub balance: &'static str,
-    pub up: bool,
-    pub current: u64,
-    pub connections: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub errors: u64,
-    pub verify_failures: u64,
+pub(crate) struct BackendReport {
+    pub(crate) name: String,
+    pub(crate) termination: &'static str,
+    pub(crate) balance: &'static str,
+    pub(crate) up: bool,
+    pub(crate) current: u64,
+    pub(crate) connections: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) errors: u64,
+    pub(crate) verify_failures: u64,
     /// Refused by the backend's `allow` list.
-    pub denied: u64,
+    pub(crate) denied: u64,
     /// Refused by the backend's per-source limits.
-    pub limited: u64,
+    pub(crate) limited: u64,
     /// Connections waiting for a place on a server now.
-    pub queue_current: u64,
+    pub(crate) queue_current: u64,
     /// Connections that had to wait, and those refused for it.
-    pub queued: u64,
-    pub queue_refused: u64,
+    pub(crate) queued: u64,
+    pub(crate) queue_refused: u64,
     /// HTTP mode: responses by class (`1xx` … `5xx`, `other`).
-    pub http_responses: [u64; 6],
+    pub(crate) http_responses: [u64; 6],
     /// HTTP mode: average time to the response head, ms.
-    pub http_response_ms: Option<f64>,
-    pub servers: Vec<ServerReport>,
+    pub(crate) http_response_ms: Option<f64>,
+    pub(crate) servers: Vec<ServerReport>,
 }
 
 #[derive(Serialize)]
-pub struct ServerReport {
-    pub name: String,
-    pub address: String,
-    pub up: bool,
-    pub weight: u16,
-    pub current: u64,
-    pub connections: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub errors: u64,
-    pub check_failures: u64,
+pub(crate) struct ServerReport {
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) up: bool,
+    pub(crate) weight: u16,
+    pub(crate) current: u64,
+    pub(crate) connections: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) errors: u64,
+    pub(crate) check_failures: u64,
     /// Times passed over at `max_connections_per_server`.
-    pub full: u64,
+    pub(crate) full: u64,
     /// HTTP mode: responses by class.
-    pub http_responses: [u64; 6],
+    pub(crate) http_responses: [u64; 6],
     /// HTTP mode: average time to the response head, ms.
-    pub http_response_ms: Option<f64>,
-    pub last_check: String,
-    pub since_change_seconds: Option<u64>,
+    pub(crate) http_response_ms: Option<f64>,
+    pub(crate) last_check: String,
+    pub(crate) since_change_seconds: Option<u64>,
 }
 
 #[derive(Serialize)]
-pub struct Certificate {
-    pub path: String,
-    pub expires_in_days: Option<f64>,
+pub(crate) struct Certificate {
+    pub(crate) path: String,
+    pub(crate) expires_in_days: Option<f64>,
 }
 
-pub fn report(router: &Router, status: &reload::Status) -> Report {
+pub(crate) fn report(router: &Router, status: &reload::Status) -> Report {
     let snapshot = router.snapshot();
     let g = global();
     let frontends = snapshot
@@ -255,7 +255,7 @@ fn certificates(snapshot: &Snapshot) -> Vec<Certificate> {
 
 /// Prometheus text through the `metrics` facade, recorded into the stats
 /// port's own recorder at scrape time.
-pub fn prometheus(report: &Report, recorder: &PrometheusRecorder) -> String {
+pub(crate) fn prometheus(report: &Report, recorder: &PrometheusRecorder) -> String {
     metrics::with_local_recorder(recorder, || record(report));
     let handle = recorder.handle();
     handle.run_upkeep();
@@ -381,7 +381,7 @@ fn http_responses(name: &'static str, labels: &[(&'static str, String)], counts:
 }
 
 /// The page a person reads: refreshes itself every 5 s.
-pub fn html(r: &Report) -> String {
+pub(crate) fn html(r: &Report) -> String {
     let mut s = String::new();
     let _ = write!(
         s,

@@ -11,7 +11,8 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use parse::{host_name, peek, ClientHello, HelloError, Progress};
+pub use parse::peek;
+pub(crate) use parse::{host_name, ClientHello, HelloError, Progress};
 
 /// Default cap on the bytes read while waiting for a complete ClientHello.
 /// Post-quantum key shares make 1.5–2 KB hellos common and FrodoKEM ones

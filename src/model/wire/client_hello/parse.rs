@@ -33,20 +33,20 @@ pub enum Progress {
 pub struct ClientHello {
     /// The host name of the `server_name` extension, lowercased, without a
     /// trailing dot. With Encrypted Client Hello it is the outer (public) name.
-    pub sni: Option<String>,
+    pub(crate) sni: Option<String>,
     /// The first ALPN protocols offered, in the client's order.
-    pub alpn: Vec<String>,
+    pub(crate) alpn: Vec<String>,
     /// How many ALPN protocols were offered in all.
-    pub alpn_offered: usize,
+    pub(crate) alpn_offered: usize,
     /// Highest version offered (`supported_versions`, else the legacy field).
-    pub version: u16,
+    pub(crate) version: u16,
     /// Whether the hello carries an `encrypted_client_hello` extension.
-    pub ech: bool,
+    pub(crate) ech: bool,
     /// Bytes from the start of the stream to the end of the last record
     /// holding part of the hello.
-    pub len: usize,
+    pub(crate) len: usize,
     /// How many TLS records the hello was spread over.
-    pub records: usize,
+    pub(crate) records: usize,
 }
 
 /// Why the bytes are not a usable ClientHello. Each variant names the
@@ -351,7 +351,7 @@ fn server_name(mut data: Reader<'_>) -> Result<Option<String>, HelloError> {
 /// Validates a host name and normalises it: lowercase, no trailing dot.
 /// Only letters, digits, `-`, `_` and `.` are accepted, so every later stage
 /// (route keys, logs) sees plain ASCII.
-pub fn host_name(raw: &[u8]) -> Result<String, HelloError> {
+pub(crate) fn host_name(raw: &[u8]) -> Result<String, HelloError> {
     let raw = raw.strip_suffix(b".").unwrap_or(raw);
     let valid = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
     if raw.is_empty() || raw.len() > 253 || !raw.iter().all(valid) {

@@ -116,13 +116,13 @@ macro_rules! until_drained {
 
 /// What requests of one connection are routed with.
 pub(super) struct Routing {
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// The listener's default backend, if it serves HTTP.
-    pub fallback: Option<Arc<Backend>>,
-    pub peer: SocketAddr,
+    pub(crate) fallback: Option<Arc<Backend>>,
+    pub(crate) peer: SocketAddr,
     /// `http_request_timeout` and `http_keep_alive_timeout` of the backend
     /// the SNI chose, else of `[defaults]`.
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
 }
 
 /// Terminates TLS, then serves requests until the client is done.

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 /// Why an upload stopped early.
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     #[error("the client sent no request body for {0:?}")]
     Stalled(Duration),
     #[error("reading the request body: {0}")]
@@ -31,7 +31,7 @@ pub enum UploadError {
 
 /// The end of an upload, as the request's sender sees it.
 #[derive(Debug, Default)]
-pub struct UploadEnd {
+pub(crate) struct UploadEnd {
     notify: Notify,
     /// Pieces of body passed on so far.
     progress: AtomicU64,
@@ -41,23 +41,23 @@ pub struct UploadEnd {
 
 impl UploadEnd {
     /// Waits until the body has been read through (or has failed).
-    pub async fn finished(&self) {
+    pub(crate) async fn finished(&self) {
         self.notify.notified().await;
     }
 
     /// Pieces of body passed on so far: unchanged over a while, with the
     /// upload unfinished, means the server stopped reading it.
-    pub fn progress(&self) -> u64 {
+    pub(crate) fn progress(&self) -> u64 {
         self.progress.load(Ordering::Relaxed)
     }
 
     /// Whether the client paused for longer than allowed.
-    pub fn stalled(&self) -> bool {
+    pub(crate) fn stalled(&self) -> bool {
         self.stalled.load(Ordering::Relaxed)
     }
 
     /// Whether the client's body broke off (reset, closed, malformed).
-    pub fn client_failed(&self) -> bool {
+    pub(crate) fn client_failed(&self) -> bool {
         self.client_failed.load(Ordering::Relaxed)
     }
 }
@@ -72,7 +72,7 @@ struct Watch {
 }
 
 /// The body of a request forwarded to a server.
-pub struct Upload {
+pub(crate) struct Upload {
     body: Incoming,
     watch: Option<Watch>,
 }
@@ -80,7 +80,7 @@ pub struct Upload {
 impl Upload {
     /// Wraps a client's request body; `None` as the end when there is no
     /// body to wait for.
-    pub fn new(body: Incoming, pause: Duration) -> (Self, Option<Arc<UploadEnd>>) {
+    pub(crate) fn new(body: Incoming, pause: Duration) -> (Self, Option<Arc<UploadEnd>>) {
         if body.is_end_stream() {
             return (Upload { body, watch: None }, None);
         }
