@@ -314,105 +314,45 @@ fn http_route(
     let mut out = Vec::new();
     let (namespace, name) = (route.namespace.as_str(), route.name.as_str());
     for listener in attached(route, gateways, report)? {
-        let on_listener = match listener.protocol.as_str() {
-            "HTTPS" if !listener.passthrough => Termination::Edge,
-            "HTTP" => Termination::Plain,
-            other => {
-                report.warn(
-                    route,
-                    Bad::new(
-                        "spec.parentRefs",
-                        format!(
-                            "listener `{}` ({other}) does not take HTTPRoutes",
-                            listener.name
-                        ),
-                    ),
-                );
-                continue;
-            }
+        let Some(on_listener) = http_listener(route, listener, report) else {
+            continue;
         };
         let hosts = hosts(route, listener, report)?;
         if hosts.is_empty() {
-            report.warn(
-                route,
-                Bad::new(
-                    "spec.hostnames",
-                    format!(
-                        "no hostname here or on listener `{}`: not served",
-                        listener.name
-                    ),
-                ),
+            let m = format!(
+                "no hostname here or on listener `{}`: not served",
+                listener.name
             );
+            report.warn(route, Bad::new("spec.hostnames", m));
         }
-        'rules: for (r, rule) in route.at("spec.rules").items()?.into_iter().enumerate() {
-            if !rule.get("filters").items()?.is_empty() {
-                report.warn(
-                    route,
-                    rule.get("filters")
-                        .bad("filters are not supported: this rule is not served"),
-                );
+        for (r, rule) in route.at("spec.rules").items()?.into_iter().enumerate() {
+            if !served(route, &rule, report)? {
                 continue;
-            }
-            for m in rule.get("matches").items()? {
-                for key in ["headers", "queryParams", "method"] {
-                    if m.get(key).is_present() {
-                        report.warn(
-                            route,
-                            m.get(key)
-                                .bad("only path matches are supported: this rule is not served"),
-                        );
-                        continue 'rules;
-                    }
-                }
             }
             let targets = targets(&rule, route, index)?;
             let mut termination = on_listener;
-            let mut destination_ca = None;
-            let mut verify_host = None;
+            let (mut destination_ca, mut verify_host) = (None, None);
             // The policy applies on either listener: port 80 requests are
             // then re-encrypted too.
-            {
-                if let Some((hostname, ca)) = backend_tls(index, &targets[0], report) {
-                    termination = Termination::Reencrypt;
-                    verify_host = Some(hostname);
-                    destination_ca = Some(ca);
-                }
+            if let Some((hostname, ca)) = backend_tls(index, &targets[0], report) {
+                termination = Termination::Reencrypt;
+                verify_host = Some(hostname);
+                destination_ca = Some(ca);
             }
-            let mut paths = Vec::new();
-            for m in rule.get("matches").items()? {
-                let path = m.get("path");
-                let kind = path.get("type").text()?.unwrap_or("PathPrefix");
-                let value = match super::routes::path(&path.get("value"))? {
-                    v if v.is_empty() => "/".to_string(),
-                    v => v,
-                };
-                match kind {
-                    "PathPrefix" => paths.push((value, false)),
-                    "Exact" => paths.push((value, true)),
-                    other => {
-                        return Err(path
-                            .get("type")
-                            .bad(format!("`{other}`: expected PathPrefix or Exact")))
-                    }
-                }
-            }
-            if paths.is_empty() {
-                paths.push(("/".to_string(), false));
-            }
+            let paths = rule_paths(&rule)?;
             let backend = format!(
                 "{}:{namespace}:{name}-{}-{r}",
                 termination.prefix(),
                 listener.name
             );
             for (host_name, wildcard) in &hosts {
-                let (host_name, wildcard) = (host_name.clone(), *wildcard);
                 for (path, exact) in &paths {
                     out.push(Claim {
                         owner: route.id(),
                         created: route.created().to_string(),
                         backend: backend.clone(),
                         host: host_name.clone(),
-                        wildcard,
+                        wildcard: *wildcard,
                         path: if path == "/" && !exact {
                             String::new()
                         } else {
@@ -433,6 +373,74 @@ fn http_route(
         }
     }
     Ok(out)
+}
+
+/// How a listener an HTTPRoute attaches to serves it: edge on HTTPS
+/// (terminated), plain on HTTP; `None` (warned) for the others.
+fn http_listener(route: &Object, listener: &Listener, report: &mut Report) -> Option<Termination> {
+    match listener.protocol.as_str() {
+        "HTTPS" if !listener.passthrough => Some(Termination::Edge),
+        "HTTP" => Some(Termination::Plain),
+        other => {
+            let m = format!(
+                "listener `{}` ({other}) does not take HTTPRoutes",
+                listener.name
+            );
+            report.warn(route, Bad::new("spec.parentRefs", m));
+            None
+        }
+    }
+}
+
+/// Whether a rule is one the router serves: no filters, and path matches
+/// only (the others are warned and left out).
+fn served(route: &Object, rule: &Field<'_>, report: &mut Report) -> Result<bool, Bad> {
+    if !rule.get("filters").items()?.is_empty() {
+        let bad = rule
+            .get("filters")
+            .bad("filters are not supported: this rule is not served");
+        report.warn(route, bad);
+        return Ok(false);
+    }
+    for m in rule.get("matches").items()? {
+        for key in ["headers", "queryParams", "method"] {
+            if m.get(key).is_present() {
+                let bad = m
+                    .get(key)
+                    .bad("only path matches are supported: this rule is not served");
+                report.warn(route, bad);
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A rule's paths, each with whether it is exact; `/` (a prefix) when it
+/// has no match.
+fn rule_paths(rule: &Field<'_>) -> Result<Vec<(String, bool)>, Bad> {
+    let mut paths = Vec::new();
+    for m in rule.get("matches").items()? {
+        let path = m.get("path");
+        let kind = path.get("type").text()?.unwrap_or("PathPrefix");
+        let value = match super::routes::path(&path.get("value"))? {
+            v if v.is_empty() => "/".to_string(),
+            v => v,
+        };
+        match kind {
+            "PathPrefix" => paths.push((value, false)),
+            "Exact" => paths.push((value, true)),
+            other => {
+                return Err(path
+                    .get("type")
+                    .bad(format!("`{other}`: expected PathPrefix or Exact")))
+            }
+        }
+    }
+    if paths.is_empty() {
+        paths.push(("/".to_string(), false));
+    }
+    Ok(paths)
 }
 
 fn tls_route(

@@ -211,6 +211,45 @@ pub(crate) fn routes(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
 
 fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
     let spec = route.at("spec");
+    let (host, wildcard) = route_host(route)?;
+    let path = path(&spec.get("path"))?;
+    let tls = spec.get("tls");
+    let (termination, insecure) = route_termination(&tls)?;
+    if termination == Termination::Passthrough && !path.is_empty() {
+        return Err(spec
+            .get("path")
+            .bad("a passthrough route cannot have a path: the router never sees it"));
+    }
+    let (certificate, destination_ca) = route_pems(route, &tls, termination, report)?;
+    let targets = route_targets(route)?;
+    let (namespace, name) = (route.namespace.as_str(), route.name.as_str());
+    let verify_host = (termination == Termination::Reencrypt)
+        .then(|| format!("{}.{namespace}.svc", targets[0].service));
+    let settings = Settings::from_annotations(route, termination, report);
+    Ok(Claim {
+        owner: route.id(),
+        created: route.created().to_string(),
+        backend: format!("{}:{namespace}:{name}", termination.prefix()),
+        host,
+        wildcard,
+        path,
+        exact: false,
+        termination,
+        insecure,
+        targets,
+        certificate,
+        destination_ca,
+        verify_host,
+        settings,
+        gateway_http: false,
+    })
+}
+
+/// The host a Route claims (`spec.host`, else the one the router admitted
+/// in its status) and whether it claims the whole domain under it
+/// (`wildcardPolicy: Subdomain`).
+fn route_host(route: &Object) -> Result<(String, bool), Bad> {
+    let spec = route.at("spec");
     let wildcard_policy = spec.get("wildcardPolicy").text()?.unwrap_or("None");
     let subdomain = match wildcard_policy {
         "" | "None" => false,
@@ -221,7 +260,6 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
                 .bad(format!("`{other}`: expected None or Subdomain")))
         }
     };
-    // The host: spec.host, else the one the router admitted (status).
     let mut host_field = spec.get("host");
     if !host_field.is_present() {
         if let Some(first) = route.at("status.ingress").items()?.into_iter().next() {
@@ -229,7 +267,6 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
         }
     }
     let (mut host, written_wildcard) = host(&host_field, subdomain)?;
-    let wildcard = subdomain;
     if subdomain && !written_wildcard {
         // `www.example.com` with Subdomain serves `*.example.com`.
         host = match host.split_once('.') {
@@ -237,8 +274,12 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
             _ => return Err(host_field.bad("a Subdomain route needs a host with a domain")),
         };
     }
-    let path = path(&spec.get("path"))?;
-    let tls = spec.get("tls");
+    Ok((host, subdomain))
+}
+
+/// `spec.tls.termination` and what port 80 does
+/// (`insecureEdgeTerminationPolicy`).
+fn route_termination(tls: &Field<'_>) -> Result<(Termination, Insecure), Bad> {
     let termination = match tls.get("termination").text()?.map(str::to_ascii_lowercase) {
         None if !tls.is_present() => Termination::Plain,
         None => return Err(tls.get("termination").bad("missing")),
@@ -269,11 +310,17 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
             )))
         }
     };
-    if termination == Termination::Passthrough && !path.is_empty() {
-        return Err(spec
-            .get("path")
-            .bad("a passthrough route cannot have a path: the router never sees it"));
-    }
+    Ok((termination, insecure))
+}
+
+/// The route's own certificate (with its CA) and the CA that verifies its
+/// servers (re-encrypt), as files to write.
+fn route_pems(
+    route: &Object,
+    tls: &Field<'_>,
+    termination: Termination,
+    report: &mut Report,
+) -> Result<(Option<Pem>, Option<Pem>), Bad> {
     let (namespace, name) = (route.namespace.as_str(), route.name.as_str());
     let text = |key: &'static str| {
         tls.get(key)
@@ -318,41 +365,28 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
         }),
         None => None,
     };
+    Ok((certificate, destination_ca))
+}
+
+/// The services a Route sends traffic to (`to`, then `alternateBackends`)
+/// with their weights, on the route's target port.
+fn route_targets(route: &Object) -> Result<Vec<Target>, Bad> {
+    let spec = route.at("spec");
     let port = spec.get("port").get("targetPort").port()?;
-    let mut targets = Vec::new();
-    let to = spec.get("to");
-    let mut services = vec![to.clone()];
+    let mut services = vec![spec.get("to")];
     services.extend(spec.get("alternateBackends").items()?);
+    let mut targets = Vec::new();
     for service in services {
         let weight = service_weight(&service, 100, 256)?;
         targets.push(Target {
-            namespace: namespace.to_string(),
+            namespace: route.namespace.clone(),
             service: service.get("name").required()?.to_string(),
             weight,
             port: port.clone(),
             port_is_service_port: false,
         });
     }
-    let verify_host = (termination == Termination::Reencrypt)
-        .then(|| format!("{}.{namespace}.svc", targets[0].service));
-    let settings = Settings::from_annotations(route, termination, report);
-    Ok(Claim {
-        owner: route.id(),
-        created: route.created().to_string(),
-        backend: format!("{}:{namespace}:{name}", termination.prefix()),
-        host,
-        wildcard,
-        path,
-        exact: false,
-        termination,
-        insecure,
-        targets,
-        certificate,
-        destination_ca,
-        verify_host,
-        settings,
-        gateway_http: false,
-    })
+    Ok(targets)
 }
 
 /// A reference to a backend service (a Route's `to`, a Gateway
@@ -407,7 +441,6 @@ fn ingress_claims(
     index: &Index<'_>,
     report: &mut Report,
 ) -> Result<Vec<Claim>, Bad> {
-    let (namespace, name) = (ingress.namespace.as_str(), ingress.name.as_str());
     let spec = ingress.at("spec");
     if spec.get("defaultBackend").is_present() {
         report.warn(
@@ -416,12 +449,52 @@ fn ingress_claims(
                 .bad("not supported (use a listener's default_backend); ignored"),
         );
     }
-    // Host → the certificate of the tls entry that lists it.
+    let tls_hosts = ingress_tls(ingress, index, report)?;
+    let mut claims = Vec::new();
+    for (r, rule) in spec.get("rules").items()?.into_iter().enumerate() {
+        let (host, wildcard) = host(&rule.get("host"), true)?;
+        let key = if wildcard {
+            format!("*.{host}")
+        } else {
+            host.clone()
+        };
+        let tls = tls_hosts.get(&key);
+        let paths = rule.get("http").get("paths").items()?;
+        for (p, entry) in paths.into_iter().enumerate() {
+            let rule = IngressRule {
+                host: &host,
+                wildcard,
+                tls,
+                backend: format!("{}-{r}-{p}", ingress.name),
+            };
+            claims.push(ingress_path(ingress, &rule, &entry, report)?);
+        }
+    }
+    Ok(claims)
+}
+
+/// One host of an Ingress rule, as its paths claim it.
+struct IngressRule<'a> {
+    host: &'a str,
+    wildcard: bool,
+    /// The certificate of the `tls` entry that lists the host (`None`
+    /// inside: the default certificate serves); `None`: plain HTTP.
+    tls: Option<&'a Option<Pem>>,
+    /// The backend's name within the namespace.
+    backend: String,
+}
+
+/// Host → the certificate of the Ingress's `tls` entry that lists it.
+fn ingress_tls(
+    ingress: &Object,
+    index: &Index<'_>,
+    report: &mut Report,
+) -> Result<HashMap<String, Option<Pem>>, Bad> {
     let mut tls_hosts: HashMap<String, Option<Pem>> = HashMap::new();
-    for entry in spec.get("tls").items()? {
+    for entry in ingress.at("spec").get("tls").items()? {
         let secret = entry.get("secretName").text()?;
         let pem = match secret {
-            Some(secret) => match index.tls_secret(namespace, secret) {
+            Some(secret) => match index.tls_secret(&ingress.namespace, secret) {
                 Ok(pem) => Some(pem),
                 Err(message) => {
                     report.warn(
@@ -441,87 +514,76 @@ fn ingress_claims(
             tls_hosts.insert(key, pem.clone());
         }
     }
-    let mut claims = Vec::new();
-    for (r, rule) in spec.get("rules").items()?.into_iter().enumerate() {
-        let (host, wildcard) = host(&rule.get("host"), true)?;
-        let key = if wildcard {
-            format!("*.{host}")
-        } else {
-            host.clone()
-        };
-        let tls = tls_hosts.get(&key);
-        let termination = if tls.is_some() {
-            Termination::Edge
-        } else {
-            Termination::Plain
-        };
-        for (p, entry) in rule
-            .get("http")
-            .get("paths")
-            .items()?
-            .into_iter()
-            .enumerate()
-        {
-            let path_type = entry.get("pathType").text()?.unwrap_or("Prefix");
-            let exact = match path_type {
-                "Exact" => true,
-                "Prefix" | "ImplementationSpecific" => false,
-                other => {
-                    return Err(entry.get("pathType").bad(format!(
-                        "`{other}`: expected Exact, Prefix or ImplementationSpecific"
-                    )))
-                }
-            };
-            let path = path(&entry.get("path"))?;
-            let service = entry.get("backend").get("service");
-            if !service.is_present() {
-                return Err(entry
-                    .get("backend")
-                    .bad("only service backends are supported"));
-            }
-            let port_field = service.get("port");
-            let port = match (
-                port_field.get("number").port()?,
-                port_field.get("name").port()?,
-            ) {
-                (Some(n), _) => Some(n),
-                (None, Some(PortRef::Name(n))) => Some(PortRef::Name(n)),
-                (None, Some(n)) => Some(n),
-                (None, None) => {
-                    return Err(port_field.bad("a service port (number or name) is needed"))
-                }
-            };
-            let backend_name = format!("{}-{r}-{p}", name);
-            claims.push(Claim {
-                owner: ingress.id(),
-                created: ingress.created().to_string(),
-                backend: format!("{}:{namespace}:{backend_name}", termination.prefix()),
-                host: host.clone(),
-                wildcard,
-                path,
-                exact,
-                termination,
-                insecure: if tls.is_some() {
-                    Insecure::Redirect
-                } else {
-                    Insecure::None
-                },
-                targets: vec![Target {
-                    namespace: namespace.to_string(),
-                    service: service.get("name").required()?.to_string(),
-                    weight: 100,
-                    port,
-                    port_is_service_port: true,
-                }],
-                certificate: tls.cloned().flatten(),
-                destination_ca: None,
-                verify_host: None,
-                settings: Settings::from_annotations(ingress, termination, report),
-                gateway_http: false,
-            });
+    Ok(tls_hosts)
+}
+
+/// The claim of one path of an Ingress rule.
+fn ingress_path(
+    ingress: &Object,
+    rule: &IngressRule<'_>,
+    entry: &Field<'_>,
+    report: &mut Report,
+) -> Result<Claim, Bad> {
+    let namespace = ingress.namespace.as_str();
+    let termination = if rule.tls.is_some() {
+        Termination::Edge
+    } else {
+        Termination::Plain
+    };
+    let path_type = entry.get("pathType").text()?.unwrap_or("Prefix");
+    let exact = match path_type {
+        "Exact" => true,
+        "Prefix" | "ImplementationSpecific" => false,
+        other => {
+            return Err(entry.get("pathType").bad(format!(
+                "`{other}`: expected Exact, Prefix or ImplementationSpecific"
+            )))
         }
+    };
+    let path = path(&entry.get("path"))?;
+    let service = entry.get("backend").get("service");
+    if !service.is_present() {
+        return Err(entry
+            .get("backend")
+            .bad("only service backends are supported"));
     }
-    Ok(claims)
+    let port_field = service.get("port");
+    let port = match (
+        port_field.get("number").port()?,
+        port_field.get("name").port()?,
+    ) {
+        (Some(n), _) => Some(n),
+        (None, Some(PortRef::Name(n))) => Some(PortRef::Name(n)),
+        (None, Some(n)) => Some(n),
+        (None, None) => return Err(port_field.bad("a service port (number or name) is needed")),
+    };
+    Ok(Claim {
+        owner: ingress.id(),
+        created: ingress.created().to_string(),
+        backend: format!("{}:{namespace}:{}", termination.prefix(), rule.backend),
+        host: rule.host.to_string(),
+        wildcard: rule.wildcard,
+        path,
+        exact,
+        termination,
+        insecure: if rule.tls.is_some() {
+            Insecure::Redirect
+        } else {
+            Insecure::None
+        },
+        targets: vec![Target {
+            namespace: namespace.to_string(),
+            service: service.get("name").required()?.to_string(),
+            weight: 100,
+            port,
+            port_is_service_port: true,
+        }],
+        certificate: rule.tls.cloned().flatten(),
+        destination_ca: None,
+        verify_host: None,
+        settings: Settings::from_annotations(ingress, termination, report),
+        gateway_http: false,
+    })
 }
 
 /// Keeps the oldest claim of each host and path (creation time, then

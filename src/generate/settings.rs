@@ -89,7 +89,6 @@ impl Settings {
     ) -> Self {
         let annotations = object.annotations();
         let mut settings = Settings::default();
-        let http = termination != Termination::Passthrough;
         let rate_limited = annotations
             .get("haproxy.router.openshift.io/rate-limit-connections")
             .is_some_and(|v| v.trim() == "true");
@@ -101,89 +100,97 @@ impl Settings {
             else {
                 continue;
             };
-            let field = format!("metadata.annotations.{key}");
-            let result: Result<(), String> = (|| {
-                let mut set = |k: &'static str, v: String| settings.keys.push((k, v));
-                match short {
-                    "balance" => match value.trim() {
-                        b @ ("source" | "roundrobin" | "leastconn" | "random") => set("balance", quoted(b)),
-                        other => return Err(format!("`{other}`: expected source, roundrobin, leastconn or random")),
-                    },
-                    "timeout" => set("server_timeout", duration(value)?),
-                    "timeout-tunnel" => set("tunnel_timeout", duration(value)?),
-                    "ip_whitelist" => {
-                        let mut blocks = Vec::new();
-                        for word in value.split_whitespace() {
-                            let block = if word.contains('/') {
-                                word.to_string()
-                            } else if word.contains(':') {
-                                format!("{word}/128")
-                            } else {
-                                format!("{word}/32")
-                            };
-                            block
-                                .parse::<crate::model::limits::cidr::Cidr>()
-                                .map_err(|e| format!("`{word}`: {e}"))?;
-                            blocks.push(quoted(&block));
-                        }
-                        if blocks.is_empty() {
-                            return Err("no address blocks".into());
-                        }
-                        set("allow", format!("[{}]", blocks.join(", ")));
-                    }
-                    "rate-limit-connections" => {
-                        if !matches!(value.trim(), "true" | "false") {
-                            return Err(format!("`{value}`: expected true or false"));
-                        }
-                    }
-                    "rate-limit-connections.concurrent-tcp" if rate_limited => {
-                        set("max_connections_per_source", count(value)?.to_string())
-                    }
-                    // The reference counts TCP connections over 3 s and
-                    // HTTP requests over 10 s.
-                    "rate-limit-connections.rate-tcp" if rate_limited => {
-                        set("connection_rate_per_source", quoted(&format!("{}/3s", count(value)?)))
-                    }
-                    "rate-limit-connections.rate-http" if rate_limited && http => {
-                        set("http_request_rate_per_source", quoted(&format!("{}/10s", count(value)?)))
-                    }
-                    "rate-limit-connections.concurrent-tcp"
-                    | "rate-limit-connections.rate-tcp"
-                    | "rate-limit-connections.rate-http"
-                        if !rate_limited =>
-                    {
-                        return Err("needs haproxy.router.openshift.io/rate-limit-connections: \"true\"; ignored".into())
-                    }
-                    "hsts_header" if termination == Termination::Edge || termination == Termination::Reencrypt => {
-                        set("hsts", quoted(value.trim()))
-                    }
-                    "disable_cookies" if http => {
-                        if matches!(value.trim(), "true" | "TRUE" | "1") {
-                            set("cookie", "false".into());
-                        }
-                    }
-                    "cookie_name" if http => set("cookie_name", quoted(value.trim())),
-                    "set-forwarded-headers" if http => match value.trim() {
-                        p @ ("append" | "replace" | "if-none" | "never") => set("forwarded", quoted(p)),
-                        other => return Err(format!("`{other}`: expected append, replace, if-none or never")),
-                    },
-                    "pod-concurrent-connections" => set("max_connections_per_server", count(value)?.to_string()),
-                    "haproxy.health.check.interval" => {
-                        settings.check_interval = Some(duration(value)?);
-                    }
-                    "hsts_header" | "disable_cookies" | "cookie_name" | "set-forwarded-headers"
-                    | "rate-limit-connections.rate-http" => {
-                        return Err("applies to HTTP routes only; ignored".into())
-                    }
-                    _ => return Err("not supported by Switchyard; ignored".into()),
-                }
-                Ok(())
-            })();
-            if let Err(message) = result {
+            let on = Annotated {
+                termination,
+                rate_limited,
+            };
+            if let Err(message) = settings.annotation(short, value, on) {
+                let field = format!("metadata.annotations.{key}");
                 report.warn(object, Bad::new(field, message));
             }
         }
         settings
+    }
+
+    /// The backend setting one annotation (`short`: its name without the
+    /// router's prefix) asks for; `Err` says why it is ignored.
+    fn annotation(&mut self, short: &str, value: &str, on: Annotated) -> Result<(), String> {
+        let http = on.termination != Termination::Passthrough;
+        let (rate_limited, termination) = (on.rate_limited, on.termination);
+        let mut set = |k: &'static str, v: String| self.keys.push((k, v));
+        match short {
+            "balance" => match value.trim() {
+                b @ ("source" | "roundrobin" | "leastconn" | "random") => set("balance", quoted(b)),
+                other => {
+                    return Err(format!(
+                        "`{other}`: expected source, roundrobin, leastconn or random"
+                    ))
+                }
+            },
+            "timeout" => set("server_timeout", duration(value)?),
+            "timeout-tunnel" => set("tunnel_timeout", duration(value)?),
+            "ip_whitelist" => set("allow", allow_list(value)?),
+            "rate-limit-connections" => {
+                if !matches!(value.trim(), "true" | "false") {
+                    return Err(format!("`{value}`: expected true or false"));
+                }
+            }
+            "rate-limit-connections.concurrent-tcp" if rate_limited => {
+                set("max_connections_per_source", count(value)?.to_string())
+            }
+            // The reference counts TCP connections over 3 s and HTTP
+            // requests over 10 s.
+            "rate-limit-connections.rate-tcp" if rate_limited => set(
+                "connection_rate_per_source",
+                quoted(&format!("{}/3s", count(value)?)),
+            ),
+            "rate-limit-connections.rate-http" if rate_limited && http => set(
+                "http_request_rate_per_source",
+                quoted(&format!("{}/10s", count(value)?)),
+            ),
+            "rate-limit-connections.concurrent-tcp"
+            | "rate-limit-connections.rate-tcp"
+            | "rate-limit-connections.rate-http"
+                if !rate_limited =>
+            {
+                return Err(
+                    "needs haproxy.router.openshift.io/rate-limit-connections: \"true\"; ignored"
+                        .into(),
+                )
+            }
+            "hsts_header"
+                if termination == Termination::Edge || termination == Termination::Reencrypt =>
+            {
+                set("hsts", quoted(value.trim()))
+            }
+            "disable_cookies" if http => {
+                if matches!(value.trim(), "true" | "TRUE" | "1") {
+                    set("cookie", "false".into());
+                }
+            }
+            "cookie_name" if http => set("cookie_name", quoted(value.trim())),
+            "set-forwarded-headers" if http => match value.trim() {
+                p @ ("append" | "replace" | "if-none" | "never") => set("forwarded", quoted(p)),
+                other => {
+                    return Err(format!(
+                        "`{other}`: expected append, replace, if-none or never"
+                    ))
+                }
+            },
+            "pod-concurrent-connections" => {
+                set("max_connections_per_server", count(value)?.to_string())
+            }
+            "haproxy.health.check.interval" => self.check_interval = Some(duration(value)?),
+            "hsts_header"
+            | "disable_cookies"
+            | "cookie_name"
+            | "set-forwarded-headers"
+            | "rate-limit-connections.rate-http" => {
+                return Err("applies to HTTP routes only; ignored".into())
+            }
+            _ => return Err("not supported by Switchyard; ignored".into()),
+        }
+        Ok(())
     }
 }
 
@@ -203,4 +210,35 @@ mod tests {
         assert_eq!(duration("1500").as_deref(), Ok("\"1500ms\""));
         assert!(duration("soon").is_err());
     }
+}
+
+/// What an annotation's meaning depends on besides its value.
+#[derive(Clone, Copy)]
+struct Annotated {
+    termination: Termination,
+    /// `rate-limit-connections: "true"` is set on the same object.
+    rate_limited: bool,
+}
+
+/// `ip_whitelist`: space-separated addresses and blocks, as the `allow`
+/// list (a bare address is its own /32 or /128).
+fn allow_list(value: &str) -> Result<String, String> {
+    let mut blocks = Vec::new();
+    for word in value.split_whitespace() {
+        let block = if word.contains('/') {
+            word.to_string()
+        } else if word.contains(':') {
+            format!("{word}/128")
+        } else {
+            format!("{word}/32")
+        };
+        block
+            .parse::<crate::model::limits::cidr::Cidr>()
+            .map_err(|e| format!("`{word}`: {e}"))?;
+        blocks.push(quoted(&block));
+    }
+    if blocks.is_empty() {
+        return Err("no address blocks".into());
+    }
+    Ok(format!("[{}]", blocks.join(", ")))
 }

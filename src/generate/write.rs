@@ -99,97 +99,11 @@ pub(crate) fn files(
     report: &mut Report,
 ) -> Files {
     let mut files = Files::new();
-    let mut sni = Vec::new();
-    let mut tcp = Vec::new();
-    let mut edge = Vec::new();
-    let mut http = Vec::new();
-    let mut redirect = Vec::new();
-    let mut certs = Vec::new();
-    // Where cert files are named from: the configuration's directory, or
-    // the output directory itself for a hand-written TOML elsewhere.
-    let cert_path = |file: &str| -> String {
-        if options.maps_only {
-            options.out.join(file).display().to_string()
-        } else {
-            file.to_string()
-        }
-    };
+    let mut maps = Maps::default();
     for claim in claims {
-        let w = claim.wildcard;
-        let full = route_regex(claim, true);
-        if claim.gateway_http {
-            // A Gateway HTTP listener's route: port 80 only, whatever the
-            // termination toward its servers.
-            http.push((w, format!("{full} {}", claim.backend)));
-            continue;
-        }
-        match claim.termination {
-            Termination::Passthrough => {
-                let exact = if w {
-                    format!("^[^\\.]*\\.{}$", quote(&claim.host))
-                } else {
-                    format!("^{}$", quote(&claim.host))
-                };
-                sni.push((w, format!("{exact} 1")));
-                tcp.push((
-                    w,
-                    format!("{} {}", route_regex(claim, false), claim.backend),
-                ));
-            }
-            Termination::Edge | Termination::Reencrypt => {
-                edge.push((w, format!("{full} {}", claim.backend)));
-                if let Some(pem) = &claim.certificate {
-                    certs.push((
-                        w,
-                        format!("{} {}", cert_path(&pem.file), claim.sni_filter()),
-                    ));
-                    files.insert(pem.file.clone(), (pem_bytes(pem), true));
-                }
-            }
-            Termination::Plain => http.push((w, format!("{full} {}", claim.backend))),
-        }
-        match (claim.termination, claim.insecure) {
-            (Termination::Plain, _) | (_, Insecure::None) => {}
-            (_, Insecure::Allow) => http.push((w, format!("{full} {}", claim.backend))),
-            (_, Insecure::Redirect) => redirect.push((w, format!("{full} 1"))),
-        }
+        maps.add(claim, options, &mut files);
     }
-    files.insert(
-        "os_sni_passthrough.map".into(),
-        (map_file("SNIs served by passthrough.", sni), false),
-    );
-    files.insert(
-        "os_tcp_be.map".into(),
-        (map_file("SNI -> passthrough backend.", tcp), false),
-    );
-    files.insert(
-        "os_edge_reencrypt_be.map".into(),
-        (
-            map_file("Host and path -> edge or re-encrypt backend.", edge),
-            false,
-        ),
-    );
-    files.insert(
-        "os_http_be.map".into(),
-        (
-            map_file("Host and path on port 80 -> backend.", http),
-            false,
-        ),
-    );
-    files.insert(
-        "os_route_http_redirect.map".into(),
-        (
-            map_file(
-                "Host and path on port 80 -> 1: redirect to https.",
-                redirect,
-            ),
-            false,
-        ),
-    );
-    files.insert(
-        "cert_config.map".into(),
-        (map_file("Certificates by SNI (crt-list).", certs), false),
-    );
+    maps.write(&mut files);
     let backends = backends(claims, index, options, &mut files, report);
     files.insert("backends.toml".into(), (backends.into_bytes(), false));
     if let Some(default) = &options.default_certificate {
@@ -202,6 +116,100 @@ pub(crate) fn files(
         );
     }
     files
+}
+
+/// The lines of each map file, each with whether its claim is a wildcard
+/// (the sort puts exact hosts first).
+#[derive(Default)]
+struct Maps {
+    sni: Vec<(bool, String)>,
+    tcp: Vec<(bool, String)>,
+    edge: Vec<(bool, String)>,
+    http: Vec<(bool, String)>,
+    redirect: Vec<(bool, String)>,
+    certs: Vec<(bool, String)>,
+}
+
+impl Maps {
+    /// The lines of one claim, and its certificate's file.
+    fn add(&mut self, claim: &Claim, options: &Options, files: &mut Files) {
+        let w = claim.wildcard;
+        let full = route_regex(claim, true);
+        if claim.gateway_http {
+            // A Gateway HTTP listener's route: port 80 only, whatever the
+            // termination toward its servers.
+            self.http.push((w, format!("{full} {}", claim.backend)));
+            return;
+        }
+        match claim.termination {
+            Termination::Passthrough => {
+                let exact = if w {
+                    format!("^[^\\.]*\\.{}$", quote(&claim.host))
+                } else {
+                    format!("^{}$", quote(&claim.host))
+                };
+                self.sni.push((w, format!("{exact} 1")));
+                let line = format!("{} {}", route_regex(claim, false), claim.backend);
+                self.tcp.push((w, line));
+            }
+            Termination::Edge | Termination::Reencrypt => {
+                self.edge.push((w, format!("{full} {}", claim.backend)));
+                if let Some(pem) = &claim.certificate {
+                    // Named from the configuration's directory, or from the
+                    // output directory for a hand-written TOML elsewhere.
+                    let path = if options.maps_only {
+                        options.out.join(&pem.file).display().to_string()
+                    } else {
+                        pem.file.clone()
+                    };
+                    self.certs
+                        .push((w, format!("{path} {}", claim.sni_filter())));
+                    files.insert(pem.file.clone(), (pem_bytes(pem), true));
+                }
+            }
+            Termination::Plain => self.http.push((w, format!("{full} {}", claim.backend))),
+        }
+        match (claim.termination, claim.insecure) {
+            (Termination::Plain, _) | (_, Insecure::None) => {}
+            (_, Insecure::Allow) => self.http.push((w, format!("{full} {}", claim.backend))),
+            (_, Insecure::Redirect) => self.redirect.push((w, format!("{full} 1"))),
+        }
+    }
+
+    /// The map files, sorted as the reference sorts them.
+    fn write(self, files: &mut Files) {
+        let maps = [
+            (
+                "os_sni_passthrough.map",
+                "SNIs served by passthrough.",
+                self.sni,
+            ),
+            ("os_tcp_be.map", "SNI -> passthrough backend.", self.tcp),
+            (
+                "os_edge_reencrypt_be.map",
+                "Host and path -> edge or re-encrypt backend.",
+                self.edge,
+            ),
+            (
+                "os_http_be.map",
+                "Host and path on port 80 -> backend.",
+                self.http,
+            ),
+            (
+                "os_route_http_redirect.map",
+                "Host and path on port 80 -> 1: redirect to https.",
+                self.redirect,
+            ),
+            (
+                "cert_config.map",
+                "Certificates by SNI (crt-list).",
+                self.certs,
+            ),
+        ];
+        for (name, what, lines) in maps {
+            files.insert(name.into(), (map_file(what, lines), false));
+        }
+    }
 }
 
 /// `backends.toml`: one backend per name, in name order.
@@ -321,47 +329,12 @@ fn main_file(options: &Options) -> String {
 pub fn publish(out: &Path, files: &Files) -> io::Result<bool> {
     use std::os::unix::fs::{symlink, OpenOptionsExt};
     std::fs::create_dir_all(out)?;
-    let digest = {
-        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        for (name, (bytes, private)) in files {
-            ctx.update(&(name.len() as u64).to_le_bytes());
-            ctx.update(name.as_bytes());
-            ctx.update(&(bytes.len() as u64).to_le_bytes());
-            ctx.update(bytes);
-            ctx.update(&[u8::from(*private)]);
-        }
-        ctx.finish()
-            .as_ref()
-            .iter()
-            .take(8)
-            .fold(String::new(), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            })
-    };
-    let version = format!("..{digest}");
+    let version = format!("..{}", version_of(files));
     let data = out.join("..data");
     if std::fs::read_link(&data).is_ok_and(|target| target == Path::new(&version)) {
         return Ok(false);
     }
-    // Every name through `..data`, made before the swap so that the
-    // files the new version names are there when it appears; a name held
-    // by anything else is refused before anything changed.
-    for name in files.keys() {
-        let link = out.join(name);
-        let through = Path::new("..data").join(name);
-        match std::fs::symlink_metadata(&link) {
-            Ok(m) if m.file_type().is_symlink() && std::fs::read_link(&link)? == through => {}
-            Ok(_) => {
-                return Err(io::Error::other(format!(
-                    "{} exists and is not a link to {}: not overwritten",
-                    link.display(),
-                    through.display()
-                )))
-            }
-            Err(_) => symlink(&through, &link)?,
-        }
-    }
+    link_names(out, files)?;
     let dir = out.join(&version);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -380,7 +353,55 @@ pub fn publish(out: &Path, files: &Files) -> io::Result<bool> {
     let _ = std::fs::remove_file(&staged);
     symlink(&version, &staged)?;
     std::fs::rename(&staged, &data)?;
-    // Names no longer written are removed, and older versions.
+    remove_stale(out, files, &version)?;
+    Ok(true)
+}
+
+/// The first 8 bytes of a SHA-256 over every name, content and mode, in
+/// hex: the same files give the same version.
+fn version_of(files: &Files) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (name, (bytes, private)) in files {
+        ctx.update(&(name.len() as u64).to_le_bytes());
+        ctx.update(name.as_bytes());
+        ctx.update(&(bytes.len() as u64).to_le_bytes());
+        ctx.update(bytes);
+        ctx.update(&[u8::from(*private)]);
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .take(8)
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Every name through `..data`, made before the swap so that the files
+/// the new version names are there when it appears; a name held by
+/// anything else is refused before anything changed.
+fn link_names(out: &Path, files: &Files) -> io::Result<()> {
+    for name in files.keys() {
+        let link = out.join(name);
+        let through = Path::new("..data").join(name);
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() && std::fs::read_link(&link)? == through => {}
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} exists and is not a link to {}: not overwritten",
+                    link.display(),
+                    through.display()
+                )))
+            }
+            Err(_) => std::os::unix::fs::symlink(&through, &link)?,
+        }
+    }
+    Ok(())
+}
+
+/// After the swap: names no longer written are removed, and older versions.
+fn remove_stale(out: &Path, files: &Files, version: &str) -> io::Result<()> {
     for entry in std::fs::read_dir(out)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
@@ -398,7 +419,7 @@ pub fn publish(out: &Path, files: &Files) -> io::Result<bool> {
             }
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]
