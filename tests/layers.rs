@@ -30,21 +30,57 @@ fn src() -> PathBuf {
 }
 
 /// The lines of the files under `dir` that name one of `forbidden`
-/// (comments aside), as `file:line: text`.
+/// (comments aside), as `file:line: text`; a grouped import
+/// (`use crate::{runtime::x, …}`) names `crate::runtime` too.
 fn naming(dir: &str, forbidden: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
     for file in sources(&src().join(dir)) {
         let text = std::fs::read_to_string(&file).expect("read");
-        for (i, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
+        let code: Vec<&str> = text
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or(""))
+            .collect();
+        for (i, line) in code.iter().enumerate() {
             for name in forbidden {
-                if code.contains(name) {
+                if line.contains(name) || grouped(&code[i..], name) {
                     found.push(format!("{}:{}: {}", file.display(), i + 1, line.trim()));
                 }
             }
         }
     }
     found
+}
+
+/// Whether the `crate::{…}` group opening on the first of `lines` names
+/// `path` (`crate::runtime` is named by `{runtime::…` or `, runtime::…`).
+fn grouped(lines: &[&str], path: &str) -> bool {
+    let Some(start) = lines[0].find("crate::{") else {
+        return false;
+    };
+    let Some((root, rest)) = path.split_once("::") else {
+        return false;
+    };
+    let (mut group, mut depth) = (String::new(), 0usize);
+    let first = &lines[0][start + "crate::".len()..];
+    for line in std::iter::once(first).chain(lines[1..].iter().copied()) {
+        for c in line.chars() {
+            depth = match c {
+                '{' => depth + 1,
+                '}' => depth.saturating_sub(1),
+                _ => depth,
+            };
+            group.push(if c.is_whitespace() { ' ' } else { c });
+            if depth == 0 {
+                let group = group.replace(' ', "");
+                let module = format!("{rest}::");
+                return root == "crate"
+                    && ["{", ","]
+                        .iter()
+                        .any(|sep| group.contains(&format!("{sep}{module}")));
+            }
+        }
+    }
+    false
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! their live state, counters and labels, limits, and the wire codecs
 //! (ClientHello, PROXY header) are all plain data and pure functions over
 //! bytes: tested without sockets, and never importing the runtime above.
-//! (`tokio::sync` is the one runtime piece allowed: slots and queues wait.)
+//! (`tokio::sync` and `tokio::time` are the runtime pieces allowed: slots
+//! and queues wait, with deadlines.) Above it only `tls` is imported: the
+//! rustls settings a listener terminates with and a re-encrypt backend
+//! dials with are part of the snapshot.
 
 pub(crate) mod backend;
 pub(crate) mod balance;

@@ -117,6 +117,9 @@ pub struct Snapshot {
     /// Set by the router when it applies the snapshot: 1 for the first,
     /// +1 per applied reload (0 for one that was never applied).
     pub(crate) generation: u64,
+    /// Unique in the process, given by the loader: ties the loader's memo
+    /// of what this snapshot was built from to this snapshot alone.
+    pub(crate) load_id: u64,
 }
 
 /// What HTTP mode needs from the configuration beyond the backends.
@@ -152,6 +155,7 @@ impl Snapshot {
             tls: Vec::new(),
             close_removed_after: None,
             generation: 0,
+            load_id: 0,
         }
     }
 

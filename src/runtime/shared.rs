@@ -2,7 +2,7 @@
 //! them, and nothing more: the current snapshot (read through `ArcSwap`,
 //! no lock), the gauge of open connections (released by a guard, so a
 //! panicking or aborted task cannot leak it), and the announcement of each
-//! applied generation. `server::Router` owns one and swaps snapshots in.
+//! applied generation. `runtime::router::Router` owns one and swaps snapshots in.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

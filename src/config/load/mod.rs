@@ -42,9 +42,14 @@ pub struct Loaded {
 /// to the snapshot: the data path never reads it.
 #[derive(Debug, Default)]
 pub struct Memo {
+    /// The `load_id` of the snapshot it describes.
+    built: u64,
     maps: MapMemo,
     backends: Option<Arc<BackendMemo>>,
 }
+
+/// Load ids: 0 is no load (an empty memo matches no snapshot).
+static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Loads the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
@@ -60,9 +65,10 @@ pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Loaded, Pr
 
 /// [`load_after`] that also reuses, as they are, the compiled maps and
 /// backends whose files are the text `memo` says `previous` was built
-/// from. `memo` must be the one loaded with `previous`.
+/// from. A memo of another snapshot is not used: everything is built anew.
 pub fn reload(path: &Path, previous: &Snapshot, memo: &Memo) -> Result<Loaded, Problems> {
-    load_with(path, Some(Carried::from_previous(previous, Some(memo))))
+    let memo = (memo.built == previous.load_id).then_some(memo);
+    load_with(path, Some(Carried::from_previous(previous, memo)))
 }
 
 fn load_with(path: &Path, carried: Option<Carried>) -> Result<Loaded, Problems> {
@@ -70,19 +76,23 @@ fn load_with(path: &Path, carried: Option<Carried>) -> Result<Loaded, Problems> 
         carried: carried.unwrap_or_default(),
         ..Context::default()
     };
-    let snapshot = cx.load(path);
+    let snapshot = cx.load(path).map(|mut snapshot| {
+        snapshot.load_id = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        snapshot
+    });
     // Each file's problems in line order, files in the order they were read.
     let order = |p: &Problem| (cx.files.iter().position(|f| *f == p.file), p.line);
     cx.errors.sort_by_key(order);
     cx.warnings.sort_by_key(order);
     match snapshot {
         Some(snapshot) if cx.errors.is_empty() => Ok(Loaded {
-            snapshot,
-            warnings: cx.warnings,
             memo: Memo {
+                built: snapshot.load_id,
                 maps: cx.memo,
                 backends: cx.backends_memo.map(Arc::new),
             },
+            snapshot,
+            warnings: cx.warnings,
         }),
         _ => Err(Problems {
             errors: cx.errors,
@@ -153,6 +163,7 @@ impl Context {
             routes,
             backends,
             generation: 0,
+            load_id: 0,
             files: self.files.clone(),
             watch: raw.reload.watch.unwrap_or(true),
             close_removed_after: raw

@@ -174,7 +174,7 @@ pub struct ServerState {
     pub(crate) health: Health,
     /// What the runtime keeps per server beyond these counters (see
     /// [`ServerState::attached`]); allocated on first use, so servers of
-    /// passthrough backends carry one empty word.
+    /// passthrough backends carry only the empty slot.
     attached: Attached,
 }
 
@@ -208,7 +208,7 @@ impl ServerState {
     /// stage's idle connections): made on first use, carried across
     /// reloads with the server and dropped with it. `None` only if another
     /// type was attached first.
-    pub fn attached<T: std::any::Any + Send + Sync + Default>(&self) -> Option<&T> {
+    pub(crate) fn attached<T: std::any::Any + Send + Sync + Default>(&self) -> Option<&T> {
         self.attached
             .0
             .get_or_init(|| Box::new(T::default()))

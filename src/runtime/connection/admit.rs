@@ -1,4 +1,4 @@
-//! Admission, before anything is dialed: the per-source limits of the
+//! Stage 2, admission, before anything is dialed: the per-source limits of the
 //! listener (at accept) and of the backend (once it is decided), and the
 //! backend's allow list. A refusal is logged; the places admitted are
 //! held for the connection's life.

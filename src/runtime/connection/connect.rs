@@ -1,4 +1,5 @@
-//! Stage 3, the connect: a server taken from the backend (balanced, under
+//! Stage 4, the connect (passthrough and TCP mode; HTTP mode dials per
+//! request in `http/dial.rs`): a server taken from the backend (balanced, under
 //! `max_connections_per_server`, or a wait in its queue), dialed within
 //! the connect timeout (a PROXY header first with `send_proxy`), another
 //! tried after a failure, up to the backend's retries. A failed connect

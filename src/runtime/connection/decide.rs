@@ -1,4 +1,4 @@
-//! Stage 2, the decision: the snapshot current at accept says where the
+//! Stage 3, the decision: the snapshot current at accept says where the
 //! connection goes (`Snapshot::decide`, the same code `switchyard route`
 //! runs), and what the rest of the connection needs from the
 //! configuration is taken out of it. The snapshot is let go here: a
@@ -32,27 +32,27 @@ pub(super) enum Decided {
 
 /// A decided connection: what it needs from the configuration.
 pub(super) struct Routed {
-    pub(crate) backend: Arc<Backend>,
+    pub(super) backend: Arc<Backend>,
     /// The listener's TLS settings, unless the backend is passthrough.
-    pub(crate) tls: Option<Arc<ServerSide>>,
-    pub(crate) handshake_timeout: Duration,
+    pub(super) tls: Option<Arc<ServerSide>>,
+    pub(super) handshake_timeout: Duration,
     /// The listener's default backend, if it serves HTTP.
-    pub(crate) fallback: Option<Arc<Backend>>,
+    pub(super) fallback: Option<Arc<Backend>>,
     /// `[relay]`: how a passthrough relay copies.
-    pub(crate) copying: relay::Copying,
+    pub(super) copying: relay::Copying,
     /// Resolves when a reload removed the route (`close_removed_after`).
-    pub(crate) removed: Option<relay::Stop>,
+    pub(super) removed: Option<relay::Stop>,
     /// HTTP mode: each request is routed on its own against the current
     /// snapshot; the connection's backend only chose the mode.
-    pub(crate) requests: Option<Arc<Shared>>,
+    pub(super) requests: Option<Arc<Shared>>,
 }
 
 /// An unrouted connection served in HTTP mode.
 pub(super) struct Unrouted {
-    pub(crate) tls: Arc<ServerSide>,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) fallback: Option<Arc<Backend>>,
-    pub(crate) timeouts: Timeouts,
+    pub(super) tls: Arc<ServerSide>,
+    pub(super) handshake_timeout: Duration,
+    pub(super) fallback: Option<Arc<Backend>>,
+    pub(super) timeouts: Timeouts,
 }
 
 /// Decides the connection from what its log says the client sent, then

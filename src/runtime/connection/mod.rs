@@ -1,17 +1,18 @@
 //! The life of one accepted connection, a stage a file, in the order
 //! [`decide_and_open`] runs them:
 //!
-//! 1. `preread`: the PROXY header (`accept_proxy`), then the ClientHello,
-//!    read without consuming it;
-//! 2. `admit`: the listener's per-source limits, and once the backend is
-//!    known its own and its allow list;
+//! 1. `preread`: the PROXY header (`accept_proxy`): who the client is;
+//! 2. `admit`: the listener's per-source limits; then (1.) `preread` reads
+//!    the ClientHello without consuming it (port-80 listeners go straight
+//!    to `http` instead);
 //! 3. `decide`: the routing decision against the snapshot current at
 //!    accept, which is let go right after (`follow` watches for a reload
-//!    that removes the route, when asked);
-//! 4. the backend's termination: `passthrough` (`connect`, replay the hello,
-//!    then the relay runs in place, see [`Connection`]), `terminate` (edge
-//!    or re-encrypt in TCP mode: a tunnel) or `http` (HTTP mode, each
-//!    request routed on its own; port-80 listeners go straight there);
+//!    that removes the route, when asked); then (2.) `admit` the backend's
+//!    allow list and per-source limits;
+//! 4. `connect` and 5. the backend's termination: `passthrough` (connect,
+//!    replay the hello, then the relay runs in place, see [`Connection`]),
+//!    `terminate` (edge or re-encrypt in TCP mode: a tunnel) or `http`
+//!    (HTTP mode, each request routed and dialed on its own);
 //!
 //! and one access-log line at the end, however it ends.
 
@@ -236,6 +237,8 @@ async fn decide_and_open(
         }
         Decided::Closed => return None,
     };
+    // The decision took what it needs of it.
+    drop(shared);
     admit::backend(&routed, peer.ip(), &mut places, log).ok()?;
     dispatch(stream, preread, routed, peer, places, log).await
 }

@@ -1,4 +1,5 @@
-//! Stage 1, the preread: what a connection says before anything is
+//! Stage 1, the preread (the PROXY header, then after the listener's
+//! admission the ClientHello): what a connection says before anything is
 //! dialed. On an `accept_proxy` listener the PROXY header first (consumed
 //! exactly: the client it names is the client from then on), then the
 //! ClientHello, read until complete without consuming it, within the

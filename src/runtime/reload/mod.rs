@@ -42,10 +42,10 @@ pub(crate) enum Trigger {
 #[derive(Debug, Default)]
 pub struct Status {
     inner: Mutex<StatusInner>,
-    /// The loader's memo of the snapshot of this generation: the next
-    /// reload reuses what did not change since (only while that snapshot
-    /// is the one it replaces).
-    memo: Mutex<Option<(u64, Arc<config::Memo>)>>,
+    /// The loader's memo of the last snapshot applied: the next reload
+    /// reuses what did not change since (the loader uses it only with the
+    /// snapshot it describes).
+    memo: Mutex<Option<Arc<config::Memo>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -67,17 +67,14 @@ impl Status {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Keeps `memo` as what the snapshot of `generation` was built from.
-    fn keep_memo(&self, generation: u64, memo: config::Memo) {
-        *self.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, Arc::new(memo)));
+    /// Keeps `memo`, what the snapshot just applied was built from.
+    fn keep_memo(&self, memo: config::Memo) {
+        *self.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(memo));
     }
 
-    /// The memo of the snapshot of `generation`, if it is the one kept.
-    fn memo_of(&self, generation: u64) -> Option<Arc<config::Memo>> {
-        let kept = self.memo.lock().unwrap_or_else(|p| p.into_inner());
-        kept.as_ref()
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, memo)| Arc::clone(memo))
+    /// The memo kept last.
+    fn memo(&self) -> Option<Arc<config::Memo>> {
+        self.memo.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -100,7 +97,7 @@ impl Reloader {
 pub fn spawn(path: PathBuf, router: Arc<Router>, memo: config::Memo) -> Reloader {
     let (tx, rx) = mpsc::unbounded_channel();
     let status = Arc::new(Status::default());
-    status.keep_memo(router.generation(), memo);
+    status.keep_memo(memo);
     let reloader = Reloader {
         tx: tx.clone(),
         status: Arc::clone(&status),
@@ -192,7 +189,7 @@ async fn settle_within(
 pub async fn reload(path: &std::path::Path, router: &Arc<Router>, status: &Status) {
     let started = Instant::now();
     let previous = router.snapshot();
-    let memo = status.memo_of(previous.generation);
+    let memo = status.memo();
     let owned = path.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || match memo {
         Some(memo) => config::reload(&owned, &previous, &memo),
@@ -219,7 +216,7 @@ pub async fn reload(path: &std::path::Path, router: &Arc<Router>, status: &Statu
     let summary = loaded.snapshot.summary();
     match router.apply(loaded.snapshot) {
         Ok(generation) => {
-            status.keep_memo(generation, loaded.memo);
+            status.keep_memo(loaded.memo);
             let took = started.elapsed();
             status.update(|s| {
                 s.applied += 1;

@@ -37,7 +37,7 @@ pub(super) enum DialError {
     /// is valid for and the name expected, when they differ.
     #[error("{0}")]
     Tls(String),
-    #[error("HTTP handshake: {0}")]
+    #[error("{0}")]
     Handshake(hyper::Error),
 }
 

@@ -1,5 +1,5 @@
 //! Server connections kept between requests, one pool per server in its
-//! carried state: idle HTTP/1.1 connections (newest first) and one shared
+//! carried state: idle HTTP/1.1 connections (the newest taken first) and one shared
 //! h2 connection, each tagged with the TLS identity it was verified under.
 
 use std::sync::Arc;
@@ -20,8 +20,8 @@ pub(super) const POOL_IDLE: Duration = Duration::from_secs(30);
 /// dropped before its end takes the connection with it: what is left of
 /// it on the wire would otherwise be read as the next response.
 pub(super) struct Returning {
-    pub(super) body: Incoming,
-    pub(super) back: Option<PoolReturn>,
+    body: Incoming,
+    back: Option<PoolReturn>,
 }
 
 /// A server connection on its way back to the pool, holding its place in
@@ -129,8 +129,8 @@ pub(super) const MAX_IDLE: usize = 1024;
 /// all requests: it is kept beside the idle ones and shared.
 #[derive(Debug, Default)]
 pub(super) struct IdleHttp {
-    pub(super) slots: std::sync::Mutex<std::collections::VecDeque<IdleSender>>,
-    pub(super) shared: std::sync::Mutex<Option<SharedH2>>,
+    slots: std::sync::Mutex<std::collections::VecDeque<IdleSender>>,
+    shared: std::sync::Mutex<Option<SharedH2>>,
 }
 
 /// An h2 server connection, multiplexed by every request to its server.
@@ -215,5 +215,9 @@ impl IdleHttp {
 
 /// The idle connections kept for `state`'s server.
 pub(super) fn idle_of(state: &ServerState) -> Option<&IdleHttp> {
-    state.attached::<IdleHttp>()
+    let idle = state.attached::<IdleHttp>();
+    // The pool is the one thing attached to a server: `None` would mean
+    // a connection per request, silently.
+    debug_assert!(idle.is_some(), "a server's slot holds another type");
+    idle
 }
