@@ -344,3 +344,66 @@ fn the_generated_fixture_loads_in_the_router() {
         }
     }
 }
+
+/// A Secret whose `tls.crt` and `tls.key` lack their final newline (as
+/// many tools write them) still makes a certificate the router loads, and
+/// a Route whose host has an upper-case letter is left out (the reference
+/// refuses it as InvalidHost) while the rest is written and loads.
+#[test]
+fn secrets_without_final_newlines_load_and_upper_case_hosts_are_refused() {
+    use base64::Engine;
+    let pki = Pki::new();
+    let pem = pki.pem(&["shop.test", "*.shop.test"]);
+    let (cert, key) = pem
+        .split_once("-----END CERTIFICATE-----")
+        .map(|(c, k)| {
+            (
+                format!("{c}-----END CERTIFICATE-----"),
+                k.trim().to_string(),
+            )
+        })
+        .expect("a certificate");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.trim_end());
+    let yaml = format!(
+        "apiVersion: v1\nkind: List\nitems:\n\
+- apiVersion: v1\n  kind: Secret\n  metadata: {{name: shop-tls, namespace: shop}}\n  type: kubernetes.io/tls\n  data:\n    tls.crt: {}\n    tls.key: {}\n\
+- apiVersion: networking.k8s.io/v1\n  kind: Ingress\n  metadata: {{name: shop, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n  spec:\n    ingressClassName: switchyard\n    tls:\n    - hosts: [www.shop.test]\n      secretName: shop-tls\n    rules:\n    - host: www.shop.test\n      http:\n        paths:\n        - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 8080}}}}}}}}\n\
+- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: loud, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n  spec:\n    host: Loud.Shop.test\n    to: {{kind: Service, name: web}}\n",
+        b64(&cert),
+        b64(&key),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("objects.yaml");
+    std::fs::write(&input, yaml).expect("objects");
+    let out = dir.path().join("config");
+    let mut report = generate::Report::default();
+    let objects = generate::read_inputs(&[input], &mut report).expect("read");
+    let mut options = options(&out);
+    options.stats_password_file = None;
+    options.service_ca = None;
+    options.https_bind = "127.0.0.1:0".into();
+    options.http_bind = "127.0.0.1:0".into();
+    options.stats_bind = "127.0.0.1:0".into();
+    let (files, report) = generate::generate(&objects, &options);
+    let secret = &files
+        .get("secret_shop_shop-tls.pem")
+        .expect("the Secret's certificate is written")
+        .0;
+    let secret = String::from_utf8_lossy(secret);
+    assert!(
+        secret.contains("-----END CERTIFICATE-----\n-----BEGIN"),
+        "the chain and the key on lines of their own: {secret}"
+    );
+    let said = format!("{report:?}");
+    assert!(
+        said.contains("InvalidHost") && said.contains("Loud.Shop.test"),
+        "the upper-case host is refused by name: {said}"
+    );
+    let edge = String::from_utf8_lossy(&files.get("os_http_be.map").expect("map").0).to_string();
+    assert!(!edge.to_ascii_lowercase().contains("loud"), "{edge}");
+    generate::write::publish(&out, &files).expect("publish");
+    if let Err(problems) = switchyard::config::load(&out.join("switchyard.toml")) {
+        let errors: Vec<String> = problems.errors.iter().map(|e| e.to_string()).collect();
+        panic!("the generated configuration is refused: {errors:#?}");
+    }
+}

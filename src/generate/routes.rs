@@ -154,18 +154,34 @@ impl<'a> Index<'a> {
             String::from_utf8(bytes)
                 .map_err(|_| format!("Secret {namespace}/{name}: data.{key}: not PEM text"))
         };
+        // Joined with newlines, as the reference joins them: a `tls.crt`
+        // without its final newline would otherwise run into the key.
+        let line_ended = |mut pem: String| {
+            if !pem.ends_with('\n') {
+                pem.push('\n');
+            }
+            pem
+        };
         Ok(Pem {
             file: format!("secret_{namespace}_{name}.pem"),
-            chain: data("tls.crt")?,
-            key: data("tls.key")?,
+            chain: line_ended(data("tls.crt")?),
+            key: line_ended(data("tls.key")?),
         })
     }
 }
 
-/// A host as written in an object: lowercase, a DNS name, or `*.` and a
-/// DNS name (`wildcard_ok`). Returns the name and whether it is a wildcard.
+/// A host as written in an object: a lowercase DNS name, or `*.` and one
+/// (`wildcard_ok`). Returns the name and whether it is a wildcard. An
+/// upper-case letter is refused, as the reference's host validation
+/// refuses it (`InvalidHost`) rather than serve a name other than the one
+/// written.
 pub(crate) fn host(field: &Field<'_>, wildcard_ok: bool) -> Result<(String, bool), Bad> {
-    let text = field.required()?.to_ascii_lowercase();
+    let text = field.required()?;
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        let m = format!("InvalidHost: `{text}`: a host name must be lowercase");
+        return Err(field.bad(m));
+    }
+    let text = text.to_string();
     let text = text.strip_suffix('.').unwrap_or(&text).to_string();
     let (name, wildcard) = match text.strip_prefix("*.") {
         Some(rest) if wildcard_ok => (rest.to_string(), true),
