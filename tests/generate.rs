@@ -407,3 +407,59 @@ fn secrets_without_final_newlines_load_and_upper_case_hosts_are_refused() {
         panic!("the generated configuration is refused: {errors:#?}");
     }
 }
+
+/// With `/` redirecting to https and `/api` allowing plain HTTP on one
+/// host, port 80 serves `/api` and redirects the rest, as the reference
+/// does: the redirect map has a line for every route, `0` for those that
+/// do not redirect, and the more specific path comes first.
+#[test]
+fn a_path_that_allows_http_is_served_under_a_host_that_redirects() {
+    let yaml = "apiVersion: v1\nkind: List\nitems:\n\
+- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {name: root, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}\n  spec:\n    host: a.shop.test\n    to: {kind: Service, name: web}\n    tls: {termination: edge, insecureEdgeTerminationPolicy: Redirect}\n\
+- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {name: api, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}\n  spec:\n    host: a.shop.test\n    path: /api\n    to: {kind: Service, name: api}\n    tls: {termination: edge, insecureEdgeTerminationPolicy: Allow}\n";
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("objects.yaml");
+    std::fs::write(&input, yaml).expect("objects");
+    let out = dir.path().join("config");
+    let mut report = generate::Report::default();
+    let objects = generate::read_inputs(&[input], &mut report).expect("read");
+    let mut options = options(&out);
+    options.stats_password_file = None;
+    options.service_ca = None;
+    options.https_bind = "127.0.0.1:0".into();
+    options.http_bind = "127.0.0.1:0".into();
+    options.stats_bind = "127.0.0.1:0".into();
+    let pki = Pki::new();
+    options.default_certificate = Some(pki.pem(&["*.shop.test"]).into_bytes());
+    let (files, _) = generate::generate(&objects, &options);
+    let redirect =
+        String::from_utf8_lossy(&files.get("os_route_http_redirect.map").expect("map").0)
+            .to_string();
+    let lines: Vec<&str> = redirect.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            r"^a\.shop\.test\.?(:[0-9]+)?/api(/.*)?$ 0",
+            r"^a\.shop\.test\.?(:[0-9]+)?(/.*)?$ 1"
+        ],
+        "{redirect}"
+    );
+    generate::write::publish(&out, &files).expect("publish");
+    let loaded = switchyard::config::load(&out.join("switchyard.toml")).expect("load");
+    let client = std::net::IpAddr::from([127, 0, 0, 1]);
+    let ask = |path| {
+        let (_, said) = switchyard::explain::explain(
+            &loaded.snapshot,
+            Some("public"),
+            "a.shop.test",
+            Some(path),
+            client,
+        );
+        said
+    };
+    let api = ask("/api/x");
+    assert!(!api.contains("302"), "{api}");
+    assert!(api.contains("be_edge_http:shop:api"), "{api}");
+    let root = ask("/x");
+    assert!(root.contains("302 to https"), "{root}");
+}

@@ -135,6 +135,13 @@ impl Maps {
     fn add(&mut self, claim: &Claim, options: &Options, files: &mut Files) {
         let w = claim.wildcard;
         let full = route_regex(claim, true);
+        // Every route has its line in the redirect map, `1` to redirect
+        // port 80 to https and `0` not to, sorted like the others: a more
+        // specific path that does not redirect (Allow, plain HTTP) under a
+        // host whose `/` route redirects is served, as by the reference.
+        let redirect = claim.insecure == Insecure::Redirect && !claim.gateway_http;
+        self.redirect
+            .push((w, format!("{full} {}", if redirect { 1 } else { 0 })));
         if claim.gateway_http {
             // A Gateway HTTP listener's route: port 80 only, whatever the
             // termination toward its servers.
@@ -169,10 +176,8 @@ impl Maps {
             }
             Termination::Plain => self.http.push((w, format!("{full} {}", claim.backend))),
         }
-        match (claim.termination, claim.insecure) {
-            (Termination::Plain, _) | (_, Insecure::None) => {}
-            (_, Insecure::Allow) => self.http.push((w, format!("{full} {}", claim.backend))),
-            (_, Insecure::Redirect) => self.redirect.push((w, format!("{full} 1"))),
+        if claim.termination != Termination::Plain && claim.insecure == Insecure::Allow {
+            self.http.push((w, format!("{full} {}", claim.backend)));
         }
     }
 
@@ -197,7 +202,7 @@ impl Maps {
             ),
             (
                 "os_route_http_redirect.map",
-                "Host and path on port 80 -> 1: redirect to https.",
+                "Host and path on port 80 -> 1: redirect to https, 0: do not.",
                 self.redirect,
             ),
             (
