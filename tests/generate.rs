@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use switchyard::generate::{self, Options};
@@ -345,6 +346,27 @@ fn the_generated_fixture_loads_in_the_router() {
     }
 }
 
+/// Generates from `yaml` for a router on loopback test ports (no stats
+/// password, no service CA), to be published to `out`.
+fn generate_on_loopback(
+    yaml: &str,
+    out: &Path,
+    default_certificate: Option<Vec<u8>>,
+) -> (BTreeMap<String, (Vec<u8>, bool)>, generate::Report) {
+    let input = out.with_extension("yaml");
+    std::fs::write(&input, yaml).expect("objects");
+    let mut report = generate::Report::default();
+    let objects = generate::read_inputs(&[input], &mut report).expect("read");
+    let mut options = options(out);
+    options.stats_password_file = None;
+    options.service_ca = None;
+    options.https_bind = "127.0.0.1:0".into();
+    options.http_bind = "127.0.0.1:0".into();
+    options.stats_bind = "127.0.0.1:0".into();
+    options.default_certificate = default_certificate;
+    generate::generate(&objects, &options)
+}
+
 /// A Secret whose `tls.crt` and `tls.key` lack their final newline (as
 /// many tools write them) still makes a certificate the router loads, and
 /// a Route whose host has an upper-case letter is left out (the reference
@@ -373,18 +395,8 @@ fn secrets_without_final_newlines_load_and_upper_case_hosts_are_refused() {
         b64(&key),
     );
     let dir = tempfile::tempdir().expect("dir");
-    let input = dir.path().join("objects.yaml");
-    std::fs::write(&input, yaml).expect("objects");
     let out = dir.path().join("config");
-    let mut report = generate::Report::default();
-    let objects = generate::read_inputs(&[input], &mut report).expect("read");
-    let mut options = options(&out);
-    options.stats_password_file = None;
-    options.service_ca = None;
-    options.https_bind = "127.0.0.1:0".into();
-    options.http_bind = "127.0.0.1:0".into();
-    options.stats_bind = "127.0.0.1:0".into();
-    let (files, report) = generate::generate(&objects, &options);
+    let (files, report) = generate_on_loopback(&yaml, &out, None);
     let secret = &files
         .get("secret_shop_shop-tls.pem")
         .expect("the Secret's certificate is written")
@@ -418,20 +430,9 @@ fn a_path_that_allows_http_is_served_under_a_host_that_redirects() {
 - apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {name: root, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}\n  spec:\n    host: a.shop.test\n    to: {kind: Service, name: web}\n    tls: {termination: edge, insecureEdgeTerminationPolicy: Redirect}\n\
 - apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {name: api, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}\n  spec:\n    host: a.shop.test\n    path: /api\n    to: {kind: Service, name: api}\n    tls: {termination: edge, insecureEdgeTerminationPolicy: Allow}\n";
     let dir = tempfile::tempdir().expect("dir");
-    let input = dir.path().join("objects.yaml");
-    std::fs::write(&input, yaml).expect("objects");
     let out = dir.path().join("config");
-    let mut report = generate::Report::default();
-    let objects = generate::read_inputs(&[input], &mut report).expect("read");
-    let mut options = options(&out);
-    options.stats_password_file = None;
-    options.service_ca = None;
-    options.https_bind = "127.0.0.1:0".into();
-    options.http_bind = "127.0.0.1:0".into();
-    options.stats_bind = "127.0.0.1:0".into();
-    let pki = Pki::new();
-    options.default_certificate = Some(pki.pem(&["*.shop.test"]).into_bytes());
-    let (files, _) = generate::generate(&objects, &options);
+    let default = Pki::new().pem(&["*.shop.test"]).into_bytes();
+    let (files, _) = generate_on_loopback(yaml, &out, Some(default));
     let redirect =
         String::from_utf8_lossy(&files.get("os_route_http_redirect.map").expect("map").0)
             .to_string();
