@@ -117,9 +117,17 @@ enum Command {
         /// The generated stats port's address.
         #[arg(long, default_value = "0.0.0.0:1936")]
         stats_bind: String,
-        /// Protect /metrics and /stats with user `admin` and this password.
+        /// Protect /metrics and /stats with user `admin` and the password
+        /// in this file (a mounted Secret); without it, stats listen on
+        /// loopback only.
         #[arg(long)]
         stats_password_file: Option<PathBuf>,
+        /// Let routes of different namespaces share a host (different
+        /// paths) and take names under each other's wildcards, as the
+        /// reference's ROUTER_DISABLE_NAMESPACE_OWNERSHIP_CHECK does. Only
+        /// for clusters whose namespaces trust each other.
+        #[arg(long)]
+        disable_namespace_ownership_check: bool,
     },
 }
 
@@ -140,6 +148,7 @@ fn main() -> ExitCode {
             https_port,
             stats_bind,
             stats_password_file,
+            disable_namespace_ownership_check,
         } => {
             let default_certificate = match default_certificate.map(std::fs::read).transpose() {
                 Ok(pem) => pem,
@@ -148,7 +157,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let options = switchyard::generate::Options {
+            let mut options = switchyard::generate::Options {
                 out,
                 default_certificate,
                 maps_only,
@@ -162,8 +171,10 @@ fn main() -> ExitCode {
                 https_port,
                 stats_bind,
                 stats_password_file,
+                namespace_ownership: !disable_namespace_ownership_check,
             };
-            generate(&from, &options)
+            let stats = switchyard::generate::protect_stats(&mut options);
+            generate(&from, &options, &stats)
         }
         Command::Route {
             config,
@@ -196,8 +207,9 @@ fn main() -> ExitCode {
 /// Where a pod finds the cluster's service CA.
 const SERVICE_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/service-ca.crt";
 
-/// `switchyard generate`: read, generate, print the problems, publish.
-fn generate(from: &[PathBuf], options: &switchyard::generate::Options) -> ExitCode {
+/// `switchyard generate`: read, generate, print the problems and the
+/// routes' status, check with the loader, publish.
+fn generate(from: &[PathBuf], options: &switchyard::generate::Options, stats: &str) -> ExitCode {
     use switchyard::generate;
     let mut report = generate::Report::default();
     let objects = match generate::read_inputs(from, &mut report) {
@@ -211,6 +223,19 @@ fn generate(from: &[PathBuf], options: &switchyard::generate::Options) -> ExitCo
     report.problems.extend(generated.problems);
     for problem in &report.problems {
         eprintln!("{problem}");
+    }
+    let statuses = generate::status::statuses(&objects, &report);
+    eprint!("{}", generate::status::table(&statuses));
+    eprintln!("{stats}");
+    if let Err(problems) = generate::check::loads(&objects, options) {
+        for p in problems {
+            eprintln!("refused by the loader: {p}");
+        }
+        eprintln!(
+            "{}: not published: the router would refuse it",
+            options.out.display()
+        );
+        return ExitCode::from(2);
     }
     match generate::write::publish(&options.out, &files) {
         Ok(changed) => eprintln!(

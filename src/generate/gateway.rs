@@ -262,7 +262,12 @@ fn backend_tls(index: &Index<'_>, target: &Target, report: &mut Report) -> Optio
                 .ok_or_else(|| {
                     reference.bad(format!("ConfigMap {}/{name} not found", policy.namespace))
                 })?;
-            let ca = config_map.at("data").get("ca.crt").required()?;
+            let ca_field = config_map.at("data").get("ca.crt");
+            let ca = ca_field.required()?;
+            let path = std::path::Path::new("ca.crt");
+            crate::tls::certs::roots_from_pem(ca.as_bytes(), path).map_err(|e| {
+                reference.bad(format!("ConfigMap {}/{name}: {e}", policy.namespace))
+            })?;
             Ok((
                 hostname,
                 Pem {

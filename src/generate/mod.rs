@@ -6,11 +6,13 @@
 //! (oldest first), given servers from their EndpointSlices ([`servers`]),
 //! and written as files ([`write`]) that replace the directory at once.
 
+pub mod check;
 pub(crate) mod gateway;
 pub(crate) mod objects;
 pub(crate) mod routes;
 pub(crate) mod servers;
 pub(crate) mod settings;
+pub mod status;
 pub mod write;
 
 use std::path::PathBuf;
@@ -36,6 +38,9 @@ pub struct Options {
     pub stats_bind: String,
     /// Basic auth on the stats port (user `admin`), from this file.
     pub stats_password_file: Option<PathBuf>,
+    /// The reference's strict namespace ownership of hosts and wildcard
+    /// domains; off with `--disable-namespace-ownership-check`.
+    pub namespace_ownership: bool,
 }
 
 /// One problem with one object.
@@ -47,6 +52,9 @@ pub struct Problem {
     pub message: String,
     /// The object (or this part of it) was left out of the output.
     pub skipped: bool,
+    /// The reference's reason for it (`HostAlreadyClaimed`, `InvalidHost`,
+    /// `ExtendedValidationFailed`, …), as `status.json` reports it.
+    pub reason: &'static str,
 }
 
 impl std::fmt::Display for Problem {
@@ -88,21 +96,97 @@ impl Report {
             field: String::new(),
             message,
             skipped: false,
+            reason: "",
+        });
+    }
+
+    /// `owner` is left out for `reason`, named explicitly.
+    pub(crate) fn refuse(
+        &mut self,
+        owner: &str,
+        field: &str,
+        reason: &'static str,
+        message: String,
+    ) {
+        self.problems.push(Problem {
+            object: owner.to_string(),
+            field: field.to_string(),
+            message,
+            skipped: true,
+            reason,
         });
     }
 
     fn push(&mut self, object: String, bad: Bad, skipped: bool) {
+        let reason = reason_of(&bad);
         self.problems.push(Problem {
             object,
             field: bad.field,
             message: bad.message,
             skipped,
+            reason,
         });
     }
 
     /// Whether anything was left out.
     pub fn anything_skipped(&self) -> bool {
         self.problems.iter().any(|p| p.skipped)
+    }
+}
+
+/// Who may read the stats port: with a password file, the bind asked for
+/// behind user `admin`; without one, the same port on loopback only (on
+/// `hostNetwork` any other address is every node's). Returns the line
+/// that says which.
+pub fn protect_stats(options: &mut Options) -> String {
+    if let Some(file) = &options.stats_password_file {
+        return format!(
+            "stats: {} with user admin and the password in {}",
+            options.stats_bind,
+            file.display()
+        );
+    }
+    let port = options
+        .stats_bind
+        .rsplit_once(':')
+        .map_or("1936", |(_, port)| port);
+    let loopback = options
+        .stats_bind
+        .rsplit_once(':')
+        .and_then(|(host, _)| {
+            host.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .ok()
+        })
+        .is_some_and(|ip| ip.is_loopback());
+    if !loopback {
+        options.stats_bind = format!("127.0.0.1:{port}");
+    }
+    format!(
+        "stats: {} only (loopback): no --stats-password-file given",
+        options.stats_bind
+    )
+}
+
+/// The reference's reason for a field's problem: its host validation
+/// (`InvalidHost`), its extended validation of certificates, keys and CAs
+/// (`ExtendedValidationFailed`), or the object's own validation.
+fn reason_of(bad: &Bad) -> &'static str {
+    let field = bad.field.as_str();
+    let last = field.rsplit('.').next().unwrap_or(field);
+    if bad.message.starts_with("InvalidHost")
+        || matches!(last, "host" | "hostname" | "hostnames" | "hosts")
+    {
+        "InvalidHost"
+    } else if matches!(
+        last,
+        "certificate" | "key" | "caCertificate" | "destinationCACertificate" | "secretName"
+    ) || field.contains("ertificateRefs")
+        || bad.message.starts_with("Secret ")
+    {
+        "ExtendedValidationFailed"
+    } else {
+        "ValidationFailed"
     }
 }
 
@@ -117,11 +201,13 @@ pub fn generate(objects: &[Object], options: &Options) -> (write::Files, Report)
         &mut report,
     ));
     claims.extend(gateway::claims(&index, &mut report));
-    let admitted = routes::admit(claims, &mut report);
-    let files = write::files(&admitted, &index, options, &mut report);
+    let admitted = routes::admit(claims, options.namespace_ownership, &mut report);
+    let mut files = write::files(&admitted, &index, options, &mut report);
     // One line per problem, however many listeners or rules met it.
     let mut seen = std::collections::HashSet::new();
     report.problems.retain(|p| seen.insert(p.clone()));
+    let statuses = status::statuses(objects, &report);
+    files.insert("status.json".into(), (status::json(&statuses), false));
     (files, report)
 }
 
@@ -167,6 +253,7 @@ pub fn read_inputs(inputs: &[PathBuf], report: &mut Report) -> Result<Vec<Object
                 field: String::new(),
                 message,
                 skipped: true,
+                reason: "ValidationFailed",
             });
         }
     }

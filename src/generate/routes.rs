@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::objects::{Bad, Field, Object, PortRef};
 use super::settings::{Settings, Termination};
-use super::{Problem, Report};
+use super::Report;
 
 /// What port 80 does for a TLS route (`insecureEdgeTerminationPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,15 @@ pub(crate) struct Pem {
     pub(crate) file: String,
     pub(crate) chain: String,
     pub(crate) key: String,
+}
+
+impl Pem {
+    /// Whether the router can serve it: a chain, leaf first, and the key
+    /// that matches the leaf (the reference's extended validation).
+    pub(crate) fn usable(&self) -> Result<(), String> {
+        let both = format!("{}{}", self.chain, self.key);
+        crate::tls::certs::load_pem_bytes(both.as_bytes()).map(|_| ())
+    }
 }
 
 /// One host (and path) served by one backend.
@@ -90,18 +99,8 @@ impl<'a> Index<'a> {
     pub(crate) fn new(objects: &'a [Object], report: &mut Report) -> Self {
         let mut by_kind: HashMap<&str, BTreeMap<(&str, &str), &Object>> = HashMap::new();
         for o in objects {
-            // Another API's kind of the same name (Knative's Route, say).
-            let group = o.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-            let wanted = match o.kind.as_str() {
-                "Route" => "route.openshift.io",
-                "Ingress" => "networking.k8s.io",
-                "EndpointSlice" => "discovery.k8s.io",
-                "Gateway" | "HTTPRoute" | "TLSRoute" | "BackendTLSPolicy" | "ReferenceGrant" => {
-                    "gateway.networking.k8s.io"
-                }
-                _ => group,
-            };
-            if group != wanted {
+            if !readable(o) {
+                let wanted = wanted_group(&o.kind).unwrap_or_default();
                 report.warn(
                     o,
                     Bad::new(
@@ -162,12 +161,35 @@ impl<'a> Index<'a> {
             }
             pem
         };
-        Ok(Pem {
+        let pem = Pem {
             file: format!("secret_{namespace}_{name}.pem"),
             chain: line_ended(data("tls.crt")?),
             key: line_ended(data("tls.key")?),
-        })
+        };
+        pem.usable()
+            .map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
+        Ok(pem)
     }
+}
+
+/// The API group a kind is read from, for the kinds `generate` reads.
+fn wanted_group(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Route" => "route.openshift.io",
+        "Ingress" => "networking.k8s.io",
+        "EndpointSlice" => "discovery.k8s.io",
+        "Gateway" | "HTTPRoute" | "TLSRoute" | "BackendTLSPolicy" | "ReferenceGrant" => {
+            "gateway.networking.k8s.io"
+        }
+        _ => return None,
+    })
+}
+
+/// Whether an object is of the API `generate` reads its kind from (not
+/// another API's kind of the same name, such as Knative's Route).
+pub(crate) fn readable(object: &Object) -> bool {
+    let group = object.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    wanted_group(&object.kind).is_none_or(|wanted| wanted == group)
 }
 
 /// A host as written in an object: a lowercase DNS name, or `*.` and one
@@ -358,11 +380,14 @@ fn route_pems(
                 chain.push_str(ca);
                 chain.push('\n');
             }
-            Some(Pem {
+            let pem = Pem {
                 file: format!("route_{namespace}_{name}.pem"),
                 chain,
                 key: format!("{key}\n"),
-            })
+            };
+            pem.usable()
+                .map_err(|e| tls.get("certificate").bad(format!("{e}; not admitted")))?;
+            Some(pem)
         }
     };
     let destination_ca = match text("destinationCACertificate")? {
@@ -374,11 +399,18 @@ fn route_pems(
             );
             None
         }
-        Some(ca) => Some(Pem {
-            file: format!("route_{namespace}_{name}_destination-ca.pem"),
-            chain: format!("{ca}\n"),
-            key: String::new(),
-        }),
+        Some(ca) => {
+            let path = std::path::Path::new("destinationCACertificate");
+            crate::tls::certs::roots_from_pem(ca.as_bytes(), path).map_err(|e| {
+                tls.get("destinationCACertificate")
+                    .bad(format!("{e}; not admitted"))
+            })?;
+            Some(Pem {
+                file: format!("route_{namespace}_{name}_destination-ca.pem"),
+                chain: format!("{ca}\n"),
+                key: String::new(),
+            })
+        }
         None => None,
     };
     Ok((certificate, destination_ca))
@@ -603,83 +635,136 @@ fn ingress_path(
 }
 
 /// Keeps the oldest claim of each host and path (creation time, then
-/// `namespace/name`), reporting the others with the one that won. A host
-/// belongs to the namespace of its oldest claim: claims from other
-/// namespaces, whatever their path, are refused (the reference's strict
-/// namespace ownership), so one tenant cannot take a path of another's
-/// host.
-pub(crate) fn admit(mut claims: Vec<Claim>, report: &mut Report) -> Vec<Claim> {
+/// `namespace/name`), reporting the others with the one that won
+/// (`HostAlreadyClaimed`). With namespace ownership (the reference's
+/// default), a host belongs to the namespace of its oldest claim, and so
+/// does a wildcard domain: a claim from another namespace, whatever its
+/// path, is refused, as is a host under another namespace's older
+/// wildcard (`api.own.test` under `*.own.test`) and a wildcard over
+/// another namespace's older host. One tenant cannot take a name another
+/// holds.
+pub(crate) fn admit(mut claims: Vec<Claim>, ownership: bool, report: &mut Report) -> Vec<Claim> {
     claims.sort_by(|a, b| (&a.created, &a.owner).cmp(&(&b.created, &b.owner)));
-    let mut taken: HashMap<(String, bool, String, bool, bool), String> = HashMap::new();
-    let mut owners: HashMap<(String, bool), (String, String)> = HashMap::new();
-    let mut admitted = Vec::new();
+    let mut admission = Admission {
+        ownership,
+        ..Admission::default()
+    };
+    let mut admitted: Vec<Claim> = Vec::new();
     for claim in claims {
-        let namespace = claim
-            .backend
-            .split(':')
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        let host_key = (claim.host.clone(), claim.wildcard);
-        if let Some((owner_ns, owner)) = owners.get(&host_key) {
-            if *owner_ns != namespace {
-                report.problems.push(Problem {
-                    object: claim.owner.clone(),
-                    field: "spec.host".into(),
-                    message: format!(
-                        "host `{}` belongs to namespace {owner_ns} (its oldest route is {owner}); not admitted",
-                        claim.sni_filter()
-                    ),
-                    skipped: true,
-                });
-                continue;
+        let refused = admission.refusal(&claim).or_else(|| {
+            let owner = admitted
+                .iter()
+                .find(|c| c.backend == claim.backend && c.owner != claim.owner)?;
+            Some((
+                "metadata.name",
+                format!(
+                    "its backend `{}` is already {}'s; not admitted",
+                    claim.backend, owner.owner
+                ),
+            ))
+        });
+        match refused {
+            Some((field, message)) => {
+                report.refuse(&claim.owner, field, "HostAlreadyClaimed", message)
+            }
+            None => {
+                admission.take(&claim);
+                admitted.push(claim);
             }
         }
-        let key = (
+    }
+    admitted
+}
+
+/// The namespace a claim's backend lives in.
+fn namespace_of(claim: &Claim) -> &str {
+    claim.backend.split(':').nth(1).unwrap_or_default()
+}
+
+/// The domain a host is under, for wildcard ownership: what follows its
+/// first label.
+fn domain_of(host: &str) -> &str {
+    host.split_once('.').map_or("", |(_, domain)| domain)
+}
+
+/// What admitted claims hold so far (every one older than the next).
+#[derive(Default)]
+struct Admission {
+    ownership: bool,
+    /// (host, wildcard, path, exact, port 80 only) → owner.
+    taken: HashMap<(String, bool, String, bool, bool), String>,
+    /// (host, wildcard) → (namespace, owner) of its oldest claim.
+    owners: HashMap<(String, bool), (String, String)>,
+    /// Domain → exact hosts under it: (host, namespace, owner).
+    under: HashMap<String, Vec<(String, String, String)>>,
+}
+
+impl Admission {
+    /// Why `claim` is refused (its field and message), if it is.
+    fn refusal(&self, claim: &Claim) -> Option<(&'static str, String)> {
+        let namespace = namespace_of(claim);
+        let filter = claim.sni_filter();
+        if self.ownership {
+            let key = (claim.host.clone(), claim.wildcard);
+            if let Some((ns, owner)) = self.owners.get(&key).filter(|(ns, _)| ns != namespace) {
+                return Some(("spec.host", format!(
+                    "host `{filter}` belongs to namespace {ns} (its oldest route is {owner}); not admitted"
+                )));
+            }
+            if claim.wildcard {
+                let held = self.under.get(&claim.host).into_iter().flatten();
+                if let Some((host, ns, owner)) = held.into_iter().find(|(_, ns, _)| ns != namespace)
+                {
+                    return Some(("spec.host", format!(
+                        "{owner} of namespace {ns} has host `{host}`, blocking `{filter}`; not admitted"
+                    )));
+                }
+            } else {
+                let wildcard = (domain_of(&claim.host).to_string(), true);
+                if let Some((ns, owner)) =
+                    self.owners.get(&wildcard).filter(|(ns, _)| ns != namespace)
+                {
+                    return Some(("spec.host", format!(
+                        "wildcard route {owner} of namespace {ns} has host `*.{}`, blocking `{filter}`; not admitted",
+                        wildcard.0
+                    )));
+                }
+            }
+        }
+        let winner = self.taken.get(&Self::key(claim))?;
+        let path = if claim.path.is_empty() {
+            String::new()
+        } else {
+            format!(" path `{}`", claim.path)
+        };
+        Some((
+            "spec.host",
+            format!("host `{filter}`{path} is already claimed by the older {winner}; not admitted"),
+        ))
+    }
+
+    /// Records an admitted claim.
+    fn take(&mut self, claim: &Claim) {
+        let namespace = namespace_of(claim).to_string();
+        self.taken.insert(Self::key(claim), claim.owner.clone());
+        self.owners
+            .entry((claim.host.clone(), claim.wildcard))
+            .or_insert_with(|| (namespace.clone(), claim.owner.clone()));
+        if !claim.wildcard {
+            self.under
+                .entry(domain_of(&claim.host).to_string())
+                .or_default()
+                .push((claim.host.clone(), namespace, claim.owner.clone()));
+        }
+    }
+
+    fn key(claim: &Claim) -> (String, bool, String, bool, bool) {
+        (
             claim.host.clone(),
             claim.wildcard,
             claim.path.clone(),
             claim.exact,
             claim.gateway_http,
-        );
-        if let Some(winner) = taken.get(&key) {
-            report.problems.push(Problem {
-                object: claim.owner.clone(),
-                field: "spec.host".into(),
-                message: format!(
-                    "host `{}`{} is already claimed by the older {winner}; not admitted",
-                    claim.sni_filter(),
-                    if claim.path.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" path `{}`", claim.path)
-                    }
-                ),
-                skipped: true,
-            });
-            continue;
-        }
-        if let Some(owner) = admitted
-            .iter()
-            .find(|c: &&Claim| c.backend == claim.backend && c.owner != claim.owner)
-            .map(|c| c.owner.clone())
-        {
-            report.problems.push(Problem {
-                object: claim.owner.clone(),
-                field: "metadata.name".into(),
-                message: format!(
-                    "its backend `{}` is already {owner}'s; not admitted",
-                    claim.backend
-                ),
-                skipped: true,
-            });
-            continue;
-        }
-        taken.insert(key, claim.owner.clone());
-        owners
-            .entry(host_key)
-            .or_insert_with(|| (namespace, claim.owner.clone()));
-        admitted.push(claim);
+        )
     }
-    admitted
 }
