@@ -204,8 +204,12 @@ async fn ask_tls(addr: SocketAddr, pki: &Pki, host: &str, path: &str) -> String 
 }
 
 fn endpoint_slice(service: &str, port: u16) -> String {
+    endpoint_slice_in("shop", service, port)
+}
+
+fn endpoint_slice_in(namespace: &str, service: &str, port: u16) -> String {
     format!(
-        "- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata:\n    name: {service}-x1\n    namespace: shop\n    labels:\n      kubernetes.io/service-name: {service}\n  addressType: IPv4\n  ports:\n  - name: main\n    port: {port}\n  endpoints:\n  - addresses: [127.0.0.1]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: {service}-pod}}\n  - addresses: [127.0.0.2]\n    conditions: {{ready: false}}\n    targetRef: {{kind: Pod, name: {service}-unready}}\n"
+        "- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata:\n    name: {service}-x1\n    namespace: {namespace}\n    labels:\n      kubernetes.io/service-name: {service}\n  addressType: IPv4\n  ports:\n  - name: main\n    port: {port}\n  endpoints:\n  - addresses: [127.0.0.1]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: {service}-pod}}\n  - addresses: [127.0.0.2]\n    conditions: {{ready: false}}\n    targetRef: {{kind: Pod, name: {service}-unready}}\n"
     )
 }
 
@@ -532,4 +536,319 @@ fn a_path_that_allows_http_is_served_under_a_host_that_redirects() {
     assert!(api.contains("be_edge_http:shop:api"), "{api}");
     let root = ask("/x");
     assert!(root.contains("302 to https"), "{root}");
+}
+
+/// Publishes `files` to `out` and starts a router on them; returns it with
+/// the address of its port-80 listener (`public`).
+fn serve_generated(
+    files: &BTreeMap<String, (Vec<u8>, bool)>,
+    out: &Path,
+) -> (std::sync::Arc<switchyard::Router>, SocketAddr) {
+    generate::write::publish(out, files).expect("publish");
+    let loaded = switchyard::config::load(&out.join("switchyard.toml"))
+        .unwrap_or_else(|p| panic!("the generated configuration is refused: {p}"));
+    let router = switchyard::Router::start(loaded.snapshot).expect("start");
+    let http = router.local_addr("public").expect("port 80 listener");
+    (router, http)
+}
+
+/// What `status.json` says of one object: (admitted, reason, message).
+fn status_of(
+    files: &BTreeMap<String, (Vec<u8>, bool)>,
+    kind: &str,
+    id: &str,
+) -> (bool, String, String) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&files.get("status.json").expect("status.json").0).expect("JSON");
+    let (namespace, name) = id.split_once('/').expect("namespace/name");
+    let routes = json["routes"].as_array().expect("routes");
+    let entry = routes
+        .iter()
+        .find(|r| r["kind"] == kind && r["namespace"] == namespace && r["name"] == name)
+        .unwrap_or_else(|| panic!("{kind} {id} is in status.json: {json}"));
+    (
+        entry["admitted"].as_bool().expect("admitted"),
+        entry["reason"].as_str().unwrap_or_default().to_string(),
+        format!("{} {}", entry["message"], entry["warnings"]),
+    )
+}
+
+/// A Route of `namespace` for `host` (port 80, plain), created on day `day`.
+fn plain_route(namespace: &str, name: &str, host: &str, subdomain: bool, day: u8) -> String {
+    let policy = if subdomain { "Subdomain" } else { "None" };
+    format!(
+        "- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: {name}, namespace: {namespace}, creationTimestamp: \"2026-01-{day:02}T00:00:00Z\"}}\n  spec:\n    host: {host}\n    wildcardPolicy: {policy}\n    to: {{kind: Service, name: {name}}}\n"
+    )
+}
+
+/// The reference's wildcard ownership (its host admitter's
+/// TestWildcardSubDomainOwnership): a host under an older wildcard of
+/// another namespace is refused, and so is a wildcard over an older host
+/// of another namespace, each with HostAlreadyClaimed in status.json;
+/// the owner's own names under its wildcard are admitted. Through a real
+/// socket, `api.own.test` reaches the wildcard's owner, not the tenant
+/// that asked for it. With the ownership check turned off, both are
+/// admitted, as with the reference's ROUTER_DISABLE_NAMESPACE_OWNERSHIP_CHECK.
+#[tokio::test]
+async fn wildcard_ownership_holds_across_namespaces_unless_turned_off() {
+    let (owner, intruder) = (http_named("owner").await, http_named("intruder").await);
+    let mut yaml = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    yaml.push_str(&plain_route("a", "wild", "www.own.test", true, 1));
+    yaml.push_str(&plain_route("b", "api", "api.own.test", false, 2));
+    yaml.push_str(&plain_route("a", "shop", "shop.own.test", false, 3));
+    yaml.push_str(&plain_route("c", "held", "x.other.test", false, 1));
+    yaml.push_str(&plain_route("d", "over", "www.other.test", true, 2));
+    for (ns, service, addr) in [
+        ("a", "wild", owner),
+        ("a", "shop", owner),
+        ("b", "api", intruder),
+        ("c", "held", owner),
+        ("d", "over", intruder),
+    ] {
+        yaml.push_str(&endpoint_slice_in(ns, service, addr.port()));
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("config");
+    let (files, _) = generate_on_loopback(&yaml, &out, None);
+    let (admitted, reason, message) = status_of(&files, "Route", "b/api");
+    assert!(
+        !admitted && reason == "HostAlreadyClaimed",
+        "{reason} {message}"
+    );
+    assert!(
+        message.contains("*.own.test") && message.contains("Route a/wild"),
+        "{message}"
+    );
+    let (admitted, reason, message) = status_of(&files, "Route", "d/over");
+    assert!(
+        !admitted && reason == "HostAlreadyClaimed",
+        "{reason} {message}"
+    );
+    assert!(message.contains("x.other.test"), "{message}");
+    assert!(
+        status_of(&files, "Route", "a/shop").0,
+        "the owner's own name"
+    );
+    assert!(status_of(&files, "Route", "c/held").0, "the older host");
+
+    let (_router, http) = serve_generated(&files, &out);
+    let answer = ask(
+        TcpStream::connect(http).await.expect("connect"),
+        "api.own.test",
+        "/",
+    )
+    .await;
+    assert!(
+        answer.ends_with("owner /\n"),
+        "the wildcard's owner serves it: {answer}"
+    );
+
+    let mut options = options(&out);
+    options.namespace_ownership = false;
+    let input = dir.path().join("open.yaml");
+    std::fs::write(&input, &yaml).expect("objects");
+    let mut report = generate::Report::default();
+    let objects = generate::read_inputs(&[input], &mut report).expect("read");
+    let (open, _) = generate::generate(&objects, &options);
+    assert!(
+        status_of(&open, "Route", "b/api").0,
+        "admitted without the check"
+    );
+    assert!(
+        status_of(&open, "Route", "d/over").0,
+        "admitted without the check"
+    );
+}
+
+/// A re-encrypt Route without a destinationCACertificate, and no service
+/// CA: the reference's template writes `verify none`, so the route is
+/// served, and said loudly (a warning naming the route, in status.json
+/// too) rather than written as a backend the loader refuses. Through a
+/// real socket, a request reaches the server behind TLS.
+#[tokio::test]
+async fn reencrypt_without_a_ca_is_served_unverified_and_said() {
+    let server = https_server_answering(Pki::new().server_config(&["secure.shop.svc"]), |_| {
+        "secure\n".to_string()
+    })
+    .await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: List\nitems:\n\
+- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: secure, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n  spec:\n    host: secure.shop.test\n    to: {{kind: Service, name: secure}}\n    tls: {{termination: reencrypt, insecureEdgeTerminationPolicy: Allow}}\n{}",
+        endpoint_slice("secure", server.port())
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("config");
+    let default = Pki::new().pem(&["*.shop.test"]).into_bytes();
+    let (files, report) = generate_on_loopback(&yaml, &out, Some(default));
+    let backends =
+        String::from_utf8_lossy(&files.get("backends.toml").expect("backends").0).to_string();
+    assert!(backends.contains("verify = \"none\""), "{backends}");
+    let warned = report
+        .problems
+        .iter()
+        .find(|p| p.object == "Route shop/secure" && p.message.contains("UNVERIFIED"));
+    assert!(
+        warned.is_some(),
+        "a warning names the route: {:?}",
+        report.problems
+    );
+    let (admitted, _, message) = status_of(&files, "Route", "shop/secure");
+    assert!(admitted && message.contains("UNVERIFIED"), "{message}");
+    let (_router, http) = serve_generated(&files, &out);
+    let answer = ask(
+        TcpStream::connect(http).await.expect("connect"),
+        "secure.shop.test",
+        "/",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("secure\n"),
+        "{answer}"
+    );
+}
+
+/// A Route whose certificate is refused by the reference's extended
+/// validation (a key that is not the certificate's, a truncated PEM, a
+/// destination CA that does not parse) is left out with
+/// ExtendedValidationFailed, and the rest is written and loads.
+#[tokio::test]
+async fn routes_with_unusable_certificates_are_left_out_and_the_rest_loads() {
+    let pki = Pki::new();
+    let split = |pem: String| {
+        let (cert, key) = pem.split_once("-----END CERTIFICATE-----").expect("cert");
+        (
+            format!("{cert}-----END CERTIFICATE-----"),
+            key.trim().to_string(),
+        )
+    };
+    let (cert, _) = split(pki.pem(&["a.shop.test"]));
+    let (_, other_key) = split(pki.pem(&["b.shop.test"]));
+    let truncated = &cert[..cert.len() / 2];
+    let route = |name: &str, tls: String| {
+        format!(
+            "- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: {name}, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n  spec:\n    host: {name}.shop.test\n    to: {{kind: Service, name: web}}\n    tls:\n{tls}"
+        )
+    };
+    let block = |key: &str, pem: &str| format!("      {key}: |-\n        {}\n", indented(pem, 8));
+    let mut yaml = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    yaml.push_str(&route(
+        "wrongkey",
+        format!(
+            "      termination: edge\n{}{}",
+            block("certificate", &cert),
+            block("key", &other_key)
+        ),
+    ));
+    yaml.push_str(&route(
+        "truncated",
+        format!(
+            "      termination: edge\n{}{}",
+            block("certificate", truncated),
+            block("key", &other_key)
+        ),
+    ));
+    yaml.push_str(&route(
+        "badca",
+        format!(
+            "      termination: reencrypt\n{}",
+            block(
+                "destinationCACertificate",
+                "-----BEGIN CERTIFICATE-----\nnot a CA\n-----END CERTIFICATE-----"
+            )
+        ),
+    ));
+    yaml.push_str(&route("fine", "      termination: edge\n".to_string()));
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("config");
+    let default = Pki::new().pem(&["*.shop.test"]).into_bytes();
+    let (files, report) = generate_on_loopback(&yaml, &out, Some(default));
+    for name in ["shop/wrongkey", "shop/truncated", "shop/badca"] {
+        let (admitted, reason, message) = status_of(&files, "Route", name);
+        assert!(
+            !admitted && reason == "ExtendedValidationFailed",
+            "{name}: {reason} {message}"
+        );
+    }
+    let wrong = report
+        .problems
+        .iter()
+        .find(|p| p.object == "Route shop/wrongkey")
+        .expect("reported");
+    assert!(wrong.message.contains("does not match"), "{wrong}");
+    assert!(
+        status_of(&files, "Route", "shop/fine").0,
+        "the rest is admitted"
+    );
+    let (_router, _) = serve_generated(&files, &out);
+}
+
+/// Without a password file the generated stats port listens on loopback
+/// only, and `generate` says so; with one, the bind asked for is kept
+/// behind user `admin`. When the loader would refuse the output (here a
+/// service CA that is not there), nothing is published and the previous
+/// configuration stays.
+#[test]
+fn stats_are_protected_and_a_refused_output_is_never_published() {
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("objects.yaml");
+    let yaml = format!(
+        "apiVersion: v1\nkind: List\nitems:\n{}",
+        plain_route("shop", "web", "web.shop.test", false, 1)
+    );
+    std::fs::write(&input, yaml).expect("objects");
+    let out = dir.path().join("config");
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["generate", "--from"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .args(["--stats-bind", "0.0.0.0:1936"])
+            .args(extra)
+            .output()
+            .expect("generate");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (code, said) = run(&[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("stats: 127.0.0.1:1936 only (loopback)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("1 of 1 routes admitted"),
+        "the status table: {said}"
+    );
+    let main = std::fs::read_to_string(out.join("switchyard.toml")).expect("toml");
+    assert!(main.contains("bind = \"127.0.0.1:1936\""), "{main}");
+
+    let password = dir.path().join("password");
+    std::fs::write(&password, "secret\n").expect("password");
+    let (code, said) = run(&["--stats-password-file", password.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{said}");
+    let main = std::fs::read_to_string(out.join("switchyard.toml")).expect("toml");
+    assert!(
+        main.contains("bind = \"0.0.0.0:1936\"") && main.contains("user = \"admin\""),
+        "{main}"
+    );
+
+    let reencrypt = "- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {name: api, namespace: shop}\n  spec:\n    host: api.shop.test\n    to: {kind: Service, name: api}\n    tls: {termination: reencrypt}\n";
+    let mut yaml = std::fs::read_to_string(&input).expect("objects");
+    yaml.push_str(reencrypt);
+    std::fs::write(&input, yaml).expect("objects");
+    let missing = dir.path().join("no-such-ca.crt");
+    let (code, said) = run(&["--service-ca", missing.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("refused by the loader") && said.contains("not published"),
+        "{said}"
+    );
+    let backends = std::fs::read_to_string(out.join("backends.toml")).expect("backends");
+    assert!(
+        !backends.contains("api"),
+        "the previous configuration stays: {backends}"
+    );
 }

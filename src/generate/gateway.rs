@@ -100,17 +100,27 @@ fn listeners(
     Ok(out)
 }
 
-/// Whether a route's host falls under a listener's hostname.
-fn under(host: &(String, bool), listener: &Option<(String, bool)>) -> bool {
-    match listener {
-        None => true,
-        Some((name, false)) => !host.1 && host.0 == *name,
-        Some((domain, true)) => {
-            host.0 == *domain && host.1
-                || host.0.strip_suffix(domain.as_str()).is_some_and(|label| {
-                    label.ends_with('.') && !label[..label.len() - 1].contains('.') && !host.1
-                })
+/// The name a route's host is served as on a listener (Gateway API
+/// hostname intersection): the narrower of the two when one falls under
+/// the other, `None` when they do not meet. A wildcard `*.d` covers
+/// every name ending in `.d`, whatever the number of labels before it.
+fn intersect(host: &(String, bool), listener: &Option<(String, bool)>) -> Option<(String, bool)> {
+    let Some(listener) = listener else {
+        return Some(host.clone());
+    };
+    let below = |name: &str, domain: &str| {
+        name.strip_suffix(domain)
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'))
+    };
+    let (route_name, listener_name) = (host.0.as_str(), listener.0.as_str());
+    match (host.1, listener.1) {
+        (false, false) => (route_name == listener_name).then(|| host.clone()),
+        (false, true) => below(route_name, listener_name).then(|| host.clone()),
+        (true, false) => below(listener_name, route_name).then(|| listener.clone()),
+        (true, true) if route_name == listener_name || below(route_name, listener_name) => {
+            Some(host.clone())
         }
+        (true, true) => below(listener_name, route_name).then(|| listener.clone()),
     }
 }
 
@@ -153,28 +163,34 @@ fn attached<'l>(
 }
 
 /// Whether a `ReferenceGrant` in `namespace` lets `from` (its kind, its
-/// namespace) refer to the `kind` named `name` there.
+/// namespace) refer to the `kind` named `name` there. The groups count:
+/// `from` must name the Gateway API's group and `to` the core group (a
+/// Service or a Secret), or the grant opens nothing.
 fn granted(index: &Index<'_>, from: &Object, kind: &str, namespace: &str, name: &str) -> bool {
+    const GATEWAY: &str = "gateway.networking.k8s.io";
     index.all("ReferenceGrant").any(|grant| {
         let text = |f: &Field<'_>, key: &str| f.get(key).text().ok().flatten().map(str::to_string);
         grant.namespace == namespace
             && grant.at("spec.from").items().is_ok_and(|items| {
                 items.iter().any(|f| {
-                    text(f, "kind").as_deref() == Some(from.kind.as_str())
+                    text(f, "group").as_deref() == Some(GATEWAY)
+                        && text(f, "kind").as_deref() == Some(from.kind.as_str())
                         && text(f, "namespace").as_deref() == Some(from.namespace.as_str())
                 })
             })
             && grant.at("spec.to").items().is_ok_and(|items| {
                 items.iter().any(|t| {
-                    text(t, "kind").as_deref() == Some(kind)
+                    text(t, "group").unwrap_or_default().is_empty()
+                        && text(t, "kind").as_deref() == Some(kind)
                         && text(t, "name").is_none_or(|n| n == name)
                 })
             })
     })
 }
 
-/// The hosts a route serves on a listener: its hostnames under the
-/// listener's, or the listener's own when it names none.
+/// The hosts a route serves on a listener: its hostnames as they meet
+/// the listener's, or the listener's own when it names none; every name
+/// (an empty wildcard) when neither names one.
 fn hosts(
     route: &Object,
     listener: &Listener,
@@ -184,20 +200,24 @@ fn hosts(
     let names = route.at("spec.hostnames").items()?;
     for field in &names {
         let h = host(field, true)?;
-        if under(&h, &listener.hostname) {
-            out.push(h);
-        } else {
-            report.warn(
+        match intersect(&h, &listener.hostname) {
+            Some(served) => out.push(served),
+            None => report.warn(
                 route,
                 field.bad(format!(
-                    "not under listener `{}`'s hostname; not served there",
+                    "does not meet listener `{}`'s hostname; not served there",
                     listener.name
                 )),
-            );
+            ),
         }
     }
     if names.is_empty() {
-        out.extend(listener.hostname.clone());
+        out.push(
+            listener
+                .hostname
+                .clone()
+                .unwrap_or_else(|| (String::new(), true)),
+        );
     }
     Ok(out)
 }
@@ -323,13 +343,6 @@ fn http_route(
             continue;
         };
         let hosts = hosts(route, listener, report)?;
-        if hosts.is_empty() {
-            let m = format!(
-                "no hostname here or on listener `{}`: not served",
-                listener.name
-            );
-            report.warn(route, Bad::new("spec.hostnames", m));
-        }
         for (r, rule) in route.at("spec.rules").items()?.into_iter().enumerate() {
             if !served(route, &rule, report)? {
                 continue;
@@ -358,6 +371,7 @@ fn http_route(
                         backend: backend.clone(),
                         host: host_name.clone(),
                         wildcard: *wildcard,
+                        deep: *wildcard,
                         path: if path == "/" && !exact {
                             String::new()
                         } else {
@@ -491,6 +505,7 @@ fn tls_route(
                 backend: format!("be_tcp:{namespace}:{name}-{}", listener.name),
                 host: host_name,
                 wildcard,
+                deep: wildcard,
                 path: String::new(),
                 exact: false,
                 termination: Termination::Passthrough,

@@ -174,7 +174,10 @@ pub fn protect_stats(options: &mut Options) -> String {
 fn reason_of(bad: &Bad) -> &'static str {
     let field = bad.field.as_str();
     let last = field.rsplit('.').next().unwrap_or(field);
-    if bad.message.starts_with("InvalidHost")
+    if bad.message.contains("no ReferenceGrant") {
+        // The Gateway API's reason for a reference it does not allow.
+        "RefNotPermitted"
+    } else if bad.message.starts_with("InvalidHost")
         || matches!(last, "host" | "hostname" | "hostnames" | "hosts")
     {
         "InvalidHost"

@@ -59,6 +59,10 @@ pub(crate) struct Claim {
     /// Lowercase; for a wildcard, the domain under the `*.`.
     pub(crate) host: String,
     pub(crate) wildcard: bool,
+    /// A Gateway API wildcard: `*.domain` matches one label or more, and
+    /// a wildcard with an empty host matches every name (a route and a
+    /// listener that name no hostname).
+    pub(crate) deep: bool,
     /// Empty, or starting with `/`.
     pub(crate) path: String,
     /// The path matches itself only (Ingress and Gateway `Exact`).
@@ -78,9 +82,12 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
-    /// The host as a crt-list filter: `*.domain` for a wildcard.
+    /// The host as a crt-list filter: `*.domain` for a wildcard (one
+    /// label, as the crt-list matches), `*` for every name.
     pub(crate) fn sni_filter(&self) -> String {
-        if self.wildcard {
+        if self.wildcard && self.host.is_empty() {
+            "*".to_string()
+        } else if self.wildcard {
             format!("*.{}", self.host)
         } else {
             self.host.clone()
@@ -270,6 +277,7 @@ fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
         backend: format!("{}:{namespace}:{name}", termination.prefix()),
         host,
         wildcard,
+        deep: false,
         path,
         exact: false,
         termination,
@@ -611,6 +619,7 @@ fn ingress_path(
         backend: format!("{}:{namespace}:{}", termination.prefix(), rule.backend),
         host: rule.host.to_string(),
         wildcard: rule.wildcard,
+        deep: false,
         path,
         exact,
         termination,

@@ -34,12 +34,27 @@ fn quote(text: &str) -> String {
     out
 }
 
-/// The host part of a route regex.
+/// The host part of a route regex: the name; for a wildcard, one label
+/// before the domain (a Gateway wildcard: one label or more; every name
+/// when it has no domain).
 fn host_pattern(claim: &Claim) -> String {
-    if claim.wildcard {
-        format!("[^\\.]*\\.{}", quote(&claim.host))
-    } else {
-        quote(&claim.host)
+    match (claim.wildcard, claim.deep, claim.host.is_empty()) {
+        (false, _, _) => quote(&claim.host),
+        (true, false, _) => format!("[^\\.]*\\.{}", quote(&claim.host)),
+        (true, true, false) => format!("(?:[^\\.]+\\.)+{}", quote(&claim.host)),
+        (true, true, true) => "[^/:]+".to_string(),
+    }
+}
+
+/// Where a claim's lines sort in a map: exact hosts, then one-label
+/// wildcards, then deeper ones, then the line for every name, so that
+/// the most specific host matches first.
+fn rank(claim: &Claim) -> u8 {
+    match (claim.wildcard, claim.deep, claim.host.is_empty()) {
+        (false, _, _) => 0,
+        (true, false, _) => 1,
+        (true, true, false) => 2,
+        (true, true, true) => 3,
     }
 }
 
@@ -63,7 +78,7 @@ pub(crate) fn route_regex(claim: &Claim, with_path: bool) -> String {
 /// path before its prefix), wildcard lines after the others. An exact
 /// path's line (`…/p$`) goes before the prefix line of the same path
 /// (`…/p(/.*)?$`), which would otherwise match first and hide it.
-fn map_file(title: &str, lines: Vec<(bool, String)>) -> Vec<u8> {
+fn map_file(title: &str, lines: Vec<(u8, String)>) -> Vec<u8> {
     let mut lines = lines;
     let key = |line: &str| {
         let regex = line.split(' ').next().unwrap_or(line);
@@ -118,22 +133,22 @@ pub(crate) fn files(
     files
 }
 
-/// The lines of each map file, each with whether its claim is a wildcard
-/// (the sort puts exact hosts first).
+/// The lines of each map file, each with its claim's [`rank`] (the sort
+/// puts exact hosts first).
 #[derive(Default)]
 struct Maps {
-    sni: Vec<(bool, String)>,
-    tcp: Vec<(bool, String)>,
-    edge: Vec<(bool, String)>,
-    http: Vec<(bool, String)>,
-    redirect: Vec<(bool, String)>,
-    certs: Vec<(bool, String)>,
+    sni: Vec<(u8, String)>,
+    tcp: Vec<(u8, String)>,
+    edge: Vec<(u8, String)>,
+    http: Vec<(u8, String)>,
+    redirect: Vec<(u8, String)>,
+    certs: Vec<(u8, String)>,
 }
 
 impl Maps {
     /// The lines of one claim, and its certificate's file.
     fn add(&mut self, claim: &Claim, options: &Options, files: &mut Files) {
-        let w = claim.wildcard;
+        let w = rank(claim);
         let full = route_regex(claim, true);
         // Every route has its line in the redirect map, `1` to redirect
         // port 80 to https and `0` not to, sorted like the others: a more
@@ -150,18 +165,20 @@ impl Maps {
         }
         match claim.termination {
             Termination::Passthrough => {
-                let exact = if w {
-                    format!("^[^\\.]*\\.{}$", quote(&claim.host))
-                } else {
-                    format!("^{}$", quote(&claim.host))
-                };
+                let exact = format!("^{}$", host_pattern(claim));
                 self.sni.push((w, format!("{exact} 1")));
                 let line = format!("{} {}", route_regex(claim, false), claim.backend);
                 self.tcp.push((w, line));
             }
             Termination::Edge | Termination::Reencrypt => {
                 self.edge.push((w, format!("{full} {}", claim.backend)));
-                if let Some(pem) = &claim.certificate {
+                // A route for every name has no SNI filter: the default
+                // certificate serves it.
+                if let Some(pem) = claim
+                    .certificate
+                    .as_ref()
+                    .filter(|_| !claim.host.is_empty())
+                {
                     // Named from the configuration's directory, or from the
                     // output directory for a hand-written TOML elsewhere.
                     let path = if options.maps_only {
@@ -444,6 +461,7 @@ mod tests {
             backend: "be_http:ns:r".into(),
             host: host.into(),
             wildcard,
+            deep: false,
             path: path.into(),
             exact,
             termination: Termination::Plain,
@@ -501,10 +519,10 @@ mod tests {
         let text = map_file(
             "t",
             vec![
-                (true, "^[^\\.]*\\.w\\.test x".into()),
-                (false, "^a\\.test\\.?(:[0-9]+)?(/.*)?$ x".into()),
-                (false, "^a\\.test\\.?(:[0-9]+)?/x(/.*)?$ x".into()),
-                (false, "^b\\.test\\.?(:[0-9]+)?(/.*)?$ x".into()),
+                (1, "^[^\\.]*\\.w\\.test x".into()),
+                (0, "^a\\.test\\.?(:[0-9]+)?(/.*)?$ x".into()),
+                (0, "^a\\.test\\.?(:[0-9]+)?/x(/.*)?$ x".into()),
+                (0, "^b\\.test\\.?(:[0-9]+)?(/.*)?$ x".into()),
             ],
         );
         let text = String::from_utf8(text).expect("utf-8");

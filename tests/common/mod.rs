@@ -597,25 +597,57 @@ pub async fn http_server(
     let addr = listener.local_addr().expect("addr");
     let answer = Arc::new(answer);
     tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let answer = Arc::clone(&answer);
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(answer_once(tcp, Arc::clone(&answer)));
+        }
+    });
+    addr
+}
+
+/// [`http_server`] behind TLS with `config` (a re-encrypt route's server).
+pub async fn https_server_answering(
+    config: Arc<rustls::ServerConfig>,
+    answer: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let answer = Arc::new(answer);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, answer) = (acceptor.clone(), Arc::clone(&answer));
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if tcp.read_exact(&mut byte).await.is_err() {
-                        return;
-                    }
-                    head.push(byte[0]);
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    answer_once(tls, answer).await;
                 }
-                let body = answer(&String::from_utf8_lossy(&head));
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tcp.write_all(response.as_bytes()).await;
             });
         }
     });
     addr
+}
+
+/// Reads one request head from `stream`, answers it with 200 and the
+/// body `answer` gives, and closes.
+async fn answer_once<S, F>(mut stream: S, answer: Arc<F>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: Fn(&str) -> String + ?Sized,
+{
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 || stream.read_exact(&mut byte).await.is_err() {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let body = answer(&String::from_utf8_lossy(&head));
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
