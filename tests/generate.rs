@@ -852,3 +852,111 @@ fn stats_are_protected_and_a_refused_output_is_never_published() {
         "the previous configuration stays: {backends}"
     );
 }
+
+/// An HTTPRoute of namespace `shop` on listener `section` of Gateway
+/// shop/gw, for `hostnames`, to `service` of `service_ns`.
+fn http_route(
+    name: &str,
+    section: &str,
+    hostnames: &[&str],
+    service_ns: &str,
+    service: &str,
+) -> String {
+    let hostnames = if hostnames.is_empty() {
+        String::new()
+    } else {
+        format!("    hostnames: [{}]\n", hostnames.join(", "))
+    };
+    format!(
+        "- apiVersion: gateway.networking.k8s.io/v1\n  kind: HTTPRoute\n  metadata: {{name: {name}, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n  spec:\n    parentRefs: [{{name: gw, sectionName: {section}}}]\n{hostnames}    rules:\n    - backendRefs: [{{name: {service}, namespace: {service_ns}}}]\n"
+    )
+}
+
+/// A ReferenceGrant in `namespace` from HTTPRoutes of `shop`, the `from`
+/// naming `group`.
+fn grant(namespace: &str, group: &str) -> String {
+    format!(
+        "- apiVersion: gateway.networking.k8s.io/v1beta1\n  kind: ReferenceGrant\n  metadata: {{name: from-shop, namespace: {namespace}}}\n  spec:\n    from: [{{group: {group}, kind: HTTPRoute, namespace: shop}}]\n    to: [{{group: \"\", kind: Service}}]\n"
+    )
+}
+
+/// Gateway hostnames as the Gateway API's conformance cases read them
+/// (listener hostname matching, hostname intersection, routes without a
+/// hostname, reference grants), each checked by which server answers a
+/// request on port 80:
+/// - a wildcard matches one label or more (`a.b.example.test`);
+/// - a route's `*.wide.test` on a listener for `abc.wide.test` is served as
+///   `abc.wide.test` only;
+/// - a route with no hostname on a listener with none serves every other
+///   name, after the more specific routes;
+/// - a ReferenceGrant whose `from` names another API group opens nothing.
+#[tokio::test]
+async fn gateway_hostnames_are_matched_as_the_gateway_api_reads_them() {
+    let mut yaml = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    yaml.push_str("- apiVersion: gateway.networking.k8s.io/v1\n  kind: Gateway\n  metadata: {name: gw, namespace: shop}\n  spec:\n    gatewayClassName: switchyard\n    listeners:\n    - {name: any, protocol: HTTP, port: 80}\n    - {name: wild, protocol: HTTP, port: 80, hostname: \"*.example.test\"}\n    - {name: abc, protocol: HTTP, port: 80, hostname: abc.wide.test}\n");
+    yaml.push_str(&http_route(
+        "deep",
+        "wild",
+        &["\"*.example.test\""],
+        "shop",
+        "deep",
+    ));
+    yaml.push_str(&http_route(
+        "narrow",
+        "abc",
+        &["\"*.wide.test\""],
+        "shop",
+        "narrow",
+    ));
+    yaml.push_str(&http_route("every", "any", &[], "shop", "every"));
+    yaml.push_str(&http_route(
+        "good",
+        "any",
+        &["books.test"],
+        "ledger",
+        "books",
+    ));
+    yaml.push_str(&http_route(
+        "bad",
+        "any",
+        &["invoices.test"],
+        "billing",
+        "invoices",
+    ));
+    yaml.push_str(&grant("ledger", "gateway.networking.k8s.io"));
+    yaml.push_str(&grant("billing", "example.com"));
+    for (ns, name) in [
+        ("shop", "deep"),
+        ("shop", "narrow"),
+        ("shop", "every"),
+        ("ledger", "books"),
+        ("billing", "invoices"),
+    ] {
+        yaml.push_str(&endpoint_slice_in(ns, name, http_named(name).await.port()));
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("config");
+    let (files, _) = generate_on_loopback(&yaml, &out, None);
+    let (admitted, reason, message) = status_of(&files, "HTTPRoute", "shop/bad");
+    assert!(
+        !admitted && reason == "RefNotPermitted",
+        "{reason} {message}"
+    );
+    let (_router, http) = serve_generated(&files, &out);
+    for (host, server) in [
+        ("a.b.example.test", "deep"),
+        ("x.example.test", "deep"),
+        ("abc.wide.test", "narrow"),
+        ("other.wide.test", "every"),
+        ("example.test", "every"),
+        ("anything.test", "every"),
+        ("books.test", "books"),
+        ("invoices.test", "every"),
+    ] {
+        let answer = ask(TcpStream::connect(http).await.expect("connect"), host, "/p").await;
+        assert!(
+            answer.ends_with(&format!("{server} /p\n")),
+            "{host} is served by {server}: {answer}"
+        );
+    }
+}
