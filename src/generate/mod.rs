@@ -174,7 +174,10 @@ pub fn protect_stats(options: &mut Options) -> String {
 fn reason_of(bad: &Bad) -> &'static str {
     let field = bad.field.as_str();
     let last = field.rsplit('.').next().unwrap_or(field);
-    if bad.message.contains("no ReferenceGrant") {
+    if bad.message.starts_with("read twice") {
+        // A second object of a kind and name: the first one read stands.
+        "ReadTwice"
+    } else if bad.message.contains("no ReferenceGrant") {
         // The Gateway API's reason for a reference it does not allow.
         "RefNotPermitted"
     } else if bad.message.starts_with("InvalidHost")

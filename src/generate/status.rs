@@ -50,7 +50,8 @@ fn status_of(object: &Object, report: &Report) -> Status {
         } else {
             format!("{}: {}", p.field, p.message)
         };
-        if p.skipped && refused.is_none() {
+        // A second object of the same name is left out, not this one.
+        if p.skipped && refused.is_none() && p.reason != "ReadTwice" {
             refused = Some((p.reason, text));
         } else {
             warnings.push(text);
