@@ -575,9 +575,21 @@ fn status_of(
 
 /// A Route of `namespace` for `host` (port 80, plain), created on day `day`.
 fn plain_route(namespace: &str, name: &str, host: &str, subdomain: bool, day: u8) -> String {
+    let created = format!("2026-01-{day:02}T00:00:00Z");
+    plain_route_at(namespace, name, host, subdomain, &created)
+}
+
+/// [`plain_route`] created at `created` (RFC 3339).
+fn plain_route_at(
+    namespace: &str,
+    name: &str,
+    host: &str,
+    subdomain: bool,
+    created: &str,
+) -> String {
     let policy = if subdomain { "Subdomain" } else { "None" };
     format!(
-        "- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: {name}, namespace: {namespace}, creationTimestamp: \"2026-01-{day:02}T00:00:00Z\"}}\n  spec:\n    host: {host}\n    wildcardPolicy: {policy}\n    to: {{kind: Service, name: {name}}}\n"
+        "- apiVersion: route.openshift.io/v1\n  kind: Route\n  metadata: {{name: {name}, namespace: {namespace}, creationTimestamp: \"{created}\"}}\n  spec:\n    host: {host}\n    wildcardPolicy: {policy}\n    to: {{kind: Service, name: {name}}}\n"
     )
 }
 
@@ -957,6 +969,179 @@ async fn gateway_hostnames_are_matched_as_the_gateway_api_reads_them() {
         assert!(
             answer.ends_with(&format!("{server} /p\n")),
             "{host} is served by {server}: {answer}"
+        );
+    }
+}
+
+/// The reference host admitter's own wildcard ownership cases (its
+/// TestWildcardSubDomainOwnership: the same routes, namespaces, hosts,
+/// policies and ages, and the reasons it expects; the cases that test its
+/// pluggable blocked-domain admitter and a route with no host are left
+/// out). Then an older route of another namespace under the wildcard
+/// bounces the wildcard's owner, as in the reference.
+#[test]
+fn the_reference_wildcard_ownership_cases_are_admitted_as_it_admits_them() {
+    // (name, namespace, host, Subdomain, hours after the owner (None:
+    // the zero time, older than all), the reason expected).
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        bool,
+        Option<u8>,
+        &'static str,
+    );
+    let cases: [Case; 17] = [
+        (
+            "diffnamespace",
+            "notowner",
+            "www.namespace.test",
+            false,
+            Some(2),
+            "HostAlreadyClaimed",
+        ),
+        (
+            "diffnamespace2",
+            "notowner",
+            "www.namespace.test",
+            false,
+            Some(2),
+            "HostAlreadyClaimed",
+        ),
+        (
+            "diffnamespacewildcard",
+            "notowner",
+            "www.namespace.test",
+            true,
+            Some(2),
+            "HostAlreadyClaimed",
+        ),
+        (
+            "diffns2",
+            "fortytwo",
+            "www.namespace.test",
+            false,
+            Some(2),
+            "HostAlreadyClaimed",
+        ),
+        (
+            "host2diffns2",
+            "fortytwo",
+            "api.namespace.test",
+            false,
+            Some(3),
+            "HostAlreadyClaimed",
+        ),
+        (
+            "host2diffns3",
+            "fortytwo",
+            "api.namespace.test",
+            true,
+            Some(3),
+            "HostAlreadyClaimed",
+        ),
+        (
+            "ownernshost",
+            "owner",
+            "api.namespace.test",
+            false,
+            Some(4),
+            "",
+        ),
+        (
+            "ownernswildcardhost",
+            "owner",
+            "wild.namespace.test",
+            true,
+            Some(4),
+            "HostAlreadyClaimed",
+        ),
+        ("tldhost", "ns1", "ns1.org", false, None, ""),
+        ("tldhost2", "ns2", "ns2.org", false, None, ""),
+        ("tldhostwildcard", "wild", "wild.play", true, None, ""),
+        (
+            "anothertldhostwildcard",
+            "oscarwilde",
+            "oscarwilde.com",
+            true,
+            None,
+            "",
+        ),
+        ("yatldhostwildcard", "yap", "test.me", true, None, ""),
+        (
+            "yatldhost2",
+            "yap",
+            "vinyl.play",
+            false,
+            None,
+            "HostAlreadyClaimed",
+        ),
+        ("level2sub", "l2s", "test.co.us", false, None, ""),
+        ("level2sub2", "l2s", "unit.co.us", false, None, ""),
+        ("level2sub3", "l2s", "qe.co.us", true, None, ""),
+    ];
+    let at = |hours: Option<u8>| match hours {
+        Some(h) => format!("2026-01-01T{h:02}:00:00Z"),
+        None => "2000-01-01T00:00:00Z".to_string(),
+    };
+    let mut yaml = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    yaml.push_str(&plain_route_at(
+        "owner",
+        "first",
+        "owner.namespace.test",
+        true,
+        &at(Some(0)),
+    ));
+    for (name, namespace, host, subdomain, hours, _) in cases {
+        yaml.push_str(&plain_route_at(
+            namespace,
+            name,
+            host,
+            subdomain,
+            &at(hours),
+        ));
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (files, _) = generate_on_loopback(&yaml, &dir.path().join("config"), None);
+    assert!(status_of(&files, "Route", "owner/first").0, "the owner");
+    for (name, namespace, _, _, _, reason) in cases {
+        let (admitted, got, message) = status_of(&files, "Route", &format!("{namespace}/{name}"));
+        assert_eq!(
+            (admitted, got.as_str()),
+            (reason.is_empty(), reason),
+            "{name}: {message}"
+        );
+    }
+
+    // A newer wildcard of the owner's own domain is refused; an older
+    // host of another namespace under it bounces the owner's wildcards.
+    yaml.push_str(&plain_route_at(
+        "owner",
+        "wildcard-owner",
+        "wildcard.namespace.test",
+        true,
+        &at(Some(1)),
+    ));
+    let (files, _) = generate_on_loopback(&yaml, &dir.path().join("config"), None);
+    let (admitted, reason, _) = status_of(&files, "Route", "owner/wildcard-owner");
+    assert!(!admitted && reason == "HostAlreadyClaimed");
+    yaml.push_str(&plain_route_at(
+        "bouncer",
+        "hosted",
+        "api.namespace.test",
+        false,
+        "2025-12-31T23:00:00Z",
+    ));
+    let (files, _) = generate_on_loopback(&yaml, &dir.path().join("config"), None);
+    assert!(
+        status_of(&files, "Route", "bouncer/hosted").0,
+        "the bouncer"
+    );
+    for bounced in ["owner/first", "owner/wildcard-owner"] {
+        let (admitted, reason, message) = status_of(&files, "Route", bounced);
+        assert!(
+            !admitted && reason == "HostAlreadyClaimed",
+            "{bounced}: {message}"
         );
     }
 }

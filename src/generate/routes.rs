@@ -316,7 +316,7 @@ fn route_host(route: &Object) -> Result<(String, bool), Bad> {
     if subdomain && !written_wildcard {
         // `www.example.com` with Subdomain serves `*.example.com`.
         host = match host.split_once('.') {
-            Some((_, domain)) if domain.contains('.') => domain.to_string(),
+            Some((_, domain)) if !domain.is_empty() => domain.to_string(),
             _ => return Err(host_field.bad("a Subdomain route needs a host with a domain")),
         };
     }
