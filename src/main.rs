@@ -220,14 +220,16 @@ fn generate(from: &[PathBuf], options: &switchyard::generate::Options, stats: &s
         }
     };
     let (files, generated) = generate::generate(&objects, options);
+    let generated_served = generated.served;
     report.problems.extend(generated.problems);
     for problem in &report.problems {
         eprintln!("{problem}");
     }
-    let statuses = generate::status::statuses(&objects, &report);
+    let class = options.ingress_class.as_deref();
+    let statuses = generate::status::statuses(&objects, class, &generated_served, &report);
     eprint!("{}", generate::status::table(&statuses));
     eprintln!("{stats}");
-    if let Err(problems) = generate::check::loads(&objects, options) {
+    if let Err(problems) = generate::check::loads(&files, options) {
         for p in problems {
             eprintln!("refused by the loader: {p}");
         }

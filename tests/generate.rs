@@ -398,7 +398,7 @@ fn the_generated_fixture_loads_in_the_router() {
     std::fs::write(&service_ca, Pki::new().ca_pem).expect("service CA");
     options.service_ca = Some(service_ca);
     let (files, _) = generate::generate(&objects, &options);
-    generate::check::loads(&objects, &options).expect("the loader accepts what generate writes");
+    generate::check::loads(&files, &options).expect("the loader accepts what generate writes");
     generate::write::publish(&out, &files).expect("publish");
     match switchyard::config::load(&out.join("switchyard.toml")) {
         Ok(loaded) => {
@@ -896,7 +896,8 @@ fn grant(namespace: &str, group: &str) -> String {
 /// (listener hostname matching, hostname intersection, routes without a
 /// hostname, reference grants), each checked by which server answers a
 /// request on port 80:
-/// - a wildcard matches one label or more (`a.b.example.test`);
+/// - a wildcard matches one label or more (`a.b.example.test`), and the
+///   narrower of two wildcards wins;
 /// - a route's `*.wide.test` on a listener for `abc.wide.test` is served as
 ///   `abc.wide.test` only;
 /// - a route with no hostname on a listener with none serves every other
@@ -912,6 +913,13 @@ async fn gateway_hostnames_are_matched_as_the_gateway_api_reads_them() {
         &["\"*.example.test\""],
         "shop",
         "deep",
+    ));
+    yaml.push_str(&http_route(
+        "deeper",
+        "wild",
+        &["\"*.a.example.test\""],
+        "shop",
+        "deeper",
     ));
     yaml.push_str(&http_route(
         "narrow",
@@ -939,6 +947,7 @@ async fn gateway_hostnames_are_matched_as_the_gateway_api_reads_them() {
     yaml.push_str(&grant("billing", "example.com"));
     for (ns, name) in [
         ("shop", "deep"),
+        ("shop", "deeper"),
         ("shop", "narrow"),
         ("shop", "every"),
         ("ledger", "books"),
@@ -958,6 +967,8 @@ async fn gateway_hostnames_are_matched_as_the_gateway_api_reads_them() {
     for (host, server) in [
         ("a.b.example.test", "deep"),
         ("x.example.test", "deep"),
+        ("x.a.example.test", "deeper"),
+        ("y.x.a.example.test", "deeper"),
         ("abc.wide.test", "narrow"),
         ("other.wide.test", "every"),
         ("example.test", "every"),

@@ -247,8 +247,14 @@ fn targets(rule: &Field<'_>, route: &Object, index: &Index<'_>) -> Result<Vec<Ta
     Ok(out)
 }
 
-/// The re-encrypt settings a BackendTLSPolicy gives a service.
-fn backend_tls(index: &Index<'_>, target: &Target, report: &mut Report) -> Option<(String, Pem)> {
+/// The re-encrypt settings a BackendTLSPolicy gives a service. A policy
+/// that aims at the service but cannot be used is an error for the rule:
+/// its server expects TLS, so it is never sent plain text instead.
+fn backend_tls(
+    index: &Index<'_>,
+    target: &Target,
+    report: &mut Report,
+) -> Result<Option<(String, Pem)>, Bad> {
     for policy in index.all("BackendTLSPolicy") {
         if policy.namespace != target.namespace {
             continue;
@@ -298,11 +304,18 @@ fn backend_tls(index: &Index<'_>, target: &Target, report: &mut Report) -> Optio
             ))
         };
         match read() {
-            Ok(found) => return Some(found),
-            Err(bad) => report.skipped(policy, bad),
+            Ok(found) => return Ok(Some(found)),
+            Err(bad) => {
+                let m = format!(
+                    "BackendTLSPolicy {}/{} for Service {}/{} cannot be used ({}: {}): not served rather than sent in plain text",
+                    policy.namespace, policy.name, target.namespace, target.service, bad.field, bad.message
+                );
+                report.skipped(policy, bad);
+                return Err(Bad::new("spec.rules.backendRefs", m));
+            }
         }
     }
-    None
+    Ok(None)
 }
 
 /// Claims of every HTTPRoute and TLSRoute attached to a Gateway.
@@ -343,6 +356,9 @@ fn http_route(
             continue;
         };
         let hosts = hosts(route, listener, report)?;
+        if on_listener == Termination::Edge && listener.certificate.is_some() {
+            certificate_notes(route, listener, &hosts, report);
+        }
         for (r, rule) in route.at("spec.rules").items()?.into_iter().enumerate() {
             if !served(route, &rule, report)? {
                 continue;
@@ -352,7 +368,7 @@ fn http_route(
             let (mut destination_ca, mut verify_host) = (None, None);
             // The policy applies on either listener: port 80 requests are
             // then re-encrypted too.
-            if let Some((hostname, ca)) = backend_tls(index, &targets[0], report) {
+            if let Some((hostname, ca)) = backend_tls(index, &targets[0], report)? {
                 termination = Termination::Reencrypt;
                 verify_host = Some(hostname);
                 destination_ca = Some(ca);
@@ -392,6 +408,27 @@ fn http_route(
         }
     }
     Ok(out)
+}
+
+/// What an HTTPS listener's certificate cannot do for a route's hosts:
+/// a route for every name has no SNI to choose it by (the default
+/// certificate serves), and a certificate's `*.` covers one label.
+fn certificate_notes(
+    route: &Object,
+    listener: &Listener,
+    hosts: &[(String, bool)],
+    report: &mut Report,
+) {
+    for (name, wildcard) in hosts {
+        let m = if name.is_empty() {
+            format!("every name is served with the default certificate: listener `{}`'s has no hostname to be chosen by", listener.name)
+        } else if *wildcard {
+            format!("names more than one label under `*.{name}` get the certificate an SNI lookup finds, else the default: a certificate's `*.` covers one label")
+        } else {
+            continue;
+        };
+        report.warn(route, Bad::new("spec.hostnames", m));
+    }
 }
 
 /// How a listener an HTTPRoute attaches to serves it: edge on HTTPS
@@ -499,6 +536,16 @@ fn tls_route(
         }
         let targets = targets(rule, route, index)?;
         for (host_name, wildcard) in hosts(route, listener, report)? {
+            if host_name.is_empty() {
+                // Passthrough is decided before termination: a route for
+                // every name would take every TLS connection of the router.
+                let m = format!(
+                    "no hostname here or on listener `{}`: a passthrough route for every name is not served",
+                    listener.name
+                );
+                report.warn(route, Bad::new("spec.hostnames", m));
+                continue;
+            }
             out.push(Claim {
                 owner: route.id(),
                 created: route.created().to_string(),

@@ -6,6 +6,7 @@
 //! (oldest first), given servers from their EndpointSlices ([`servers`]),
 //! and written as files ([`write`]) that replace the directory at once.
 
+pub(crate) mod admit;
 pub mod check;
 pub(crate) mod gateway;
 pub(crate) mod objects;
@@ -76,6 +77,8 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Default)]
 pub struct Report {
     pub problems: Vec<Problem>,
+    /// The objects (`Kind namespace/name`) something of which is served.
+    pub served: std::collections::HashSet<String>,
 }
 
 impl Report {
@@ -207,12 +210,14 @@ pub fn generate(objects: &[Object], options: &Options) -> (write::Files, Report)
         &mut report,
     ));
     claims.extend(gateway::claims(&index, &mut report));
-    let admitted = routes::admit(claims, options.namespace_ownership, &mut report);
+    let admitted = admit::admit(claims, options.namespace_ownership, &mut report);
     let mut files = write::files(&admitted, &index, options, &mut report);
     // One line per problem, however many listeners or rules met it.
     let mut seen = std::collections::HashSet::new();
     report.problems.retain(|p| seen.insert(p.clone()));
-    let statuses = status::statuses(objects, &report);
+    report.served = admitted.iter().map(|c| c.owner.clone()).collect();
+    let class = options.ingress_class.as_deref();
+    let statuses = status::statuses(objects, class, &report.served, &report);
     files.insert("status.json".into(), (status::json(&statuses), false));
     (files, report)
 }

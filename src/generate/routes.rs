@@ -257,6 +257,12 @@ pub(crate) fn routes(index: &Index<'_>, report: &mut Report) -> Vec<Claim> {
 fn route_claim(route: &Object, report: &mut Report) -> Result<Claim, Bad> {
     let spec = route.at("spec");
     let (host, wildcard) = route_host(route)?;
+    if wildcard && !host.contains('.') {
+        let m = format!(
+            "claims every name under the top-level domain `{host}` (as the reference admits it)"
+        );
+        report.warn(route, Bad::new("spec.wildcardPolicy", m));
+    }
     let path = path(&spec.get("path"))?;
     let tls = spec.get("tls");
     let (termination, insecure) = route_termination(&tls)?;
@@ -472,17 +478,8 @@ pub(super) fn service_weight(reference: &Field<'_>, default: i64, max: i64) -> R
 pub(crate) fn ingresses(index: &Index<'_>, class: Option<&str>, report: &mut Report) -> Vec<Claim> {
     let mut claims = Vec::new();
     for ingress in index.all("Ingress") {
-        let annotations = ingress.annotations();
-        let own_class = ingress
-            .at("spec.ingressClassName")
-            .text()
-            .ok()
-            .flatten()
-            .or_else(|| annotations.get("kubernetes.io/ingress.class").copied());
-        if let Some(wanted) = class {
-            if own_class != Some(wanted) {
-                continue;
-            }
+        if !of_class(ingress, class) {
+            continue;
         }
         match ingress_claims(ingress, index, report) {
             Ok(mut c) => claims.append(&mut c),
@@ -490,6 +487,20 @@ pub(crate) fn ingresses(index: &Index<'_>, class: Option<&str>, report: &mut Rep
         }
     }
     claims
+}
+
+/// Whether an Ingress is of `class` (`spec.ingressClassName`, else the
+/// `kubernetes.io/ingress.class` annotation); every Ingress is when no
+/// class is asked for.
+pub(crate) fn of_class(ingress: &Object, class: Option<&str>) -> bool {
+    let annotations = ingress.annotations();
+    let own = ingress
+        .at("spec.ingressClassName")
+        .text()
+        .ok()
+        .flatten()
+        .or_else(|| annotations.get("kubernetes.io/ingress.class").copied());
+    class.is_none_or(|wanted| own == Some(wanted))
 }
 
 fn ingress_claims(
@@ -641,139 +652,4 @@ fn ingress_path(
         settings: Settings::from_annotations(ingress, termination, report),
         gateway_http: false,
     })
-}
-
-/// Keeps the oldest claim of each host and path (creation time, then
-/// `namespace/name`), reporting the others with the one that won
-/// (`HostAlreadyClaimed`). With namespace ownership (the reference's
-/// default), a host belongs to the namespace of its oldest claim, and so
-/// does a wildcard domain: a claim from another namespace, whatever its
-/// path, is refused, as is a host under another namespace's older
-/// wildcard (`api.own.test` under `*.own.test`) and a wildcard over
-/// another namespace's older host. One tenant cannot take a name another
-/// holds.
-pub(crate) fn admit(mut claims: Vec<Claim>, ownership: bool, report: &mut Report) -> Vec<Claim> {
-    claims.sort_by(|a, b| (&a.created, &a.owner).cmp(&(&b.created, &b.owner)));
-    let mut admission = Admission {
-        ownership,
-        ..Admission::default()
-    };
-    let mut admitted: Vec<Claim> = Vec::new();
-    for claim in claims {
-        let refused = admission.refusal(&claim).or_else(|| {
-            let owner = admitted
-                .iter()
-                .find(|c| c.backend == claim.backend && c.owner != claim.owner)?;
-            Some((
-                "metadata.name",
-                format!(
-                    "its backend `{}` is already {}'s; not admitted",
-                    claim.backend, owner.owner
-                ),
-            ))
-        });
-        match refused {
-            Some((field, message)) => {
-                report.refuse(&claim.owner, field, "HostAlreadyClaimed", message)
-            }
-            None => {
-                admission.take(&claim);
-                admitted.push(claim);
-            }
-        }
-    }
-    admitted
-}
-
-/// The namespace a claim's backend lives in.
-fn namespace_of(claim: &Claim) -> &str {
-    claim.backend.split(':').nth(1).unwrap_or_default()
-}
-
-/// The domain a host is under, for wildcard ownership: what follows its
-/// first label.
-fn domain_of(host: &str) -> &str {
-    host.split_once('.').map_or("", |(_, domain)| domain)
-}
-
-/// What admitted claims hold so far (every one older than the next).
-#[derive(Default)]
-struct Admission {
-    ownership: bool,
-    /// (host, wildcard, path, exact, port 80 only) → owner.
-    taken: HashMap<(String, bool, String, bool, bool), String>,
-    /// (host, wildcard) → (namespace, owner) of its oldest claim.
-    owners: HashMap<(String, bool), (String, String)>,
-    /// Domain → exact hosts under it: (host, namespace, owner).
-    under: HashMap<String, Vec<(String, String, String)>>,
-}
-
-impl Admission {
-    /// Why `claim` is refused (its field and message), if it is.
-    fn refusal(&self, claim: &Claim) -> Option<(&'static str, String)> {
-        let namespace = namespace_of(claim);
-        let filter = claim.sni_filter();
-        if self.ownership {
-            let key = (claim.host.clone(), claim.wildcard);
-            if let Some((ns, owner)) = self.owners.get(&key).filter(|(ns, _)| ns != namespace) {
-                return Some(("spec.host", format!(
-                    "host `{filter}` belongs to namespace {ns} (its oldest route is {owner}); not admitted"
-                )));
-            }
-            if claim.wildcard {
-                let held = self.under.get(&claim.host).into_iter().flatten();
-                if let Some((host, ns, owner)) = held.into_iter().find(|(_, ns, _)| ns != namespace)
-                {
-                    return Some(("spec.host", format!(
-                        "{owner} of namespace {ns} has host `{host}`, blocking `{filter}`; not admitted"
-                    )));
-                }
-            } else {
-                let wildcard = (domain_of(&claim.host).to_string(), true);
-                if let Some((ns, owner)) =
-                    self.owners.get(&wildcard).filter(|(ns, _)| ns != namespace)
-                {
-                    return Some(("spec.host", format!(
-                        "wildcard route {owner} of namespace {ns} has host `*.{}`, blocking `{filter}`; not admitted",
-                        wildcard.0
-                    )));
-                }
-            }
-        }
-        let winner = self.taken.get(&Self::key(claim))?;
-        let path = if claim.path.is_empty() {
-            String::new()
-        } else {
-            format!(" path `{}`", claim.path)
-        };
-        Some((
-            "spec.host",
-            format!("host `{filter}`{path} is already claimed by the older {winner}; not admitted"),
-        ))
-    }
-
-    /// Records an admitted claim.
-    fn take(&mut self, claim: &Claim) {
-        let namespace = namespace_of(claim).to_string();
-        self.taken.insert(Self::key(claim), claim.owner.clone());
-        self.owners
-            .entry((claim.host.clone(), claim.wildcard))
-            .or_insert_with(|| (namespace.clone(), claim.owner.clone()));
-        if !claim.wildcard {
-            self.under
-                .entry(domain_of(&claim.host).to_string())
-                .or_default()
-                .push((claim.host.clone(), namespace, claim.owner.clone()));
-        }
-    }
-
-    fn key(claim: &Claim) -> (String, bool, String, bool, bool) {
-        (
-            claim.host.clone(),
-            claim.wildcard,
-            claim.path.clone(),
-            claim.exact,
-            claim.gateway_http,
-        )
-    }
 }

@@ -4,6 +4,7 @@
 //! `ExtendedValidationFailed`, …) and message. Written as `status.json`
 //! beside the maps, and printed as a table.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use super::objects::Object;
@@ -18,28 +19,39 @@ pub struct Status {
     pub kind: String,
     pub namespace: String,
     pub name: String,
+    /// Something of it is served.
     pub admitted: bool,
-    /// Empty when admitted with nothing to say.
+    /// Admitted, but some of its hosts, paths or rules are not.
+    pub partial: bool,
+    /// Why it (or the part that is not) is not served; empty when all is.
     pub reason: String,
     pub message: String,
     /// What is served differently than asked (each a line).
     pub warnings: Vec<String>,
 }
 
-/// The status of every route-carrying object in `objects`, in kind,
-/// namespace and name order.
-pub fn statuses(objects: &[Object], report: &Report) -> Vec<Status> {
+/// The status of every route-carrying object of `objects` that this
+/// generation reads (Ingresses of `class` only), in kind, namespace and
+/// name order. `served`: the owners (`Kind namespace/name`) of the claims
+/// that were admitted.
+pub fn statuses(
+    objects: &[Object],
+    class: Option<&str>,
+    served: &HashSet<String>,
+    report: &Report,
+) -> Vec<Status> {
     let mut out: Vec<Status> = objects
         .iter()
         .filter(|o| KINDS.contains(&o.kind.as_str()) && super::routes::readable(o))
-        .map(|o| status_of(o, report))
+        .filter(|o| o.kind != "Ingress" || super::routes::of_class(o, class))
+        .map(|o| status_of(o, served.contains(&o.id()), report))
         .collect();
     out.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
     out.dedup_by(|a, b| (&a.kind, &a.namespace, &a.name) == (&b.kind, &b.namespace, &b.name));
     out
 }
 
-fn status_of(object: &Object, report: &Report) -> Status {
+fn status_of(object: &Object, admitted: bool, report: &Report) -> Status {
     let id = object.id();
     let mine = report.problems.iter().filter(|p| p.object == id);
     let mut refused = None;
@@ -57,20 +69,34 @@ fn status_of(object: &Object, report: &Report) -> Status {
             warnings.push(text);
         }
     }
-    let (reason, message) = refused.unwrap_or(("", String::new()));
+    let (reason, message) = match refused {
+        Some((reason, message)) => (reason.to_string(), message),
+        None if admitted => (String::new(), String::new()),
+        // Nothing refused it, and nothing of it is served (no parent
+        // that takes it, no rule served): the warnings say why.
+        None => (
+            "NotServed".to_string(),
+            warnings
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "nothing of it is served".to_string()),
+        ),
+    };
     Status {
         kind: object.kind.clone(),
         namespace: object.namespace.clone(),
         name: object.name.clone(),
-        admitted: reason.is_empty() && message.is_empty(),
-        reason: reason.to_string(),
+        admitted,
+        partial: admitted && !reason.is_empty(),
+        reason,
         message,
         warnings,
     }
 }
 
-/// `status.json`: `{"routes": [{kind, namespace, name, admitted, reason,
-/// message, warnings}]}`, one object per line for `diff` and `grep`.
+/// `status.json`: `{"routes": [{kind, namespace, name, admitted, partial,
+/// reason, message, warnings}]}`, one object per line for `diff` and
+/// `grep`.
 pub fn json(statuses: &[Status]) -> Vec<u8> {
     let text = |t: &str| serde_json::Value::from(t).to_string();
     let mut out = String::from("{\"routes\": [\n");
@@ -79,11 +105,12 @@ pub fn json(statuses: &[Status]) -> Vec<u8> {
         let comma = if i + 1 < statuses.len() { "," } else { "" };
         let _ = writeln!(
             out,
-            "  {{\"kind\": {}, \"namespace\": {}, \"name\": {}, \"admitted\": {}, \"reason\": {}, \"message\": {}, \"warnings\": [{}]}}{comma}",
+            "  {{\"kind\": {}, \"namespace\": {}, \"name\": {}, \"admitted\": {}, \"partial\": {}, \"reason\": {}, \"message\": {}, \"warnings\": [{}]}}{comma}",
             text(&s.kind),
             text(&s.namespace),
             text(&s.name),
             s.admitted,
+            s.partial,
             text(&s.reason),
             text(&s.message),
             warnings.join(", ")
@@ -99,7 +126,9 @@ pub fn table(statuses: &[Status]) -> String {
     let rows: Vec<[String; 4]> = statuses
         .iter()
         .map(|s| {
-            let reason = if s.admitted && !s.warnings.is_empty() {
+            let reason = if s.partial {
+                format!("partly: {}", s.reason)
+            } else if s.admitted && !s.warnings.is_empty() {
                 format!("{} warning(s)", s.warnings.len())
             } else {
                 s.reason.clone()

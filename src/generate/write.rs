@@ -15,7 +15,7 @@ use super::settings::Termination;
 use super::{Options, Report};
 
 /// Files by name, with whether they are private (mode 0600).
-pub(crate) type Files = BTreeMap<String, (Vec<u8>, bool)>;
+pub type Files = BTreeMap<String, (Vec<u8>, bool)>;
 
 /// `regexp.QuoteMeta` as the reference applies it to hosts and paths.
 fn quote(text: &str) -> String {
@@ -41,20 +41,25 @@ fn host_pattern(claim: &Claim) -> String {
     match (claim.wildcard, claim.deep, claim.host.is_empty()) {
         (false, _, _) => quote(&claim.host),
         (true, false, _) => format!("[^\\.]*\\.{}", quote(&claim.host)),
-        (true, true, false) => format!("(?:[^\\.]+\\.)+{}", quote(&claim.host)),
+        // Labels only: never across the `:port` or the path of the key.
+        (true, true, false) => format!("(?:[^./:]+\\.)+{}", quote(&claim.host)),
         (true, true, true) => "[^/:]+".to_string(),
     }
 }
 
 /// Where a claim's lines sort in a map: exact hosts, then one-label
-/// wildcards, then deeper ones, then the line for every name, so that
-/// the most specific host matches first.
-fn rank(claim: &Claim) -> u8 {
+/// wildcards, then deeper ones (those of longer domains first: the most
+/// specific hostname wins, as the Gateway API says), then the line for
+/// every name.
+fn rank(claim: &Claim) -> u16 {
     match (claim.wildcard, claim.deep, claim.host.is_empty()) {
         (false, _, _) => 0,
-        (true, false, _) => 1,
-        (true, true, false) => 2,
-        (true, true, true) => 3,
+        (true, false, _) => 0x100,
+        (true, true, false) => {
+            let labels = claim.host.split('.').count().min(0xff) as u16;
+            0x200 + (0xff - labels)
+        }
+        (true, true, true) => 0x300,
     }
 }
 
@@ -78,7 +83,7 @@ pub(crate) fn route_regex(claim: &Claim, with_path: bool) -> String {
 /// path before its prefix), wildcard lines after the others. An exact
 /// path's line (`…/p$`) goes before the prefix line of the same path
 /// (`…/p(/.*)?$`), which would otherwise match first and hide it.
-fn map_file(title: &str, lines: Vec<(u8, String)>) -> Vec<u8> {
+fn map_file(title: &str, lines: Vec<(u16, String)>) -> Vec<u8> {
     let mut lines = lines;
     let key = |line: &str| {
         let regex = line.split(' ').next().unwrap_or(line);
@@ -137,12 +142,12 @@ pub(crate) fn files(
 /// puts exact hosts first).
 #[derive(Default)]
 struct Maps {
-    sni: Vec<(u8, String)>,
-    tcp: Vec<(u8, String)>,
-    edge: Vec<(u8, String)>,
-    http: Vec<(u8, String)>,
-    redirect: Vec<(u8, String)>,
-    certs: Vec<(u8, String)>,
+    sni: Vec<(u16, String)>,
+    tcp: Vec<(u16, String)>,
+    edge: Vec<(u16, String)>,
+    http: Vec<(u16, String)>,
+    redirect: Vec<(u16, String)>,
+    certs: Vec<(u16, String)>,
 }
 
 impl Maps {
@@ -318,7 +323,7 @@ fn backends(
 }
 
 /// `switchyard.toml`: the listeners, the maps and the backends file.
-fn main_file(options: &Options) -> String {
+pub(crate) fn main_file(options: &Options) -> String {
     let mut out = String::from(
         "# Written by `switchyard generate`: edits are overwritten.\nbackend_files = [\"backends.toml\"]\n",
     );
@@ -514,12 +519,34 @@ mod tests {
         }
     }
 
+    /// A Gateway wildcard matches one label or more, never across the
+    /// port or into the path; the longer domain sorts first.
+    #[test]
+    fn gateway_wildcards_match_labels_only_and_the_narrower_first() {
+        let mut deep = claim("example.test", true, "", false);
+        deep.deep = true;
+        let regex = regex::Regex::new(&route_regex(&deep, true)).expect("regex");
+        assert!(regex.is_match("a.example.test/x"));
+        assert!(regex.is_match("a.b.example.test:8080/x"));
+        assert!(!regex.is_match("example.test/x"));
+        assert!(!regex.is_match("victim.test/a.example.test/x"));
+        assert!(!regex.is_match("victim.test:1.example.test/x"));
+        let mut narrower = claim("a.example.test", true, "", false);
+        narrower.deep = true;
+        assert!(rank(&narrower) < rank(&deep));
+        let mut every = claim("", true, "", false);
+        every.deep = true;
+        assert!(
+            rank(&deep) < rank(&every) && rank(&claim("x.test", true, "", false)) < rank(&deep)
+        );
+    }
+
     #[test]
     fn lines_sort_longer_paths_first_and_wildcards_last() {
         let text = map_file(
             "t",
             vec![
-                (1, "^[^\\.]*\\.w\\.test x".into()),
+                (0x100, "^[^\\.]*\\.w\\.test x".into()),
                 (0, "^a\\.test\\.?(:[0-9]+)?(/.*)?$ x".into()),
                 (0, "^a\\.test\\.?(:[0-9]+)?/x(/.*)?$ x".into()),
                 (0, "^b\\.test\\.?(:[0-9]+)?(/.*)?$ x".into()),
