@@ -277,31 +277,7 @@ fn backends(
             let _ = writeln!(out, "{key} = {value}");
         }
         if claim.termination == Termination::Reencrypt {
-            if let Some(host) = &claim.verify_host {
-                let _ = writeln!(out, "verify_host = {}", quoted(host));
-            }
-            let ca = match &claim.destination_ca {
-                Some(pem) => {
-                    files.insert(pem.file.clone(), (pem_bytes(pem), false));
-                    Some(if options.maps_only {
-                        options.out.join(&pem.file).display().to_string()
-                    } else {
-                        pem.file.clone()
-                    })
-                }
-                None => options.service_ca.as_ref().map(|p| p.display().to_string()),
-            };
-            match ca {
-                Some(ca) => {
-                    let _ = writeln!(out, "ca_file = {}", quoted(&ca));
-                }
-                None => {
-                    // The reference's template says `verify none` when it
-                    // has no CA for the route: served, but loudly.
-                    out.push_str("verify = \"none\"\n");
-                    report.note(&claim.owner, "UNVERIFIED: no destinationCACertificate and no --service-ca: its servers' certificates are not verified (verify none, as the reference does)".into());
-                }
-            }
+            reencrypt(claim, options, files, report, &mut out);
         }
         if let Some(interval) = &claim.settings.check_interval {
             let _ = writeln!(out, "check = {{ kind = \"tcp\", interval = {interval} }}");
@@ -320,6 +296,41 @@ fn backends(
         out.push_str(if servers.is_empty() { "]\n" } else { ",\n]\n" });
     }
     out
+}
+
+/// A re-encrypt backend's lines: the name verified and the CA (the
+/// route's own, else the service CA); with neither, `verify = "none"` as
+/// the reference's template writes it, said loudly.
+fn reencrypt(
+    claim: &Claim,
+    options: &Options,
+    files: &mut Files,
+    report: &mut Report,
+    out: &mut String,
+) {
+    if let Some(host) = &claim.verify_host {
+        let _ = writeln!(out, "verify_host = {}", quoted(host));
+    }
+    let ca = match &claim.destination_ca {
+        Some(pem) => {
+            files.insert(pem.file.clone(), (pem_bytes(pem), false));
+            Some(if options.maps_only {
+                options.out.join(&pem.file).display().to_string()
+            } else {
+                pem.file.clone()
+            })
+        }
+        None => options.service_ca.as_ref().map(|p| p.display().to_string()),
+    };
+    match ca {
+        Some(ca) => {
+            let _ = writeln!(out, "ca_file = {}", quoted(&ca));
+        }
+        None => {
+            out.push_str("verify = \"none\"\n");
+            report.note(&claim.owner, "UNVERIFIED: no destinationCACertificate and no --service-ca: its servers' certificates are not verified (verify none, as the reference does)".into());
+        }
+    }
 }
 
 /// `switchyard.toml`: the listeners, the maps and the backends file.
