@@ -205,9 +205,31 @@ fn check_daemonset(ds: &Yaml, configmaps: &[Yaml]) {
         Some(true),
         "{name}"
     );
+    assert_eq!(
+        pod["securityContext"]["runAsUser"].as_i64(),
+        Some(10001),
+        "{name}: the image's user"
+    );
     let caps = &container["securityContext"]["capabilities"];
     assert_eq!(caps["drop"][0].as_str(), Some("ALL"), "{name}");
-    assert_eq!(caps["add"][0].as_str(), Some("NET_BIND_SERVICE"), "{name}");
+    // A listener below 1024 needs the binary's file capability, which
+    // counts only where privilege escalation is allowed (no
+    // no_new_privs); a shard on high ports gains nothing.
+    let listeners = value["listener"].as_array().expect("[[listener]]");
+    let low = listeners.iter().any(|l| {
+        l["bind"]
+            .as_str()
+            .and_then(|b| b.rsplit(':').next()?.parse::<u16>().ok())
+            .is_some_and(|port| port < 1024)
+    });
+    let escalation = container["securityContext"]["allowPrivilegeEscalation"].as_bool();
+    assert_eq!(escalation, Some(low), "{name}: allowPrivilegeEscalation");
+    let added = caps["add"][0].as_str();
+    assert_eq!(
+        added,
+        low.then_some("NET_BIND_SERVICE"),
+        "{name}: capabilities"
+    );
     assert!(
         !container["resources"]["requests"].is_badvalue(),
         "{name}: resources"
@@ -232,11 +254,28 @@ fn manifests_hold_their_invariants() {
         Some("switchyard-stats")
     );
     let dockerfile = std::fs::read_to_string(repo("docker/Dockerfile")).expect("Dockerfile");
-    assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
-    assert!(dockerfile.contains("USER 10001"));
     assert!(dockerfile.contains("cap_net_bind_service=+ep"));
+    assert!(dockerfile.contains("+crt-static"), "a static binary");
+    // What a registry build makes is what docker/image.sh builds and tests.
+    let last_stage = |text: &str| -> Vec<String> {
+        let from = text.rfind("\nFROM ").expect("a FROM");
+        text[from..]
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.replace("--from=build-context ", ""))
+            .collect()
+    };
+    let containerfile =
+        std::fs::read_to_string(repo("docker/Containerfile")).expect("Containerfile");
+    let stage = last_stage(&dockerfile);
+    assert_eq!(stage, last_stage(&format!("\n{containerfile}")));
+    assert!(stage.contains(&"USER 10001:10001".to_string()), "{stage:?}");
     assert!(
-        dockerfile.contains("\"/etc/switchyard/switchyard.toml\""),
+        stage.contains(&"STOPSIGNAL SIGTERM".to_string()),
+        "{stage:?}"
+    );
+    assert!(
+        containerfile.contains("\"/etc/switchyard/switchyard.toml\""),
         "the image reads the mounted config"
     );
 }
@@ -259,33 +298,71 @@ fn publish(dir: &Path, version: u32, files: &[(String, String)]) {
     std::fs::rename(&tmp, dir.join("..data")).expect("swap");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
-    let root = tempfile::tempdir().expect("root");
-    let etc = root.path().join("etc/switchyard");
-    let certs = root.path().join("etc/switchyard-certs");
+/// The pod's mounts under `root` as the kubelet lays them out: the
+/// ConfigMap at `etc/switchyard` (through `..data`), the default
+/// certificate's Secret at `etc/switchyard-certs`, the stats password's at
+/// `etc/switchyard-stats`. The ConfigMap's files are as they are but for
+/// the addresses: `listen` and `stats` for 0.0.0.0:443 and 0.0.0.0:1936,
+/// and every backend server on loopback (`servers`: each cluster address
+/// with the test server that stands for it), so that nothing is sent
+/// anywhere else. Returns the files, to edit and publish again.
+fn mount(
+    root: &Path,
+    pki: &Pki,
+    listen: std::net::SocketAddr,
+    stats: std::net::SocketAddr,
+    servers: &[(&str, std::net::SocketAddr)],
+) -> Vec<(String, String)> {
+    let certs = root.join("etc/switchyard-certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
-    let pki = Pki::new();
     let pem = pki.pem(&["*.apps.example.com"]);
     let split = pem.find("-----BEGIN PRIVATE KEY").expect("key in pem");
     std::fs::write(certs.join("tls.crt"), &pem[..split]).expect("crt");
     std::fs::write(certs.join("tls.key"), &pem[split..]).expect("key");
-    let stats_secret = root.path().join("etc/switchyard-stats");
+    let stats_secret = root.join("etc/switchyard-stats");
     std::fs::create_dir_all(&stats_secret).expect("stats secret dir");
     std::fs::write(stats_secret.join("password"), "pw-from-secret\n").expect("password");
-
-    // The ConfigMap's files as they are, but for the two addresses bound:
-    // loopback ports instead of 0.0.0.0:443 and 0.0.0.0:1936.
-    let (listen, stats) = (closed_port(), closed_port());
     let mut files = configmap_data(&documents("docker/k8s/configmap.yaml"), "switchyard-config");
     for (name, text) in files.iter_mut() {
-        if name == "switchyard.toml" {
-            *text = text
-                .replace("0.0.0.0:443", &listen.to_string())
-                .replace("0.0.0.0:1936", &stats.to_string());
+        *text = text
+            .replace("0.0.0.0:443", &listen.to_string())
+            .replace("0.0.0.0:1936", &stats.to_string());
+        for (cluster, local) in servers {
+            *text = text.replace(cluster, &local.to_string());
+        }
+        if name == "backends.toml" {
+            for line in text.lines().filter(|l| l.contains("address = ")) {
+                assert!(
+                    line.contains("\"127."),
+                    "a server left off loopback: {line}"
+                );
+            }
         }
     }
-    publish(&etc, 1, &files);
+    publish(&root.join("etc/switchyard"), 1, &files);
+    files
+}
+
+/// Loopback servers for the ConfigMap's backends: the passthrough pods
+/// (TLS, `web`) and the edge route's (plain HTTP, answering `static`).
+async fn configmap_servers(pki: &Pki) -> Vec<(&'static str, std::net::SocketAddr)> {
+    let web = named_server("web", pki.server_config(&["www.apps.example.com"])).await;
+    let plain = http_server(|_| "static\n".to_string()).await;
+    vec![
+        ("10.128.2.17:8443", web.addr),
+        ("10.129.0.23:8443", web.addr),
+        ("10.128.2.30:8080", plain),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
+    let root = tempfile::tempdir().expect("root");
+    let etc = root.path().join("etc/switchyard");
+    let pki = Pki::new();
+    let (listen, stats) = (closed_port(), closed_port());
+    let servers = configmap_servers(&pki).await;
+    let mut files = mount(root.path(), &pki, listen, stats, &servers);
     let config = etc.join("switchyard.toml");
     let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["check", "--config", config.to_str().expect("utf-8")])
@@ -473,4 +550,233 @@ fn the_generator_sidecar_can_read_what_it_lists_and_writes_where_the_router_read
     );
     let dockerfile = std::fs::read_to_string(repo("docker/Dockerfile")).expect("Dockerfile");
     assert!(dockerfile.contains("AS generator") && dockerfile.contains("kubernetes-client"));
+}
+
+/// `buildah` with vfs storage, as `docker/image.sh` runs it.
+fn buildah(args: &[&str]) -> std::process::Output {
+    Command::new("buildah")
+        .env("STORAGE_DRIVER", "vfs")
+        .args(args)
+        .output()
+        .expect("buildah")
+}
+
+/// The pid and user id of the process whose command line is `argv`.
+fn process_of(argv: &[&str]) -> Option<(u32, u32)> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if std::fs::read(entry.path().join("cmdline")).ok()? != wanted {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        return Some((pid, uid));
+    }
+    None
+}
+
+/// The image `docker/image.sh` builds, run as the DaemonSet runs it: its
+/// entry point and command are the DaemonSet's, its user the pod's
+/// non-root one, and it binds a port below 1024 as that user (the file
+/// capability on the binary survives the image build). On the
+/// ConfigMap's own configuration it answers the readiness probe, routes a
+/// passthrough and an edge connection, and drains and exits 0 on SIGTERM.
+/// With no_new_privs (`allowPrivilegeEscalation: false`) the capability
+/// is not honoured and the bind fails, which is why the manifests allow
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs the container image: `bash docker/image.sh` builds it and runs this"]
+async fn the_image_runs_the_configmap_as_the_daemonset_says() {
+    let image = std::env::var("SWITCHYARD_IMAGE").expect("SWITCHYARD_IMAGE: the image to run");
+    let inspect = buildah(&["inspect", "--type", "image", &image]);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let inspected: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect");
+    let config = &inspected["OCIv1"]["config"];
+    assert_eq!(config["StopSignal"], "SIGTERM");
+    let daemonsets = documents("docker/k8s/daemonset.yaml");
+    let ds = of_kind(&daemonsets, "DaemonSet")[0];
+    let pod = &ds["spec"]["template"]["spec"];
+    let uid = pod["securityContext"]["runAsUser"]
+        .as_i64()
+        .expect("runAsUser");
+    assert_eq!(
+        config["User"],
+        format!("{uid}:{uid}"),
+        "the image runs as the pod's user"
+    );
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_vec()
+        .expect("args")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(
+        config["Cmd"],
+        serde_json::json!(args),
+        "the image's command is the DaemonSet's"
+    );
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/switchyard"]));
+
+    let root = tempfile::tempdir().expect("root");
+    let pki = Pki::new();
+    // A port below 1024, on a loopback address of its own.
+    let listen: std::net::SocketAddr = "127.0.0.7:443".parse().expect("addr");
+    let stats = closed_port();
+    let servers = configmap_servers(&pki).await;
+    mount(root.path(), &pki, listen, stats, &servers);
+    let from = buildah(&["from", "--pull-never", &image]);
+    assert!(
+        from.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from.stderr)
+    );
+    let container = String::from_utf8_lossy(&from.stdout).trim().to_string();
+    let run = |no_new_privs: bool| {
+        let mut command = if no_new_privs {
+            let mut c = Command::new("setpriv");
+            c.args(["--no-new-privs", "buildah"]);
+            c
+        } else {
+            Command::new("buildah")
+        };
+        command.env("STORAGE_DRIVER", "vfs").args([
+            "run",
+            "--isolation",
+            "chroot",
+            "--network",
+            "host",
+        ]);
+        for dir in ["switchyard", "switchyard-certs", "switchyard-stats"] {
+            let host = root.path().join("etc").join(dir);
+            command
+                .arg("-v")
+                .arg(format!("{}:/etc/{dir}:ro", host.display()));
+        }
+        command
+            .arg(&container)
+            .arg("--")
+            .arg("/switchyard")
+            .args(&args);
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("buildah run")
+    };
+
+    // Without the privilege to gain the capability, the bind is refused.
+    let refused = run(true).wait_with_output().expect("run");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("ermission denied"),
+        "{said}"
+    );
+
+    let argv: Vec<&str> = std::iter::once("/switchyard")
+        .chain(args.iter().copied())
+        .collect();
+    let mut router = Contained {
+        run: run(false),
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+    };
+    let started = Instant::now();
+    while http_status_or_none(stats).await != Some(200) {
+        if let Some(status) = router.run.try_wait().expect("wait") {
+            let mut said = String::new();
+            if let Some(mut stderr) = router.run.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+            }
+            panic!("the router in the image stopped ({status}): {said}");
+        }
+        assert!(started.elapsed() < WAIT * 3, "the readiness probe answers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (pid, user) = process_of(&argv).expect("the router's process");
+    assert_eq!(i64::from(user), uid, "the router runs as the non-root user");
+    let web = Open::connect(listen, "www.apps.example.com", pki.client_config())
+        .await
+        .expect("passthrough");
+    assert_eq!(web.server, "web");
+    drop(web);
+    let edge = https_get(listen, &pki, "static.apps.example.com").await;
+    assert!(
+        edge.starts_with("HTTP/1.1 200") && edge.ends_with("static\n"),
+        "edge: {edge}"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = router.run.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(stopped.elapsed() < WAIT, "SIGTERM drains and exits");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit 0 after SIGTERM: {status}");
+    let _ = buildah(&["rm", &container]);
+}
+
+/// `buildah run` and the router it started: when dropped (the test done,
+/// or failed first), the router is killed too, since it outlives a killed
+/// `buildah run`.
+struct Contained {
+    run: std::process::Child,
+    argv: Vec<String>,
+}
+
+impl Drop for Contained {
+    fn drop(&mut self) {
+        let argv: Vec<&str> = self.argv.iter().map(String::as_str).collect();
+        if let Some((pid, _)) = process_of(&argv) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = self.run.kill();
+        let _ = self.run.wait();
+    }
+}
+
+/// The readiness probe's status, if the stats port answers.
+async fn http_status_or_none(stats: std::net::SocketAddr) -> Option<u16> {
+    tokio::net::TcpStream::connect(stats).await.ok()?;
+    Some(http_status(stats, "/healthz/ready", None).await)
+}
+
+/// `GET /` over TLS to `addr` with SNI and Host `host`, the router's
+/// certificate verified against the test CA: the whole answer.
+async fn https_get(addr: std::net::SocketAddr, pki: &Pki, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
