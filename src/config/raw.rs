@@ -71,6 +71,8 @@ pub(crate) struct RawListener {
     pub(crate) max_connections_per_source: Option<Spanned<u64>>,
     /// New connections per period from one client address (`"20/10s"`).
     pub(crate) connection_rate_per_source: Option<Spanned<String>>,
+    /// JA4 fingerprints of clients closed after their ClientHello.
+    pub(crate) deny_ja4: Option<Vec<Spanned<String>>>,
 }
 
 /// `[relay]`: how passthrough bytes are copied.
@@ -204,6 +206,8 @@ pub(crate) struct RawBackend {
     pub(crate) send_proxy: Option<Spanned<String>>,
     /// Client address blocks allowed (`ip_whitelist`); all when absent.
     pub(crate) allow: Option<Vec<Spanned<String>>>,
+    /// JA4 fingerprints of clients refused.
+    pub(crate) deny_ja4: Option<Vec<Spanned<String>>>,
     /// Connections open at once from one client address to this backend.
     pub(crate) max_connections_per_source: Option<Spanned<u64>>,
     /// New connections per period from one client address (`"20/10s"`).

@@ -172,6 +172,10 @@ pub(crate) struct Global {
     /// Top unmatched SNIs: bounded memory, heavy hitters kept, no global
     /// lock on the miss path (never one metric label per invented name).
     unmatched: super::top::TopNames,
+    /// The most frequent JA4 fingerprints of ClientHellos, the same way.
+    fingerprints: super::top::TopNames,
+    /// Connections and requests refused for their JA4 (`deny_ja4`).
+    pub(crate) ja4_denied: AtomicU64,
     frontends: Mutex<HashMap<String, Arc<Traffic>>>,
 }
 
@@ -195,6 +199,17 @@ impl Global {
     pub(crate) fn unmatched(&self, sni: &str) {
         self.route_misses.fetch_add(1, Relaxed);
         self.unmatched.add(sni);
+    }
+
+    /// Counts a ClientHello's fingerprint.
+    pub(crate) fn fingerprint(&self, ja4: &str) {
+        self.fingerprints.add(ja4);
+    }
+
+    /// The `n` most frequent JA4 fingerprints with their (approximate)
+    /// counts.
+    pub(crate) fn top_fingerprints(&self, n: usize) -> Vec<(String, u64)> {
+        self.fingerprints.top(n)
     }
 
     /// The `n` most frequent unmatched SNIs with their (approximate) counts.

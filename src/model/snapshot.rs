@@ -38,6 +38,9 @@ pub(crate) struct ListenerSpec {
     /// Limits per client address, and the listener's table of sources
     /// (the same across reloads).
     pub(crate) sources: Option<Limited>,
+    /// Clients whose JA4 fingerprint is one of these are closed right
+    /// after their ClientHello (`deny_ja4`).
+    pub(crate) deny_ja4: Option<Arc<[crate::model::wire::client_hello::Ja4]>>,
 }
 
 /// What a listener expects first.

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::model::backend::Backend;
 use crate::model::decide::{Decision, Hello, Hit};
-use crate::model::wire::client_hello::ClientHello;
+use crate::model::wire::client_hello::{ClientHello, Ja4};
 use crate::runtime::relay::{End, Outcome};
 
 /// The fields of the access-log line, filled in as the connection advances.
@@ -82,6 +82,11 @@ impl AccessLog {
 
     pub(crate) fn sni(&self) -> Option<&str> {
         self.hello.as_ref()?.sni.as_deref()
+    }
+
+    /// The JA4 fingerprint of the client's ClientHello, if it sent one.
+    pub(crate) fn ja4(&self) -> Option<Ja4> {
+        Some(self.hello.as_ref()?.ja4)
     }
 
     /// What the client's first bytes said, as the decision takes it: a
@@ -168,6 +173,7 @@ impl AccessLog {
         let sni = hello.and_then(|h| h.sni.as_deref()).unwrap_or("-");
         let alpn = hello.map(|h| h.alpn.join(",")).unwrap_or_default();
         let version = hello.map(|h| version_name(h.version)).unwrap_or("-");
+        let ja4 = hello.map_or("-", |h| h.ja4.as_str());
         let records = hello.map_or(0, |h| h.records);
         let map = self
             .map
@@ -191,6 +197,7 @@ impl AccessLog {
                     sni,
                     alpn = alpn.as_str(),
                     tls_version = version,
+                    ja4,
                     hello_bytes = self.hello_bytes,
                     hello_reads = self.hello_reads,
                     hello_records = records,

@@ -243,6 +243,9 @@ impl Context {
             }
             backend.extras_mut().allow = Some(blocks.into());
         }
+        if let Some(deny) = self.fingerprints(src, &raw.deny_ja4) {
+            backend.extras_mut().deny_ja4 = Some(deny);
+        }
         let sources = self
             .source_limits(
                 src,

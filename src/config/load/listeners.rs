@@ -116,7 +116,9 @@ impl Context {
                 scope: 0,
                 limits,
             });
+        let deny_ja4 = self.fingerprints(src, &raw.deny_ja4);
         Some(ListenerSpec {
+            deny_ja4,
             sources,
             proxy_from: self.proxy_from(src, raw),
             protocol: self.opt_parse(src, &raw.protocol).unwrap_or(Protocol::Tls),

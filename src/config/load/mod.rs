@@ -245,6 +245,27 @@ impl Context {
         }
     }
 
+    /// `deny_ja4 = [...]`: JA4 fingerprints, each checked (file:line for
+    /// one that is not). An empty list denies nothing and is left out.
+    pub(super) fn fingerprints(
+        &mut self,
+        src: &Source<'_>,
+        raw: &Option<Vec<Spanned<String>>>,
+    ) -> Option<std::sync::Arc<[crate::model::wire::client_hello::Ja4]>> {
+        let list: Vec<_> = raw
+            .iter()
+            .flatten()
+            .filter_map(|text| match text.get_ref().parse() {
+                Ok(ja4) => Some(ja4),
+                Err(m) => {
+                    self.error(src, text.span(), format!("deny_ja4: {m}"));
+                    None
+                }
+            })
+            .collect();
+        (!list.is_empty()).then(|| list.into())
+    }
+
     pub(super) fn duration(
         &mut self,
         src: &Source<'_>,

@@ -330,6 +330,9 @@ pub(crate) struct Extras {
     pub(crate) upstream: Option<crate::tls::upstream::Upstream>,
     /// Active health check, if asked for.
     pub(crate) check: Option<CheckSpec>,
+    /// Clients whose JA4 fingerprint is one of these are refused
+    /// (`deny_ja4`).
+    pub(crate) deny_ja4: Option<Arc<[crate::model::wire::client_hello::Ja4]>>,
 }
 
 impl Backend {
@@ -421,6 +424,21 @@ impl Backend {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         admitted
+    }
+
+    /// Whether a client of fingerprint `ja4` is refused (`deny_ja4`); a
+    /// refusal is counted.
+    pub(crate) fn denies(&self, ja4: &crate::model::wire::client_hello::Ja4) -> bool {
+        let Some(deny) = self.extras().and_then(|e| e.deny_ja4.as_ref()) else {
+            return false;
+        };
+        let denied = deny.contains(ja4);
+        if denied {
+            self.traffic
+                .denied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        denied
     }
 
     /// Admits a connection from `client` under the backend's per-source

@@ -1,7 +1,8 @@
 //! Stage 2, admission, before anything is dialed: the per-source limits of the
-//! listener (at accept) and of the backend (once it is decided), and the
-//! backend's allow list. A refusal is logged; the places admitted are
-//! held for the connection's life.
+//! listener (at accept) and of the backend (once it is decided), the
+//! backend's allow list, and the JA4 fingerprints the listener or the
+//! backend denies. A refusal is logged; the places admitted are held for
+//! the connection's life.
 
 use std::net::IpAddr;
 
@@ -9,6 +10,7 @@ use super::decide::Routed;
 use crate::model::counters::global;
 use crate::model::limits::sources::Admitted;
 use crate::model::snapshot::ListenerSpec;
+use crate::model::wire::client_hello::Ja4;
 use crate::runtime::access_log::AccessLog;
 
 /// The per-source places a connection holds: the listener's, then its
@@ -38,8 +40,53 @@ pub(super) fn listener(
     }
 }
 
-/// The backend's allow list (HTTP mode checks each request's backend
-/// instead) and its own per-source limits (its routes'
+/// The listener's `deny_ja4`: a client whose ClientHello has one of these
+/// fingerprints is closed right after it, before anything is decided or
+/// dialed.
+pub(super) fn fingerprint(spec: &ListenerSpec, log: &mut AccessLog) -> Result<(), Refused> {
+    let (Some(deny), Some(ja4)) = (&spec.deny_ja4, log.ja4()) else {
+        return Ok(());
+    };
+    if deny.contains(&ja4) {
+        refuse_fingerprint(ja4, "listener", &spec.name, log);
+        return Err(Refused);
+    }
+    Ok(())
+}
+
+/// Ends a connection refused for its fingerprint (counted and logged).
+pub(super) fn refuse_fingerprint(ja4: Ja4, by: &str, name: &str, log: &mut AccessLog) {
+    note_fingerprint(ja4, by, name);
+    log.end("switchyard", &format!("JA4 {ja4} denied by {by} `{name}`"));
+}
+
+/// Counts a client refused for its fingerprint and logs it: one warning a
+/// second at most, with how many were refused since the last.
+pub(super) fn note_fingerprint(ja4: Ja4, by: &str, name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    global().ja4_denied.fetch_add(1, Relaxed);
+    REFUSED.fetch_add(1, Relaxed);
+    let second = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs()
+        + 1;
+    let last = LAST_SECOND.load(Relaxed);
+    if second > last
+        && LAST_SECOND
+            .compare_exchange(last, second, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let refused = REFUSED.swap(0, Relaxed);
+        tracing::warn!(%ja4, by, name, refused, "client refused for its JA4 fingerprint (deny_ja4)");
+    }
+}
+
+/// The backend's allow list and `deny_ja4` (HTTP mode checks each
+/// request's backend instead) and its own per-source limits (its routes'
 /// `rate-limit-connections`), whose place joins `places`.
 pub(super) fn backend(
     routed: &Routed,
@@ -54,6 +101,12 @@ pub(super) fn backend(
             "client address not in the backend's allow list",
         );
         return Err(Refused);
+    }
+    if let (None, Some(ja4)) = (&routed.requests, log.ja4()) {
+        if backend.denies(&ja4) {
+            refuse_fingerprint(ja4, "backend", &backend.name, log);
+            return Err(Refused);
+        }
     }
     match backend.admit_source(client) {
         Ok(None) => Ok(()),

@@ -214,6 +214,7 @@ async fn decide_and_open(
     // and any wait in the queue) or to the TLS handshake, whose buffers
     // are charged on their own.
     let preread = preread::hello(&stream, spec, log).await?;
+    admit::fingerprint(spec, log).ok()?;
     let routed = match decide::decide(snapshot, listener, &shared, log) {
         Decided::Routed(routed) => routed,
         Decided::Unrouted(unrouted) => {
@@ -222,6 +223,7 @@ async fn decide_and_open(
                 fallback: unrouted.fallback,
                 peer,
                 timeouts: unrouted.timeouts,
+                ja4: log.ja4(),
             };
             let hello = preread.into_bytes();
             let serve = http::serve(
@@ -278,6 +280,7 @@ async fn dispatch(
                 fallback,
                 peer,
                 timeouts: backend.timeouts,
+                ja4: log.ja4(),
             };
             let hello = preread.into_bytes();
             Box::pin(http::serve(

@@ -240,6 +240,7 @@ fn accept_hello(
     } else {
         HelloOutcome::NoSni
     });
+    global().fingerprint(hello.ja4.as_str());
     log.hello(hello, reads);
     if !has_sni {
         log.reject("ClientHello without SNI", buf.len(), reads);

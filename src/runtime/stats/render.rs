@@ -34,6 +34,10 @@ pub(crate) struct Report {
     /// The buffer budget: bytes held now, the limit, work refused.
     pub(crate) buffer_memory: BudgetReport,
     pub(crate) unmatched_sni_top: Vec<(String, u64)>,
+    /// The most frequent JA4 fingerprints of ClientHellos (approximate).
+    pub(crate) ja4_top: Vec<(String, u64)>,
+    /// Connections and requests refused for their JA4 (`deny_ja4`).
+    pub(crate) ja4_denied: u64,
 }
 
 #[derive(Serialize)]
@@ -168,6 +172,8 @@ pub(crate) fn report(router: &Router, status: &reload::Status) -> Report {
             }
         },
         unmatched_sni_top: g.top_unmatched(10),
+        ja4_top: g.top_fingerprints(10),
+        ja4_denied: g.ja4_denied.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -329,7 +335,8 @@ fn record_backend(b: &BackendReport) {
 }
 
 /// The process-wide families: reloads, readiness, ClientHello outcomes,
-/// failures, the buffer budget, unmatched names and certificates.
+/// failures, the buffer budget, unmatched names, the most frequent JA4
+/// fingerprints and certificates.
 fn record_process(r: &Report) {
     use metrics::{counter, gauge};
     counter!("switchyard_reloads_total").absolute(r.reload.applied);
@@ -360,6 +367,10 @@ fn record_process(r: &Report) {
     for (sni, n) in &r.unmatched_sni_top {
         gauge!("switchyard_unmatched_sni_top", "sni" => sni.clone()).set(*n as f64);
     }
+    for (ja4, n) in &r.ja4_top {
+        gauge!("switchyard_ja4_top", "ja4" => ja4.clone()).set(*n as f64);
+    }
+    counter!("switchyard_ja4_denied_total").absolute(r.ja4_denied);
     for c in &r.certificates {
         if let Some(days) = c.expires_in_days {
             gauge!("switchyard_certificate_expiry_days", "path" => c.path.clone()).set(days);

@@ -1,16 +1,19 @@
 //! The TLS ClientHello reader: a pure function over the bytes a client has
 //! sent so far, with no I/O. The listener feeds it whatever the socket has
 //! delivered and gets one of three answers: read more, here is what the hello
-//! says (SNI, ALPN, versions), or the bytes are not a ClientHello. The bytes are
+//! says (SNI, ALPN, versions, the JA4 fingerprint), or the bytes are not a
+//! ClientHello. The bytes are
 //! never consumed: the caller replays them to the server or the TLS acceptor.
 //!
 //! It reassembles a hello split over any number of TCP segments and TLS
 //! records, and allocates at most `limit` bytes whatever the input.
 
+mod ja4;
 mod parse;
 #[cfg(test)]
 mod tests;
 
+pub use ja4::Ja4;
 pub use parse::peek;
 pub(crate) use parse::{host_name, ClientHello, HelloError, Progress};
 

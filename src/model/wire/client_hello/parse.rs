@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use super::ja4::{Ja4, Parts};
+
 /// TLS record content type of handshake messages.
 const CONTENT_HANDSHAKE: u8 = 22;
 /// Handshake message type of a ClientHello.
@@ -14,6 +16,7 @@ const HANDSHAKE_HEADER: usize = 4;
 const EXT_SERVER_NAME: u16 = 0;
 const EXT_ALPN: u16 = 16;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
+const EXT_SIGNATURE_ALGORITHMS: u16 = 13;
 const EXT_ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
 /// ALPN names kept for logging; the rest are validated and counted only, so
 /// a hostile list of thousands of entries costs nothing.
@@ -42,6 +45,8 @@ pub struct ClientHello {
     pub(crate) version: u16,
     /// Whether the hello carries an `encrypted_client_hello` extension.
     pub(crate) ech: bool,
+    /// Its JA4 fingerprint.
+    pub(crate) ja4: Ja4,
     /// Bytes from the start of the stream to the end of the last record
     /// holding part of the hello.
     pub(crate) len: usize,
@@ -274,9 +279,13 @@ fn decode_body(body: &[u8]) -> Result<ClientHello, HelloError> {
             "legacy_session_id longer than 32 bytes",
         ));
     }
-    let suites = r.vec16("cipher_suites")?;
+    let mut suites = r.vec16("cipher_suites")?;
     if suites.buf.is_empty() || suites.buf.len() % 2 != 0 {
         return Err(HelloError::Malformed("cipher_suites"));
+    }
+    let mut parts = Parts::default();
+    while !suites.is_empty() {
+        parts.ciphers.push(suites.u16("cipher_suites")?);
     }
     if r.vec8("legacy_compression_methods")?.is_empty() {
         return Err(HelloError::Malformed("legacy_compression_methods"));
@@ -285,9 +294,21 @@ fn decode_body(body: &[u8]) -> Result<ClientHello, HelloError> {
         version: legacy_version,
         ..ClientHello::default()
     };
-    if r.is_empty() {
-        return Ok(hello); // a hello without extensions (TLS 1.0 style)
+    if !r.is_empty() {
+        // Else a hello without extensions (TLS 1.0 style).
+        extensions(&mut r, &mut hello, &mut parts)?;
     }
+    parts.version = hello.version;
+    hello.ja4 = parts.fingerprint();
+    Ok(hello)
+}
+
+/// The extensions: what routing reads, and what the fingerprint counts.
+fn extensions(
+    r: &mut Reader<'_>,
+    hello: &mut ClientHello,
+    parts: &mut Parts,
+) -> Result<(), HelloError> {
     let mut extensions = r.vec16("extensions")?;
     if !r.is_empty() {
         return Err(HelloError::Malformed("bytes after extensions"));
@@ -297,15 +318,29 @@ fn decode_body(body: &[u8]) -> Result<ClientHello, HelloError> {
         let kind = extensions.u16("extension type")?;
         let data = extensions.vec16("extension data")?;
         seen.check(kind)?;
+        parts.extensions.push(kind);
         match kind {
-            EXT_SERVER_NAME => hello.sni = server_name(data)?,
-            EXT_ALPN => alpn(data, &mut hello)?,
+            EXT_SERVER_NAME => {
+                parts.sni = true;
+                hello.sni = server_name(data)?;
+            }
+            EXT_ALPN => parts.alpn = alpn(data, hello)?,
             EXT_SUPPORTED_VERSIONS => hello.version = supported_versions(data)?,
             EXT_ENCRYPTED_CLIENT_HELLO => hello.ech = true,
+            // Read for the fingerprint only: a list it cannot read leaves
+            // it out rather than refuse a hello the server may accept.
+            EXT_SIGNATURE_ALGORITHMS => {
+                let mut data = data;
+                if let Ok(mut list) = data.vec16("signature_algorithms") {
+                    while let Ok(v) = list.u16("signature_algorithms") {
+                        parts.signature_algorithms.push(v);
+                    }
+                }
+            }
             _ => {}
         }
     }
-    Ok(hello)
+    Ok(())
 }
 
 /// Rejects a repeated extension among those this reader interprets
@@ -363,15 +398,21 @@ pub(crate) fn host_name(raw: &[u8]) -> Result<String, HelloError> {
         .collect())
 }
 
-fn alpn(mut data: Reader<'_>, hello: &mut ClientHello) -> Result<(), HelloError> {
+/// The ALPN protocols offered; returns the first and last bytes of the
+/// first one (for the fingerprint).
+fn alpn(mut data: Reader<'_>, hello: &mut ClientHello) -> Result<Option<(u8, u8)>, HelloError> {
     let mut list = data.vec16("alpn protocol_name_list")?;
     if !data.is_empty() || list.is_empty() {
         return Err(HelloError::Malformed("alpn protocol_name_list"));
     }
+    let mut first = None;
     while !list.is_empty() {
         let name = list.vec8("alpn protocol name")?;
         if name.is_empty() {
             return Err(HelloError::Malformed("empty alpn protocol name"));
+        }
+        if let (None, Some(a), Some(z)) = (first, name.buf.first(), name.buf.last()) {
+            first = Some((*a, *z));
         }
         hello.alpn_offered += 1;
         if hello.alpn.len() < MAX_ALPN_KEPT {
@@ -380,7 +421,7 @@ fn alpn(mut data: Reader<'_>, hello: &mut ClientHello) -> Result<(), HelloError>
                 .push(String::from_utf8_lossy(name.buf).into_owned());
         }
     }
-    Ok(())
+    Ok(first)
 }
 
 /// Highest non-GREASE version of a `supported_versions` extension.

@@ -244,3 +244,46 @@ fn push16(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(&(data.len() as u16).to_be_bytes());
     out.extend_from_slice(data);
 }
+
+/// Real hellos from the JA4 specification's captures (Firefox, Chrome,
+/// a non-ASCII ALPN, a TLS 1.2 client without ALPN, a hello with many
+/// extensions): the fingerprint its test data gives, from our parser.
+#[test]
+fn ja4_of_the_specifications_captures() {
+    let text = include_str!("../../../../tests/fixtures/ja4/vectors.json");
+    let vectors: serde_json::Value = serde_json::from_str(text).expect("vectors");
+    let vectors = vectors.as_array().expect("a list");
+    assert!(vectors.len() >= 6, "{} vectors", vectors.len());
+    for v in vectors {
+        let hex = v["hello"].as_str().expect("hello");
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        let hello = done(&bytes);
+        assert_eq!(
+            hello.ja4.as_str(),
+            v["ja4"].as_str().expect("ja4"),
+            "{} ({})",
+            v["capture"],
+            v["sni"]
+        );
+    }
+}
+
+/// A hello rustls writes, fingerprinted: TLS 1.3, a name, its ALPN.
+#[test]
+fn ja4_of_a_rustls_hello_says_what_it_offers() {
+    let with = done(&rustls_hello("a.test", &["h2", "http/1.1"])).ja4;
+    assert!(
+        with.as_str().starts_with("t13d") && with.as_str()[8..10] == *"h2",
+        "{with}"
+    );
+    let without = done(&rustls_hello("a.test", &[])).ja4;
+    assert_eq!(&without.as_str()[8..10], "00", "{without}");
+    assert_eq!(
+        with.as_str()[11..],
+        without.as_str()[11..],
+        "ALPN is left out of the hashes"
+    );
+}

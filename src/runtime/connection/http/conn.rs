@@ -23,6 +23,9 @@ pub(super) struct Conn {
     /// formatted once per connection.
     pub(super) this_side: ThisSide,
     pub(super) sni: Option<Box<str>>,
+    /// The client's JA4 fingerprint (TLS listeners): each request's
+    /// backend may deny it (`deny_ja4`).
+    pub(super) ja4: Option<crate::model::wire::client_hello::Ja4>,
     /// The client speaks h2 (`X-Forwarded-Proto-Version`).
     pub(super) h2: bool,
     /// TLS connections: the listener's certificates and the one this

@@ -123,6 +123,9 @@ pub(super) struct Routing {
     /// `http_request_timeout` and `http_keep_alive_timeout` of the backend
     /// the SNI chose, else of `[defaults]`.
     pub(crate) timeouts: Timeouts,
+    /// The client's JA4 fingerprint (TLS listeners), for each request's
+    /// backend's `deny_ja4`.
+    pub(crate) ja4: Option<crate::model::wire::client_hello::Ja4>,
 }
 
 /// Terminates TLS, then serves requests until the client is done.
@@ -153,12 +156,14 @@ pub(super) async fn serve(
         fallback,
         peer,
         timeouts,
+        ja4,
     } = routing;
     let conn = Arc::new(Conn {
         shared,
         peer,
         this_side: ThisSide::new(peer, local_port),
         sni: log.sni().map(Into::into),
+        ja4,
         h2,
         tls: Some((certs, served)),
         https_port: 443,
@@ -216,6 +221,7 @@ pub(super) async fn serve_plain(
         peer,
         this_side: ThisSide::new(peer, local_port),
         sni: None,
+        ja4: None,
         h2: false,
         tls: None,
         https_port,

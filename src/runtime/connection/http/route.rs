@@ -103,6 +103,14 @@ impl Conn {
             (None, Some(fallback)) => Arc::clone(fallback),
             (None, None) => return (self.unavailable(), None),
         };
+        if let Some(ja4) = self.ja4.filter(|ja4| backend.denies(ja4)) {
+            super::super::admit::note_fingerprint(ja4, "backend", &backend.name);
+            let text = "This client may not use this application.";
+            return (
+                page(StatusCode::FORBIDDEN, "Forbidden", text),
+                Some((backend, None)),
+            );
+        }
         if !backend.admits(self.peer.ip()) {
             let text = "This address may not use this application.";
             return (
