@@ -80,6 +80,7 @@ impl std::str::FromStr for Ja4 {
 
 /// Whether a 16-bit value is a GREASE value (RFC 8701: `0x?a?a`, both
 /// bytes equal).
+#[inline]
 pub(crate) fn grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
 }
@@ -104,6 +105,7 @@ impl Default for Values {
 
 impl Values {
     /// Keeps `v` unless it is GREASE.
+    #[inline]
     pub(crate) fn push(&mut self, v: u16) {
         if grease(v) {
             return;
@@ -131,7 +133,8 @@ impl Values {
         out
     }
 
-    fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+    #[inline]
+    fn iter(&self) -> impl Iterator<Item = u16> + Clone + '_ {
         self.inline[..self.len]
             .iter()
             .chain(self.spill.iter())
@@ -154,8 +157,50 @@ pub(crate) struct Parts {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl Parts {
-    /// The fingerprint.
+    /// The fingerprint, from this thread's cache of recent ones when the
+    /// same hello was fingerprinted before (clients are few, connections
+    /// many); computed and remembered otherwise.
     pub(crate) fn fingerprint(&self) -> Ja4 {
+        let key = self.key();
+        let slot = (key.0 as usize) % CACHED;
+        let hit = CACHE.with(|cache| {
+            let cache = cache.borrow();
+            (cache[slot].0 == key).then_some(cache[slot].1)
+        });
+        if let Some(ja4) = hit {
+            return ja4;
+        }
+        let ja4 = self.compute();
+        CACHE.with(|cache| cache.borrow_mut()[slot] = (key, ja4));
+        ja4
+    }
+
+    /// What the fingerprint is a function of, as two 64-bit sums keyed by
+    /// a secret chosen at start: the version, SNI and ALPN parts, each
+    /// cipher and extension (in any order: browsers shuffle extensions,
+    /// and JA4 sorts both), and the signature algorithms in order. Without
+    /// the secret a client cannot aim for another's key.
+    fn key(&self) -> (u64, u64) {
+        let [a, b, c, d] = seeds();
+        let mut key = (0u64, 0u64);
+        let mut add = |tag: u64, v: u64| {
+            let x = (tag << 32) ^ v;
+            key.0 = key.0.wrapping_add(folded(x ^ a, b));
+            key.1 = key.1.wrapping_add(folded(x ^ c, d));
+        };
+        let (first, last) = self.alpn.map_or((0, 0), |(a, z)| (u64::from(a), u64::from(z)));
+        add(1, u64::from(self.version) | (u64::from(self.sni) << 16));
+        add(2, 1 | (first << 8) | (last << 16) | (u64::from(self.alpn.is_some()) << 24));
+        self.ciphers.iter().for_each(|v| add(3, u64::from(v)));
+        self.extensions.iter().for_each(|v| add(4, u64::from(v)));
+        for (i, v) in self.signature_algorithms.iter().enumerate() {
+            add(5 + i as u64, u64::from(v));
+        }
+        key
+    }
+
+    /// The fingerprint, computed.
+    fn compute(&self) -> Ja4 {
         let mut out = Ja4::default();
         let a = &mut out.0;
         a[0] = b't';
@@ -173,6 +218,38 @@ impl Parts {
         hash_into(&mut a[24..36], extensions.iter(), signatures);
         out
     }
+}
+
+/// Fingerprints kept per thread.
+const CACHED: usize = 256;
+
+thread_local! {
+    static CACHE: std::cell::RefCell<[((u64, u64), Ja4); CACHED]> =
+        std::cell::RefCell::new([((0, 0), Ja4::default()); CACHED]);
+}
+
+/// The process's secret for [`Parts::key`]: random at start, the
+/// multipliers odd.
+fn seeds() -> [u64; 4] {
+    static SEEDS: std::sync::OnceLock<[u64; 4]> = std::sync::OnceLock::new();
+    *SEEDS.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new();
+        let seed = |n: u64| {
+            let mut h = random.build_hasher();
+            h.write_u64(n);
+            h.finish()
+        };
+        [seed(1), seed(2) | 1, seed(3), seed(4) | 1]
+    })
+}
+
+/// The folded multiply: the 128-bit product's halves, xored (one
+/// multiplication; every input bit reaches the output).
+#[inline]
+fn folded(x: u64, k: u64) -> u64 {
+    let product = u128::from(x) * u128::from(k);
+    (product as u64) ^ ((product >> 64) as u64)
 }
 
 impl Values {
@@ -227,80 +304,53 @@ fn alpn_code(alpn: Option<(u8, u8)>) -> [u8; 2] {
 /// Writes the first 12 hex digits of the SHA-256 of `values` as 4-digit
 /// hex separated by commas, then `_` and `then` the same way when given;
 /// `000000000000` when `values` is empty.
-fn hash_into(out: &mut [u8], values: impl Iterator<Item = u16>, then: Option<&Values>) {
-    let mut text = Text::default();
-    let mut any = false;
-    for v in values {
-        if any {
-            text.push(b',');
-        }
-        text.hex4(v);
-        any = true;
-    }
-    if !any {
+fn hash_into(out: &mut [u8], values: impl Iterator<Item = u16> + Clone, then: Option<&Values>) {
+    let first = values.clone().count();
+    if first == 0 {
         out.fill(b'0');
         return;
     }
-    if let Some(then) = then {
-        text.push(b'_');
-        for (i, v) in then.iter().enumerate() {
-            if i > 0 {
-                text.push(b',');
-            }
-            text.hex4(v);
-        }
+    let second = then.map_or(0, Values::count);
+    // Each value is 4 digits and a separator (a comma, or the `_`).
+    let len = 5 * (first + second) - 1;
+    let mut inline = [0u8; 640];
+    let mut spill = Vec::new();
+    let text: &mut [u8] = if len <= inline.len() {
+        &mut inline[..len]
+    } else {
+        spill.resize(len, 0);
+        &mut spill
+    };
+    let at = hex_list(text, 0, values);
+    if let Some(then) = then.filter(|_| second > 0) {
+        text[at - 1] = b'_';
+        hex_list(text, at, then.iter());
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text);
     for (i, byte) in digest.as_ref().iter().take(6).enumerate() {
         out[2 * i] = HEX[usize::from(byte >> 4)];
         out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
     }
 }
 
-/// The text hashed: in place up to 64 values and their signature
-/// algorithms, on the heap past that.
-struct Text {
-    inline: [u8; 640],
-    len: usize,
-    spill: Vec<u8>,
-}
-
-impl Default for Text {
-    fn default() -> Self {
-        Text {
-            inline: [0; 640],
-            len: 0,
-            spill: Vec::new(),
+/// Writes `values` from `at` as 4-digit hex, each followed by a comma
+/// (the last one's falls on the next list's `_`, or past the end);
+/// returns where the next list starts.
+fn hex_list(text: &mut [u8], mut at: usize, values: impl Iterator<Item = u16>) -> usize {
+    for v in values {
+        let digits = [
+            HEX[usize::from(v >> 12)],
+            HEX[usize::from((v >> 8) & 0xf)],
+            HEX[usize::from((v >> 4) & 0xf)],
+            HEX[usize::from(v & 0xf)],
+        ];
+        text[at..at + 4].copy_from_slice(&digits);
+        if let Some(comma) = text.get_mut(at + 4) {
+            *comma = b',';
         }
+        at += 5;
     }
-}
-
-impl Text {
-    fn push(&mut self, b: u8) {
-        if self.spill.is_empty() && self.len < self.inline.len() {
-            self.inline[self.len] = b;
-            self.len += 1;
-        } else {
-            if self.spill.is_empty() {
-                self.spill.extend_from_slice(&self.inline[..self.len]);
-            }
-            self.spill.push(b);
-        }
-    }
-
-    fn hex4(&mut self, v: u16) {
-        for shift in [12, 8, 4, 0] {
-            self.push(HEX[usize::from((v >> shift) & 0xf)]);
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        if self.spill.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.spill
-        }
-    }
+    at
 }
 
 #[cfg(test)]
@@ -374,6 +424,29 @@ mod tests {
         assert_eq!(all.len(), 16);
         assert!(all.iter().all(|v| v & 0xff == 0x0a | (v & 0xf0)));
         assert!(!grease(0x0a0b) && !grease(0x1a2a));
+    }
+
+    /// The cache gives what computing gives, for the same hello in any
+    /// extension order, and tells apart hellos that differ in one value.
+    #[test]
+    fn the_cache_answers_what_computing_would() {
+        let parts = |extensions: &[u16], sigalg: u16| Parts {
+            version: 0x0304,
+            sni: true,
+            ciphers: values(&[0x1301, 0x1302, 0x1303]),
+            extensions: values(extensions),
+            signature_algorithms: values(&[0x0403, sigalg]),
+            alpn: Some((b'h', b'2')),
+        };
+        let a = parts(&[0x0000, 0x0010, 0x000d, 0x002b], 0x0804);
+        let shuffled = parts(&[0x002b, 0x000d, 0x0000, 0x0010], 0x0804);
+        let other = parts(&[0x0000, 0x0010, 0x000d, 0x002b], 0x0805);
+        assert_eq!(a.fingerprint(), a.compute());
+        assert_eq!(a.fingerprint(), a.compute(), "a hit");
+        assert_eq!(shuffled.fingerprint(), a.compute());
+        assert_ne!(a.key(), other.key());
+        assert_eq!(other.fingerprint(), other.compute());
+        assert_ne!(other.fingerprint(), a.fingerprint());
     }
 
     #[test]
