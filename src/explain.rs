@@ -1,5 +1,5 @@
 //! `switchyard route`: explains a decision with the code the data path
-//! runs: by SNI (`Snapshot::decide`), then, in HTTP mode or on a
+//! runs: by ALPN and SNI (`Snapshot::decide`), then, in HTTP mode or on a
 //! plain-HTTP listener and with `--path`, by request
 //! (`Snapshot::decide_request`, `decide_plain_request`): which map lines
 //! matched, which backend and termination, how it balances, which server a
@@ -15,11 +15,13 @@ use crate::model::snapshot::{Protocol, Snapshot};
 use crate::model::wire::client_hello;
 
 /// The explanation, as lines of text, for a connection on `listener` (the
-/// first listener when `None`). Returns whether a map line routed it.
+/// first listener when `None`) from a client offering the ALPN protocols
+/// `alpn`. Returns whether a map line routed it.
 pub fn explain(
     snapshot: &Snapshot,
     listener: Option<&str>,
     sni: &str,
+    alpn: &[String],
     path: Option<&str>,
     client: IpAddr,
 ) -> (bool, String) {
@@ -45,7 +47,7 @@ pub fn explain(
         let _ = writeln!(out, "listener:    none configured");
         return (false, out);
     };
-    let decision = match snapshot.decide(index, Hello::Sni(&key)) {
+    let decision = match snapshot.decide(index, Hello::Sni(&key), alpn) {
         Ok(decision) => decision,
         Err(miss) => {
             let _ = writeln!(out, "route:       none ({})", miss.as_str());
@@ -122,6 +124,16 @@ fn matched(snapshot: &Snapshot, decision: &Decision, listener: &str, out: &mut S
         }
         Via::Terminated { backend } => {
             if let Some(map) = &routes.edge {
+                line(out, "matched:", backend, map);
+            }
+            true
+        }
+        Via::Alpn { protocol, backend } => {
+            let _ = writeln!(
+                out,
+                "alpn:        `{protocol}` decided, before the name's maps"
+            );
+            if let Some(map) = &routes.alpn {
                 line(out, "matched:", backend, map);
             }
             true

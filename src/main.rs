@@ -66,6 +66,10 @@ enum Command {
         /// In HTTP mode: the request's path (the name is then its Host).
         #[arg(long)]
         path: Option<String>,
+        /// ALPN protocols the client offers, in its order (`h2,http/1.1`;
+        /// `acme-tls/1`), for the `alpn_be` map.
+        #[arg(long, value_delimiter = ',')]
+        alpn: Vec<String>,
     },
     /// Start demo TLS servers and a router in front of them, with a
     /// configuration written to a directory you can edit.
@@ -182,7 +186,15 @@ fn main() -> ExitCode {
             client,
             listener,
             path,
-        } => route(&config, &sni, client, listener.as_deref(), path.as_deref()),
+            alpn,
+        } => route(
+            &config,
+            &sni,
+            &alpn,
+            client,
+            listener.as_deref(),
+            path.as_deref(),
+        ),
         Command::Run { config, drain } => serve(
             cli.threads,
             || async { Ok((config, None)) },
@@ -307,6 +319,7 @@ fn check(path: &Path) -> ExitCode {
 fn route(
     path: &Path,
     sni: &str,
+    alpn: &[String],
     client: IpAddr,
     listener: Option<&str>,
     request_path: Option<&str>,
@@ -314,7 +327,8 @@ fn route(
     let Some(loaded) = load(path) else {
         return ExitCode::FAILURE;
     };
-    let (found, text) = explain::explain(&loaded.snapshot, listener, sni, request_path, client);
+    let (found, text) =
+        explain::explain(&loaded.snapshot, listener, sni, alpn, request_path, client);
     print!("{text}");
     if found {
         ExitCode::SUCCESS

@@ -526,6 +526,7 @@ fn a_path_that_allows_http_is_served_under_a_host_that_redirects() {
             &loaded.snapshot,
             Some("public"),
             "a.shop.test",
+            &[],
             Some(path),
             client,
         );

@@ -160,6 +160,8 @@ pub(crate) struct RawMaps {
     pub(crate) http_be: Option<Spanned<String>>,
     /// `os_route_http_redirect.map`: `1` redirects plain HTTP to https.
     pub(crate) http_redirect: Option<Spanned<String>>,
+    /// `<ALPN protocol>,<SNI>` → backend, decided before the maps above.
+    pub(crate) alpn_be: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -74,6 +74,8 @@ pub(crate) enum Via {
     Passthrough { listed: Option<Hit>, backend: Hit },
     /// Named by `os_edge_reencrypt_be.map`.
     Terminated { backend: Hit },
+    /// Named by the `alpn_be` map for this protocol the client offered.
+    Alpn { protocol: Box<str>, backend: Hit },
     /// The listener's `default_backend`, for this reason.
     Default(Miss),
 }
@@ -91,7 +93,9 @@ impl Decision {
     /// The map line that named the backend, if a map did.
     pub(crate) fn hit(&self) -> Option<&Hit> {
         match &self.via {
-            Via::Passthrough { backend, .. } | Via::Terminated { backend } => Some(backend),
+            Via::Passthrough { backend, .. }
+            | Via::Terminated { backend }
+            | Via::Alpn { backend, .. } => Some(backend),
             Via::Default(_) => None,
         }
     }
@@ -120,15 +124,21 @@ impl Miss {
 
 impl Snapshot {
     /// The decision for a connection on listener `listener` (an index into
-    /// `listeners`), or why it is closed.
-    pub(crate) fn decide(&self, listener: usize, hello: Hello<'_>) -> Result<Decision, Miss> {
+    /// `listeners`) whose ClientHello offered the ALPN protocols `alpn`, or
+    /// why it is closed.
+    pub(crate) fn decide(
+        &self,
+        listener: usize,
+        hello: Hello<'_>,
+        alpn: &[String],
+    ) -> Result<Decision, Miss> {
         let decided = |backend: usize, via| Decision {
             backend: Arc::clone(&self.backends[backend]),
             via,
             generation: self.generation,
         };
         let miss = match hello {
-            Hello::Sni(name) => match self.routes.decide(name) {
+            Hello::Sni(name) => match self.routes.decide(name, alpn) {
                 Some((id, via)) => return Ok(decided(id, via)),
                 None => Miss::NoRoute,
             },
@@ -212,8 +222,17 @@ impl Snapshot {
 }
 
 impl Routes {
-    /// Stage one by name: passthrough first, then terminated routes.
-    fn decide(&self, name: &str) -> Option<(usize, Via)> {
+    /// Stage one: a protocol the client offers with its name in the
+    /// `alpn_be` map first, then by name: passthrough, then terminated
+    /// routes.
+    fn decide(&self, name: &str, alpn: &[String]) -> Option<(usize, Via)> {
+        if let Some(found) = self
+            .alpn
+            .as_ref()
+            .and_then(|map| by_protocol(map, name, alpn))
+        {
+            return Some(found);
+        }
         let listed = match &self.passthrough {
             Some(map) => lookup(map, name).map(|(hit, _)| Some(hit)),
             None => Some(None),
@@ -226,6 +245,32 @@ impl Routes {
         let (backend, &id) = lookup(self.edge.as_ref()?, name)?;
         Some((id, Via::Terminated { backend }))
     }
+}
+
+/// The `alpn_be` line for `<protocol>,<name>` of the protocols offered:
+/// of those that match, the earliest line (the map's order decides, as
+/// everywhere; the client's preference does not).
+fn by_protocol(map: &Map<usize>, name: &str, alpn: &[String]) -> Option<(usize, Via)> {
+    let mut key = String::with_capacity(name.len() + 24);
+    let mut best: Option<(Hit, usize, &str)> = None;
+    for protocol in alpn {
+        key.clear();
+        key.push_str(protocol);
+        key.push(',');
+        key.push_str(name);
+        if let Some((hit, &id)) = lookup(map, &key) {
+            if best.as_ref().is_none_or(|(b, _, _)| hit.line < b.line) {
+                best = Some((hit, id, protocol));
+            }
+        }
+    }
+    best.map(|(backend, id, protocol)| {
+        let via = Via::Alpn {
+            protocol: protocol.into(),
+            backend,
+        };
+        (id, via)
+    })
 }
 
 fn lookup<'a, V>(map: &'a Map<V>, key: &str) -> Option<(Hit, &'a V)> {

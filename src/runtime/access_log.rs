@@ -84,6 +84,11 @@ impl AccessLog {
         self.hello.as_ref()?.sni.as_deref()
     }
 
+    /// The ALPN protocols the client offered (the first few), if any.
+    pub(crate) fn alpn(&self) -> &[String] {
+        self.hello.as_ref().map_or(&[], |h| &h.alpn)
+    }
+
     /// The JA4 fingerprint of the client's ClientHello, if it sent one.
     pub(crate) fn ja4(&self) -> Option<Ja4> {
         Some(self.hello.as_ref()?.ja4)

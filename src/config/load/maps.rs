@@ -14,6 +14,17 @@ use crate::model::route::{BackendId, Entry, Map, Routes, Table};
 use super::carried::{Names, Reused};
 use super::{digest_of, Context, Digest};
 
+/// What a map's keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keys {
+    /// Server names: a line no name can match is said.
+    Sni,
+    /// Server names, and requests in HTTP mode (path routes are fine).
+    SniOrRequest,
+    /// Anything else (`alpn_be`): every line a regex, in file order.
+    Other,
+}
+
 impl Context {
     /// The map files `[maps]` names, each value checked against the
     /// backends; the request table of the edge map where some backend
@@ -46,6 +57,14 @@ impl Context {
                 self.request_map(&base.join(p.get_ref()), "http_be", |value| {
                     http_backend_of(value, names, backends)
                 })
+            }),
+            alpn: maps.alpn_be.as_ref().and_then(|p| {
+                let path = base.join(p.get_ref());
+                self.map_keyed(
+                    (&path, "alpn_be"),
+                    |value, _| whole_connection_backend_of(value, names, backends),
+                    Keys::Other,
+                )
             }),
             http_redirect: maps.http_redirect.as_ref().and_then(|p| {
                 self.request_map(
@@ -82,7 +101,7 @@ impl Context {
         role: &'static str,
         value: impl Fn(&str, usize) -> Result<V, String>,
     ) -> Option<Arc<Map<V>>> {
-        self.map_keyed((path, role), value, true)
+        self.map_keyed((path, role), value, Keys::Sni)
     }
 
     /// A map whose lines also route requests (HTTP mode): path routes are
@@ -93,14 +112,14 @@ impl Context {
         role: &'static str,
         value: impl Fn(&str, usize) -> Result<V, String>,
     ) -> Option<Arc<Map<V>>> {
-        self.map_keyed((path, role), value, false)
+        self.map_keyed((path, role), value, Keys::SniOrRequest)
     }
 
     pub(super) fn map_keyed<V: Reused>(
         &mut self,
         (path, role): (&Path, &'static str),
         value: impl Fn(&str, usize) -> Result<V, String>,
-        sni_only: bool,
+        keys: Keys,
     ) -> Option<Arc<Map<V>>> {
         let text = self.read(path)?;
         let digest = digest_of(&text);
@@ -110,9 +129,12 @@ impl Context {
         }
         let mark = self.warnings.len();
         let entries = self.map_entries(path, &text, value);
-        let (table, pattern_errors) = Table::build(entries);
+        let (table, pattern_errors) = match keys {
+            Keys::Other => Table::build_regexes(entries),
+            Keys::Sni | Keys::SniOrRequest => Table::build(entries),
+        };
         self.pattern_problems(path, pattern_errors);
-        for &line in table.never_lines().iter().filter(|_| sni_only) {
+        for &line in table.never_lines().iter().filter(|_| keys == Keys::Sni) {
             let m = "this line cannot match a server name (it needs `/`, `:` or another character host names never hold): it is not used to route connections by SNI".to_string();
             self.warnings.push(Problem::at(path, line, m));
         }
@@ -255,6 +277,29 @@ pub(super) fn backend_of(
 
 /// The backend an `os_http_be.map` value names: plain, edge or re-encrypt,
 /// in HTTP mode.
+/// An `alpn_be` line's backend: it takes the whole connection, so it is
+/// passthrough, or terminated in TCP mode (an HTTP-mode backend would
+/// route each request by Host again, and the protocol's choice would be
+/// lost).
+fn whole_connection_backend_of(
+    value: &str,
+    names: &Names,
+    backends: &[Arc<Backend>],
+) -> Result<BackendId, String> {
+    let kinds = [
+        Termination::Passthrough,
+        Termination::Edge,
+        Termination::Reencrypt,
+    ];
+    let id = backend_of(value, names, backends, &kinds)?;
+    if backends[id].mode == Mode::Http {
+        return Err(format!(
+            "backend `{value}` is in HTTP mode: an alpn_be route takes the whole connection (mode = \"tcp\")"
+        ));
+    }
+    Ok(id)
+}
+
 fn http_backend_of(
     value: &str,
     names: &Names,

@@ -195,7 +195,7 @@ mod reuse {
             Err(problems) => Err(problems.errors.len()),
             Ok(loaded) => Ok(HOSTS
                 .iter()
-                .map(|h| match loaded.snapshot.decide(0, Hello::Sni(h)) {
+                .map(|h| match loaded.snapshot.decide(0, Hello::Sni(h), &[]) {
                     Ok(d) => format!("{h} {} {:?}", d.backend.name, d.via),
                     Err(miss) => format!("{h} {}", miss.as_str()),
                 })
@@ -295,7 +295,7 @@ mod reuse {
         );
         assert_eq!(
             second
-                .decide(0, Hello::Sni("c.test"))
+                .decide(0, Hello::Sni("c.test"), &[])
                 .map(|d| d.backend.name.clone())
                 .ok(),
             Some("r".into())

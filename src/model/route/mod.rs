@@ -50,6 +50,9 @@ pub(crate) struct Routes {
     pub(crate) http_be: Option<Arc<RequestMap<BackendId>>>,
     /// `os_route_http_redirect.map`: plain-HTTP request → redirect to https.
     pub(crate) http_redirect: Option<Arc<RequestMap<bool>>>,
+    /// `alpn_be`: `<protocol>,<name>` → backend, for each protocol the
+    /// client offers; consulted before the maps above.
+    pub(crate) alpn: Option<Arc<Map<BackendId>>>,
 }
 
 /// A map of request keys with the file it came from.
@@ -62,7 +65,8 @@ pub(crate) struct RequestMap<V> {
 impl Routes {
     /// Entries across all maps.
     pub(crate) fn len(&self) -> usize {
-        self.passthrough.as_ref().map_or(0, |m| m.table.len())
+        self.alpn.as_ref().map_or(0, |m| m.table.len())
+            + self.passthrough.as_ref().map_or(0, |m| m.table.len())
             + self.tcp_be.as_ref().map_or(0, |m| m.table.len())
             + self.edge.as_ref().map_or(0, |m| m.table.len())
     }

@@ -75,6 +75,19 @@ impl<V> Table<V> {
     /// Compiles entries (in file order). Bad regexes are reported and left
     /// out; the caller decides whether the table may still be used.
     pub fn build(entries: Vec<Entry<V>>) -> (Self, Vec<PatternError>) {
+        Self::build_with(entries, classify)
+    }
+
+    /// The same for keys that are not host names (`alpn_be`'s
+    /// `<protocol>,<name>`): every line is a regex, tried in file order.
+    pub(crate) fn build_regexes(entries: Vec<Entry<V>>) -> (Self, Vec<PatternError>) {
+        Self::build_with(entries, |_| Shape::General)
+    }
+
+    fn build_with(
+        entries: Vec<Entry<V>>,
+        classify: impl Fn(&str) -> Shape,
+    ) -> (Self, Vec<PatternError>) {
         let mut table = Table {
             exact: Keys::default(),
             wildcard: Keys::default(),

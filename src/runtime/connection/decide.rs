@@ -63,7 +63,7 @@ pub(super) fn decide(
     shared: &Arc<Shared>,
     log: &mut AccessLog,
 ) -> Decided {
-    let decision = match snapshot.decide(listener, log.said()) {
+    let decision = match snapshot.decide(listener, log.said(), log.alpn()) {
         Ok(decision) => decision,
         Err(miss) => return unrouted(&snapshot, listener, miss, log),
     };
@@ -78,6 +78,7 @@ pub(super) fn decide(
         let followed = Followed {
             listener: Arc::clone(&spec.name),
             hello: OwnedHello::from(log.said()),
+            alpn: log.alpn().to_vec(),
             backend: decision.backend.name.clone(),
             generation: decision.generation,
         };

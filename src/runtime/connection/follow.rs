@@ -16,6 +16,8 @@ use crate::runtime::shared::Shared;
 pub(super) struct Followed {
     pub(super) listener: Arc<str>,
     pub(super) hello: OwnedHello,
+    /// The ALPN protocols it offered (the `alpn_be` map).
+    pub(super) alpn: Vec<String>,
     /// The backend it was decided to.
     pub(super) backend: String,
     /// The generation of the snapshot it was decided from.
@@ -75,7 +77,7 @@ fn still_routed(shared: &Shared, followed: &Followed) -> bool {
     else {
         return false;
     };
-    now.decide(listener, followed.hello.as_hello())
+    now.decide(listener, followed.hello.as_hello(), &followed.alpn)
         .is_ok_and(|d| d.backend.name == followed.backend)
 }
 
@@ -110,6 +112,7 @@ mod tests {
         Followed {
             listener: "l".into(),
             hello: OwnedHello::Sni("svc.test".into()),
+            alpn: Vec::new(),
             backend: "a".into(),
             generation,
         }

@@ -188,9 +188,14 @@ impl Parts {
             key.0 = key.0.wrapping_add(folded(x ^ a, b));
             key.1 = key.1.wrapping_add(folded(x ^ c, d));
         };
-        let (first, last) = self.alpn.map_or((0, 0), |(a, z)| (u64::from(a), u64::from(z)));
+        let (first, last) = self
+            .alpn
+            .map_or((0, 0), |(a, z)| (u64::from(a), u64::from(z)));
         add(1, u64::from(self.version) | (u64::from(self.sni) << 16));
-        add(2, 1 | (first << 8) | (last << 16) | (u64::from(self.alpn.is_some()) << 24));
+        add(
+            2,
+            1 | (first << 8) | (last << 16) | (u64::from(self.alpn.is_some()) << 24),
+        );
         self.ciphers.iter().for_each(|v| add(3, u64::from(v)));
         self.extensions.iter().for_each(|v| add(4, u64::from(v)));
         for (i, v) in self.signature_algorithms.iter().enumerate() {
