@@ -8,7 +8,7 @@
 #   bash docker/image.sh          build, report the size, run the test
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=x86_64-unknown-linux-gnu
+target=$(rustc -vV | sed -n 's/^host: //p')
 image=localhost/switchyard:test
 export STORAGE_DRIVER=vfs
 

@@ -4,7 +4,7 @@
 //! traffic for the host reaches the route; a name whose h2 clients go to
 //! an h2-only backend while HTTP/1.1-only clients keep the route; the
 //! access log and `switchyard route --alpn` say the protocol decided; a
-//! line naming an HTTP-mode backend is refused with its file and line.
+//! line naming a terminating backend is refused with its file and line.
 
 mod common;
 
@@ -114,11 +114,12 @@ async fn acme_challenges_and_h2_clients_are_routed_by_alpn() {
     );
 }
 
-/// An `alpn_be` line takes the whole connection: a backend in HTTP mode
-/// (which would route each request by Host again) is refused, with the
+/// An `alpn_be` line hands the whole connection, its ALPN included, to a
+/// passthrough backend: a terminating one (which would offer the router's
+/// own ALPN, or route each request by Host again) is refused, with the
 /// map's file and line.
 #[test]
-fn an_alpn_line_to_an_http_mode_backend_is_refused() {
+fn an_alpn_line_to_a_terminating_backend_is_refused() {
     let dir = ConfigDir::new();
     dir.write(
         "maps/alpn_be.map",
@@ -140,7 +141,7 @@ fn an_alpn_line_to_an_http_mode_backend_is_refused() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{said}");
     assert!(
-        said.contains("alpn_be.map:1") && said.contains("HTTP mode"),
+        said.contains("alpn_be.map:1") && said.contains("passthrough"),
         "{said}"
     );
 }

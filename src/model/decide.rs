@@ -251,9 +251,15 @@ impl Routes {
 /// of those that match, the earliest line (the map's order decides, as
 /// everywhere; the client's preference does not).
 fn by_protocol(map: &Map<usize>, name: &str, alpn: &[String]) -> Option<(usize, Via)> {
+    if alpn.is_empty() {
+        return None;
+    }
     let mut key = String::with_capacity(name.len() + 24);
     let mut best: Option<(Hit, usize, &str)> = None;
-    for protocol in alpn {
+    // A protocol with a comma (the key's separator) or bytes that are not
+    // UTF-8 (kept as U+FFFD) could pose as another key: never routed on.
+    let plain = |p: &&String| !p.contains([',', '\u{fffd}']);
+    for protocol in alpn.iter().filter(plain) {
         key.clear();
         key.push_str(protocol);
         key.push(',');

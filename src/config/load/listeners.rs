@@ -117,6 +117,12 @@ impl Context {
                 limits,
             });
         let deny_ja4 = self.fingerprints(src, &raw.deny_ja4);
+        if deny_ja4.is_some() && raw.protocol.as_ref().is_some_and(|p| p.get_ref() == "http") {
+            let m =
+                "deny_ja4 on a plain-HTTP listener never matches: its clients send no ClientHello"
+                    .to_string();
+            self.warnings.push(src.problem(raw.name.span(), m));
+        }
         Some(ListenerSpec {
             deny_ja4,
             sources,

@@ -275,31 +275,22 @@ pub(super) fn backend_of(
     ))
 }
 
-/// The backend an `os_http_be.map` value names: plain, edge or re-encrypt,
-/// in HTTP mode.
-/// An `alpn_be` line's backend: it takes the whole connection, so it is
-/// passthrough, or terminated in TCP mode (an HTTP-mode backend would
-/// route each request by Host again, and the protocol's choice would be
-/// lost).
+/// An `alpn_be` line's backend: passthrough, so that the server
+/// negotiates the protocol the line was chosen for (terminated here, the
+/// router's own ALPN would be offered instead, and an HTTP-mode backend
+/// would route each request by Host again).
 fn whole_connection_backend_of(
     value: &str,
     names: &Names,
     backends: &[Arc<Backend>],
 ) -> Result<BackendId, String> {
-    let kinds = [
-        Termination::Passthrough,
-        Termination::Edge,
-        Termination::Reencrypt,
-    ];
-    let id = backend_of(value, names, backends, &kinds)?;
-    if backends[id].mode == Mode::Http {
-        return Err(format!(
-            "backend `{value}` is in HTTP mode: an alpn_be route takes the whole connection (mode = \"tcp\")"
-        ));
-    }
-    Ok(id)
+    backend_of(value, names, backends, &[Termination::Passthrough]).map_err(|e| {
+        format!("{e}: an alpn_be line hands the whole connection, its ALPN included, to a passthrough backend")
+    })
 }
 
+/// The backend an `os_http_be.map` value names: plain, edge or re-encrypt,
+/// in HTTP mode.
 fn http_backend_of(
     value: &str,
     names: &Names,

@@ -360,7 +360,8 @@ mod size {
         let size = size_of_handle();
         // 1,584 while the steps before the relay were inline; with them
         // boxed, the relay, the log record and the places: 656 here (a
-        // debug build), 640 in release.
-        assert!(size <= 672, "connection future is {size} bytes");
+        // debug build), 640 in release; 704 with the hello's JA4
+        // fingerprint (36 bytes) kept for the log line.
+        assert!(size <= 720, "connection future is {size} bytes");
     }
 }

@@ -59,7 +59,8 @@ impl std::str::FromStr for Ja4 {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
         };
         let ok = bytes.len() == 36
-            && matches!(bytes[0], b't' | b'q' | b'd')
+            // TLS over TCP: QUIC (`q`) and DTLS (`d`) never reach here.
+            && bytes[0] == b't'
             && bytes[1..10].iter().all(u8::is_ascii_alphanumeric)
             && matches!(bytes[3], b'd' | b'i')
             && bytes[4..8].iter().all(u8::is_ascii_digit)

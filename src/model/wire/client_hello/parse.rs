@@ -433,8 +433,7 @@ fn supported_versions(mut data: Reader<'_>) -> Result<u16, HelloError> {
     let mut best = 0;
     while !list.is_empty() {
         let v = list.u16("supported_versions")?;
-        let grease = v & 0x0f0f == 0x0a0a;
-        if !grease {
+        if !super::ja4::grease(v) {
             best = best.max(v);
         }
     }
