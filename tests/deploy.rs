@@ -809,20 +809,3 @@ async fn http_status_or_none(stats: std::net::SocketAddr) -> Option<u16> {
     tokio::net::TcpStream::connect(stats).await.ok()?;
     Some(http_status(stats, "/healthz/ready", None).await)
 }
-
-/// `GET /` over TLS to `addr` with SNI and Host `host`, the router's
-/// certificate verified against the test CA: the whole answer.
-async fn https_get(addr: std::net::SocketAddr, pki: &Pki, host: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
-        .connect(name, tcp)
-        .await
-        .expect("TLS");
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await.expect("request");
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}

@@ -221,22 +221,7 @@ async fn an_http_backend_denies_a_fingerprint_per_request() {
     };
     let config = write("");
     let process = Process::start(&["run", "--config", config.to_str().expect("utf-8")]);
-    let get = |host: &'static str| {
-        let pki = &pki;
-        async move {
-            let tcp = TcpStream::connect(listen).await.expect("connect");
-            let name = rustls::pki_types::ServerName::try_from(host).expect("name");
-            let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
-                .connect(name, tcp)
-                .await
-                .expect("TLS");
-            let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-            tls.write_all(request.as_bytes()).await.expect("request");
-            let mut answer = Vec::new();
-            let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
-            String::from_utf8_lossy(&answer).into_owned()
-        }
-    };
+    let get = |host: &'static str| https_get(listen, &pki, host);
     assert!(get("app.shop.test").await.ends_with("app\n"));
     // This client's fingerprint, as the router logged it.
     let line = process.line_with("ja4=");

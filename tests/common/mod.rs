@@ -651,3 +651,19 @@ where
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
+
+/// `GET /` over TLS to `addr` with SNI and Host `host`, the router's
+/// certificate verified against the test CA: the whole answer.
+pub async fn https_get(addr: SocketAddr, pki: &Pki, host: &str) -> String {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(host.to_string()).expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
