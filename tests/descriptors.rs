@@ -1,6 +1,7 @@
 //! Running out of file descriptors, in a `switchyard` process started with
 //! a low limit: the soft limit is raised to the hard one at start, accept
-//! errors are logged at most once a second with a count, the router's own
+//! errors and checks that could not run are logged at most once a second
+//! with a count, the router's own
 //! shortage never marks a server down, and clients are served again as
 //! soon as descriptors free up.
 
@@ -112,10 +113,14 @@ async fn running_out_of_descriptors_is_the_routers_own_failure() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut accept_lines = Vec::new();
+    let mut check_lines = Vec::new();
     let mut down = Vec::new();
     while let Ok(line) = process.lines.try_recv() {
         if line.contains("accept failed") {
             accept_lines.push(line.clone());
+        }
+        if line.contains("check not run") {
+            check_lines.push(line.clone());
         }
         if line.contains("server DOWN") {
             down.push(line);
@@ -135,6 +140,14 @@ async fn running_out_of_descriptors_is_the_routers_own_failure() {
     assert!(
         down.is_empty(),
         "checks that could not run mark nothing down: {down:#?}"
+    );
+    // The checker (every 100 ms) meets the same shortage: one line a
+    // second at most, with a count, not one a check.
+    assert!(
+        !check_lines.is_empty()
+            && check_lines.len() <= 3
+            && check_lines.iter().all(|l| l.contains("times=")),
+        "checks not run are logged once a second: {check_lines:#?}"
     );
     // Descriptors free again: the next client is served at once (the
     // server was never marked down).

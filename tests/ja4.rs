@@ -134,6 +134,12 @@ async fn fingerprints_are_logged_counted_and_denied_by_listener_and_backend() {
         closed_at_once(listen, &firefox.hello).await,
         "Firefox is refused"
     );
+    // One warning a second at most, with the count, before the line.
+    let warned = process.line_with("client refused for its JA4 fingerprint");
+    assert!(
+        warned.contains(&firefox.ja4) && warned.contains("times=1"),
+        "{warned}"
+    );
     let line = process.line_with("denied by listener");
     assert!(line.contains(&firefox.ja4), "{line}");
     // Another client on the same route is relayed, its hello untouched.

@@ -143,7 +143,13 @@ fn apply(backend: &Backend, server: &Server, spec: &CheckSpec, result: Result<()
             crate::model::counters::global()
                 .local_failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(backend = %backend.name, server = %server.name, "check not run: {why}");
+            // The router's own shortage (descriptors, ports): every checker
+            // meets it at once, so one line a second, with a count.
+            static NOT_RUN: crate::runtime::throttle::Throttle =
+                crate::runtime::throttle::Throttle::new();
+            if let Some(times) = NOT_RUN.tick() {
+                tracing::warn!(backend = %backend.name, server = %server.name, times, "check not run: {why}");
+            }
             return;
         }
         Err(Failure { why, .. }) => Err(why),

@@ -14,3 +14,4 @@ pub(crate) mod reload;
 pub(crate) mod router;
 pub(crate) mod shared;
 pub(crate) mod stats;
+pub(crate) mod throttle;

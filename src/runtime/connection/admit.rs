@@ -12,6 +12,7 @@ use crate::model::limits::sources::Admitted;
 use crate::model::snapshot::ListenerSpec;
 use crate::model::wire::client_hello::Ja4;
 use crate::runtime::access_log::AccessLog;
+use crate::runtime::throttle::Throttle;
 
 /// The per-source places a connection holds: the listener's, then its
 /// backend's (boxed: only limited connections pay for them).
@@ -63,25 +64,12 @@ pub(super) fn refuse_fingerprint(ja4: Ja4, by: &str, name: &str, log: &mut Acces
 /// Counts a client refused for its fingerprint and logs it: one warning a
 /// second at most, with how many were refused since the last.
 pub(super) fn note_fingerprint(ja4: Ja4, by: &str, name: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    static REFUSED: AtomicU64 = AtomicU64::new(0);
-    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    global().ja4_denied.fetch_add(1, Relaxed);
-    REFUSED.fetch_add(1, Relaxed);
-    let second = START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs()
-        + 1;
-    let last = LAST_SECOND.load(Relaxed);
-    if second > last
-        && LAST_SECOND
-            .compare_exchange(last, second, Relaxed, Relaxed)
-            .is_ok()
-    {
-        let refused = REFUSED.swap(0, Relaxed);
-        tracing::warn!(%ja4, by, name, refused, "client refused for its JA4 fingerprint (deny_ja4)");
+    static REFUSED: Throttle = Throttle::new();
+    global()
+        .ja4_denied
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(times) = REFUSED.tick() {
+        tracing::warn!(%ja4, by, name, times, "client refused for its JA4 fingerprint (deny_ja4)");
     }
 }
 
