@@ -129,22 +129,18 @@ impl Held {
         };
         let get = |name: &str, c: Cover| self.names.get(&(name.to_string(), c)).filter(other);
         let host = claim.host.as_str();
-        // A wildcard or every-name claim above this one covers it.
-        let parent_label = if cover(claim) == Cover::Exact {
+        // A wildcard or every-name claim above this one covers it: a
+        // one-label wildcard of the domain right above a host (of a
+        // wildcard's own domain), a deeper one of any domain above.
+        let base = if cover(claim) == Cover::Exact {
             parent(host)
         } else {
             Some(host)
         };
-        let above = parent_label
+        let above = base
             .and_then(|p| get(p, Cover::Label))
             .or_else(|| {
-                let start = if cover(claim) == Cover::Exact {
-                    parent(host)
-                } else {
-                    Some(host)
-                };
-                start
-                    .into_iter()
+                base.into_iter()
                     .flat_map(suffixes)
                     .find_map(|s| get(s, Cover::Deep))
             })
