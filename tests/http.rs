@@ -1398,3 +1398,54 @@ async fn expect_continue_uploads_reach_the_server() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(String::from_utf8_lossy(&body).starts_with("web\nPOST /up HTTP/1.1\r\n"));
 }
+
+/// A client offering only ALPN protocols the router does not speak
+/// (`curl --http1.0` offers `http/1.0`) completes the handshake without
+/// ALPN and is served, as HAProxy and nginx serve it, instead of being
+/// refused with no_application_protocol: a raw HTTP/1.0 request, then the
+/// real curl.
+#[tokio::test]
+async fn clients_offering_only_http_1_0_are_served_without_alpn() {
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut config = (*s.front.client_config()).clone();
+    config.alpn_protocols = vec![b"http/1.0".to_vec()];
+    let name = ServerName::try_from("www.http.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake completes");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None, "no ALPN negotiated");
+    tls.write_all(b"GET /old HTTP/1.0\r\nHost: www.http.test\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tls.read_to_end(&mut answer))
+        .await
+        .expect("an HTTP/1.0 exchange ends with the connection")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.") && answer.contains(" 200 "),
+        "{answer}"
+    );
+    assert!(answer.contains("web\nGET /old"), "{answer}");
+
+    let port = addr.port();
+    let curl = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["--http1.0", "-sk", "--max-time", "10", "--resolve"])
+            .arg(format!("www.http.test:{port}:127.0.0.1"))
+            .arg(format!("https://www.http.test:{port}/by-curl"))
+            .output()
+            .expect("curl (installed by .ci/run)")
+    })
+    .await
+    .expect("curl ran");
+    let body = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        curl.status.success() && body.starts_with("web\nGET /by-curl"),
+        "{body}"
+    );
+}

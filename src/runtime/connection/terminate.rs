@@ -96,14 +96,15 @@ pub(super) async fn run(
     log.relayed(&outcome);
 }
 
-/// Completes the client's handshake (the preread bytes replayed first) with
-/// the certificate chosen by SNI, offering the crt-list line's ALPN, or
-/// `fallback` when the line names none. The listener's settings are let go
-/// once it is done. Returns the stream and the certificate it presented.
 /// The log line of a connection refused for want of buffer memory.
 pub(super) const BUDGET_REACHED: &str =
     "buffer memory budget reached (buffer_memory): new connection refused";
 
+/// Completes the client's handshake (the preread bytes replayed first) with
+/// the certificate chosen by SNI, offering the crt-list line's ALPN, or
+/// `fallback` when the line names none; a client whose protocols meet none
+/// of those is served without ALPN. The listener's settings are let go
+/// once it is done. Returns the stream and the certificate it presented.
 pub(super) async fn accept(
     client: TcpStream,
     hello: Vec<u8>,
@@ -146,6 +147,14 @@ pub(super) async fn accept(
     } else {
         cert.alpn.clone()
     };
+    // A client offering only protocols this side does not speak (`curl
+    // --http1.0` offers http/1.0) is served without ALPN, as HAProxy and
+    // nginx serve it, rather than refused with no_application_protocol.
+    let disjoint = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut offered| !offered.any(|p| alpn.iter().any(|a| a.as_slice() == p)));
+    let alpn = if disjoint { Vec::new() } else { alpn };
     let stream = handshake(start, &tls, &cert, alpn, deadline, log).await?;
     Some((stream, cert))
 }
