@@ -234,8 +234,6 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::routes::Insecure;
-    use crate::generate::settings::{Settings, Termination};
 
     /// A claim of `namespace` for `host` (`*.d`: a Route wildcard, `**.d`:
     /// a Gateway wildcard, `*`: every name), created on `day`.
@@ -247,22 +245,10 @@ mod tests {
             h => (h, false, false),
         };
         Claim {
-            owner: format!("Route {namespace}/{name}"),
             created: format!("2026-01-{day:02}"),
-            backend: format!("be_http:{namespace}:{name}"),
-            host: host.into(),
             wildcard,
             deep,
-            path: String::new(),
-            exact: false,
-            termination: Termination::Plain,
-            insecure: Insecure::None,
-            targets: Vec::new(),
-            certificate: None,
-            destination_ca: None,
-            verify_host: None,
-            settings: Settings::default(),
-            gateway_http: false,
+            ..Claim::plain(namespace, name, host)
         }
     }
 

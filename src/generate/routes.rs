@@ -82,6 +82,30 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// A plain-HTTP claim of Route `namespace/name` for the exact `host`,
+    /// for tests to adjust.
+    #[cfg(test)]
+    pub(crate) fn plain(namespace: &str, name: &str, host: &str) -> Claim {
+        Claim {
+            owner: format!("Route {namespace}/{name}"),
+            created: String::new(),
+            backend: format!("be_http:{namespace}:{name}"),
+            host: host.into(),
+            wildcard: false,
+            deep: false,
+            path: String::new(),
+            exact: false,
+            termination: Termination::Plain,
+            insecure: Insecure::None,
+            targets: Vec::new(),
+            certificate: None,
+            destination_ca: None,
+            verify_host: None,
+            settings: Settings::default(),
+            gateway_http: false,
+        }
+    }
+
     /// The host as a crt-list filter: `*.domain` for a wildcard (one
     /// label, as the crt-list matches), `*` for every name.
     pub(crate) fn sni_filter(&self) -> String {

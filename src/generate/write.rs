@@ -468,26 +468,13 @@ fn remove_stale(out: &Path, files: &Files, version: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::settings::Settings;
 
     fn claim(host: &str, wildcard: bool, path: &str, exact: bool) -> Claim {
         Claim {
-            owner: "Route ns/r".into(),
-            created: String::new(),
-            backend: "be_http:ns:r".into(),
-            host: host.into(),
             wildcard,
-            deep: false,
             path: path.into(),
             exact,
-            termination: Termination::Plain,
-            insecure: Insecure::None,
-            targets: Vec::new(),
-            certificate: None,
-            destination_ca: None,
-            verify_host: None,
-            settings: Settings::default(),
-            gateway_http: false,
+            ..Claim::plain("ns", "r", host)
         }
     }
 
