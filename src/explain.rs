@@ -51,6 +51,12 @@ pub fn explain(
         Ok(decision) => decision,
         Err(miss) => {
             let _ = writeln!(out, "route:       none ({})", miss.as_str());
+            if spec.postgres {
+                let _ = writeln!(
+                    out,
+                    "postgres:    a PostgreSQL client (SSLRequest first) is answered `S`, then told `unrecognized_name` in its handshake"
+                );
+            }
             if snapshot.tls.get(index).is_some_and(Option::is_some) {
                 let _ = writeln!(
                     out,
@@ -69,6 +75,9 @@ pub fn explain(
     };
     let routed = matched(snapshot, &decision, &spec.name, &mut out);
     let backend = &decision.backend;
+    if spec.postgres {
+        postgres(backend, &mut out);
+    }
     if backend.termination != crate::model::backend::Termination::Passthrough
         && backend.mode == Mode::Http
     {
@@ -81,6 +90,28 @@ pub fn explain(
     }
     describe(backend, client, &mut out);
     (routed, out)
+}
+
+/// What a PostgreSQL client that opens with an `SSLRequest` gets on a
+/// `postgres = true` listener, routed to `backend`.
+fn postgres(backend: &Backend, out: &mut String) {
+    use crate::model::backend::Termination;
+    let then = match (backend.termination, backend.mode) {
+        (Termination::Passthrough, _) => {
+            "the server is sent an SSLRequest and must answer `S` before the ClientHello is relayed"
+        }
+        (_, Mode::Http) => "refused: an HTTP-mode backend cannot serve it",
+        (Termination::Reencrypt, _) => {
+            "TLS ends here; the server is sent an SSLRequest, then TLS to it is verified"
+        }
+        (Termination::Edge | Termination::Plain, _) => {
+            "TLS ends here; the server gets plain PostgreSQL"
+        }
+    };
+    let _ = writeln!(
+        out,
+        "postgres:    a PostgreSQL client's SSLRequest is answered `S` here, then its SNI decides as above; {then}"
+    );
 }
 
 /// The name a client would send for `host` (its port dropped), as the

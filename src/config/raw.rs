@@ -73,6 +73,9 @@ pub(crate) struct RawListener {
     pub(crate) connection_rate_per_source: Option<Spanned<String>>,
     /// JA4 fingerprints of clients closed after their ClientHello.
     pub(crate) deny_ja4: Option<Vec<Spanned<String>>>,
+    /// PostgreSQL clients that ask for SSL first (`SSLRequest`) are
+    /// answered and then routed by the SNI of their ClientHello.
+    pub(crate) postgres: Option<Spanned<bool>>,
 }
 
 /// `[relay]`: how passthrough bytes are copied.

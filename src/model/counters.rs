@@ -126,6 +126,46 @@ impl HelloOutcome {
     }
 }
 
+/// What became of a PostgreSQL client's start on a `postgres = true`
+/// listener, and of the router's `SSLRequest` to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PostgresOutcome {
+    /// `SSLRequest` answered `S`: the ClientHello is routed.
+    SslRequest,
+    /// `GSSENCRequest` answered `N`.
+    GssEncDeclined,
+    /// `CancelRequest`: names no server, refused.
+    CancelRefused,
+    /// Plain-text `StartupMessage`: no name, refused with an error.
+    PlaintextRefused,
+    /// Bytes that start like a PostgreSQL message but are none.
+    Malformed,
+    /// A server did not answer the router's `SSLRequest` with `S`.
+    ServerRefused,
+}
+
+impl PostgresOutcome {
+    pub(crate) const ALL: [PostgresOutcome; 6] = [
+        PostgresOutcome::SslRequest,
+        PostgresOutcome::GssEncDeclined,
+        PostgresOutcome::CancelRefused,
+        PostgresOutcome::PlaintextRefused,
+        PostgresOutcome::Malformed,
+        PostgresOutcome::ServerRefused,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PostgresOutcome::SslRequest => "ssl_request",
+            PostgresOutcome::GssEncDeclined => "gssenc_declined",
+            PostgresOutcome::CancelRefused => "cancel_refused",
+            PostgresOutcome::PlaintextRefused => "plaintext_refused",
+            PostgresOutcome::Malformed => "malformed",
+            PostgresOutcome::ServerRefused => "server_refused",
+        }
+    }
+}
+
 /// Why a client handshake (termination) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HandshakeFailure {
@@ -158,6 +198,7 @@ impl HandshakeFailure {
 pub(crate) struct Global {
     hello: [AtomicU64; 7],
     handshake_failures: [AtomicU64; 4],
+    postgres: [AtomicU64; 6],
     pub(crate) route_misses: AtomicU64,
     /// Connections to `accept_proxy` listeners refused for their PROXY
     /// header: missing, malformed, too slow, or from a source not allowed.
@@ -194,6 +235,14 @@ impl Global {
 
     pub(crate) fn handshake_failure_count(&self, why: HandshakeFailure) -> u64 {
         self.handshake_failures[why as usize].load(Relaxed)
+    }
+
+    pub(crate) fn postgres(&self, outcome: PostgresOutcome) {
+        self.postgres[outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn postgres_count(&self, outcome: PostgresOutcome) -> u64 {
+        self.postgres[outcome as usize].load(Relaxed)
     }
 
     pub(crate) fn unmatched(&self, sni: &str) {

@@ -41,6 +41,9 @@ pub(crate) struct ListenerSpec {
     /// Clients whose JA4 fingerprint is one of these are closed right
     /// after their ClientHello (`deny_ja4`).
     pub(crate) deny_ja4: Option<Arc<[crate::model::wire::client_hello::Ja4]>>,
+    /// `postgres = true`: a PostgreSQL client's `SSLRequest` is answered
+    /// `S` and its ClientHello then routed like any other.
+    pub(crate) postgres: bool,
 }
 
 /// What a listener expects first.

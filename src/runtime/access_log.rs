@@ -37,6 +37,9 @@ pub(crate) struct AccessLog {
     rejected: bool,
     /// The connection ended in an error (counted per backend and server).
     failed: bool,
+    /// A PostgreSQL client: its `SSLRequest` was answered before its
+    /// ClientHello, and the server is asked the same before TLS.
+    postgres: bool,
     /// Bytes of the ClientHello replayed to the server before the relay.
     preread_forwarded: u64,
 }
@@ -70,6 +73,7 @@ impl AccessLog {
             reason: String::new(),
             rejected: false,
             failed: false,
+            postgres: false,
             preread_forwarded: 0,
         }
     }
@@ -78,6 +82,16 @@ impl AccessLog {
         self.hello_bytes = saturate(hello.len);
         self.hello_reads = saturate(reads);
         self.hello = Some(hello);
+    }
+
+    /// The client opened with a PostgreSQL `SSLRequest` (answered `S`).
+    pub(crate) fn postgres_start(&mut self) {
+        self.postgres = true;
+    }
+
+    /// Whether the client opened with a PostgreSQL `SSLRequest`.
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.postgres
     }
 
     pub(crate) fn sni(&self) -> Option<&str> {
@@ -202,6 +216,7 @@ impl AccessLog {
                     sni,
                     alpn = alpn.as_str(),
                     tls_version = version,
+                    postgres = self.postgres,
                     ja4,
                     hello_bytes = self.hello_bytes,
                     hello_reads = self.hello_reads,

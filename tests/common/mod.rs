@@ -32,7 +32,15 @@ impl Pki {
     /// A certificate for `names` signed by this CA, with its key.
     fn issue(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let params = CertificateParams::new(names).expect("params");
+        let mut params = CertificateParams::new(names.clone()).expect("params");
+        // Its own subject, not the CA's: OpenSSL clients (psql, curl) take
+        // a certificate whose subject is its issuer's for self-signed.
+        let mut subject = rcgen::DistinguishedName::new();
+        subject.push(
+            rcgen::DnType::CommonName,
+            names.first().map_or("leaf", String::as_str),
+        );
+        params.distinguished_name = subject;
         let key = KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &self.ca, &self.ca_key)
@@ -49,6 +57,9 @@ impl Pki {
     pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let mut subject = rcgen::DistinguishedName::new();
+        subject.push(rcgen::DnType::CommonName, "Switchyard test CA");
+        params.distinguished_name = subject;
         let ca_key = KeyPair::generate().expect("key");
         let ca = params.self_signed(&ca_key).expect("ca");
         let ca_pem = ca.pem();

@@ -123,7 +123,17 @@ impl Context {
                     .to_string();
             self.warnings.push(src.problem(raw.name.span(), m));
         }
+        let postgres = raw.postgres.as_ref().filter(|p| *p.get_ref());
+        if let (Some(p), true) = (
+            postgres,
+            raw.protocol.as_ref().is_some_and(|p| p.get_ref() == "http"),
+        ) {
+            let m = "postgres = true needs a TLS listener: PostgreSQL clients are routed by the SNI of the ClientHello that follows their SSLRequest";
+            self.error(src, p.span(), m.to_string());
+        }
+        let postgres = postgres.is_some();
         Some(ListenerSpec {
+            postgres,
             deny_ja4,
             sources,
             proxy_from: self.proxy_from(src, raw),

@@ -2,9 +2,10 @@
 //! [`decide_and_open`] runs them:
 //!
 //! 1. `preread`: the PROXY header (`accept_proxy`): who the client is;
-//! 2. `admit`: the listener's per-source limits; then (1.) `preread` reads
-//!    the ClientHello without consuming it (port-80 listeners go straight
-//!    to `http` instead);
+//! 2. `admit`: the listener's per-source limits; then `postgres` answers a
+//!    PostgreSQL client's `SSLRequest` (`postgres = true` listeners), and
+//!    (1.) `preread` reads the ClientHello without consuming it (port-80
+//!    listeners go straight to `http` instead);
 //! 3. `decide`: the routing decision against the snapshot current at
 //!    accept, which is let go right after (`follow` watches for a reload
 //!    that removes the route, when asked); then (2.) `admit` the backend's
@@ -22,6 +23,7 @@ mod decide;
 mod follow;
 mod http;
 mod passthrough;
+mod postgres;
 mod preread;
 mod terminate;
 
@@ -190,7 +192,7 @@ async fn open(
 /// termination's path. A passthrough connection comes back as a relay to
 /// run; every other way ends here (logged).
 async fn decide_and_open(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
     listener: usize,
@@ -213,10 +215,20 @@ async fn decide_and_open(
     // bytes are handed on: to the server (passthrough, after the connect
     // and any wait in the queue) or to the TLS handshake, whose buffers
     // are charged on their own.
+    if spec.postgres {
+        // Boxed: only on listeners that allow it.
+        Box::pin(postgres::start(&mut stream, spec, log)).await?;
+    }
     let preread = preread::hello(&stream, spec, log).await?;
     admit::fingerprint(spec, log).ok()?;
     let routed = match decide::decide(snapshot, listener, &shared, log) {
         Decided::Routed(routed) => routed,
+        Decided::Unrouted(_) | Decided::Closed if log.is_postgres() => {
+            // A database client gets no 503 page: it is told the name is
+            // not known, in its handshake.
+            Box::pin(postgres::no_route(&mut stream)).await;
+            return None;
+        }
         Decided::Unrouted(unrouted) => {
             let routing = http::Routing {
                 shared,
@@ -273,6 +285,10 @@ async fn dispatch(
         (Termination::Passthrough, _, _) => {
             return passthrough::open(stream, preread, ctx, places, log).await
         }
+        (_, Some(_), Some(_)) if log.is_postgres() => log.fail(
+            "switchyard",
+            "a PostgreSQL client was routed to an HTTP-mode backend: its route must be passthrough or mode = \"tcp\"",
+        ),
         // HTTP mode. Boxed like the tunnel below.
         (_, Some(tls), Some(shared)) => {
             let routing = http::Routing {

@@ -3,7 +3,8 @@
 //! socket), with the certificate chosen by SNI, and only then connect a
 //! server: a ClientHello alone, or a client that cannot present the
 //! certificate a listener requires, never costs a backend connection.
-//! Edge relays plaintext; re-encrypt opens verified TLS to the server,
+//! Edge relays plaintext; re-encrypt opens verified TLS to the server
+//! (after an `SSLRequest` for a PostgreSQL client),
 //! offering upstream exactly the protocol the client negotiated (none if
 //! none), so both ends speak the same one.
 
@@ -38,7 +39,7 @@ pub(super) async fn run(
         return;
     };
     let negotiated: Option<Vec<u8>> = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let Some((server, _active)) =
+    let Some((mut server, _active)) =
         connect(ctx.backend, ctx.peer, client.get_ref().0.socket(), log).await
     else {
         return;
@@ -52,6 +53,15 @@ pub(super) async fn run(
         let outcome = relay::relay_streams(client, server, deadlines, ctx.removed).await;
         return log.relayed(&outcome);
     };
+    if log.is_postgres() {
+        // A PostgreSQL server starts TLS only when asked, as the client
+        // asked the router.
+        let limit = ctx.backend.timeouts.connect;
+        if let Err(why) = super::postgres::ask_server(&mut server, limit).await {
+            tracing::warn!(backend = %ctx.backend.name, client = %ctx.peer, "{why}");
+            return log.fail("server", &why);
+        }
+    }
     let addr = server.peer_addr().ok();
     let offered: Vec<Vec<u8>> = negotiated.iter().cloned().collect();
     let connector = TlsConnector::from(upstream.config(&offered));

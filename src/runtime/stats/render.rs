@@ -9,7 +9,7 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use serde::Serialize;
 
 use crate::model::backend::{Backend, Server};
-use crate::model::counters::{global, HandshakeFailure, HelloOutcome};
+use crate::model::counters::{global, HandshakeFailure, HelloOutcome, PostgresOutcome};
 use crate::model::snapshot::{ListenerSpec, Snapshot};
 use crate::runtime::reload;
 use crate::runtime::router::Router;
@@ -26,6 +26,8 @@ pub(crate) struct Report {
     pub(crate) certificates: Vec<Certificate>,
     pub(crate) client_hello: Vec<(String, u64)>,
     pub(crate) handshake_failures: Vec<(String, u64)>,
+    /// PostgreSQL starts on `postgres = true` listeners, by outcome.
+    pub(crate) postgres: Vec<(String, u64)>,
     pub(crate) route_misses: u64,
     pub(crate) proxy_refused: u64,
     pub(crate) local_failures: u64,
@@ -157,6 +159,10 @@ pub(crate) fn report(router: &Router, status: &reload::Status) -> Report {
         handshake_failures: HandshakeFailure::ALL
             .iter()
             .map(|f| (f.as_str().to_string(), g.handshake_failure_count(*f)))
+            .collect(),
+        postgres: PostgresOutcome::ALL
+            .iter()
+            .map(|o| (o.as_str().to_string(), g.postgres_count(*o)))
             .collect(),
         route_misses: g.route_misses.load(Relaxed),
         proxy_refused: g.proxy_refused.load(Relaxed),
@@ -353,6 +359,9 @@ fn record_process(r: &Report) {
     }
     for (reason, n) in &r.handshake_failures {
         counter!("switchyard_handshake_failures_total", "reason" => reason.clone()).absolute(*n);
+    }
+    for (outcome, n) in &r.postgres {
+        counter!("switchyard_postgres_total", "outcome" => outcome.clone()).absolute(*n);
     }
     counter!("switchyard_route_misses_total").absolute(r.route_misses);
     counter!("switchyard_proxy_header_refused_total").absolute(r.proxy_refused);
