@@ -186,6 +186,9 @@ pub(crate) struct RawDefaults {
     pub(crate) http_balance: Option<Spanned<String>>,
     pub(crate) http_request_timeout: Option<Spanned<String>>,
     pub(crate) http_keep_alive_timeout: Option<Spanned<String>>,
+    /// HTTP mode: a client that reads none of its response for this long
+    /// is closed.
+    pub(crate) client_timeout: Option<Spanned<String>>,
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) server_timeout: Option<Spanned<String>>,
     pub(crate) tunnel_timeout: Option<Spanned<String>>,
@@ -227,6 +230,9 @@ pub(crate) struct RawBackend {
     pub(crate) queue_timeout: Option<Spanned<String>>,
     pub(crate) http_request_timeout: Option<Spanned<String>>,
     pub(crate) http_keep_alive_timeout: Option<Spanned<String>>,
+    /// HTTP mode: a client that reads none of its response for this long
+    /// is closed.
+    pub(crate) client_timeout: Option<Spanned<String>>,
     pub(crate) balance: Option<Spanned<String>>,
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) server_timeout: Option<Spanned<String>>,

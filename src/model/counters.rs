@@ -51,6 +51,13 @@ impl Traffic {
         }
     }
 
+    /// Bytes moved without a connection of their own (an HTTP mode
+    /// tunnel after its request was counted).
+    pub fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
     /// Counts one HTTP response with `status`.
     pub fn response(&self, status: u16) {
         let class = match status {

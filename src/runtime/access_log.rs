@@ -37,6 +37,9 @@ pub(crate) struct AccessLog {
     rejected: bool,
     /// The connection ended in an error (counted per backend and server).
     failed: bool,
+    /// HTTP mode: each request was counted for its own backend and
+    /// server; the connection counts for its listener only.
+    http: bool,
     /// A PostgreSQL client: its `SSLRequest` was answered before its
     /// ClientHello, and the server is asked the same before TLS.
     postgres: bool,
@@ -74,6 +77,7 @@ impl AccessLog {
             rejected: false,
             failed: false,
             postgres: false,
+            http: false,
             preread_forwarded: 0,
         }
     }
@@ -82,6 +86,14 @@ impl AccessLog {
         self.hello_bytes = saturate(hello.len);
         self.hello_reads = saturate(reads);
         self.hello = Some(hello);
+    }
+
+    /// An HTTP-mode connection ended having moved these bytes over its
+    /// requests (each already counted for its backend and server).
+    pub(crate) fn served_http(&mut self, bytes_in: u64, bytes_out: u64) {
+        self.http = true;
+        self.bytes_in = bytes_in;
+        self.bytes_out = bytes_out;
     }
 
     /// The client opened with a PostgreSQL `SSLRequest` (answered `S`).
@@ -174,7 +186,7 @@ impl AccessLog {
     /// server's counters; returns (bytes in, bytes out, failed) for the
     /// listener's.
     pub(crate) fn finish(self) -> (u64, u64, bool) {
-        if let Some(b) = &self.backend {
+        if let Some(b) = self.backend.as_ref().filter(|_| !self.http) {
             b.traffic.record(self.bytes_in, self.bytes_out, self.failed);
             if let Some(s) = self.server.and_then(|i| b.servers.get(i)) {
                 s.state

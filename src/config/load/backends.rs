@@ -86,6 +86,7 @@ impl Context {
                     &raw.http_keep_alive_timeout,
                     fallback.timeouts.http_keep_alive,
                 ),
+                client: self.duration(src, &raw.client_timeout, fallback.timeouts.client),
                 queue: self.duration(src, &raw.queue_timeout, fallback.timeouts.queue),
             },
             retries: self.retries(src, &raw.retries, fallback.retries),
@@ -148,6 +149,7 @@ impl Context {
             tunnel: self.duration(src, &raw.tunnel_timeout, d.tunnel),
             http_request: self.duration(src, &raw.http_request_timeout, d.http_request),
             http_keep_alive: self.duration(src, &raw.http_keep_alive_timeout, d.http_keep_alive),
+            client: self.duration(src, &raw.client_timeout, d.client),
             queue: self.duration(src, &raw.queue_timeout, d.queue),
         };
         let retries = self.retries(src, &raw.retries, defaults.retries);

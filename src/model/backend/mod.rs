@@ -138,6 +138,9 @@ pub(crate) struct Timeouts {
     pub(crate) http_request: Duration,
     /// HTTP mode: a client connection with no request in flight.
     pub(crate) http_keep_alive: Duration,
+    /// HTTP mode: a client that takes none of its response for this long
+    /// while the router waits to write it (a slow or stalled reader).
+    pub(crate) client: Duration,
     /// Waiting for a place when every server is at its maximum.
     pub(crate) queue: Duration,
 }
@@ -150,6 +153,7 @@ impl Default for Timeouts {
             tunnel: Duration::from_secs(3600),
             http_request: Duration::from_secs(10),
             http_keep_alive: Duration::from_secs(300),
+            client: Duration::from_secs(30),
             queue: Duration::from_secs(5),
         }
     }

@@ -42,12 +42,36 @@ pub(super) struct Conn {
     pub(super) fallback: Option<Arc<Backend>>,
     /// Upgraded requests relayed as tunnels: the connection's task waits
     /// for them, so they keep its slot and count, and drain waits for them.
-    pub(super) tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Each gives back the bytes it moved each way.
+    pub(super) tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<(u64, u64)>>>,
     /// `http_request_timeout` and `http_keep_alive_timeout` apply to the
     /// client side; the server-side ones are each request's backend's.
     pub(super) timeouts: Timeouts,
     /// Requests in flight and when the connection last went idle.
     pub(super) activity: Activity,
+    /// Bytes of the connection's requests and responses (and tunnels),
+    /// for its listener's counters when it ends.
+    pub(super) moved: Moved,
+}
+
+/// Bytes from a client and to it, over its connection's requests.
+#[derive(Default)]
+pub(super) struct Moved {
+    bytes_in: std::sync::atomic::AtomicU64,
+    bytes_out: std::sync::atomic::AtomicU64,
+}
+
+impl Moved {
+    pub(super) fn add(&self, bytes_in: u64, bytes_out: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    pub(super) fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed))
+    }
 }
 
 /// What the connection is doing, for its idle and request-head deadlines.
@@ -61,6 +85,9 @@ pub(super) struct Activity {
     /// HTTP/1.1: when bytes of the next request head began to arrive on an
     /// idle connection (0: none yet).
     pub(super) head_since: std::sync::atomic::AtomicU64,
+    /// When a write to the client last found its socket full and nothing
+    /// has been taken since (0: writes are moving).
+    pub(super) write_blocked_since: std::sync::atomic::AtomicU64,
 }
 
 impl Activity {
@@ -70,6 +97,7 @@ impl Activity {
             in_flight: Default::default(),
             idle_since: Default::default(),
             head_since: Default::default(),
+            write_blocked_since: Default::default(),
         }
     }
 
@@ -90,25 +118,59 @@ impl Activity {
         }
     }
 
-    /// When the connection is to be closed if nothing changes, and why.
-    pub(super) fn deadline(&self, timeouts: &Timeouts) -> Option<(Instant, &'static str)> {
+    /// A write to the client found its socket full (`blocked`) or moved.
+    fn writing(&self, blocked: bool) {
         use std::sync::atomic::Ordering::Relaxed;
+        let since = self.write_blocked_since.load(Relaxed);
+        if blocked && since == 0 {
+            self.write_blocked_since.store(self.now(), Relaxed);
+        } else if !blocked && since != 0 {
+            self.write_blocked_since.store(0, Relaxed);
+        }
+    }
+
+    /// When the connection is to be closed if nothing changes, and why.
+    pub(super) fn deadline(&self, timeouts: &Timeouts) -> Option<Expiry> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let blocked = self.write_blocked_since.load(Relaxed);
+        if blocked != 0 {
+            // The client takes nothing: closed outright, whatever is in
+            // flight (a graceful close would wait on the same client).
+            return Some(Expiry {
+                at: self.at(blocked) + timeouts.client,
+                why: "the client read none of its response within client_timeout",
+                hard: true,
+            });
+        }
         // Acquire: pairs with the release in `Busy::drop`, so a count of
         // zero comes with the `idle_since` stored before it.
         if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return None;
         }
-        match self.head_since.load(Relaxed) {
-            0 => Some((
+        let (at, why) = match self.head_since.load(Relaxed) {
+            0 => (
                 self.at(self.idle_since.load(Relaxed)) + timeouts.http_keep_alive,
                 "idle longer than http_keep_alive_timeout",
-            )),
-            head => Some((
+            ),
+            head => (
                 self.at(head) + timeouts.http_request,
                 "request head not received within http_request_timeout",
-            )),
-        }
+            ),
+        };
+        Some(Expiry {
+            at,
+            why,
+            hard: false,
+        })
     }
+}
+
+/// When a connection is to be closed, why, and whether outright (`hard`)
+/// or, for h2, with GOAWAY.
+pub(super) struct Expiry {
+    pub(super) at: Instant,
+    pub(super) why: &'static str,
+    pub(super) hard: bool,
 }
 
 /// One request in flight: counted from its head until its response body
@@ -135,8 +197,9 @@ impl Drop for Busy {
     }
 }
 
-/// The client's stream on an HTTP/1.1 connection: notes when the bytes of
-/// a request head begin to arrive on an idle connection.
+/// The client's stream: notes when the bytes of an HTTP/1.1 request head
+/// begin to arrive on an idle connection, and when writes to the client
+/// stop moving (`client_timeout`).
 pub(super) struct Watched<S> {
     pub(super) io: S,
     pub(super) conn: Arc<Conn>,
@@ -151,9 +214,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        if buf.filled().len() > before && !this.conn.h2 {
             this.conn.activity.bytes_arrived();
         }
+        polled
+    }
+}
+
+impl<S> Watched<S> {
+    /// Notes whether a write moved.
+    fn wrote<T>(&self, polled: std::task::Poll<T>) -> std::task::Poll<T> {
+        self.conn.activity.writing(polled.is_pending());
         polled
     }
 }
@@ -164,7 +235,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(polled)
     }
 
     fn poll_write_vectored(
@@ -172,7 +245,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -183,7 +258,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.io).poll_flush(cx);
+        this.wrote(polled)
     }
 
     fn poll_shutdown(
@@ -212,16 +289,16 @@ impl<'a> Deadline<'a> {
 }
 
 impl std::future::Future for Deadline<'_> {
-    type Output = &'static str;
+    type Output = (&'static str, bool);
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<&'static str> {
+    ) -> std::task::Poll<(&'static str, bool)> {
         // Polled at every wake of the connection's task: no clock read and
         // no timer reset unless the deadline moved.
         let conn = self.conn;
-        let Some((at, why)) = conn.activity.deadline(&conn.timeouts) else {
+        let Some(Expiry { at, why, hard }) = conn.activity.deadline(&conn.timeouts) else {
             // Busy: look again a keep-alive period from now.
             while self.timer.as_mut().poll(cx).is_ready() {
                 let later = Instant::now() + conn.timeouts.http_keep_alive;
@@ -233,7 +310,7 @@ impl std::future::Future for Deadline<'_> {
             self.timer.as_mut().reset(at);
         }
         match self.timer.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => std::task::Poll::Ready(why),
+            std::task::Poll::Ready(()) => std::task::Poll::Ready((why, hard)),
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }

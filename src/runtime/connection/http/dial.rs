@@ -142,7 +142,13 @@ where
         });
         return Ok(Sender::H2(sender));
     }
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    // The read buffer bounds what one read from the server takes (each
+    // read is a response chunk on its way to the client): hyper's default
+    // grows to about 400 KiB, which a client that stops reading would
+    // hold for as long as it stalls.
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(super::MAX_BUF)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(DialError::Handshake)?;
     tokio::spawn(async move {

@@ -19,7 +19,7 @@ use super::headers::{prepare_request, strip_hop_by_hop, Hop};
 use super::pages::page;
 use super::pool::{idle_of, PoolReturn, Returning, POOL_IDLE};
 use super::upgrade::upgrade_of;
-use super::upload::{Upload, UploadEnd};
+use super::upload::{Upload, UploadEnd, Uploaded};
 use super::Body;
 use crate::model::backend::{ActiveGuard, Backend, Server, Unavailable};
 
@@ -268,8 +268,9 @@ impl Conn {
             .get(header::TE)
             .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         prepare_request(&mut req, &hop, backend.forwarded);
-        let (parts, body) = req.into_parts();
-        let (body, upload) = Upload::new(body, self.timeouts.http_request);
+        let (mut parts, body) = req.into_parts();
+        let counted = parts.extensions.remove::<Uploaded>();
+        let (body, upload) = Upload::new(body, self.timeouts.http_request, counted);
         let mut req = Request::from_parts(parts, body);
         if let Some(protocol) = &upgrade {
             let headers = req.headers_mut();
@@ -349,7 +350,12 @@ impl Conn {
             let Some(client_side) = client_side.take() else {
                 return Failure::UnaskedSwitch.answer(self, backend, server);
             };
-            self.tunnel(&mut response, client_side, backend, (sender, active));
+            self.tunnel(
+                &mut response,
+                client_side,
+                (backend, server),
+                (sender, active),
+            );
             return response.map(|body| http_body_util::Either::Left(Returning::new(body, None)));
         }
         strip_hop_by_hop(response.headers_mut());

@@ -22,6 +22,17 @@ pub(super) fn head_size<B>(req: &Request<B>) -> usize {
     })
 }
 
+/// The size of a response head as HTTP/1.1 carries it (status line,
+/// fields, blank line): what the traffic counters add for it, whatever
+/// the client's protocol.
+pub(super) fn response_head_size<B>(response: &hyper::Response<B>) -> usize {
+    let line =
+        "HTTP/1.1 200 \r\n".len() + response.status().canonical_reason().map_or(0, str::len) + 2;
+    response.headers().iter().fold(line, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    })
+}
+
 /// The request's host, lowercased, with its port if it has one: the
 /// authority of an absolute-form target, else `Host` (RFC 9112 §3.2.2).
 /// `None` when it has none, more than one `Host`, or one that is not a

@@ -10,6 +10,7 @@ use hyper::StatusCode;
 use tokio::time::Instant;
 
 use super::conn::{Busy, Conn};
+use super::upload::Uploaded;
 use super::Body;
 use crate::model::backend::Backend;
 
@@ -33,6 +34,22 @@ pub(super) struct Record {
     pub(super) head: Duration,
     /// Response body bytes sent.
     pub(super) bytes: u64,
+    /// The request head's size (as HTTP/1.1 carries it).
+    pub(super) head_in: u64,
+    /// The request body's bytes, when it has one.
+    pub(super) uploaded: Option<Uploaded>,
+    /// The response head's size (as HTTP/1.1 carries it).
+    pub(super) head_out: u64,
+    /// The router answered itself (a page: 503, 502, 504, 421, …).
+    pub(super) own: bool,
+}
+
+impl Record {
+    /// Bytes from the client and to it: heads and bodies.
+    fn bytes(&self) -> (u64, u64) {
+        let body_in = self.uploaded.as_ref().map_or(0, Uploaded::bytes);
+        (self.head_in + body_in, self.head_out + self.bytes)
+    }
 }
 
 impl Drop for Answer {
@@ -41,6 +58,18 @@ impl Drop for Answer {
         let r = &self.record;
         let backend = r.served.as_ref();
         let server = backend.and_then(|(b, i)| i.and_then(|i| b.servers.get(i)));
+        // Each request is a session of its backend and server, as HAProxy
+        // counts them in HTTP mode; a 5xx of the router's own (no server,
+        // or none that answered) is an error.
+        let (bytes_in, bytes_out) = r.bytes();
+        let failed = r.own && r.status.is_server_error();
+        if let Some((b, _)) = backend {
+            b.traffic.record(bytes_in, bytes_out, failed);
+        }
+        if let Some(s) = server {
+            s.state.traffic.record(bytes_in, bytes_out, failed);
+        }
+        conn.moved.add(bytes_in, bytes_out);
         conn.log(r, backend.map(|(b, _)| b.name.as_str()), server);
     }
 }

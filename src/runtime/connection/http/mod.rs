@@ -41,7 +41,7 @@ use http_body_util::{Either, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use self::conn::{Activity, Busy, Conn, Deadline, Watched};
+use self::conn::{Activity, Busy, Conn, Deadline, Moved, Watched};
 use self::headers::{client_certificate_headers, ThisSide};
 use self::log::Answer;
 use self::pool::Returning;
@@ -75,7 +75,8 @@ type Body = Either<Returning, Full<Bytes>>;
 ///
 /// A connection idle past `http_keep_alive_timeout`, or slower than
 /// `http_request_timeout` over a request head, is closed: HTTP/1.1 at once
-/// (there is nothing in flight), h2 with GOAWAY.
+/// (there is nothing in flight), h2 with GOAWAY. A client that reads none
+/// of its response for `client_timeout` is closed outright.
 macro_rules! until_drained {
     ($connection:expr, $drain:expr, $conn:expr, $log:expr) => {{
         let connection = $connection;
@@ -99,10 +100,10 @@ macro_rules! until_drained {
                         connection.as_mut().graceful_shutdown();
                     }
                 }
-                why = deadline.as_mut(), if !expired => {
+                (why, hard) = deadline.as_mut(), if !expired => {
                     expired = true;
                     $log.end("client", &format!("closed: {why}"));
-                    if $conn.h2 {
+                    if $conn.h2 && !hard {
                         asked = true;
                         connection.as_mut().graceful_shutdown();
                     } else {
@@ -172,6 +173,7 @@ pub(super) async fn serve(
         tunnels: Default::default(),
         timeouts,
         activity: Activity::new(),
+        moved: Moved::default(),
     });
     let mut drain = conn.shared.draining();
     let served = if h2 {
@@ -181,7 +183,7 @@ pub(super) async fn serve(
             .max_header_list_size(MAX_HEAD)
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service(&conn));
+            .serve_connection(watched(stream, &conn), service(&conn));
         until_drained!(connection, drain, &conn, log)
     } else {
         let connection = http1(&conn.timeouts)
@@ -230,6 +232,7 @@ pub(super) async fn serve_plain(
         tunnels: Default::default(),
         timeouts,
         activity: Activity::new(),
+        moved: Moved::default(),
     });
     let mut drain = conn.shared.draining();
     let connection = http1(&conn.timeouts)
@@ -281,6 +284,8 @@ fn service(
 /// After the client connection: its tunnels waited for, its end logged.
 async fn ended(conn: &Conn, served: Option<Result<(), hyper::Error>>, log: &mut AccessLog) {
     conn.join_tunnels().await;
+    let (bytes_in, bytes_out) = conn.moved.get();
+    log.served_http(bytes_in, bytes_out);
     match served {
         Some(Ok(())) => log.end("client", "closed (HTTP mode)"),
         Some(Err(e)) => {

@@ -12,20 +12,28 @@ use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::conn::Conn;
-use super::headers::{head_size, host_name, host_of};
+use super::headers::{head_size, host_name, host_of, response_head_size};
 use super::log::Record;
 use super::pages::{page, unavailable};
+use super::upload::Uploaded;
 use super::{Body, MAX_HEAD};
 use crate::model::backend::Backend;
 use crate::model::decide::PlainDecision;
 
 impl Conn {
     /// Routes, forwards and logs one request (one access-log line).
-    pub(super) async fn route(&self, req: Request<Incoming>) -> (Response<Body>, Record) {
+    pub(super) async fn route(&self, mut req: Request<Incoming>) -> (Response<Body>, Record) {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let host = host_of(&req);
+        let head_in = head_size(&req) as u64;
+        // A body's bytes are counted as they go to the server.
+        let uploaded = (!hyper::body::Body::is_end_stream(req.body())).then(|| {
+            let uploaded = Uploaded::default();
+            req.extensions_mut().insert(uploaded.clone());
+            uploaded
+        });
         let (response, served) = self.answer(req, host.as_deref(), &path).await;
         let status = response.status();
         if let Some((backend, server)) = &served {
@@ -44,6 +52,10 @@ impl Conn {
             started,
             head: started.elapsed(),
             bytes: 0,
+            head_in,
+            uploaded,
+            head_out: response_head_size(&response) as u64,
+            own: matches!(response.body(), Either::Right(_)),
         };
         (response, record)
     }

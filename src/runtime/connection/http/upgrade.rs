@@ -2,6 +2,8 @@
 //! tunnel a server's 101 turns the connection into, and the tunnels the
 //! connection waits for before it ends.
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
@@ -10,7 +12,7 @@ use hyper_util::rt::TokioIo;
 
 use super::conn::Conn;
 use super::dial::Sender;
-use crate::model::backend::{ActiveGuard, Backend};
+use crate::model::backend::{ActiveGuard, Backend, Server};
 use crate::runtime::relay::{relay_streams, Deadlines};
 
 impl Conn {
@@ -22,20 +24,28 @@ impl Conn {
         &self,
         response: &mut Response<Incoming>,
         client_side: OnUpgrade,
-        backend: &Backend,
+        (backend, server): (&Backend, &Server),
         held: (Sender, ActiveGuard),
     ) {
         let server_side = hyper::upgrade::on(response);
+        // The tunnel's bytes are counted for the backend and server when
+        // it ends, as a passthrough connection's are.
+        let counted = (Arc::clone(&backend.traffic), Arc::clone(&server.state));
         let deadlines = Deadlines {
             first_response: backend.timeouts.tunnel,
             idle: backend.timeouts.tunnel,
         };
         let tunnel = tokio::spawn(async move {
             let _held = held;
-            if let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) {
-                let (client, server) = (TokioIo::new(client), TokioIo::new(server));
-                relay_streams(client, server, deadlines, None).await;
-            }
+            let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) else {
+                return (0, 0);
+            };
+            let (client, server) = (TokioIo::new(client), TokioIo::new(server));
+            let outcome = relay_streams(client, server, deadlines, None).await;
+            let (up, down) = (outcome.client_to_server, outcome.server_to_client);
+            counted.0.add_bytes(up, down);
+            counted.1.traffic.add_bytes(up, down);
+            (up, down)
         });
         if let Ok(mut tunnels) = self.tunnels.lock() {
             tunnels.push(tunnel);
@@ -50,7 +60,9 @@ impl Conn {
             .map(|mut t| t.drain(..).collect())
             .unwrap_or_default();
         for tunnel in tunnels {
-            let _ = tunnel.await;
+            if let Ok((up, down)) = tunnel.await {
+                self.moved.add(up, down);
+            }
         }
     }
 }

@@ -75,14 +75,37 @@ struct Watch {
 pub(crate) struct Upload {
     body: Incoming,
     watch: Option<Watch>,
+    /// The request's body bytes, for its backend's and server's counters.
+    counted: Option<Uploaded>,
+}
+
+/// A request's body bytes as they go to the server: set on the request
+/// (an extension) by the router when it has a body, read when its answer
+/// ends.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Uploaded(Arc<AtomicU64>);
+
+impl Uploaded {
+    pub(crate) fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Upload {
     /// Wraps a client's request body; `None` as the end when there is no
     /// body to wait for.
-    pub(crate) fn new(body: Incoming, pause: Duration) -> (Self, Option<Arc<UploadEnd>>) {
+    pub(crate) fn new(
+        body: Incoming,
+        pause: Duration,
+        counted: Option<Uploaded>,
+    ) -> (Self, Option<Arc<UploadEnd>>) {
         if body.is_end_stream() {
-            return (Upload { body, watch: None }, None);
+            let upload = Upload {
+                body,
+                watch: None,
+                counted,
+            };
+            return (upload, None);
         }
         let end = Arc::new(UploadEnd::default());
         let watch = Watch {
@@ -95,6 +118,7 @@ impl Upload {
             Upload {
                 body,
                 watch: Some(watch),
+                counted,
             },
             Some(end),
         )
@@ -118,6 +142,9 @@ impl Body for Upload {
         let this = self.get_mut();
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(counted), Some(data)) = (&this.counted, frame.data_ref()) {
+                    counted.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 if let Some(watch) = &mut this.watch {
                     watch.armed = false;
                     watch.end.progress.fetch_add(1, Ordering::Relaxed);
