@@ -301,8 +301,13 @@ fn print_warnings(warnings: &[config::Problem]) {
 }
 
 fn check(path: &Path) -> ExitCode {
+    // As `run` will size them, after raising its soft limit to this.
+    switchyard::config::size_to_open_files(switchyard::descriptors::hard());
     match load(path) {
         Some(loaded) => {
+            if let Some(note) = loaded.snapshot.sized_note() {
+                println!("{}: {note}", path.display());
+            }
             let needed = switchyard::descriptors::needed(&loaded.snapshot);
             if let Some(warning) =
                 switchyard::descriptors::shortfall(needed, switchyard::descriptors::hard())
@@ -372,6 +377,7 @@ where
             Ok(r) => tracing::info!("open files: limit {}", unlimited(r.now)),
             Err(e) => tracing::warn!("open files: cannot raise the soft limit: {e}"),
         }
+        switchyard::config::size_to_open_files(switchyard::descriptors::current());
         let (path, banner) = match prepare().await {
             Ok(p) => p,
             Err(e) => {
@@ -383,6 +389,9 @@ where
             return ExitCode::FAILURE;
         };
         tracing::info!(config = %path.display(), "{}", loaded.snapshot.summary());
+        if let Some(note) = loaded.snapshot.sized_note() {
+            tracing::info!("{note}");
+        }
         let needed = switchyard::descriptors::needed(&loaded.snapshot);
         if let Some(warning) =
             switchyard::descriptors::shortfall(needed, switchyard::descriptors::current())

@@ -99,6 +99,14 @@ fn has(tool: &str) -> bool {
 #[test]
 fn demo_serves_its_routes_and_stops_cleanly() {
     let demo = DemoProcess::start();
+    // Its first screen holds no warning: listeners that set no
+    // max_connections are sized to the open files the process has, and
+    // that is said at info.
+    let startup = &demo.process.startup;
+    assert!(startup.iter().all(|l| !l.contains("WARN")), "{startup:#?}");
+    for line in startup.iter().filter(|l| l.contains("max_connections")) {
+        assert!(line.contains("INFO") && line.contains("take"), "{line}");
+    }
     let ca = demo.dir.path().join("certs/demo-ca.pem");
     // The configuration it runs on is on disk and passes `check`.
     let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -219,6 +227,17 @@ fn demo_serves_its_routes_and_stops_cleanly() {
         edge.contains("Hello from web-plain: this request reached me over plaintext"),
         "{edge}"
     );
+    // The demo server shows the request as it arrived: the router's
+    // forwarded headers are there to see.
+    let seen = edge.to_ascii_lowercase();
+    for header in [
+        "\nx-forwarded-for: 127.0.0.1",
+        "\nx-forwarded-proto: https",
+        "\nforwarded: for=127.0.0.1",
+        "\nhost: edge.demo.test",
+    ] {
+        assert!(seen.contains(header), "{header:?} in {edge}");
+    }
     // Plain HTTP: a redirect to https, and the insecure (Allow) route.
     let redirect = http_get(demo.http_listen, "secure.demo.test", "/a?b=1");
     assert!(redirect.starts_with("HTTP/1.1 302"), "{redirect}");

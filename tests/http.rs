@@ -483,36 +483,109 @@ async fn h2_clients_are_routed_per_request() {
     }
 }
 
-/// A request for a host that another certificate serves, on a connection
-/// made for a different name, gets 421 (h1 and h2); hosts the default
-/// certificate serves are routed or get 503 as usual.
+/// A request for a host the connection's certificate does not cover, and
+/// another certificate serves, gets 421 (h1 and h2: the coalesced
+/// connection case), and an h1 connection stays open after it. A host the
+/// presented certificate covers is served; so is every host on a
+/// connection without a usable SNI (none, or an address), routed by Host;
+/// a 503 keeps the connection too.
 #[tokio::test]
-async fn requests_for_a_name_with_another_certificate_get_421() {
+async fn requests_get_421_only_where_the_certificate_does_not_cover_the_host() {
     use http_body_util::Empty;
     let s = setup().await;
     s.dir
         .write("certs/other.pem", &s.front.pem(&["other.http.test"]));
     s.dir
-        .write("maps/cert_config.map", "certs/other.pem other.http.test\n");
+        .write("certs/www.pem", &s.front.pem(&["www.http.test"]));
+    s.dir.write(
+        "maps/cert_config.map",
+        "certs/other.pem other.http.test\ncerts/www.pem www.http.test\n",
+    );
     let text = std::fs::read_to_string(&s.config).expect("read").replace(
         "edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"",
         "edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\ncert_config = \"maps/cert_config.map\"",
     );
     std::fs::write(&s.config, text).expect("write");
     let (_router, addr) = start(&s.config);
+    // Made for www (its own certificate): other.http.test is not covered.
     let mut tls = connect(addr, "www.http.test", &s.front).await;
-    let (status, _, _) = get(&mut tls, "other.http.test", "/").await;
+    let (status, head, _) = get(&mut tls, "other.http.test", "/").await;
     assert_eq!(status, 421, "other.http.test has its own certificate");
-    let mut tls = connect(addr, "www.http.test", &s.front).await;
-    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
-    assert_eq!(status, 200);
-    let (status, _, _) = get(&mut tls, "unknown.http.test", "/").await;
-    assert_eq!(
-        status, 503,
-        "the default certificate's names are not misdirected"
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
     );
+    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!(status, 200, "the same connection after the 421");
+    let (status, head, _) = get(&mut tls, "unknown.http.test", "/").await;
+    assert_eq!(status, 503, "no certificate of its own: not misdirected");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!(status, 200, "the same connection after the 503");
 
-    // The same over h2.
+    // Made for a name the wildcard default certificate serves: it covers
+    // www.http.test, which is served though it has a certificate of its own.
+    let mut tls = connect(addr, "z.http.test", &s.front).await;
+    let (status, _, body) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!((status, body.lines().next()), (200, Some("web")));
+
+    // No SNI: routed by Host, whatever certificate each host has.
+    let mut config = (*s.front.client_config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.enable_sni = false;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("z.http.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake without SNI");
+    let (status, _, body) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!((status, body.lines().next()), (200, Some("web")));
+    let (status, _, _) = get(&mut tls, "other.http.test", "/").await;
+    assert_eq!(status, 503, "routed by Host (no route), not 421");
+
+    // An address as SNI (wrk, monitors): openssl sends it; routed by Host.
+    if std::path::Path::new("/usr/bin/openssl").exists() {
+        let out = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = std::process::Command::new("openssl")
+                .args(["s_client", "-quiet", "-connect", &addr.to_string()])
+                .args(["-servername", "127.0.0.1", "-alpn", "http/1.1"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("openssl");
+            let mut stdin = child.stdin.take().expect("stdin");
+            let request = "GET / HTTP/1.1\r\nHost: www.http.test\r\nConnection: close\r\n\r\n";
+            stdin.write_all(request.as_bytes()).expect("request");
+            let waited = std::time::Instant::now();
+            let output = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break child.wait_with_output().expect("output");
+                }
+                if waited.elapsed() > WAIT {
+                    let _ = child.kill();
+                    break child.wait_with_output().expect("output");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            drop(stdin);
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+        .await
+        .expect("s_client");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("\r\n\r\nweb\n"), "{out}");
+    } else {
+        panic!("openssl is needed for the address-as-SNI case (.ci/run installs it)");
+    }
+
+    // Coalesced h2: the connection for www.http.test, a request for
+    // other.http.test.
     let mut sender = h2_connect(addr, "www.http.test", &s.front).await;
     let request = hyper::Request::get("https://other.http.test/")
         .body(Empty::<bytes::Bytes>::new())

@@ -63,7 +63,9 @@ async fn open(
     listen: SocketAddr,
     connector: tokio_rustls::TlsConnector,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(listen)
+        .await
+        .expect("connect");
     let name = ServerName::try_from("app.slow.test").expect("name");
     tokio::time::timeout(WAIT, connector.connect(name, tcp))
         .await

@@ -10,6 +10,6 @@ mod problem;
 mod raw;
 mod tls;
 
-pub use load::{load, load_after, reload, Loaded, Memo};
+pub use load::{load, load_after, reload, size_to_open_files, Loaded, Memo};
 
 pub use problem::{Problem, Problems};

@@ -81,11 +81,18 @@ where
         let Some(end) = read_head(&mut stream, &mut buf).await? else {
             return Ok(());
         };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let close = head.contains("\r\nconnection: close");
+        let received = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let close = received
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close");
         buf.drain(..end);
-        let body =
-            format!("Hello from {name}: this request reached me over {carried}, from {peer}.\n");
+        // The request as it arrived, so the forwarded headers and the
+        // sticky cookie the router added can be seen.
+        let body = format!(
+            "Hello from {name}: this request reached me over {carried}, from {peer}.\n\
+             It arrived as:\n\n{}",
+            received.replace("\r\n", "\n")
+        );
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-served-by: {name}\r\n{}\r\n{body}",
             body.len(),

@@ -126,6 +126,9 @@ pub struct Snapshot {
     /// Unique in the process, given by the loader: ties the loader's memo
     /// of what this snapshot was built from to this snapshot alone.
     pub(crate) load_id: u64,
+    /// What listeners that set no `max_connections` were sized to, when
+    /// the open files allow fewer than the default.
+    pub(crate) sized_max_connections: Option<u64>,
 }
 
 /// What HTTP mode needs from the configuration beyond the backends.
@@ -162,7 +165,18 @@ impl Snapshot {
             close_removed_after: None,
             generation: 0,
             load_id: 0,
+            sized_max_connections: None,
         }
+    }
+
+    /// Said at start when listeners that set no `max_connections` were
+    /// sized to the open files this process may have.
+    pub fn sized_note(&self) -> Option<String> {
+        let n = self.sized_max_connections?;
+        Some(format!(
+            "listeners that set no max_connections take {n} connections each: \
+             what this process's open-file limit fits (set max_connections to choose)"
+        ))
     }
 
     /// `routes, backends, servers` in one line, as `check` prints it.

@@ -24,6 +24,22 @@ pub(crate) struct Served {
     pub(crate) not_after: Option<i64>,
 }
 
+impl Served {
+    /// Whether the leaf certificate is valid for `host` (a DNS name), by
+    /// its subject alternative names and their wildcards, as a client
+    /// verifying it would judge.
+    pub(crate) fn covers(&self, host: &str) -> bool {
+        let (Ok(der), Ok(name)) = (
+            self.key.end_entity_cert(),
+            rustls::pki_types::ServerName::try_from(host),
+        ) else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(der)
+            .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+    }
+}
+
 /// Like `load_pem`, with the key in its own file when `key` is given (as in
 /// a Kubernetes TLS Secret: `tls.crt` and `tls.key`).
 pub(crate) fn load_pem_pair(

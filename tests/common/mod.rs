@@ -425,6 +425,8 @@ pub struct Process {
     pub lines: std::sync::mpsc::Receiver<String>,
     /// The log line that said it listens.
     pub listening: String,
+    /// The lines before it: what a newcomer sees first.
+    pub startup: Vec<String>,
 }
 
 impl Process {
@@ -451,8 +453,18 @@ impl Process {
             child,
             lines,
             listening: String::new(),
+            startup: Vec::new(),
         };
-        process.listening = process.line_with("listening");
+        while process.listening.is_empty() {
+            let line = process.lines.recv_timeout(WAIT).unwrap_or_else(|_| {
+                panic!("no `listening` line; before it: {:#?}", process.startup)
+            });
+            if line.contains("listening") {
+                process.listening = line;
+            } else {
+                process.startup.push(line);
+            }
+        }
         process
     }
 

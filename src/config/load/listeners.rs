@@ -50,7 +50,7 @@ impl Context {
         }
         let mut out: Vec<ListenerSpec> = Vec::new();
         for raw in raws {
-            let Some(spec) = self.listener(src, raw, names, &out) else {
+            let Some(spec) = self.listener(src, raw, names, (&out, raws.len())) else {
                 continue;
             };
             tls.push(match spec.protocol {
@@ -69,7 +69,7 @@ impl Context {
         src: &Source<'_>,
         raw: &RawListener,
         names: &Names,
-        before: &[ListenerSpec],
+        (before, listeners): (&[ListenerSpec], usize),
     ) -> Option<ListenerSpec> {
         let name: Arc<str> = raw.name.get_ref().as_str().into();
         if before.iter().any(|l| l.name == name) {
@@ -98,7 +98,11 @@ impl Context {
             }
             id
         });
-        let max_connections = self.bounded(src, &raw.max_connections, 50_000, 1..=10_000_000);
+        let sized = sized_max_connections(listeners);
+        if raw.max_connections.is_none() && sized < MAX_CONNECTIONS {
+            self.sized_max_connections = Some(sized);
+        }
+        let max_connections = self.bounded(src, &raw.max_connections, sized, 1..=10_000_000);
         let max_client_hello = self.bounded(
             src,
             &raw.max_client_hello,
@@ -260,4 +264,31 @@ fn memory_limit() -> Option<u64> {
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     })
+}
+
+/// `max_connections` of a listener that sets none, where the open files
+/// allow it.
+const MAX_CONNECTIONS: u64 = 50_000;
+
+/// The open files this process may have, set once at start (0: not
+/// known): listeners that set no `max_connections` are sized to fit it.
+static OPEN_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sizes the listeners that set no `max_connections` to `limit` open
+/// files (`None`: unlimited), for every load from now on.
+pub fn size_to_open_files(limit: Option<u64>) {
+    OPEN_FILES.store(limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `max_connections` for each of `listeners` listeners that set none:
+/// 50,000, or what two descriptors a connection leave of the open-files
+/// limit when that is less (a quarter kept for the relays' pipes, 64 for
+/// listening sockets, health checks, the stats port and logs).
+fn sized_max_connections(listeners: usize) -> u64 {
+    let limit = OPEN_FILES.load(std::sync::atomic::Ordering::Relaxed);
+    if limit == 0 {
+        return MAX_CONNECTIONS;
+    }
+    let budget = (limit / 4 * 3).saturating_sub(64);
+    (budget / 2 / listeners.max(1) as u64).clamp(1, MAX_CONNECTIONS)
 }

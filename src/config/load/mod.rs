@@ -25,6 +25,7 @@ use crate::model::duration;
 use crate::model::snapshot::{HttpSettings, Snapshot};
 
 use self::carried::{kind_of, BackendKind, BackendMemo, Carried, MapMemo};
+pub use self::listeners::size_to_open_files;
 
 /// A configuration that loaded, with the warnings worth showing and what
 /// it was built from.
@@ -122,6 +123,9 @@ pub(super) struct Context {
     pub(super) base: PathBuf,
     /// `[tls] min_version = "1.3"`.
     pub(super) min_tls13: bool,
+    /// What listeners that set no `max_connections` were sized to, when
+    /// the open files allow fewer than the default.
+    pub(super) sized_max_connections: Option<u64>,
 }
 
 impl Context {
@@ -164,6 +168,7 @@ impl Context {
             backends,
             generation: 0,
             load_id: 0,
+            sized_max_connections: self.sized_max_connections,
             files: self.files.clone(),
             watch: raw.reload.watch.unwrap_or(true),
             close_removed_after: raw

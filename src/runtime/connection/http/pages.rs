@@ -18,7 +18,15 @@ pub(super) fn unavailable() -> Response<Body> {
     )
 }
 
-/// A small HTML page with `status`, never cached.
+/// A page after which the client's connection stays open (its request
+/// was read whole and answered: nothing is left unclear on it).
+pub(super) fn keep_open(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().remove(header::CONNECTION);
+    response
+}
+
+/// A small HTML page with `status`, never cached; the client's connection
+/// is closed after it (see [`keep_open`]).
 pub(super) fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::conn::Conn;
 use super::headers::{head_size, host_name, host_of, response_head_size};
 use super::log::Record;
-use super::pages::{page, unavailable};
+use super::pages::{keep_open, page, unavailable};
 use super::upload::Uploaded;
 use super::{Body, MAX_HEAD};
 use crate::model::backend::Backend;
@@ -94,10 +94,8 @@ impl Conn {
         };
         if self.misdirected(host) {
             let text = "This connection was made for another name; retry on a new connection.";
-            return (
-                page(StatusCode::MISDIRECTED_REQUEST, "Misdirected Request", text),
-                None,
-            );
+            let response = page(StatusCode::MISDIRECTED_REQUEST, "Misdirected Request", text);
+            return (keep_open(response), None);
         }
         let snapshot = self.shared.snapshot();
         let decision = if self.tls.is_some() {
@@ -118,21 +116,21 @@ impl Conn {
         if let Some(ja4) = self.ja4.filter(|ja4| backend.denies(ja4)) {
             super::super::admit::note_fingerprint(ja4, "backend", &backend.name);
             let text = "This client may not use this application.";
-            return (
-                page(StatusCode::FORBIDDEN, "Forbidden", text),
-                Some((backend, None)),
-            );
+            let response = keep_open(page(StatusCode::FORBIDDEN, "Forbidden", text));
+            return (response, Some((backend, None)));
         }
         if !backend.admits(self.peer.ip()) {
             let text = "This address may not use this application.";
-            return (
-                page(StatusCode::FORBIDDEN, "Forbidden", text),
-                Some((backend, None)),
-            );
+            let response = keep_open(page(StatusCode::FORBIDDEN, "Forbidden", text));
+            return (response, Some((backend, None)));
         }
         if let Err(refusal) = backend.admit_request(self.peer.ip()) {
             let text = "Too many requests from this address; retry later.";
-            let mut response = page(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", text);
+            let mut response = keep_open(page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too Many Requests",
+                text,
+            ));
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(refusal.retry_after()),
@@ -143,26 +141,37 @@ impl Conn {
         (response, Some((backend, server)))
     }
 
-    /// Whether `host` has a certificate of its own other than the one this
-    /// connection presented: a browser that coalesced connections under a
-    /// wildcard certificate must retry on a connection made for that name
-    /// (RFC 9110 §15.5.20), so it never reaches another tenant's backend
-    /// through this one. Hosts that would get the default certificate are
-    /// routed (or get 503) as usual.
+    /// Whether the request belongs on a connection made for its own name
+    /// (RFC 9110 §15.5.20): the certificate this connection presented
+    /// does not cover `host`, and another certificate serves it. A client
+    /// that sent no usable SNI (none, or an address, as monitors and
+    /// load generators connecting by address do) chose no name: its
+    /// requests are routed by Host. So are hosts the presented certificate
+    /// covers (a browser coalesces only onto those), and hosts that would
+    /// get this same certificate anyway.
     pub(super) fn misdirected(&self, host: &str) -> bool {
         let Some((certs, served)) = &self.tls else {
             return false;
         };
+        let Some(sni) = self.sni.as_deref() else {
+            return false;
+        };
         let name = host_name(host);
         let name = name.strip_suffix('.').unwrap_or(name);
-        certs
+        // The common case first: the request is for the name connected to.
+        if name.eq_ignore_ascii_case(sni) || sni.parse::<std::net::IpAddr>().is_ok() {
+            return false;
+        }
+        let other = certs
             .find(Some(name))
-            .is_some_and(|wanted| !Arc::ptr_eq(wanted, served))
+            .is_some_and(|wanted| !Arc::ptr_eq(wanted, served));
+        other && !served.covers(name)
     }
 
-    /// `503`, with the configured page if there is one.
+    /// `503`, with the configured page if there is one. The connection
+    /// stays open: a client probing names pays no handshake for each.
     pub(super) fn unavailable(&self) -> Response<Body> {
-        let mut response = unavailable();
+        let mut response = keep_open(unavailable());
         if let Some(page) = &self.shared.snapshot().http.error_page_503 {
             *response.body_mut() = Either::Right(Full::new(page.clone()));
         }
