@@ -48,6 +48,7 @@ fn start_limited(ulimit: &str, config: &std::path::Path) -> (Process, Vec<String
         child,
         lines,
         listening,
+        startup: early.clone(),
     };
     (process, early)
 }
