@@ -1284,6 +1284,52 @@ async fn ambiguous_requests_are_refused_or_made_unambiguous() {
     assert!(!seen.contains("/hidden"), "{seen}");
 }
 
+/// Request targets at the edges of RFC 9112's grammar: a bare name
+/// (`GET x`) and `*` outside OPTIONS get 400 and reach no server; an empty
+/// port in `Host` is no port; an absolute URL with a query and no path
+/// reaches the server as `/?q`.
+#[tokio::test]
+async fn request_targets_at_the_edges_of_the_grammar() {
+    let (server, seen) = recording_server().await;
+    let s = setup().await;
+    s.dir.write(
+        "maps/os_edge_reencrypt_be.map",
+        "^www\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_edge_http:t:raw\n",
+    );
+    let mut config = std::fs::read_to_string(&s.config).expect("read");
+    config.push_str(&format!(
+        "\n[[backend]]\nname = \"be_edge_http:t:raw\"\ntermination = \"edge\"\n\
+         servers = [{{ name = \"raw-1\", address = \"{server}\" }}]\n"
+    ));
+    std::fs::write(&s.config, config).expect("write");
+    let (_router, addr) = start(&s.config);
+    for request in [
+        "GET x HTTP/1.1\r\nHost: www.http.test\r\n\r\n",
+        "GET * HTTP/1.1\r\nHost: www.http.test\r\n\r\n",
+    ] {
+        let mut tls = connect(addr, "www.http.test", &s.front).await;
+        tls.write_all(request.as_bytes()).await.expect("send");
+        let (head, _) = read_message(&mut tls).await.expect("response");
+        assert!(head.starts_with("HTTP/1.1 400"), "{request:?}: {head}");
+    }
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "nothing reached the server"
+    );
+
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let (status, _, _) = get(&mut tls, "www.http.test:", "/empty-port").await;
+    assert_eq!(status, 200, "an empty port is no port");
+    let absolute = "GET https://www.http.test?q=1 HTTP/1.1\r\nHost: www.http.test\r\n\r\n";
+    tls.write_all(absolute.as_bytes()).await.expect("send");
+    let (head, _) = read_message(&mut tls).await.expect("response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = String::from_utf8_lossy(&seen.lock().expect("lock")).to_ascii_lowercase();
+    assert!(seen.contains("get /empty-port http/1.1\r\n"), "{seen}");
+    assert!(seen.contains("\r\nhost: www.http.test\r\n"), "{seen}");
+    assert!(seen.contains("get /?q=1 http/1.1\r\n"), "{seen}");
+}
+
 /// A TLS server that speaks h2 (ALPN) and answers each request with the
 /// version, method, target and headers it received; counts connections.
 async fn h2_server(config: Arc<rustls::ServerConfig>) -> (SocketAddr, Arc<AtomicUsize>) {

@@ -104,10 +104,10 @@ impl Sender {
                 req.headers_mut().remove(header::TE);
             }
         }
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let path = super::headers::origin_form(req.uri());
         let target = match self {
             Sender::H1(_) if req.uri().authority().is_none() => None,
-            Sender::H1(_) => Some(path.to_string()),
+            Sender::H1(_) => Some(path),
             Sender::H2(_) => Some(format!("https://{host}{path}")),
         };
         *req.version_mut() = match self {

@@ -50,7 +50,11 @@ pub(super) fn host_of<B>(req: &Request<B>) -> Option<String> {
             host
         }
     };
-    let authority = authority.trim().to_ascii_lowercase();
+    let mut authority = authority.trim().to_ascii_lowercase();
+    // An empty port is valid and means none (RFC 3986 §3.2.3, §6.2.3).
+    if authority.ends_with(':') && !authority.ends_with("::") {
+        authority.pop();
+    }
     valid_authority(&authority).then_some(authority)
 }
 
@@ -112,16 +116,35 @@ pub(crate) fn forwardable<B>(
     Some(host)
 }
 
+/// The target of `uri` in origin form (RFC 9112 §3.2.1): its path, `/`
+/// when it has none (`https://app.example?q` is `/?q`), and its query.
+pub(super) fn origin_form(uri: &Uri) -> String {
+    match uri.query() {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_string(),
+    }
+}
+
+/// Whether a request's target has a form RFC 9112 §3.2 allows for its
+/// method: a path (origin form), an absolute URL, or `*` for `OPTIONS`;
+/// `GET x` (a bare name) is none of them. CONNECT is refused on its own.
+pub(super) fn target_allowed<B>(req: &Request<B>) -> bool {
+    let uri = req.uri();
+    if uri.scheme().is_some() {
+        return true;
+    }
+    if uri.authority().is_some() {
+        return false;
+    }
+    uri.path().starts_with('/') || (uri.path() == "*" && req.method() == hyper::Method::OPTIONS)
+}
+
 /// Origin-form target, `Host`, forwarded headers, no hop-by-hop headers.
 pub(super) fn prepare_request<B>(req: &mut Request<B>, hop: &Hop<'_>, policy: Forwarded) {
     // Servers are spoken to in HTTP/1.1, whatever the client speaks.
     *req.version_mut() = hyper::Version::HTTP_11;
     if req.uri().authority().is_some() {
-        let origin = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        let origin = origin_form(req.uri());
         if let Ok(uri) = origin.parse::<Uri>() {
             *req.uri_mut() = uri;
         }

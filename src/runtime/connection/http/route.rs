@@ -12,7 +12,9 @@ use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::conn::Conn;
-use super::headers::{head_size, host_name, host_of, response_head_size};
+use super::headers::{
+    head_size, host_name, host_of, origin_form, response_head_size, target_allowed,
+};
 use super::log::Record;
 use super::pages::{keep_open, page, unavailable};
 use super::upload::Uploaded;
@@ -87,6 +89,10 @@ impl Conn {
                 page(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", text),
                 None,
             );
+        }
+        if !target_allowed(&req) {
+            let text = "the request target is neither a path nor an absolute URL";
+            return (page(StatusCode::BAD_REQUEST, "Bad Request", text), None);
         }
         let Some(host) = host else {
             let text = "the request names no valid host, or more than one";
@@ -180,7 +186,7 @@ impl Conn {
 
     /// `302` to the same host (without its port) and target over https.
     pub(super) fn redirect(&self, host: &str, req: &Request<Incoming>) -> Response<Body> {
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = origin_form(req.uri());
         let port = match self.https_port {
             443 => String::new(),
             p => format!(":{p}"),
