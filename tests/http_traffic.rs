@@ -289,8 +289,9 @@ async fn http_bytes_and_requests_are_counted_per_backend_server_and_frontend() {
     let metrics = loop {
         let metrics = scrape(stats, "/metrics").await;
         let fe = [("frontend", "public_ssl")];
-        let done =
-            value(&metrics, "haproxy_frontend_bytes_out_total", &fe) >= (5 * DOWNLOAD) as f64;
+        let out = (5 * DOWNLOAD + frames.len() + pt.wire.received.len()) as f64;
+        let done = value(&metrics, "haproxy_frontend_bytes_out_total", &fe) >= out
+            && value(&metrics, "haproxy_frontend_connections_total", &fe) >= 4.0;
         if done || started.elapsed() > WAIT {
             break metrics;
         }

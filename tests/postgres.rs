@@ -474,3 +474,91 @@ fn postgres_on_a_plain_http_listener_is_refused_at_its_line() {
         "{said}"
     );
 }
+
+/// A TLS server that starts as PostgreSQL does: it reads an SSLRequest,
+/// answers `S`, then does TLS, sends its name and echoes.
+async fn ssl_request_server(config: std::sync::Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                if tcp.read_exact(&mut request).await.is_err() || request != SSL_REQUEST {
+                    return;
+                }
+                if tcp.write_all(b"S").await.is_err() {
+                    return;
+                }
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = tls.write_all(b"db\n").await;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A client that sends its ClientHello in the same write as its
+/// SSLRequest, without waiting for the `S`, and one whose SSLRequest
+/// arrives a byte at a time: both are answered, routed and relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_and_dribbled_ssl_requests_are_routed() {
+    let pki = Pki::new();
+    let server = ssl_request_server(pki.server_config(&["db.pg.test"])).await;
+    let (_process, listen, _stats, _dir) = router_to(server);
+    let client = pki.client_config();
+    let relayed = tokio::task::spawn_blocking(move || {
+        let mut said = Vec::new();
+        for dribble in [false, true] {
+            let name = rustls::pki_types::ServerName::try_from("db.pg.test").expect("name");
+            let mut conn = rustls::ClientConnection::new(client.clone(), name).expect("client");
+            let mut hello = Vec::new();
+            conn.write_tls(&mut hello).expect("hello");
+            let mut tcp = std::net::TcpStream::connect(listen).expect("connect");
+            tcp.set_read_timeout(Some(WAIT)).expect("timeout");
+            if dribble {
+                for byte in SSL_REQUEST {
+                    tcp.write_all(&[byte]).expect("byte");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let mut answer = [0u8; 1];
+                tcp.read_exact(&mut answer).expect("answer");
+                assert_eq!(&answer, b"S");
+                tcp.write_all(&hello).expect("hello");
+            } else {
+                let mut eager = SSL_REQUEST.to_vec();
+                eager.extend_from_slice(&hello);
+                tcp.write_all(&eager).expect("request and hello");
+                let mut answer = [0u8; 1];
+                tcp.read_exact(&mut answer).expect("answer");
+                assert_eq!(&answer, b"S");
+            }
+            let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+            let mut line = [0u8; 3];
+            tls.read_exact(&mut line).expect("the server's name");
+            tls.write_all(b"ping").expect("ping");
+            let mut echoed = [0u8; 4];
+            tls.read_exact(&mut echoed).expect("echo");
+            said.push((line, echoed));
+        }
+        said
+    })
+    .await
+    .expect("client");
+    for (line, echoed) in relayed {
+        assert_eq!((&line, &echoed), (b"db\n", b"ping"));
+    }
+}

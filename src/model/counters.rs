@@ -33,7 +33,16 @@ pub struct Traffic {
     response_ms: AtomicU64,
     /// Responses timed so far (caps the average's window).
     timed: AtomicU64,
+    /// HTTP mode: responses by time to their head, in the buckets of
+    /// [`LATENCY_BOUNDS_MS`] (the stats page's quantiles).
+    latency: [AtomicU64; LATENCY_BUCKETS],
 }
+
+/// Upper bounds (ms) of the response-time buckets; the last is open.
+pub(crate) const LATENCY_BOUNDS_MS: [f64; LATENCY_BUCKETS - 1] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+pub(crate) const LATENCY_BUCKETS: usize = 14;
 
 /// Responses the average response time spans, as HAProxy's `rtime`.
 const RESPONSE_WINDOW: u64 = 1024;
@@ -71,6 +80,11 @@ impl Traffic {
     pub fn response_time(&self, elapsed: std::time::Duration) {
         let n = (self.timed.fetch_add(1, Relaxed) + 1).min(RESPONSE_WINDOW) as f64;
         let ms = elapsed.as_secs_f64() * 1e3;
+        let bucket = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|&bound| ms <= bound)
+            .unwrap_or(LATENCY_BUCKETS - 1);
+        self.latency[bucket].fetch_add(1, Relaxed);
         let _ = self.response_ms.fetch_update(Relaxed, Relaxed, |bits| {
             let avg = f64::from_bits(bits);
             Some((avg + (ms - avg) / n).to_bits())
@@ -80,6 +94,11 @@ impl Traffic {
     /// The average response time in ms, once one response was timed.
     pub fn average_response_ms(&self) -> Option<f64> {
         (self.timed.load(Relaxed) > 0).then(|| f64::from_bits(self.response_ms.load(Relaxed)))
+    }
+
+    /// Responses per response-time bucket (see [`LATENCY_BOUNDS_MS`]).
+    pub fn latency(&self) -> [u64; LATENCY_BUCKETS] {
+        std::array::from_fn(|i| self.latency[i].load(Relaxed))
     }
 
     /// Responses per class, in the order of `RESPONSE_CLASSES`.

@@ -15,6 +15,7 @@ pub(crate) mod counters;
 pub(crate) mod decide;
 pub(crate) mod duration;
 pub(crate) mod health;
+pub(crate) mod history;
 pub(crate) mod labels;
 pub(crate) mod limits;
 pub(crate) mod route;

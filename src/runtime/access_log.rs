@@ -53,6 +53,11 @@ impl AccessLog {
         self.client = client;
     }
 
+    /// The listener that accepted the connection.
+    pub(crate) fn listener(&self) -> &str {
+        &self.listener
+    }
+
     /// When the connection was accepted.
     pub(crate) fn started(&self) -> Instant {
         self.start
@@ -194,7 +199,12 @@ impl AccessLog {
                     .record(self.bytes_in, self.bytes_out, self.failed);
             }
         }
-        let counted = (self.bytes_in, self.bytes_out, self.failed);
+        // HTTP mode: the listener's bytes were counted with each request.
+        let counted = if self.http {
+            (0, 0, self.failed)
+        } else {
+            (self.bytes_in, self.bytes_out, self.failed)
+        };
         self.write();
         counted
     }

@@ -39,18 +39,19 @@ pub(crate) enum Opening {
     /// `CancelRequest` (16 bytes): names a backend process by its key, not
     /// a server by name: cannot be routed.
     CancelRequest,
-    /// A plain-text `StartupMessage` of this protocol version: no TLS, so
-    /// no name to route by.
-    Startup { major: u16, minor: u16 },
+    /// A plain-text `StartupMessage` of this protocol version and
+    /// `length` bytes in all: no TLS, so no name to route by.
+    Startup { major: u16, minor: u16, length: u32 },
 }
 
 impl Opening {
-    /// Bytes the message takes (what the router consumes before answering).
-    pub(crate) fn len(self) -> usize {
+    /// Bytes of the message after its 8-byte head (what is left to read
+    /// once the head is read).
+    pub(crate) fn rest(self) -> usize {
         match self {
-            Opening::SslRequest | Opening::GssEncRequest => 8,
-            Opening::CancelRequest => 16,
-            Opening::Tls | Opening::Other | Opening::Startup { .. } => 0,
+            Opening::CancelRequest => 8,
+            Opening::Startup { length, .. } => length.saturating_sub(8) as usize,
+            _ => 0,
         }
     }
 }
@@ -91,9 +92,11 @@ pub(crate) fn opening(bytes: &[u8]) -> Result<Option<Opening>, Malformed> {
         (SSL_CODE, 8) => Ok(Some(Opening::SslRequest)),
         (GSSENC_CODE, 8) => Ok(Some(Opening::GssEncRequest)),
         (CANCEL_CODE, 16) => Ok(Some(Opening::CancelRequest)),
-        _ if major == 3 && (8..=MAX_STARTUP).contains(&length) => {
-            Ok(Some(Opening::Startup { major, minor }))
-        }
+        _ if major == 3 && (8..=MAX_STARTUP).contains(&length) => Ok(Some(Opening::Startup {
+            major,
+            minor,
+            length,
+        })),
         _ => Err(Malformed { length, code }),
     }
 }
@@ -151,14 +154,20 @@ mod tests {
         assert_eq!(opening(&gss), Ok(Some(Opening::GssEncRequest)));
         let cancel = [0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2];
         assert_eq!(opening(&cancel), Ok(Some(Opening::CancelRequest)));
-        assert_eq!(Opening::CancelRequest.len(), 16);
+        assert_eq!(Opening::CancelRequest.rest(), 8);
         // A StartupMessage, protocol 3.0, "user\0postgres\0\0".
         let mut startup = vec![0, 0, 0, 23, 0, 3, 0, 0];
         startup.extend_from_slice(b"user\0postgres\0\0");
+        let read = opening(&startup);
         assert_eq!(
-            opening(&startup),
-            Ok(Some(Opening::Startup { major: 3, minor: 0 }))
+            read,
+            Ok(Some(Opening::Startup {
+                major: 3,
+                minor: 0,
+                length: 23
+            }))
         );
+        assert_eq!(read.ok().flatten().map(Opening::rest), Some(15));
         // A TLS record is told from its first byte.
         assert_eq!(opening(&[0x16]), Ok(Some(Opening::Tls)));
         assert_eq!(opening(b"GET / HTTP/1.1\r\n"), Ok(Some(Opening::Other)));

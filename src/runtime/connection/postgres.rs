@@ -70,21 +70,17 @@ pub(super) async fn start(
                 global().postgres(PostgresOutcome::CancelRefused);
                 let why = "PostgreSQL CancelRequest refused: it names no server, so it cannot be routed by name";
                 log.end("switchyard", why);
+                // Its key is read, so the close is a FIN, not a reset.
+                let _ = timeout_at(deadline, discard(stream, opening.rest())).await;
                 return None;
             }
-            Opening::Startup { major, minor } => {
+            Opening::Startup { major, minor, .. } => {
                 global().postgres(PostgresOutcome::PlaintextRefused);
+                let _ = timeout_at(deadline, discard(stream, opening.rest())).await;
                 return refuse_plaintext(stream, major, minor, log).await;
             }
         };
-        // The request's bytes are in the socket (peeked whole): take them,
-        // then answer.
-        let mut taken = [0u8; 16];
-        let answered = async {
-            stream.read_exact(&mut taken[..opening.len()]).await?;
-            stream.write_all(&[answer]).await
-        };
-        if let Err(e) = timeout_at(deadline, answered)
+        if let Err(e) = timeout_at(deadline, stream.write_all(&[answer]))
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
         {
@@ -109,23 +105,51 @@ enum Unreadable {
     Failed(std::io::Error),
 }
 
-/// What the client's first bytes are, once there are enough of them to
-/// tell (peeked: nothing is consumed).
-async fn first_message(stream: &TcpStream) -> Result<Opening, Unreadable> {
-    let mut head = [0u8; 8];
-    loop {
-        let seen = stream.peek(&mut head).await.map_err(Unreadable::Failed)?;
-        if seen == 0 {
-            return Err(Unreadable::Closed);
-        }
-        match postgres::opening(&head[..seen]) {
-            Ok(Some(opening)) => return Ok(opening),
-            Err(malformed) => return Err(Unreadable::Malformed(malformed)),
-            // A peek does not wait for more bytes: a message split across
-            // segments (libpq writes it whole) is looked at again shortly.
-            Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
+/// What the client's first bytes are. Anything that does not start with
+/// 0 (a TLS record) is only peeked: the ClientHello reader takes it. A
+/// PostgreSQL message (a length below 16 MiB starts with 0) has its
+/// 8-byte head read here, so waiting for it is a read, never a spin.
+async fn first_message(stream: &mut TcpStream) -> Result<Opening, Unreadable> {
+    let mut first = [0u8; 1];
+    // A peek waits for the socket to be readable.
+    let seen = stream.peek(&mut first).await.map_err(Unreadable::Failed)?;
+    if seen == 0 {
+        return Err(Unreadable::Closed);
     }
+    if first[0] != 0 {
+        return match postgres::opening(&first) {
+            Ok(Some(opening)) => Ok(opening),
+            _ => Ok(Opening::Other),
+        };
+    }
+    let mut head = [0u8; 8];
+    stream
+        .read_exact(&mut head)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Unreadable::Closed,
+            _ => Unreadable::Failed(e),
+        })?;
+    match postgres::opening(&head) {
+        Ok(Some(opening)) => Ok(opening),
+        // Eight bytes always tell.
+        Ok(None) => Err(Unreadable::Closed),
+        Err(malformed) => Err(Unreadable::Malformed(malformed)),
+    }
+}
+
+/// Reads and drops `n` bytes (the rest of a refused message), so the
+/// socket closes with nothing unread: a close with unread bytes is a
+/// reset, which may discard the error written before it.
+async fn discard(stream: &mut TcpStream, n: usize) -> std::io::Result<()> {
+    let mut buf = [0u8; 1024];
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(buf.len());
+        stream.read_exact(&mut buf[..take]).await?;
+        left -= take;
+    }
+    Ok(())
 }
 
 /// A plain-text start: the client is told, in the error `psql` prints,
@@ -138,7 +162,11 @@ async fn refuse_plaintext(
 ) -> Option<()> {
     let message = "this port routes PostgreSQL by TLS server name (SNI): connect with sslmode=require or stronger";
     let error = postgres::error_response("28000", message);
-    let _ = timeout(Duration::from_secs(1), stream.write_all(&error)).await;
+    let told = async {
+        stream.write_all(&error).await?;
+        stream.shutdown().await
+    };
+    let _ = timeout(Duration::from_secs(1), told).await;
     let why = format!(
         "PostgreSQL plain-text StartupMessage (protocol {major}.{minor}) refused: no TLS, so no name to route by"
     );

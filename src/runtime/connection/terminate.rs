@@ -56,7 +56,9 @@ pub(super) async fn run(
     if log.is_postgres() {
         // A PostgreSQL server starts TLS only when asked, as the client
         // asked the router.
-        let limit = ctx.backend.timeouts.connect;
+        // As for passthrough: the server's first answer, under the server
+        // timeout.
+        let limit = ctx.backend.timeouts.server;
         if let Err(why) = super::postgres::ask_server(&mut server, limit).await {
             tracing::warn!(backend = %ctx.backend.name, client = %ctx.peer, "{why}");
             return log.fail("server", &why);

@@ -33,6 +33,8 @@ struct State {
     /// 10,000 backends never occupies a worker that relays traffic, and
     /// scrapes that pile up wait their turn instead of taking threads.
     rendering: Arc<tokio::sync::Semaphore>,
+    /// Per-second history, fed by the sampler.
+    history: Arc<std::sync::Mutex<crate::model::history::History>>,
 }
 
 /// Serves the stats port on `listener` until the process ends.
@@ -45,7 +47,13 @@ pub async fn serve(
     let recorder = PrometheusBuilder::new()
         .idle_timeout(MetricKindMask::ALL, Some(Duration::from_secs(300)))
         .build_recorder();
+    let history = Arc::default();
+    tokio::spawn(super::sampler::run(
+        Arc::clone(&router),
+        Arc::clone(&history),
+    ));
     let state = Arc::new(State {
+        history,
         router,
         status,
         credentials: config.credentials,
@@ -85,7 +93,7 @@ async fn answer(state: Arc<State>, req: &Request<Incoming>) -> Response<Full<Byt
                 )
             }
         }
-        "/metrics" | "/stats" | "/stats.json" => {
+        "/metrics" | "/stats" | "/stats.json" | "/stats;csv" | "/stats;json" => {
             if !authorized(&state, req) {
                 let mut r = text(
                     StatusCode::UNAUTHORIZED,
@@ -132,13 +140,17 @@ async fn answer(state: Arc<State>, req: &Request<Incoming>) -> Response<Full<Byt
 
 /// Builds the report and renders it for `path` (off the async workers).
 fn render(state: &State, path: &str) -> (&'static str, String) {
-    let report = render::report(&state.router, &state.status);
+    let mut report = render::report(&state.router, &state.status);
+    if let Ok(history) = state.history.lock() {
+        render::add_rates(&mut report, &history);
+    }
     match path {
         "/metrics" => (
             "text/plain; version=0.0.4",
             render::prometheus(&report, &state.recorder),
         ),
-        "/stats" => ("text/html; charset=utf-8", render::html(&report)),
+        "/stats" => ("text/html; charset=utf-8", super::page::html(&report)),
+        "/stats;csv" => ("text/csv; charset=utf-8", super::page::csv(&report)),
         _ => (
             "application/json",
             serde_json::to_string_pretty(&report).unwrap_or_default(),

@@ -2,7 +2,6 @@
 //! current snapshot and counters: one report, rendered as Prometheus text,
 //! as an HTML page, or as JSON.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use metrics_exporter_prometheus::PrometheusRecorder;
@@ -10,6 +9,7 @@ use serde::Serialize;
 
 use crate::model::backend::{Backend, Server};
 use crate::model::counters::{global, HandshakeFailure, HelloOutcome, PostgresOutcome};
+use crate::model::history::{Entry, History, Kind};
 use crate::model::snapshot::{ListenerSpec, Snapshot};
 use crate::runtime::reload;
 use crate::runtime::router::Router;
@@ -66,6 +66,49 @@ pub(crate) struct Frontend {
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     pub(crate) errors: u64,
+    pub(crate) rates: Rates,
+}
+
+/// What the sampler's history says of a frontend or backend: sessions per
+/// second now and at the peak, response-time quantiles over the last
+/// minute, and the per-second graph (on the page only).
+#[derive(Serialize, Default)]
+pub(crate) struct Rates {
+    pub(crate) now: u32,
+    pub(crate) peak: u32,
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
+    #[serde(skip)]
+    pub(crate) graph: Vec<u32>,
+    #[serde(skip)]
+    pub(crate) errors_graph: Vec<u32>,
+}
+
+impl Rates {
+    fn of(entry: Option<&Entry>) -> Rates {
+        let Some(e) = entry else {
+            return Rates::default();
+        };
+        Rates {
+            now: e.sessions.now(),
+            peak: e.sessions.peak(),
+            p50_ms: e.latency_ms(0.5),
+            p99_ms: e.latency_ms(0.99),
+            graph: e.sessions.samples().collect(),
+            errors_graph: e.errors.samples().collect(),
+        }
+    }
+}
+
+/// Adds the history's rates to `report` (under the history's lock, which
+/// only the sampler and rendering take).
+pub(crate) fn add_rates(report: &mut Report, history: &History) {
+    for f in &mut report.frontends {
+        f.rates = Rates::of(history.get(Kind::Frontend, &f.name));
+    }
+    for b in &mut report.backends {
+        b.rates = Rates::of(history.get(Kind::Backend, &b.name));
+    }
 }
 
 #[derive(Serialize)]
@@ -93,6 +136,7 @@ pub(crate) struct BackendReport {
     pub(crate) http_responses: [u64; 6],
     /// HTTP mode: average time to the response head, ms.
     pub(crate) http_response_ms: Option<f64>,
+    pub(crate) rates: Rates,
     pub(crate) servers: Vec<ServerReport>,
 }
 
@@ -194,6 +238,7 @@ fn frontend_report(router: &Router, l: &ListenerSpec) -> Frontend {
         bytes_in,
         bytes_out,
         errors,
+        rates: Rates::default(),
     }
 }
 
@@ -218,6 +263,7 @@ fn backend_report(b: &Backend) -> BackendReport {
         queue_refused: b.queue.as_ref().map_or(0, |q| q.refused.load(Relaxed)),
         http_responses: b.traffic.responses(),
         http_response_ms: b.traffic.average_response_ms(),
+        rates: Rates::default(),
         servers,
     }
 }
@@ -398,90 +444,4 @@ fn http_responses(name: &'static str, labels: &[(&'static str, String)], counts:
         l.push(("code", (*code).to_string()));
         metrics::counter!(name, &l).absolute(*n);
     }
-}
-
-/// The page a person reads: refreshes itself every 5 s.
-pub(crate) fn html(r: &Report) -> String {
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
-         <title>Switchyard stats</title><style>body{{font:13px sans-serif;margin:1em}}\
-         table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #bbb;padding:2px 6px;text-align:right}}\
-         th{{background:#eee}}td.l{{text-align:left}}.up{{background:#c8f0c8}}.down{{background:#f4b8b8}}\
-         .err{{background:#f4b8b8;padding:.5em;border:1px solid #c00}}</style></head><body>\
-         <h1>Switchyard</h1><p>configuration generation {} · {} live snapshots · {} open connections · {}</p>",
-        r.generation,
-        r.live_snapshots,
-        r.open_connections,
-        if r.ready { "ready" } else { "NOT READY" }
-    );
-    if let Some(e) = &r.reload.last_error {
-        let _ = write!(s, "<div class=\"err\"><b>Last reload refused</b> (still serving the last good configuration):<pre>{}</pre></div>", esc(e));
-    }
-    let _ = write!(s, "<h2>Frontends</h2><table><tr><th>name</th><th>bind</th><th>current</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th></tr>");
-    for f in &r.frontends {
-        let _ = write!(
-            s,
-            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&f.name), esc(&f.bind), f.current, f.connections, f.bytes_in, f.bytes_out, f.errors
-        );
-    }
-    s.push_str("</table><h2>Backends and servers</h2><table><tr><th>backend / server</th><th>state</th><th>weight</th><th>current</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th><th>check failures</th><th>last check</th><th>since change</th><th>denied</th><th>limited</th><th>queue / full</th></tr>");
-    for b in &r.backends {
-        let _ = write!(
-            s,
-            "<tr><th class=\"l\">{} <small>({}, {})</small></th><td class=\"{}\">{}</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td></td><td></td><td>{}</td><td>{}</td><td>{} ({} refused)</td></tr>",
-            esc(&b.name), b.termination, b.balance, state_class(b.up), state(b.up), b.current, b.connections, b.bytes_in, b.bytes_out, b.errors, b.verify_failures, b.denied, b.limited, b.queue_current, b.queue_refused
-        );
-        for v in &b.servers {
-            let since = v
-                .since_change_seconds
-                .map_or("-".to_string(), |t| format!("{t}s"));
-            let _ = write!(
-                s,
-                "<tr><td class=\"l\">&nbsp;&nbsp;{} {}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td></td><td></td><td>{}</td></tr>",
-                esc(&v.name), esc(&v.address), state_class(v.up), state(v.up), v.weight, v.current, v.connections, v.bytes_in, v.bytes_out, v.errors, v.check_failures, esc(&v.last_check), since, v.full
-            );
-        }
-    }
-    s.push_str("</table>");
-    if !r.certificates.is_empty() {
-        s.push_str("<h2>Certificates</h2><table><tr><th>file</th><th>days to expiry</th></tr>");
-        for c in &r.certificates {
-            let days = c.expires_in_days.map_or("?".into(), |d| format!("{d:.0}"));
-            let _ = write!(
-                s,
-                "<tr><td class=\"l\">{}</td><td>{}</td></tr>",
-                esc(&c.path),
-                days
-            );
-        }
-        s.push_str("</table>");
-    }
-    s.push_str("</body></html>\n");
-    s
-}
-
-fn state(up: bool) -> &'static str {
-    if up {
-        "UP"
-    } else {
-        "DOWN"
-    }
-}
-
-fn state_class(up: bool) -> &'static str {
-    if up {
-        "up"
-    } else {
-        "down"
-    }
-}
-
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

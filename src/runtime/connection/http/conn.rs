@@ -50,8 +50,11 @@ pub(super) struct Conn {
     /// Requests in flight and when the connection last went idle.
     pub(super) activity: Activity,
     /// Bytes of the connection's requests and responses (and tunnels),
-    /// for its listener's counters when it ends.
+    /// for its access-log line.
     pub(super) moved: Moved,
+    /// The listener's counters: each request's bytes are added as it ends
+    /// (an h2 stream may end after its connection).
+    pub(super) frontend: Arc<crate::model::counters::Traffic>,
 }
 
 /// Bytes from a client and to it, over its connection's requests.
@@ -267,7 +270,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.io).poll_shutdown(cx);
+        this.wrote(polled)
     }
 }
 

@@ -221,7 +221,8 @@ impl Conn {
             };
             return (failure.answer(self, backend, server), Some(i));
         }
-        (self.unavailable(), None)
+        // A body may be left unread: the connection closes after it.
+        (self.unavailable(out.upload.is_none()), None)
     }
 
     /// A server of `backend` for the next attempt, with its place held.

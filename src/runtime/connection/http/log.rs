@@ -70,6 +70,7 @@ impl Drop for Answer {
             s.state.traffic.record(bytes_in, bytes_out, failed);
         }
         conn.moved.add(bytes_in, bytes_out);
+        conn.frontend.add_bytes(bytes_in, bytes_out);
         conn.log(r, backend.map(|(b, _)| b.name.as_str()), server);
     }
 }

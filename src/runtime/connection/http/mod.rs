@@ -174,6 +174,7 @@ pub(super) async fn serve(
         timeouts,
         activity: Activity::new(),
         moved: Moved::default(),
+        frontend: crate::model::counters::global().frontend(log.listener()),
     });
     let mut drain = conn.shared.draining();
     let served = if h2 {
@@ -233,6 +234,7 @@ pub(super) async fn serve_plain(
         timeouts,
         activity: Activity::new(),
         moved: Moved::default(),
+        frontend: crate::model::counters::global().frontend(log.listener()),
     });
     let mut drain = conn.shared.draining();
     let connection = http1(&conn.timeouts)

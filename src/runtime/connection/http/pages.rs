@@ -18,10 +18,13 @@ pub(super) fn unavailable() -> Response<Body> {
     )
 }
 
-/// A page after which the client's connection stays open (its request
-/// was read whole and answered: nothing is left unclear on it).
-pub(super) fn keep_open(mut response: Response<Body>) -> Response<Body> {
-    response.headers_mut().remove(header::CONNECTION);
+/// A page after which the client's connection stays open when its
+/// request was read `whole` (nothing of it is left to mistake for the
+/// next request); otherwise it closes, and says so.
+pub(super) fn keep_open(whole: bool, mut response: Response<Body>) -> Response<Body> {
+    if whole {
+        response.headers_mut().remove(header::CONNECTION);
+    }
     response
 }
 

@@ -70,6 +70,9 @@ impl Conn {
         host: Option<&str>,
         path: &str,
     ) -> (Response<Body>, Option<(Arc<Backend>, Option<usize>)>) {
+        // A refusal keeps the connection only when nothing of the request
+        // is left unread (a body the router does not read closes it).
+        let whole = hyper::body::Body::is_end_stream(req.body());
         // hyper bounds its read buffer, but a head that arrives whole in
         // one read is not measured: the bound is checked here too.
         if head_size(&req) > MAX_HEAD as usize {
@@ -101,7 +104,7 @@ impl Conn {
         if self.misdirected(host) {
             let text = "This connection was made for another name; retry on a new connection.";
             let response = page(StatusCode::MISDIRECTED_REQUEST, "Misdirected Request", text);
-            return (keep_open(response), None);
+            return (keep_open(whole, response), None);
         }
         let snapshot = self.shared.snapshot();
         let decision = if self.tls.is_some() {
@@ -117,26 +120,25 @@ impl Conn {
         let backend = match (decision, &self.fallback) {
             (Some(decision), _) => decision.backend,
             (None, Some(fallback)) => Arc::clone(fallback),
-            (None, None) => return (self.unavailable(), None),
+            (None, None) => return (self.unavailable(whole), None),
         };
         if let Some(ja4) = self.ja4.filter(|ja4| backend.denies(ja4)) {
             super::super::admit::note_fingerprint(ja4, "backend", &backend.name);
             let text = "This client may not use this application.";
-            let response = keep_open(page(StatusCode::FORBIDDEN, "Forbidden", text));
+            let response = keep_open(whole, page(StatusCode::FORBIDDEN, "Forbidden", text));
             return (response, Some((backend, None)));
         }
         if !backend.admits(self.peer.ip()) {
             let text = "This address may not use this application.";
-            let response = keep_open(page(StatusCode::FORBIDDEN, "Forbidden", text));
+            let response = keep_open(whole, page(StatusCode::FORBIDDEN, "Forbidden", text));
             return (response, Some((backend, None)));
         }
         if let Err(refusal) = backend.admit_request(self.peer.ip()) {
             let text = "Too many requests from this address; retry later.";
-            let mut response = keep_open(page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too Many Requests",
-                text,
-            ));
+            let mut response = keep_open(
+                whole,
+                page(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", text),
+            );
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(refusal.retry_after()),
@@ -176,8 +178,8 @@ impl Conn {
 
     /// `503`, with the configured page if there is one. The connection
     /// stays open: a client probing names pays no handshake for each.
-    pub(super) fn unavailable(&self) -> Response<Body> {
-        let mut response = keep_open(unavailable());
+    pub(super) fn unavailable(&self, whole: bool) -> Response<Body> {
+        let mut response = keep_open(whole, unavailable());
         if let Some(page) = &self.shared.snapshot().http.error_page_503 {
             *response.body_mut() = Either::Right(Full::new(page.clone()));
         }

@@ -62,6 +62,7 @@ impl Conn {
         for tunnel in tunnels {
             if let Ok((up, down)) = tunnel.await {
                 self.moved.add(up, down);
+                self.frontend.add_bytes(up, down);
             }
         }
     }
