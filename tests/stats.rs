@@ -312,7 +312,7 @@ async fn stats_page_shows_servers_and_states() {
     assert!(page.contains("be_tcp:t:app"));
     for server in ["a", "b"] {
         assert!(
-            page.contains(&format!("&nbsp;&nbsp;{server} 127.0.0.1:")),
+            page.contains(&format!("&nbsp;&nbsp;{server} <small>127.0.0.1:")),
             "{page}"
         );
     }
