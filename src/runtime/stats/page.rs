@@ -201,6 +201,12 @@ fn graph(sessions: &[u32], errors: &[u32]) -> String {
         points
     };
     let peak = sessions.iter().copied().max().unwrap_or(0);
+    // No red line while there is no error to show.
+    let errors = if errors.iter().any(|e| *e > 0) {
+        errors
+    } else {
+        &[]
+    };
     format!(
         "<svg width=\"{SECONDS}\" height=\"{HEIGHT}\" viewBox=\"0 0 {SECONDS} {HEIGHT}\" role=\"img\">\
          <title>per second over the last {} s: peak {peak}</title>\
