@@ -1285,7 +1285,8 @@ async fn ambiguous_requests_are_refused_or_made_unambiguous() {
 }
 
 /// Request targets at the edges of RFC 9112's grammar: a bare name
-/// (`GET x`) and `*` outside OPTIONS get 400 and reach no server; an empty
+/// (`GET x`), `*` outside OPTIONS and a `#fragment` get 400 and reach no
+/// server; an empty
 /// port in `Host` is no port; an absolute URL with a query and no path
 /// reaches the server as `/?q`.
 #[tokio::test]
@@ -1306,6 +1307,7 @@ async fn request_targets_at_the_edges_of_the_grammar() {
     for request in [
         "GET x HTTP/1.1\r\nHost: www.http.test\r\n\r\n",
         "GET * HTTP/1.1\r\nHost: www.http.test\r\n\r\n",
+        "GET /page#top HTTP/1.1\r\nHost: www.http.test\r\n\r\n",
     ] {
         let mut tls = connect(addr, "www.http.test", &s.front).await;
         tls.write_all(request.as_bytes()).await.expect("send");
@@ -1324,6 +1326,11 @@ async fn request_targets_at_the_edges_of_the_grammar() {
     tls.write_all(absolute.as_bytes()).await.expect("send");
     let (head, _) = read_message(&mut tls).await.expect("response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A fragment on a later request of a kept-alive connection too.
+    let fragment = "GET /later#part HTTP/1.1\r\nHost: www.http.test\r\n\r\n";
+    tls.write_all(fragment.as_bytes()).await.expect("send");
+    let (head, _) = read_message(&mut tls).await.expect("response");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     let seen = String::from_utf8_lossy(&seen.lock().expect("lock")).to_ascii_lowercase();
     assert!(seen.contains("get /empty-port http/1.1\r\n"), "{seen}");
     assert!(!seen.contains("host: www.http.test:\r\n"), "{seen}");
@@ -1332,6 +1339,10 @@ async fn request_targets_at_the_edges_of_the_grammar() {
         "{seen}"
     );
     assert!(seen.contains("get /?q=1 http/1.1\r\n"), "{seen}");
+    assert!(
+        !seen.contains("/later") && !seen.contains("/page"),
+        "{seen}"
+    );
 }
 
 /// A TLS server that speaks h2 (ALPN) and answers each request with the

@@ -91,6 +91,10 @@ pub(super) struct Activity {
     /// When a write to the client last found its socket full and nothing
     /// has been taken since (0: writes are moving).
     pub(super) write_blocked_since: std::sync::atomic::AtomicU64,
+    /// HTTP/1.1: the request line of the request beginning to arrive has
+    /// a `#fragment` (its URI parser drops fragments, so the raw line is
+    /// looked at here); taken by that request's routing.
+    pub(super) fragment: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -101,6 +105,7 @@ impl Activity {
             idle_since: Default::default(),
             head_since: Default::default(),
             write_blocked_since: Default::default(),
+            fragment: Default::default(),
         }
     }
 
@@ -113,11 +118,21 @@ impl Activity {
         self.epoch + Duration::from_millis(ms.saturating_sub(1))
     }
 
-    /// Bytes arrived from the client (HTTP/1.1 connections only).
-    pub(super) fn bytes_arrived(&self) {
+    /// Bytes arrived from the client (HTTP/1.1 connections only): when
+    /// they begin a request on an idle connection, its head's deadline
+    /// starts, and its request line (in these bytes, as clients send it)
+    /// is checked for a fragment.
+    pub(super) fn bytes_arrived(&self, bytes: &[u8]) {
         use std::sync::atomic::Ordering::Relaxed;
         if self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0 {
             self.head_since.store(self.now(), Relaxed);
+            let line = bytes
+                .iter()
+                .skip_while(|b| matches!(b, b'\r' | b'\n'))
+                .take_while(|b| **b != b'\n');
+            if line.into_iter().any(|b| *b == b'#') {
+                self.fragment.store(true, Relaxed);
+            }
         }
     }
 
@@ -218,7 +233,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
         if buf.filled().len() > before && !this.conn.h2 {
-            this.conn.activity.bytes_arrived();
+            this.conn.activity.bytes_arrived(&buf.filled()[before..]);
         }
         polled
     }

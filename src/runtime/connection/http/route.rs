@@ -93,8 +93,16 @@ impl Conn {
                 None,
             );
         }
-        if !target_allowed(&req) {
-            let text = "the request target is neither a path nor an absolute URL";
+        let fragment = self
+            .activity
+            .fragment
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if fragment || !target_allowed(&req) {
+            let text = if fragment {
+                "the request target has a #fragment, which a request never carries (RFC 9112 §3.2)"
+            } else {
+                "the request target is neither a path nor an absolute URL"
+            };
             return (page(StatusCode::BAD_REQUEST, "Bad Request", text), None);
         }
         let Some(host) = host else {
