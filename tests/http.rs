@@ -1218,13 +1218,14 @@ async fn recording_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
-/// Requests that could be read two ways never reach a server: a head over
-/// 32 KiB gets 431, two different lengths or a body encoding that does not
-/// end in chunked get 400. A length beside `Transfer-Encoding: chunked` is
-/// dropped, the body goes on chunked, and the client connection is closed
-/// after the answer (RFC 9112 §6.1), so no second request can hide in it.
-#[tokio::test]
-async fn ambiguous_requests_are_refused_or_made_unambiguous() {
+/// The usual setup with www.http.test routed to a recording server: the
+/// setup, what the server received, the router and its address.
+async fn raw_setup() -> (
+    Setup,
+    Arc<std::sync::Mutex<Vec<u8>>>,
+    Arc<switchyard::Router>,
+    SocketAddr,
+) {
     let (server, seen) = recording_server().await;
     let s = setup().await;
     s.dir.write(
@@ -1237,7 +1238,18 @@ async fn ambiguous_requests_are_refused_or_made_unambiguous() {
          servers = [{{ name = \"raw-1\", address = \"{server}\" }}]\n"
     ));
     std::fs::write(&s.config, config).expect("write");
-    let (_router, addr) = start(&s.config);
+    let (router, addr) = start(&s.config);
+    (s, seen, router, addr)
+}
+
+/// Requests that could be read two ways never reach a server: a head over
+/// 32 KiB gets 431, two different lengths or a body encoding that does not
+/// end in chunked get 400. A length beside `Transfer-Encoding: chunked` is
+/// dropped, the body goes on chunked, and the client connection is closed
+/// after the answer (RFC 9112 §6.1), so no second request can hide in it.
+#[tokio::test]
+async fn ambiguous_requests_are_refused_or_made_unambiguous() {
+    let (s, seen, _router, addr) = raw_setup().await;
 
     let big = "a".repeat(40 * 1024);
     let refused = [
@@ -1291,19 +1303,7 @@ async fn ambiguous_requests_are_refused_or_made_unambiguous() {
 /// reaches the server as `/?q`.
 #[tokio::test]
 async fn request_targets_at_the_edges_of_the_grammar() {
-    let (server, seen) = recording_server().await;
-    let s = setup().await;
-    s.dir.write(
-        "maps/os_edge_reencrypt_be.map",
-        "^www\\.http\\.test\\.?(:[0-9]+)?(/.*)?$ be_edge_http:t:raw\n",
-    );
-    let mut config = std::fs::read_to_string(&s.config).expect("read");
-    config.push_str(&format!(
-        "\n[[backend]]\nname = \"be_edge_http:t:raw\"\ntermination = \"edge\"\n\
-         servers = [{{ name = \"raw-1\", address = \"{server}\" }}]\n"
-    ));
-    std::fs::write(&s.config, config).expect("write");
-    let (_router, addr) = start(&s.config);
+    let (s, seen, _router, addr) = raw_setup().await;
     for request in [
         "GET x HTTP/1.1\r\nHost: www.http.test\r\n\r\n",
         "GET * HTTP/1.1\r\nHost: www.http.test\r\n\r\n",

@@ -153,18 +153,6 @@ fn value(metrics: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("no {family} {labels:?}"))
 }
 
-/// The body of `path` on the stats port.
-async fn scrape(stats: SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(stats).await.expect("stats");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("send");
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.expect("read");
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
 /// `counted` is `moved` plus what heads add for `requests` requests.
 fn about(what: &str, counted: f64, moved: usize, requests: u64) {
     let (low, high) = (moved as f64, (moved as u64 + requests * HEADS) as f64);
@@ -287,7 +275,7 @@ async fn http_bytes_and_requests_are_counted_per_backend_server_and_frontend() {
     // Counters settle as connections end: wait (bounded) for the frontend.
     let started = std::time::Instant::now();
     let metrics = loop {
-        let metrics = scrape(stats, "/metrics").await;
+        let metrics = stats_body(stats, "/metrics").await;
         let fe = [("frontend", "public_ssl")];
         let out = (5 * DOWNLOAD + frames.len() + pt.wire.received.len()) as f64;
         let done = value(&metrics, "haproxy_frontend_bytes_out_total", &fe) >= out
@@ -381,7 +369,7 @@ async fn http_bytes_and_requests_are_counted_per_backend_server_and_frontend() {
     );
 
     // The stats page's JSON says the same.
-    let json = scrape(stats, "/stats.json").await;
+    let json = stats_body(stats, "/stats.json").await;
     let report: serde_json::Value = serde_json::from_str(&json).expect("json");
     let backend = report["backends"]
         .as_array()

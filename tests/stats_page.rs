@@ -49,18 +49,6 @@ async fn server() -> SocketAddr {
     addr
 }
 
-/// The body of `path` on the stats port.
-async fn fetch(stats: SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(stats).await.expect("stats");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("send");
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.expect("read");
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
 /// Runs headless Chromium on `url` with `args`; what it printed.
 fn chromium(url: &str, args: &[&str]) -> String {
     let profile = tempfile::tempdir().expect("profile");
@@ -160,7 +148,7 @@ async fn the_stats_page_shows_the_traffic_in_a_real_browser() {
     // The sampler's next second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let csv = fetch(stats, "/stats;csv").await;
+    let csv = stats_body(stats, "/stats;csv").await;
     let header = csv.lines().next().expect("header");
     assert!(
         header.starts_with("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,"),
@@ -183,7 +171,7 @@ async fn the_stats_page_shows_the_traffic_in_a_real_browser() {
     assert!(csv.contains("\nbe_tcp:shop:pt,pt-1,"), "{csv}");
 
     let json: serde_json::Value =
-        serde_json::from_str(&fetch(stats, "/stats;json").await).expect("json");
+        serde_json::from_str(&stats_body(stats, "/stats;json").await).expect("json");
     let backend = json["backends"]
         .as_array()
         .and_then(|b| b.iter().find(|b| b["name"] == "be_edge_http:shop:app"))

@@ -558,6 +558,18 @@ pub async fn metric(stats: SocketAddr, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in {text}"))
 }
 
+/// The body of `path` on the stats port (one request, connection closed).
+pub async fn stats_body(stats: SocketAddr, path: &str) -> String {
+    let mut tcp = TcpStream::connect(stats).await.expect("stats");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.expect("read");
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
