@@ -8,7 +8,9 @@
 //! `N` (the client then asks for SSL); a `CancelRequest` or a plain-text
 //! `StartupMessage` carries no name and is refused with a log line (the
 //! latter with an error `psql` prints). A client that opens with TLS
-//! directly (`sslnegotiation=direct`) goes on as TLS.
+//! directly (`sslnegotiation=direct`) goes on as TLS; through passthrough
+//! its server chooses ALPN `postgresql` as libpq 17 requires (the router
+//! does not offer it when it terminates).
 
 use std::time::Duration;
 
