@@ -59,6 +59,8 @@ if [ ! -f srv.pem ]; then
 fi
 
 # Backends: echo (9501), byte source (9502), nginx TLS web server (9443).
+# Every nginx TLS server names its protocols: Debian's nginx 1.22 enables
+# only TLS 1.2 unless told, where Switchyard and HAProxy speak TLS 1.3.
 "$LOADGEN" serve --mode echo --listen 127.0.0.1:9501 & pids+=($!)
 "$LOADGEN" serve --mode source --listen 127.0.0.1:9502 & pids+=($!)
 cat > nginx-backend.conf <<NGX
@@ -68,7 +70,7 @@ error_log $WORK/nginx-backend-error.log warn;
 events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:9443 ssl; ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
-    ssl_session_cache off; ssl_session_tickets off;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
     location / { return 200 "hello-from-backend\n"; } }
   server { listen 127.0.0.1:9080; location / { return 200 "hello-from-backend\n"; } } }
 NGX
@@ -190,13 +192,13 @@ stream {
     app.bench.test 127.0.0.1:9443; bulk.bench.test 127.0.0.1:9502; default 127.0.0.1:1; }
   server { listen 127.0.0.1:11443; ssl_preread on; proxy_pass \$be; }
   server { listen 127.0.0.1:11444 ssl; ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
-    ssl_session_cache off; ssl_session_tickets off; proxy_pass 127.0.0.1:9501; }
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off; proxy_pass 127.0.0.1:9501; }
 }
 http {
   access_log off; keepalive_requests 1000000;
   upstream web { server 127.0.0.1:9080; keepalive 64; }
   server { listen 127.0.0.1:11447 ssl http2; listen 127.0.0.1:11480;
-    ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
+    ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key; ssl_protocols TLSv1.2 TLSv1.3;
     location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Host \$host; proxy_set_header X-Forwarded-Port \$server_port;
