@@ -144,8 +144,11 @@ fn report(mode: &str, c: &Common, f: Figures) {
     let per_cpu = proxy_cpu
         .filter(|&s| s > 0.0)
         .map_or("null".into(), |s| format!("{:.0}", f.ops as f64 / s));
+    let mb_per_cpu = proxy_cpu.filter(|&s| s > 0.0).map_or("null".into(), |s| {
+        format!("{:.1}", f.bytes as f64 / 1e6 / s)
+    });
     println!(
-        "{{\"mode\":\"{mode}\",\"target\":\"{}\",\"ops\":{},\"ops_per_s\":{:.0},\"ops_per_proxy_cpu_s\":{per_cpu},\"failures\":{},\"mb_per_s\":{:.1},\
+        "{{\"mode\":\"{mode}\",\"target\":\"{}\",\"ops\":{},\"ops_per_s\":{:.0},\"ops_per_proxy_cpu_s\":{per_cpu},\"failures\":{},\"mb_per_s\":{:.1},\"mb_per_proxy_cpu_s\":{mb_per_cpu},\
          \"p50_us\":{},\"p99_us\":{},\"per_conn_bytes\":{},\"rss_kb\":{},\"tcp_mem_kb\":{},\"loadgen_cpu_s\":{:.2},\"proxy_cpu_s\":{},\"wall_s\":{:.2}}}",
         c.target,
         f.ops,
