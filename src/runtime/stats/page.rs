@@ -338,32 +338,28 @@ fn csv_row(out: &mut String, fields: &[(&str, String)]) {
 pub(crate) fn csv(r: &Report) -> String {
     let mut out = format!("# {}\n", CSV_COLUMNS.join(","));
     for f in &r.frontends {
-        let fields = [
-            ("pxname", f.name.clone()),
-            ("svname", "FRONTEND".into()),
-            ("scur", f.current.to_string()),
-            ("stot", f.connections.to_string()),
-            ("bin", f.bytes_in.to_string()),
-            ("bout", f.bytes_out.to_string()),
+        let mut fields = counts(
+            (&f.name, "FRONTEND"),
+            [f.current, f.connections, f.bytes_in, f.bytes_out],
+        );
+        fields.extend([
             ("ereq", f.errors.to_string()),
             ("status", "OPEN".into()),
             ("type", "0".into()),
             ("rate", f.rates.now.to_string()),
             ("rate_max", f.rates.peak.to_string()),
-        ];
+        ]);
         csv_row(&mut out, &fields);
     }
     for b in &r.backends {
         let mut up = 0;
         for v in &b.servers {
             up += u64::from(v.up);
-            let mut fields = vec![
-                ("pxname", b.name.clone()),
-                ("svname", v.name.clone()),
-                ("scur", v.current.to_string()),
-                ("stot", v.connections.to_string()),
-                ("bin", v.bytes_in.to_string()),
-                ("bout", v.bytes_out.to_string()),
+            let mut fields = counts(
+                (&b.name, &v.name),
+                [v.current, v.connections, v.bytes_in, v.bytes_out],
+            );
+            fields.extend([
                 ("econ", v.errors.to_string()),
                 ("status", state(v.up).into()),
                 ("weight", v.weight.to_string()),
@@ -371,21 +367,19 @@ pub(crate) fn csv(r: &Report) -> String {
                 ("chkfail", v.check_failures.to_string()),
                 ("type", "2".into()),
                 ("check_status", v.last_check.clone()),
-            ];
+            ]);
             if let Some(t) = v.since_change_seconds {
                 fields.push(("lastchg", t.to_string()));
             }
             http_fields(&mut fields, &v.http_responses, v.http_response_ms);
             csv_row(&mut out, &fields);
         }
-        let mut fields = vec![
-            ("pxname", b.name.clone()),
-            ("svname", "BACKEND".into()),
+        let mut fields = counts(
+            (&b.name, "BACKEND"),
+            [b.current, b.connections, b.bytes_in, b.bytes_out],
+        );
+        fields.extend([
             ("qcur", b.queue_current.to_string()),
-            ("scur", b.current.to_string()),
-            ("stot", b.connections.to_string()),
-            ("bin", b.bytes_in.to_string()),
-            ("bout", b.bytes_out.to_string()),
             ("econ", b.errors.to_string()),
             ("status", state(b.up).into()),
             (
@@ -400,11 +394,27 @@ pub(crate) fn csv(r: &Report) -> String {
             ("type", "1".into()),
             ("rate", b.rates.now.to_string()),
             ("rate_max", b.rates.peak.to_string()),
-        ];
+        ]);
         http_fields(&mut fields, &b.http_responses, b.http_response_ms);
         csv_row(&mut out, &fields);
     }
     out
+}
+
+/// The columns every row has: its proxy and server names, and its
+/// current sessions, total sessions, bytes in and bytes out.
+fn counts(
+    (pxname, svname): (&str, &str),
+    [scur, stot, bin, bout]: [u64; 4],
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("pxname", pxname.to_string()),
+        ("svname", svname.to_string()),
+        ("scur", scur.to_string()),
+        ("stot", stot.to_string()),
+        ("bin", bin.to_string()),
+        ("bout", bout.to_string()),
+    ]
 }
 
 /// The HTTP columns, when the responses say the row serves HTTP.
