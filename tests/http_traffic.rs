@@ -185,14 +185,11 @@ async fn http_bytes_and_requests_are_counted_per_backend_server_and_frontend() {
             route_regex("re.count.test")
         ),
     );
-    let config = dir.write(
-        "switchyard.toml",
+    let config = edge_config(
+        &dir,
+        (listen, stats),
         &format!(
-            "[[listener]]\nname = \"public_ssl\"\nbind = \"{listen}\"\n\n\
-             [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\
-             edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\n\n\
-             [tls]\ndefault_certificate = \"default.pem\"\n\n[stats]\nbind = \"{stats}\"\n\n\
-             [[backend]]\nname = \"be_edge_http:t:dl\"\ntermination = \"edge\"\n\
+            "[[backend]]\nname = \"be_edge_http:t:dl\"\ntermination = \"edge\"\n\
              servers = [{{ name = \"dl-1\", address = \"{plain}\" }}]\n\n\
              [[backend]]\nname = \"be_secure:t:re\"\ntermination = \"reencrypt\"\n\
              verify_host = \"re.inner.test\"\nca_file = \"inner-ca.pem\"\n\

@@ -100,14 +100,11 @@ async fn slow_readers_are_bounded_and_closed_at_the_client_timeout() {
         "maps/os_edge_reencrypt_be.map",
         &format!("{} be_edge_http:t:app\n", route_regex("app.slow.test")),
     );
-    let config = dir.write(
-        "switchyard.toml",
+    let config = edge_config(
+        &dir,
+        (listen, stats),
         &format!(
-            "[[listener]]\nname = \"public_ssl\"\nbind = \"{listen}\"\n\n\
-             [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\
-             edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\n\n\
-             [tls]\ndefault_certificate = \"default.pem\"\n\n[stats]\nbind = \"{stats}\"\n\n\
-             [[backend]]\nname = \"be_edge_http:t:app\"\ntermination = \"edge\"\nclient_timeout = \"3s\"\n\
+            "[[backend]]\nname = \"be_edge_http:t:app\"\ntermination = \"edge\"\nclient_timeout = \"3s\"\n\
              servers = [{{ name = \"app-1\", address = \"{app}\" }}]\n"
         ),
     );

@@ -102,14 +102,11 @@ async fn the_stats_page_shows_the_traffic_in_a_real_browser() {
         "maps/os_edge_reencrypt_be.map",
         &format!("{} be_edge_http:shop:app\n", route_regex("app.page.test")),
     );
-    let config = dir.write(
-        "switchyard.toml",
+    let config = edge_config(
+        &dir,
+        (listen, stats),
         &format!(
-            "[[listener]]\nname = \"public_ssl\"\nbind = \"{listen}\"\n\n\
-             [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\
-             edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\n\n\
-             [tls]\ndefault_certificate = \"default.pem\"\n\n[stats]\nbind = \"{stats}\"\n\n\
-             [[backend]]\nname = \"be_edge_http:shop:app\"\ntermination = \"edge\"\n\
+            "[[backend]]\nname = \"be_edge_http:shop:app\"\ntermination = \"edge\"\n\
              servers = [{{ name = \"app-1\", address = \"{app}\" }}]\n\n\
              [[backend]]\nname = \"be_tcp:shop:pt\"\nservers = [{{ name = \"pt-1\", address = \"{}\" }}]\n",
             echo.addr

@@ -405,6 +405,25 @@ impl ConfigDir {
     }
 }
 
+/// `switchyard.toml` in `dir`: one TLS listener (`public_ssl`) on
+/// `listen` with the passthrough and edge/re-encrypt maps, `default.pem`
+/// as its default certificate, the stats port on `stats`, then `backends`.
+pub fn edge_config(
+    dir: &ConfigDir,
+    (listen, stats): (SocketAddr, SocketAddr),
+    backends: &str,
+) -> PathBuf {
+    dir.write(
+        "switchyard.toml",
+        &format!(
+            "[[listener]]\nname = \"public_ssl\"\nbind = \"{listen}\"\n\n\
+             [maps]\nsni_passthrough = \"maps/os_sni_passthrough.map\"\ntcp_be = \"maps/os_tcp_be.map\"\n\
+             edge_reencrypt_be = \"maps/os_edge_reencrypt_be.map\"\n\n\
+             [tls]\ndefault_certificate = \"default.pem\"\n\n[stats]\nbind = \"{stats}\"\n\n{backends}"
+        ),
+    )
+}
+
 /// The regex OpenShift writes for a host-only route.
 pub fn route_regex(host: &str) -> String {
     format!(r"^{}\.?(:[0-9]+)?(/.*)?$", host.replace('.', r"\."))
