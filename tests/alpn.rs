@@ -133,13 +133,8 @@ fn an_alpn_line_to_a_terminating_backend_is_refused() {
          [[backend]]\nname = \"be_edge_http:shop:app\"\ntermination = \"edge\"\n\
          servers = [{ name = \"app\", address = \"127.0.0.1:1\" }]\n",
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--config", config.to_str().expect("utf-8")])
-        .output()
-        .expect("check");
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{said}");
+    let (accepted, said) = check(&config);
+    assert!(!accepted, "{said}");
     assert!(
         said.contains("alpn_be.map:1") && said.contains("passthrough"),
         "{said}"

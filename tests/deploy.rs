@@ -362,15 +362,8 @@ async fn binary_serves_the_configmap_as_mounted_and_follows_a_data_swap() {
     let servers = configmap_servers(&pki).await;
     let mut files = mount(root.path(), &pki, listen, stats, &servers);
     let config = etc.join("switchyard.toml");
-    let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--config", config.to_str().expect("utf-8")])
-        .output()
-        .expect("check");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let (accepted, said) = check(&config);
+    assert!(accepted, "{said}");
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["run", "--config", config.to_str().expect("utf-8")])
         .stdout(Stdio::null())

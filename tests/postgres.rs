@@ -462,13 +462,8 @@ fn postgres_on_a_plain_http_listener_is_refused_at_its_line() {
         "switchyard.toml",
         "[[listener]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\npostgres = true\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--config", config.to_str().expect("utf-8")])
-        .output()
-        .expect("check");
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{said}");
+    let (accepted, said) = check(&config);
+    assert!(!accepted, "{said}");
     assert!(
         said.contains("switchyard.toml:5") && said.contains("postgres = true needs a TLS listener"),
         "{said}"

@@ -589,6 +589,18 @@ pub async fn stats_body(stats: SocketAddr, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `switchyard check` on `config`: whether it accepted the configuration,
+/// and what it printed (stdout, then stderr).
+pub fn check(config: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("check");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

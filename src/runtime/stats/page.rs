@@ -422,15 +422,9 @@ fn http_fields(fields: &mut Vec<(&str, String)>, responses: &[u64; 6], rtime: Op
     if responses.iter().all(|n| *n == 0) {
         return;
     }
-    let names = [
-        "hrsp_1xx",
-        "hrsp_2xx",
-        "hrsp_3xx",
-        "hrsp_4xx",
-        "hrsp_5xx",
-        "hrsp_other",
-    ];
-    for (name, n) in names.iter().zip(responses) {
+    // `hrsp_1xx` … `hrsp_other`, in the order of the response classes.
+    let names = CSV_COLUMNS.iter().skip_while(|c| !c.starts_with("hrsp_"));
+    for (name, n) in names.zip(responses) {
         fields.push((name, n.to_string()));
     }
     fields.push(("req_tot", responses.iter().sum::<u64>().to_string()));
