@@ -11,6 +11,8 @@
 #   ONLY=http bash benches/compare.sh   # only the HTTP-mode figures
 #   ONLY=tcp  bash benches/compare.sh   # only the passthrough figures
 #   ONLY=idle bash benches/compare.sh   # only the idle-connection figure
+#   ONLY=http-idle bash benches/compare.sh  # only the idle HTTP connection figures
+#   HTTP_HOLD=2000 bash benches/compare.sh  # idle HTTP connections held per proxy
 #   SY_BIN=/tmp/switchyard-before bash benches/compare.sh  # another build
 #   SPLICE=false bash benches/compare.sh  # Switchyard copies bursts in user space
 set -u
@@ -20,6 +22,7 @@ DUR=${DUR:-6}
 HOLD=${HOLD:-4000}
 ROUTES=${ROUTES:-100000}
 ONLY=${ONLY:-all}
+HTTP_HOLD=${HTTP_HOLD:-2000}
 OUT=$ROOT/target/bench
 WORK=$OUT/work
 mkdir -p "$WORK"
@@ -72,8 +75,11 @@ http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:9443 ssl; ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
     location / { return 200 "hello-from-backend\n"; } }
-  server { listen 127.0.0.1:9080; location / { return 200 "hello-from-backend\n"; } } }
+  server { listen 127.0.0.1:9080; location / { return 200 "hello-from-backend\n"; }
+    location = /16k.bin { root $WORK; } } }
 NGX
+# A 16 KiB response body, as a small page or script is.
+head -c 16384 /dev/urandom > 16k.bin
 nginx -c "$WORK/nginx-backend.conf"
 
 # Route maps: the names every proxy serves, plus the scale maps.
@@ -138,6 +144,28 @@ name = "be_http:b:plain"
 termination = "none"
 servers = [{ name = "web", address = "127.0.0.1:9080" }]
 TOML
+# The same web listener with the access log on, as deployed (JSON lines
+# to a pipe, each drained by a reader), and a fresh one for the idle figures.
+sy_web() { # port
+  cat <<TOML
+[[listener]]
+name = "web"
+bind = "127.0.0.1:$1"
+max_connections = 20000
+[maps]
+edge_reencrypt_be = "web.map"
+[tls]
+default_certificate = "srv.pem"
+[stats]
+enabled = false
+[[backend]]
+name = "be_edge_http:b:web"
+termination = "edge"
+servers = [{ name = "web", address = "127.0.0.1:9080" }]
+TOML
+}
+sy_web 13448 > switchyard-logged.toml
+sy_web 13449 > switchyard-fresh.toml
 for size in scale small; do
   port=$([ $size = scale ] && echo 13445 || echo 13446)
   cat > switchyard-$size.toml <<TOML
@@ -179,8 +207,40 @@ hap_frontend() { # name port map
     printf 'backend %s\n  mode http\n  cookie c0ffee insert indirect nocache httponly secure attr SameSite=None\n  server web 127.0.0.1:9080 cookie 5e1ec7ed\n' "$be"
   done
 } > haproxy.cfg
+# HAProxy's web frontend alone: logged as deployed (`option httplog`,
+# `log stdout`, run in the foreground with its stdout drained by a reader),
+# or fresh for the idle figures.
+hap_web() { # port logged
+  printf 'global\n  nbthread 1\n  maxconn 9000\n'
+  [ "$2" = logged ] && printf '  log stdout format raw local0\n'
+  printf 'defaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 30s\n  timeout http-keep-alive 300s\n'
+  [ "$2" = logged ] && printf '  log global\n  option httplog\n'
+  printf 'frontend web\n  bind 127.0.0.1:%s ssl crt %s/srv.pem alpn h2,http/1.1\n  option http-keep-alive\n  option forwardfor\n' "$1" "$WORK"
+  printf '  http-request set-header X-Forwarded-Host %%[req.hdr(host)]\n  http-request set-header X-Forwarded-Port %%[dst_port]\n'
+  printf '  http-request set-header X-Forwarded-Proto https\n  http-request set-header X-Forwarded-Proto-Version h2 if { ssl_fc_alpn -i h2 }\n'
+  printf '  http-request add-header Forwarded for=%%[src];host=%%[req.hdr(host)];proto=https\n'
+  printf '  use_backend %%[base,lower,map_reg(%s)]\n' "$WORK/web.map"
+  printf 'backend be_edge_http:b:web\n  mode http\n  cookie c0ffee insert indirect nocache httponly secure attr SameSite=None\n  server web 127.0.0.1:9080 cookie 5e1ec7ed\n'
+}
+hap_web 10448 logged > haproxy-logged.cfg
+hap_web 10449 fresh > haproxy-fresh.cfg
 
 # nginx: stream ssl_preread on 11443, stream TLS termination on 11444.
+ngx_location='location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Port $server_port;
+      proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header Forwarded "for=$remote_addr;host=$host;proto=$scheme"; }'
+# nginx's web server alone, fresh for the idle figures.
+cat > nginx-fresh.conf <<NGX
+worker_processes 1;
+pid $WORK/nginx-fresh.pid;
+error_log $WORK/nginx-fresh-error.log warn;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream web { server 127.0.0.1:9080; keepalive 64; }
+  server { listen 127.0.0.1:11449 ssl http2; ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
+    ssl_protocols TLSv1.2 TLSv1.3; $ngx_location } }
+NGX
 cat > nginx-proxy.conf <<NGX
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 1;
@@ -203,6 +263,10 @@ http {
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Host \$host; proxy_set_header X-Forwarded-Port \$server_port;
       proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header Forwarded "for=\$remote_addr;host=\$host;proto=\$scheme"; } }
+  # Logged as deployed: the combined format, written 64 KiB at a time.
+  server { listen 127.0.0.1:11448 ssl http2; ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
+    ssl_protocols TLSv1.2 TLSv1.3; access_log $WORK/nginx-access.log combined buffer=64k;
+    $ngx_location }
 }
 NGX
 
@@ -224,7 +288,9 @@ SNI
 RUST_LOG=error "$SY" --threads 1 run --config "$WORK/switchyard.toml" & SYPID=$!; pids+=($SYPID)
 RUST_LOG=error "$SY" --threads 1 run --config "$WORK/switchyard-scale.toml" & SYSCALE=$!; pids+=($SYSCALE)
 RUST_LOG=error "$SY" --threads 1 run --config "$WORK/switchyard-small.toml" & pids+=($!)
+"$SY" --threads 1 --log-format json run --config "$WORK/switchyard-logged.toml" 2> >(cat > "$WORK/switchyard-access.log") & SYLOG=$!; pids+=($SYLOG)
 haproxy -f "$WORK/haproxy.cfg" || exit 1
+haproxy -db -f "$WORK/haproxy-logged.cfg" > >(cat > "$WORK/haproxy-access.log") 2>&1 & HAPLOG=$!; pids+=($HAPLOG)
 nginx -c "$WORK/nginx-proxy.conf"
 sniproxy -c "$WORK/sniproxy.conf"
 sleep 3
@@ -272,7 +338,7 @@ figure() { # label field mode args… (over the passthrough proxies, then direct
 }
 
 echo "measuring (${DUR}s per figure, one thread per proxy)…"
-if [ "$ONLY" != http ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = tcp ] || [ "$ONLY" = idle ]; then
 if [ "$ONLY" != idle ]; then
 figure "passthrough keep-alive 64 B req/s" ops_per_s keepalive --sni echo.bench.test --conns 32 --secs "$DUR" --size 64
 figure "passthrough keep-alive p99 us" p99_us keepalive --sni echo.bench.test --conns 32 --secs 2 --size 64
@@ -345,22 +411,30 @@ to_us() { # wrk's "1.23ms" → 1230
   awk -v v="$1" 'BEGIN { u = v; sub(/[0-9.]+/, "", u); n = v + 0;
     if (u == "us") print int(n); else if (u == "ms") print int(n * 1000); else if (u == "s") print int(n * 1000000); else print "-" }'
 }
+# HPATH: the path asked for; HEADERS: more request headers (-H each);
+# HPIDS: the processes measured (default: the main instances).
+HPATH=/
+HEADERS=()
+HPIDS=()
 hfigure() { # label tool url-scheme host sw-port hap-port ngx-port
   local label=$1 tool=$2 scheme=$3 host=$4; shift 4
   # HAProxy's pid is read again: the reload figures replace its process.
   local hports=("$@") hnames=(switchyard haproxy nginx) hprocs=("$SYPID" "$(cat "$WORK/haproxy.pid")" "$NGPID")
+  [ ${#HPIDS[@]} -eq 3 ] && hprocs=("${HPIDS[@]}")
+  local extra=() h
+  for h in "${HEADERS[@]}"; do extra+=(-H "$h"); done
   for i in 0 1 2; do
     local port=${hports[$i]} pid=${hprocs[$i]} before after out reqs rps p99
     before=$(ticks "$pid")
     if [ "$tool" = wrk ]; then
-      out=$(wrk -t1 -c32 -d"${DUR}s" --latency -H "Host: $host" "$scheme://127.0.0.1:$port/" 2>&1)
+      out=$(wrk -t1 -c32 -d"${DUR}s" --latency -H "Host: $host" "${extra[@]}" "$scheme://127.0.0.1:$port$HPATH" 2>&1)
       reqs=$(printf '%s\n' "$out" | awk '/requests in/ { print $1 }')
       rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec/ { printf "%.0f", $2 }')
       p99=$(to_us "$(printf '%s\n' "$out" | awk '$1 == "99%" { print $2 }')")
       bad=$(printf '%s\n' "$out" | awk '/Non-2xx/ { print $NF }')
     else
-      out=$(h2load -t1 -c32 -m10 -D "$DUR" --warm-up-time=1 --connect-to="127.0.0.1:$port" \
-        "$scheme://$host:$port/" 2>&1)
+      out=$(h2load -t1 -c32 -m10 -D "$DUR" --warm-up-time=1 --connect-to="127.0.0.1:$port" "${extra[@]}" \
+        "$scheme://$host:$port$HPATH" 2>&1)
       reqs=$(printf '%s\n' "$out" | awk '/^requests:/ { print $8 }')
       rps=$(printf '%s\n' "$out" | awk '/^finished in/ { printf "%.0f", $4 }')
       bad=$(printf '%s\n' "$out" | awk '/^status codes:/ { print $5 + $7 + $9 }')
@@ -388,6 +462,52 @@ if [ "$ONLY" = all ] || [ "$ONLY" = http ]; then
 hfigure "edge h1" wrk https web.bench.test 13447 10447 11447
 hfigure "edge h2" h2load https web.bench.test 13447 10447 11447
 hfigure "plain h1" wrk http plain.bench.test 13480 10480 11480
+# What users send and get in practice: a 16 KiB body; 20 request headers
+# (a browser's: user agent, accept-*, cookies, fetch metadata).
+HPATH=/16k.bin hfigure "edge h1 16 KiB body" wrk https web.bench.test 13447 10447 11447
+HEADERS=("User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+  "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+  "Accept-Language: en-US,en;q=0.9,de;q=0.8" "Accept-Encoding: gzip, deflate, br, zstd"
+  "Cookie: _ga=GA1.2.1234567890.1700000000; session=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark; c0ffee=5e1ec7ed"
+  "Referer: https://web.bench.test/index.html" "Cache-Control: no-cache" "Pragma: no-cache"
+  "Upgrade-Insecure-Requests: 1" "Sec-Fetch-Dest: document" "Sec-Fetch-Mode: navigate" "Sec-Fetch-Site: same-origin"
+  "Sec-Fetch-User: ?1" "Sec-Ch-Ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"" "Sec-Ch-Ua-Mobile: ?0"
+  "Sec-Ch-Ua-Platform: \"Linux\"" "Priority: u=0, i" "DNT: 1" "X-Requested-With: XMLHttpRequest")
+hfigure "edge h1 20 headers" wrk https web.bench.test 13447 10447 11447
+HEADERS=()
+# Each proxy logging every request as deployed.
+HPIDS=("$SYLOG" "$HAPLOG" "$NGPID")
+hfigure "edge h1 logged" wrk https web.bench.test 13448 10448 11448
+HPIDS=()
+fi
+# Idle HTTP connections: HTTP_HOLD TLS connections, one request each, then
+# held; each proxy fresh (started for the figure, stopped after), its
+# resident memory growth per connection.
+if [ "$ONLY" = all ] || [ "$ONLY" = http ] || [ "$ONLY" = http-idle ]; then
+for proto in h1 h2; do
+  flag=$([ $proto = h2 ] && echo --h2)
+  RUST_LOG=error "$SY" --threads 1 run --config "$WORK/switchyard-fresh.toml" & sy=$!
+  haproxy -db -f "$WORK/haproxy-fresh.cfg" >/dev/null 2>&1 & hap=$!
+  nginx -c "$WORK/nginx-fresh.conf"
+  sleep 2
+  ngx=$(pgrep -P "$(cat "$WORK/nginx-fresh.pid")" | head -1)
+  for pair in "switchyard:$sy:13449" "haproxy:$hap:10449" "nginx:$ngx:11449"; do
+    IFS=: read -r name pid port <<<"$pair"
+    line=$(run "idle $proto TLS conn, bytes each" "$name" "$pid" http-hold --target "127.0.0.1:$port" \
+      --sni web.bench.test --conns "$HTTP_HOLD" $flag)
+    fails=$(field "$line" failures)
+    if [ "${fails:-1}" = 0 ]; then
+      T["idle HTTP $proto TLS conn, bytes each,$name"]=$(field "$line" per_conn_bytes)
+    else
+      echo "idle $proto on $name: ${fails:-all} connections failed"
+    fi
+  done
+  ngxmaster=$(cat "$WORK/nginx-fresh.pid")
+  kill "$sy" "$hap" "$ngxmaster" 2>/dev/null
+  wait "$sy" "$hap" 2>/dev/null
+  # Each proxy gone (its port free) before the next round starts fresh.
+  for _ in $(seq 50); do kill -0 "$ngxmaster" 2>/dev/null || break; sleep 0.1; done
+done
 fi
 
 
@@ -403,7 +523,11 @@ for label in "passthrough keep-alive 64 B req/s" "passthrough keep-alive 64 B re
   "edge handshakes/s" "edge keep-alive 64 B req/s" "new-conn p50 us, small routes" "new-conn p50 us, scale routes" \
   "failed connections over 20 reloads" "connections during reloads" \
   "edge h1 req/s" "edge h1 p99 us" "edge h1 req per proxy CPU-s" "edge h2 req/s" "edge h2 p99 us" \
-  "edge h2 req per proxy CPU-s" "plain h1 req/s" "plain h1 p99 us" "plain h1 req per proxy CPU-s"; do
+  "edge h2 req per proxy CPU-s" "plain h1 req/s" "plain h1 p99 us" "plain h1 req per proxy CPU-s" \
+  "edge h1 16 KiB body req/s" "edge h1 16 KiB body p99 us" "edge h1 16 KiB body req per proxy CPU-s" \
+  "edge h1 20 headers req/s" "edge h1 20 headers p99 us" "edge h1 20 headers req per proxy CPU-s" \
+  "edge h1 logged req/s" "edge h1 logged p99 us" "edge h1 logged req per proxy CPU-s" \
+  "idle HTTP h1 TLS conn, bytes each" "idle HTTP h2 TLS conn, bytes each"; do
   s=${T["$label,switchyard"]:-}; h=${T["$label,haproxy"]:-}
   row "$label" "${s:--}" "${h:--}" "${T["$label,nginx"]:--}" "${T["$label,sniproxy"]:--}" "$(ratio "$s" "$h")" "${T["$label,direct"]:--}"
 done

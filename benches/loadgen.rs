@@ -55,6 +55,15 @@ enum Mode {
     /// (--sni, an echo route) served meanwhile: the proxy's resident memory
     /// and the kernel's TCP memory, per slow client.
     Slowloris(Common),
+    /// Open --conns TLS connections, send one HTTP request on each (`GET /`,
+    /// Host --sni; h2 with --h2, else HTTP/1.1), keep them open, and report
+    /// the proxy's resident memory per connection (each proxy fresh).
+    HttpHold {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        h2: bool,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -98,7 +107,8 @@ fn main() {
         | Mode::Hold(c)
         | Mode::Routes(c)
         | Mode::Flood(c)
-        | Mode::Slowloris(c) => c.pid.clone(),
+        | Mode::Slowloris(c)
+        | Mode::HttpHold { common: c, .. } => c.pid.clone(),
     };
     PROXY_CPU_AT_START.get_or_init(|| proxy_cpu_secs(&pid));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -115,6 +125,7 @@ fn main() {
             Mode::Routes(c) => report("routes", &c, routes(&c).await),
             Mode::Flood(c) => report("flood", &c, flood(&c).await),
             Mode::Slowloris(c) => report("slowloris", &c, slowloris(&c).await),
+            Mode::HttpHold { common, h2 } => report("http-hold", &common, http_hold(&common, h2).await),
         }
     });
 }
@@ -248,6 +259,10 @@ fn hello(sni: &str) -> Vec<u8> {
 }
 
 fn client_config() -> Arc<rustls::ClientConfig> {
+    client_config_alpn(&[])
+}
+
+fn client_config_alpn(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     #[derive(Debug)]
     struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
     impl rustls::client::danger::ServerCertVerifier for AcceptAny {
@@ -300,6 +315,7 @@ fn client_config() -> Arc<rustls::ClientConfig> {
         .with_no_client_auth();
     // Every connection a full handshake, as the peers' figures were taken.
     config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
@@ -632,6 +648,93 @@ async fn routes(c: &Common) -> Figures {
         failures,
         wall: started.elapsed(),
         hist: Some(hist),
+        ..Figures::default()
+    }
+}
+
+/// Something an idle HTTP client keeps so that its connection stays open.
+type Held = Box<dyn std::any::Any + Send>;
+
+/// One TLS connection that has had one request answered (status 2xx, body
+/// read to its end) and is then left idle, as a browser leaves it.
+async fn http_once(c: &Common, config: &Arc<rustls::ClientConfig>, h2: bool) -> Option<Held> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = TcpStream::connect(c.target).await.ok()?;
+    tcp.set_nodelay(true).ok()?;
+    let name = rustls::pki_types::ServerName::try_from(c.sni.clone()).ok()?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    let io = TokioIo::new(tls);
+    let uri = format!("https://{}/", c.sni);
+    // h2 carries the name in :authority (from the URI); a Host header
+    // beside it is refused by some servers.
+    let request = || {
+        let mut r = hyper::Request::get(uri.as_str());
+        if !h2 {
+            r = r.header(hyper::header::HOST, c.sni.as_str());
+        }
+        r.body(Empty::<bytes::Bytes>::new()).ok()
+    };
+    let (response, held): (_, Held) = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .ok()?;
+        let task = tokio::spawn(conn);
+        let response = send.send_request(request()?).await.ok()?;
+        (response, Box::new((send, task)))
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        let task = tokio::spawn(conn);
+        let response = send.send_request(request()?).await.ok()?;
+        (response, Box::new((send, task)))
+    };
+    if !response.status().is_success() {
+        return None;
+    }
+    response.into_body().collect().await.ok()?;
+    Some(held)
+}
+
+async fn http_hold(c: &Common, h2: bool) -> Figures {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let config = client_config_alpn(alpn);
+    let before = rss_kb(&c.pid);
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(c.conns);
+    let mut failures = 0;
+    // 16 at a time: handshakes overlap, as clients arriving together do.
+    let mut batch = tokio::task::JoinSet::new();
+    let mut started_n = 0;
+    while started_n < c.conns || !batch.is_empty() {
+        while started_n < c.conns && batch.len() < 16 {
+            let (c, config) = (c.clone(), Arc::clone(&config));
+            batch.spawn(async move {
+                tokio::time::timeout(Duration::from_secs(10), http_once(&c, &config, h2))
+                    .await
+                    .ok()
+                    .flatten()
+            });
+            started_n += 1;
+        }
+        match batch.join_next().await {
+            Some(Ok(Some(h))) => held.push(h),
+            Some(_) => failures += 1,
+            None => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kb(&c.pid);
+    let n = held.len().max(1) as i64;
+    Figures {
+        ops: held.len() as u64,
+        failures,
+        wall: started.elapsed(),
+        per_conn_bytes: Some((after - before) * 1024 / n),
+        rss_kb: Some(after),
+        tcp_mem_kb: tcp_mem_kb(),
         ..Figures::default()
     }
 }
