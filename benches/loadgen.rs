@@ -125,7 +125,9 @@ fn main() {
             Mode::Routes(c) => report("routes", &c, routes(&c).await),
             Mode::Flood(c) => report("flood", &c, flood(&c).await),
             Mode::Slowloris(c) => report("slowloris", &c, slowloris(&c).await),
-            Mode::HttpHold { common, h2 } => report("http-hold", &common, http_hold(&common, h2).await),
+            Mode::HttpHold { common, h2 } => {
+                report("http-hold", &common, http_hold(&common, h2).await)
+            }
         }
     });
 }

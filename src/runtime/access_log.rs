@@ -53,11 +53,6 @@ impl AccessLog {
         self.client = client;
     }
 
-    /// The listener that accepted the connection.
-    pub(crate) fn listener(&self) -> &str {
-        &self.listener
-    }
-
     /// When the connection was accepted.
     pub(crate) fn started(&self) -> Instant {
         self.start

@@ -93,7 +93,7 @@ pub(crate) struct OpenGuard {
 
 impl OpenGuard {
     /// The listener's traffic counters.
-    pub(crate) fn frontend(&self) -> &Traffic {
+    pub(crate) fn frontend(&self) -> &Arc<Traffic> {
         &self.frontend
     }
 }

@@ -41,6 +41,7 @@ use self::admit::Places;
 use self::decide::{Decided, Routed};
 use self::preread::Preread;
 use crate::model::backend::{ActiveGuard, Backend, Termination};
+use crate::model::counters::Traffic;
 use crate::model::snapshot::{Protocol, Snapshot};
 use crate::runtime::access_log::AccessLog;
 use crate::runtime::relay;
@@ -80,7 +81,8 @@ pub(crate) fn handle(conn: Accepted) -> Connection {
         counted,
     } = conn;
     let log = AccessLog::new(peer, Arc::clone(&snapshot.listeners[listener].name));
-    let opening = open(stream, peer, snapshot, listener, shared, log);
+    let frontend = Arc::clone(counted.open.frontend());
+    let opening = open(stream, peer, snapshot, listener, shared, frontend, log);
     Connection {
         stage: Stage::Opening {
             opening: Box::pin(opening),
@@ -181,9 +183,11 @@ async fn open(
     snapshot: Arc<Snapshot>,
     listener: usize,
     shared: Arc<Shared>,
+    frontend: Arc<Traffic>,
     mut log: AccessLog,
 ) -> Opened {
-    let tunnel = decide_and_open(stream, peer, snapshot, listener, shared, &mut log).await;
+    let tunnel =
+        decide_and_open(stream, peer, snapshot, listener, shared, frontend, &mut log).await;
     (log, tunnel)
 }
 
@@ -197,6 +201,7 @@ async fn decide_and_open(
     snapshot: Arc<Snapshot>,
     listener: usize,
     shared: Arc<Shared>,
+    frontend: Arc<Traffic>,
     log: &mut AccessLog,
 ) -> Option<(relay::Relay, Held)> {
     let spec = &snapshot.listeners[listener];
@@ -207,7 +212,15 @@ async fn decide_and_open(
         // Port 80: no ClientHello, each request routed on its own.
         let (https_port, timeouts) = (spec.https_port, snapshot.http.timeouts);
         drop(snapshot);
-        let serve = http::serve_plain(stream, shared, peer, https_port, timeouts, log);
+        let routing = http::Routing {
+            shared,
+            frontend,
+            fallback: None,
+            peer,
+            timeouts,
+            ja4: None,
+        };
+        let serve = http::serve_plain(stream, routing, https_port, log);
         Box::pin(serve).await;
         return None;
     }
@@ -232,6 +245,7 @@ async fn decide_and_open(
         Decided::Unrouted(unrouted) => {
             let routing = http::Routing {
                 shared,
+                frontend,
                 fallback: unrouted.fallback,
                 peer,
                 timeouts: unrouted.timeouts,
@@ -254,7 +268,7 @@ async fn decide_and_open(
     // The decision took what it needs of it.
     drop(shared);
     admit::backend(&routed, peer.ip(), &mut places, log).ok()?;
-    dispatch(stream, preread, routed, peer, places, log).await
+    dispatch(stream, preread, routed, (peer, frontend), places, log).await
 }
 
 /// Hands a decided connection to the path of its backend's termination.
@@ -262,7 +276,7 @@ async fn dispatch(
     stream: TcpStream,
     preread: Preread,
     routed: Routed,
-    peer: SocketAddr,
+    (peer, frontend): (SocketAddr, Arc<Traffic>),
     places: Places,
     log: &mut AccessLog,
 ) -> Option<(relay::Relay, Held)> {
@@ -293,6 +307,7 @@ async fn dispatch(
         (_, Some(tls), Some(shared)) => {
             let routing = http::Routing {
                 shared,
+                frontend,
                 fallback,
                 peer,
                 timeouts: backend.timeouts,

@@ -410,6 +410,7 @@ fn record_process(r: &Report) {
         counter!("switchyard_postgres_total", "outcome" => outcome.clone()).absolute(*n);
     }
     counter!("switchyard_route_misses_total").absolute(r.route_misses);
+    counter!("switchyard_log_lines_dropped_total").absolute(crate::logging::dropped_lines());
     counter!("switchyard_proxy_header_refused_total").absolute(r.proxy_refused);
     counter!("switchyard_local_failures_total").absolute(r.local_failures);
     counter!("switchyard_source_limited_total").absolute(r.source_limited);

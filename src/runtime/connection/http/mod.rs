@@ -118,6 +118,8 @@ macro_rules! until_drained {
 /// What requests of one connection are routed with.
 pub(super) struct Routing {
     pub(crate) shared: Arc<Shared>,
+    /// The listener's traffic counters (each request's bytes).
+    pub(crate) frontend: Arc<crate::model::counters::Traffic>,
     /// The listener's default backend, if it serves HTTP.
     pub(crate) fallback: Option<Arc<Backend>>,
     pub(crate) peer: SocketAddr,
@@ -154,6 +156,7 @@ pub(super) async fn serve(
         .unwrap_or_default();
     let Routing {
         shared,
+        frontend,
         fallback,
         peer,
         timeouts,
@@ -174,7 +177,7 @@ pub(super) async fn serve(
         timeouts,
         activity: Activity::new(),
         moved: Moved::default(),
-        frontend: crate::model::counters::global().frontend(log.listener()),
+        frontend,
     });
     let mut drain = conn.shared.draining();
     let served = if h2 {
@@ -206,12 +209,17 @@ fn head_backstop(timeouts: &Timeouts) -> Duration {
 /// `os_route_http_redirect.map` or routed by `os_http_be.map`.
 pub(super) async fn serve_plain(
     client: TcpStream,
-    shared: Arc<Shared>,
-    peer: SocketAddr,
+    routing: Routing,
     https_port: u16,
-    timeouts: Timeouts,
     log: &mut AccessLog,
 ) {
+    let Routing {
+        shared,
+        frontend,
+        peer,
+        timeouts,
+        ..
+    } = routing;
     let Some(_charge) =
         crate::model::limits::budget::global().admit(crate::model::limits::budget::HTTP_CONNECTION)
     else {
@@ -234,7 +242,7 @@ pub(super) async fn serve_plain(
         timeouts,
         activity: Activity::new(),
         moved: Moved::default(),
-        frontend: crate::model::counters::global().frontend(log.listener()),
+        frontend,
     });
     let mut drain = conn.shared.draining();
     let connection = http1(&conn.timeouts)

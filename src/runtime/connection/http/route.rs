@@ -36,7 +36,7 @@ impl Conn {
             req.extensions_mut().insert(uploaded.clone());
             uploaded
         });
-        let (response, served) = self.answer(req, host.as_deref(), &path).await;
+        let (response, served) = self.answer(req, host.as_deref(), &path, head_in).await;
         let status = response.status();
         if let Some((backend, server)) = &served {
             backend.traffic.response(status.as_u16());
@@ -69,13 +69,14 @@ impl Conn {
         req: Request<Incoming>,
         host: Option<&str>,
         path: &str,
+        head_in: u64,
     ) -> (Response<Body>, Option<(Arc<Backend>, Option<usize>)>) {
         // A refusal keeps the connection only when nothing of the request
         // is left unread (a body the router does not read closes it).
         let whole = hyper::body::Body::is_end_stream(req.body());
         // hyper bounds its read buffer, but a head that arrives whole in
         // one read is not measured: the bound is checked here too.
-        if head_size(&req) > MAX_HEAD as usize {
+        if head_in > u64::from(MAX_HEAD) {
             let text = "The request head is larger than this router accepts.";
             return (
                 page(
