@@ -390,21 +390,39 @@ impl Conn {
 /// slow upload is bounded by its own pauses, not by the server's answer).
 /// While the body is on its way, a server that stops reading it for the
 /// server timeout is given up on too. `None`: timed out.
+///
+/// A request without a body, the common case, waits on the server alone;
+/// the watch over a body is boxed, so that every request's future (moved
+/// and copied as it is polled) is sized for the common case.
 pub(super) async fn send(
     sender: &mut Sender,
     req: Request<Upload>,
     upload: Option<&UploadEnd>,
     server_timeout: Duration,
-) -> Option<Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Upload>>>> {
-    let sending = async {
-        match sender {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(req).await,
+) -> Option<Sent> {
+    use tokio::time::timeout;
+    match (sender, upload) {
+        (Sender::H1(s), None) => timeout(server_timeout, s.try_send_request(req)).await.ok(),
+        (Sender::H2(s), None) => timeout(server_timeout, s.try_send_request(req)).await.ok(),
+        (Sender::H1(s), Some(upload)) => {
+            Box::pin(uploading(s.try_send_request(req), upload, server_timeout)).await
         }
-    };
-    let Some(upload) = upload else {
-        return tokio::time::timeout(server_timeout, sending).await.ok();
-    };
+        (Sender::H2(s), Some(upload)) => {
+            Box::pin(uploading(s.try_send_request(req), upload, server_timeout)).await
+        }
+    }
+}
+
+/// What sending a request gives: the server's response, or the request
+/// back if it was not written.
+type Sent = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Upload>>>;
+
+/// `sending` while the request body goes to the server (see [`send`]).
+async fn uploading(
+    sending: impl std::future::Future<Output = Sent>,
+    upload: &UploadEnd,
+    server_timeout: Duration,
+) -> Option<Sent> {
     tokio::pin!(sending);
     let finished = upload.finished();
     tokio::pin!(finished);

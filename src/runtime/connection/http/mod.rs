@@ -278,18 +278,26 @@ fn service(
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<Answer>,
     Error = Infallible,
-    Future = impl std::future::Future<Output = Result<hyper::Response<Answer>, Infallible>> + Send,
+    Future = Serving,
 > + Clone {
     let conn = Arc::clone(conn);
     hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
-        async move {
+        Box::pin(async move {
             let busy = Busy::new(&conn);
             let (response, record) = conn.route(req).await;
             Ok::<_, Infallible>(response.map(|body| Answer { body, record, busy }))
-        }
+        }) as Serving
     })
 }
+
+/// One request's routing and forwarding, boxed: hyper keeps room for the
+/// future of the request in flight for as long as an HTTP/1.1 connection
+/// lives, so an idle connection holds a pointer, not the whole state of
+/// routing, dialing and forwarding.
+type Serving = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<hyper::Response<Answer>, Infallible>> + Send>,
+>;
 
 /// After the client connection: its tunnels waited for, its end logged.
 async fn ended(conn: &Conn, served: Option<Result<(), hyper::Error>>, log: &mut AccessLog) {
