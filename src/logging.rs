@@ -3,18 +3,20 @@
 //! when stderr is a terminal: files, `kubectl logs` and journald get plain
 //! text.
 //!
-//! Access-log lines (target `access`, one per connection or request) are
-//! the many: they are gathered in memory and written to stderr in batches
-//! by a thread of their own, every [`FLUSH_EVERY`] or as soon as
-//! [`FLUSH_AT`] bytes wait, so a worker never makes a system call for a
-//! line, nor waits on a slow log reader. Should stderr stop draining, at
-//! most [`MAX_PENDING`] bytes wait; lines beyond are dropped, counted in
+//! Lines are never written by the thread that logs them: they are
+//! gathered in memory and written to stderr by a thread of their own, so a
+//! worker never makes a system call for a line, nor waits on a slow log
+//! reader. Access-log lines (target `access`, one per connection or
+//! request) are the many: they are written in batches, every
+//! [`FLUSH_EVERY`] or as soon as [`FLUSH_AT`] bytes wait. Any other line
+//! (warnings, errors, reloads) wakes the writer at once, and goes out
+//! after the lines before it. Should stderr stop draining, at most
+//! [`MAX_PENDING`] bytes wait; lines beyond are dropped, counted in
 //! `switchyard_log_lines_dropped_total` and said in one line when writing
-//! resumes. Every other line (warnings, errors, reloads) is written at
-//! once, after the access lines before it, so the order holds.
+//! resumes. What waits is written before the process exits ([`flush`]).
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::time::Duration;
 
@@ -48,20 +50,19 @@ pub fn init(format: Format) {
     };
 }
 
-/// Writes the access lines still waiting (before the process exits).
+/// Writes the lines still waiting (before the process exits).
 pub fn flush() {
     if let Some(batch) = BATCH.get() {
         batch.write_out();
     }
 }
 
-/// The access lines waiting to be written.
+/// The lines waiting to be written.
 struct Batch {
     pending: Mutex<Pending>,
-    /// Wakes the writer thread when a batch is full.
-    full: Condvar,
-    /// Held while writing to stderr: a direct line waits for the batch
-    /// taken before it.
+    /// Wakes the writer thread: a batch is full, or a line is urgent.
+    wake: Condvar,
+    /// Held while writing to stderr, so that batches go out in order.
     out: Mutex<()>,
 }
 
@@ -69,13 +70,17 @@ struct Batch {
 struct Pending {
     bytes: Vec<u8>,
     dropped: u64,
+    /// A line that is not an access line waits.
+    urgent: bool,
 }
 
 static BATCH: OnceLock<Batch> = OnceLock::new();
 static WRITER: Once = Once::new();
+/// The writer thread runs.
+static WRITING: AtomicBool = AtomicBool::new(false);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Access lines dropped since start because stderr did not drain.
+/// Lines dropped since start because stderr did not drain.
 pub fn dropped_lines() -> u64 {
     DROPPED.load(Relaxed)
 }
@@ -90,24 +95,25 @@ impl Batch {
     fn get() -> &'static Batch {
         let batch = BATCH.get_or_init(|| Batch {
             pending: Mutex::new(Pending::default()),
-            full: Condvar::new(),
+            wake: Condvar::new(),
             out: Mutex::new(()),
         });
         WRITER.call_once(|| {
             let spawned = std::thread::Builder::new()
-                .name("access-log".into())
+                .name("log-writer".into())
                 .spawn(move || batch.run());
-            if let Err(e) = spawned {
-                // Lines are then written by the next direct line or at exit.
-                eprintln!(
-                    "access log: no writer thread ({e}); lines wait for the next warning or exit"
-                );
+            match spawned {
+                Ok(_) => WRITING.store(true, Relaxed),
+                // Lines other than access lines are then written by the
+                // thread that logs them, with the access lines before them.
+                Err(e) => eprintln!("log: no writer thread ({e}); lines are written as they come"),
             }
         });
         batch
     }
 
-    fn push(&self, line: &[u8]) {
+    /// Adds a line; `now`: wake the writer for it (not an access line).
+    fn push(&self, line: &[u8], now: bool) {
         let mut p = lock(&self.pending);
         if p.bytes.len() + line.len() > MAX_PENDING {
             p.dropped += 1;
@@ -115,34 +121,33 @@ impl Batch {
         }
         let was_below = p.bytes.len() < FLUSH_AT;
         p.bytes.extend_from_slice(line);
-        if was_below && p.bytes.len() >= FLUSH_AT {
-            self.full.notify_one();
+        p.urgent |= now;
+        if now || (was_below && p.bytes.len() >= FLUSH_AT) {
+            self.wake.notify_one();
         }
     }
 
-    /// The writer thread: a batch every `FLUSH_EVERY`, or when full.
+    /// The writer thread: a batch every `FLUSH_EVERY`, or at once when
+    /// full or when a line that is not an access line waits.
     fn run(&self) {
         loop {
             {
                 let p = lock(&self.pending);
-                if p.bytes.len() < FLUSH_AT {
-                    let _ = self.full.wait_timeout(p, FLUSH_EVERY);
+                if p.bytes.len() < FLUSH_AT && !p.urgent {
+                    let _ = self.wake.wait_timeout(p, FLUSH_EVERY);
                 }
             }
             self.write_out();
         }
     }
 
-    /// Takes what waits and writes it; returns with `out` released.
+    /// Takes what waits and writes it, in the order it came.
     fn write_out(&self) {
-        let out = lock(&self.out);
-        self.write_pending(&out);
-    }
-
-    /// Writes the waiting lines, `out` held by the caller.
-    fn write_pending(&self, _out: &MutexGuard<'_, ()>) {
+        // Held while writing: a batch taken later goes out later.
+        let _out = lock(&self.out);
         let (bytes, dropped) = {
             let mut p = lock(&self.pending);
+            p.urgent = false;
             (std::mem::take(&mut p.bytes), std::mem::take(&mut p.dropped))
         };
         let mut stderr = std::io::stderr().lock();
@@ -154,50 +159,41 @@ impl Batch {
             DROPPED.fetch_add(dropped, Relaxed);
             let _ = writeln!(
                 stderr,
-                "access log: {dropped} lines dropped: stderr did not drain and {MAX_PENDING} bytes were waiting"
+                "log: {dropped} lines dropped: stderr did not drain and {MAX_PENDING} bytes were waiting"
             );
         }
     }
 }
 
-/// Where the subscriber writes: access lines to the batch, the rest to
-/// stderr at once.
+/// Where the subscriber writes: the batch, with access lines marked as
+/// the ones that may wait.
 struct Output;
 
-enum Line {
-    Access,
-    Direct,
+struct Line {
+    access: bool,
 }
 
 impl<'a> MakeWriter<'a> for Output {
     type Writer = Line;
 
     fn make_writer(&'a self) -> Line {
-        Line::Direct
+        Line { access: false }
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line {
-        if meta.target() == "access" && *meta.level() >= tracing::Level::INFO {
-            Line::Access
-        } else {
-            Line::Direct
+        Line {
+            access: meta.target() == "access" && *meta.level() >= tracing::Level::INFO,
         }
     }
 }
 
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Line::Access => Batch::get().push(buf),
-            Line::Direct => match BATCH.get() {
-                // The access lines before this one go first.
-                Some(batch) => {
-                    let out = lock(&batch.out);
-                    batch.write_pending(&out);
-                    std::io::stderr().lock().write_all(buf)?;
-                }
-                None => std::io::stderr().lock().write_all(buf)?,
-            },
+        let batch = Batch::get();
+        batch.push(buf, !self.access);
+        if !self.access && !WRITING.load(Relaxed) {
+            // No writer thread: this line and those before it now.
+            batch.write_out();
         }
         Ok(buf.len())
     }
