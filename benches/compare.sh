@@ -47,7 +47,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   [ -f "$WORK/haproxy.pid" ] && kill $(cat "$WORK/haproxy.pid") 2>/dev/null
-  for f in nginx-backend.pid nginx-proxy.pid sniproxy.pid; do
+  for f in nginx-backend.pid nginx-proxy.pid nginx-fresh.pid sniproxy.pid; do
     [ -f "$WORK/$f" ] && kill "$(cat "$WORK/$f")" 2>/dev/null
   done
   wait 2>/dev/null
@@ -451,6 +451,7 @@ hfigure() { # label tool url-scheme host sw-port hap-port ngx-port
     local cpu=$((after - before)) per
     per=$(per_cpu "${reqs:-0}" "$cpu")
     T["$label req/s,${hnames[$i]}"]=${rps:--}
+    T["$label requests,${hnames[$i]}"]=${reqs:-0}
     T["$label p99 us,${hnames[$i]}"]=${p99:--}
     T["$label req per proxy CPU-s,${hnames[$i]}"]=$per
     printf '{"figure":"%s","proxy":"%s","tool":"%s","requests":%s,"req_per_s":%s,"p99_us":%s,"proxy_cpu_s":%s,"req_per_cpu_s":%s,"non_2xx":%s}\n' \
@@ -477,8 +478,19 @@ hfigure "edge h1 20 headers" wrk https web.bench.test 13447 10447 11447
 HEADERS=()
 # Each proxy logging every request as deployed.
 HPIDS=("$SYLOG" "$HAPLOG" "$NGPID")
+lines_before=()
+for f in switchyard haproxy nginx; do lines_before+=("$(wc -l < "$WORK/$f-access.log" 2>/dev/null || echo 0)"); done
 hfigure "edge h1 logged" wrk https web.bench.test 13448 10448 11448
 HPIDS=()
+# Each proxy must have logged every request (a dropped line is cheaper).
+sleep 1
+i=0
+for f in switchyard haproxy nginx; do
+  [ $f = nginx ] && kill -USR1 "$(cat "$WORK/nginx-proxy.pid")" 2>/dev/null && sleep 0.5  # reopen: writes the buffer
+  now=$(wc -l < "$WORK/$f-access.log" 2>/dev/null || echo 0)
+  echo "edge h1 logged: $f wrote $((now - ${lines_before[$i]})) lines for ${T["edge h1 logged requests,$f"]:-?} requests"
+  i=$((i + 1))
+done
 fi
 # Idle HTTP connections: HTTP_HOLD TLS connections, one request each, then
 # held; each proxy fresh (started for the figure, stopped after), its
@@ -486,14 +498,15 @@ fi
 if [ "$ONLY" = all ] || [ "$ONLY" = http ] || [ "$ONLY" = http-idle ]; then
 for proto in h1 h2; do
   flag=$([ $proto = h2 ] && echo --h2)
-  RUST_LOG=error "$SY" --threads 1 run --config "$WORK/switchyard-fresh.toml" & sy=$!
-  haproxy -db -f "$WORK/haproxy-fresh.cfg" >/dev/null 2>&1 & hap=$!
-  nginx -c "$WORK/nginx-fresh.conf"
+  RUST_LOG=error "$SY" --threads 1 run --config "$WORK/switchyard-fresh.toml" & sy=$!; pids+=($sy)
+  haproxy -db -f "$WORK/haproxy-fresh.cfg" >/dev/null 2>&1 & hap=$!; pids+=($hap)
+  rm -f "$WORK/nginx-fresh.pid"
+  nginx -c "$WORK/nginx-fresh.conf" || { echo "nginx (fresh) did not start"; break; }
   sleep 2
   ngx=$(pgrep -P "$(cat "$WORK/nginx-fresh.pid")" | head -1)
   for pair in "switchyard:$sy:13449" "haproxy:$hap:10449" "nginx:$ngx:11449"; do
     IFS=: read -r name pid port <<<"$pair"
-    line=$(run "idle $proto TLS conn, bytes each" "$name" "$pid" http-hold --target "127.0.0.1:$port" \
+    line=$(run "idle HTTP $proto TLS conn, bytes each" "$name" "$pid" http-hold --target "127.0.0.1:$port" \
       --sni web.bench.test --conns "$HTTP_HOLD" $flag)
     fails=$(field "$line" failures)
     if [ "${fails:-1}" = 0 ]; then

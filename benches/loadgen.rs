@@ -670,7 +670,13 @@ async fn http_once(c: &Common, config: &Arc<rustls::ClientConfig>, h2: bool) -> 
         .await
         .ok()?;
     let io = TokioIo::new(tls);
-    let uri = format!("https://{}/", c.sni);
+    // HTTP/1.1 in origin form (hyper's connection writes the target as
+    // given); h2 with its authority.
+    let uri = if h2 {
+        format!("https://{}/", c.sni)
+    } else {
+        "/".to_string()
+    };
     // h2 carries the name in :authority (from the URI); a Host header
     // beside it is refused by some servers.
     let request = || {

@@ -5,15 +5,15 @@
 //!
 //! Lines are never written by the thread that logs them: they are
 //! gathered in memory and written to stderr by a thread of their own, so a
-//! worker never makes a system call for a line, nor waits on a slow log
-//! reader. Access-log lines (target `access`, one per connection or
+//! worker never writes a line itself, nor waits on a slow log reader. Access-log lines (target `access`, one per connection or
 //! request) are the many: they are written in batches, every
 //! [`FLUSH_EVERY`] or as soon as [`FLUSH_AT`] bytes wait. Any other line
 //! (warnings, errors, reloads) wakes the writer at once, and goes out
 //! after the lines before it. Should stderr stop draining, at most
-//! [`MAX_PENDING`] bytes wait; lines beyond are dropped, counted in
-//! `switchyard_log_lines_dropped_total` and said in one line when writing
-//! resumes. What waits is written before the process exits ([`flush`]).
+//! [`MAX_PENDING`] bytes wait (besides the batch being written); lines
+//! beyond are dropped, counted in `switchyard_log_lines_dropped_total` and
+//! said in one line when writing resumes. What waits is written before
+//! the process exits ([`flush`]) and when a thread panics.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -44,17 +44,33 @@ pub fn init(format: Format) {
         .with_env_filter(filter)
         .with_writer(Output)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
+    let installed = match format {
         Format::Text => builder.try_init(),
         Format::Json => builder.json().flatten_event(true).try_init(),
     };
+    if installed.is_ok() {
+        flush_on_panic();
+    }
 }
 
-/// Writes the lines still waiting (before the process exits).
+/// Writes the lines still waiting: before the process exits, and before
+/// anything is printed to stderr directly (so that it comes after them).
 pub fn flush() {
     if let Some(batch) = BATCH.get() {
         batch.write_out();
     }
+}
+
+/// Writes what waits when a thread panics, before the panic's own message
+/// (the last lines before a crash are the ones that explain it).
+fn flush_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(batch) = BATCH.get() {
+            batch.write_out_now();
+        }
+        previous(info);
+    }));
 }
 
 /// The lines waiting to be written.
@@ -104,9 +120,13 @@ impl Batch {
                 .spawn(move || batch.run());
             match spawned {
                 Ok(_) => WRITING.store(true, Relaxed),
-                // Lines other than access lines are then written by the
-                // thread that logs them, with the access lines before them.
-                Err(e) => eprintln!("log: no writer thread ({e}); lines are written as they come"),
+                // Every line is then written by the thread that logs it.
+                Err(e) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "log: no writer thread ({e}); lines are written as they come"
+                    );
+                }
             }
         });
         batch
@@ -116,6 +136,8 @@ impl Batch {
     fn push(&self, line: &[u8], now: bool) {
         let mut p = lock(&self.pending);
         if p.bytes.len() + line.len() > MAX_PENDING {
+            // Counted now: the writer may be stuck on stderr meanwhile.
+            DROPPED.fetch_add(1, Relaxed);
             p.dropped += 1;
             return;
         }
@@ -143,25 +165,41 @@ impl Batch {
 
     /// Takes what waits and writes it, in the order it came.
     fn write_out(&self) {
-        // Held while writing: a batch taken later goes out later.
-        let _out = lock(&self.out);
-        let (bytes, dropped) = {
-            let mut p = lock(&self.pending);
-            p.urgent = false;
-            (std::mem::take(&mut p.bytes), std::mem::take(&mut p.dropped))
+        let dropped = {
+            // Held while writing: a batch taken later goes out later.
+            let _out = lock(&self.out);
+            let (bytes, dropped) = {
+                let mut p = lock(&self.pending);
+                p.urgent = false;
+                (std::mem::take(&mut p.bytes), std::mem::take(&mut p.dropped))
+            };
+            if !bytes.is_empty() {
+                // Nothing to tell if stderr is closed: the lines are lost.
+                let _ = std::io::stderr().lock().write_all(&bytes);
+            }
+            dropped
         };
-        let mut stderr = std::io::stderr().lock();
-        if !bytes.is_empty() {
-            // Nothing to tell if stderr is closed: the lines are lost.
-            let _ = stderr.write_all(&bytes);
-        }
         if dropped > 0 {
-            DROPPED.fetch_add(dropped, Relaxed);
-            let _ = writeln!(
-                stderr,
-                "log: {dropped} lines dropped: stderr did not drain and {MAX_PENDING} bytes were waiting"
+            // In the configured format, after the lines before the gap.
+            tracing::warn!(
+                dropped,
+                "log lines dropped: stderr did not drain and {MAX_PENDING} bytes were waiting"
             );
         }
+    }
+
+    /// `write_out` for a panicking thread: skipped if a lock is held (the
+    /// panic may have struck while it was), never waits.
+    fn write_out_now(&self) {
+        let Ok(_out) = self.out.try_lock() else {
+            return;
+        };
+        let Ok(mut p) = self.pending.try_lock() else {
+            return;
+        };
+        let bytes = std::mem::take(&mut p.bytes);
+        drop(p);
+        let _ = std::io::stderr().lock().write_all(&bytes);
     }
 }
 
@@ -191,8 +229,8 @@ impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let batch = Batch::get();
         batch.push(buf, !self.access);
-        if !self.access && !WRITING.load(Relaxed) {
-            // No writer thread: this line and those before it now.
+        if !WRITING.load(Relaxed) {
+            // No writer thread: this line and any before it now.
             batch.write_out();
         }
         Ok(buf.len())

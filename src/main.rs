@@ -135,6 +135,15 @@ enum Command {
     },
 }
 
+/// `eprintln!` after the log lines that wait to be written, so that the
+/// two come out in the order they happened.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        logging::flush();
+        eprintln!($($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
@@ -163,7 +172,7 @@ fn dispatch(cli: Cli) -> ExitCode {
             let default_certificate = match default_certificate.map(std::fs::read).transpose() {
                 Ok(pem) => pem,
                 Err(e) => {
-                    eprintln!("--default-certificate: {e}");
+                    say!("--default-certificate: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -233,7 +242,7 @@ fn generate(from: &[PathBuf], options: &switchyard::generate::Options, stats: &s
     let objects = match generate::read_inputs(from, &mut report) {
         Ok(objects) => objects,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -241,24 +250,24 @@ fn generate(from: &[PathBuf], options: &switchyard::generate::Options, stats: &s
     let generated_served = generated.served;
     report.problems.extend(generated.problems);
     for problem in &report.problems {
-        eprintln!("{problem}");
+        say!("{problem}");
     }
     let class = options.ingress_class.as_deref();
     let statuses = generate::status::statuses(&objects, class, &generated_served, &report);
     eprint!("{}", generate::status::table(&statuses));
-    eprintln!("{stats}");
+    say!("{stats}");
     if let Err(problems) = generate::check::loads(&files, options) {
         for p in problems {
-            eprintln!("refused by the loader: {p}");
+            say!("refused by the loader: {p}");
         }
-        eprintln!(
+        say!(
             "{}: not published: the router would refuse it",
             options.out.display()
         );
         return ExitCode::from(2);
     }
     match generate::write::publish(&options.out, &files) {
-        Ok(changed) => eprintln!(
+        Ok(changed) => say!(
             "{}: {} objects read, {} files {}",
             options.out.display(),
             objects.len(),
@@ -266,7 +275,7 @@ fn generate(from: &[PathBuf], options: &switchyard::generate::Options, stats: &s
             if changed { "written" } else { "unchanged" }
         ),
         Err(e) => {
-            eprintln!("{}: {e}", options.out.display());
+            say!("{}: {e}", options.out.display());
             return ExitCode::from(2);
         }
     }
@@ -287,10 +296,10 @@ fn load(path: &Path) -> Option<Loaded> {
         }
         Err(problems) => {
             for p in &problems.errors {
-                eprintln!("{p}");
+                say!("{p}");
             }
             print_warnings(&problems.warnings);
-            eprintln!(
+            say!(
                 "{}: refused: {} errors",
                 path.display(),
                 problems.errors.len()
@@ -302,7 +311,7 @@ fn load(path: &Path) -> Option<Loaded> {
 
 fn print_warnings(warnings: &[config::Problem]) {
     for w in warnings {
-        eprintln!("{}: warning: {}", w.location(), w.message);
+        say!("{}: warning: {}", w.location(), w.message);
     }
 }
 
@@ -318,7 +327,7 @@ fn check(path: &Path) -> ExitCode {
             if let Some(warning) =
                 switchyard::descriptors::shortfall(needed, switchyard::descriptors::hard())
             {
-                eprintln!("{}: warning: {warning}", path.display());
+                say!("{}: warning: {warning}", path.display());
             }
             println!("{}: ok: {}", path.display(), loaded.snapshot.summary());
             ExitCode::SUCCESS
@@ -368,7 +377,7 @@ where
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            say!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -387,7 +396,7 @@ where
         let (path, banner) = match prepare().await {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                say!("error: {e:#}");
                 return ExitCode::FAILURE;
             }
         };
@@ -407,12 +416,12 @@ where
         let router = match Router::start(loaded.snapshot) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("error: {e}");
+                say!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
         if let Some(banner) = banner {
-            eprintln!("{banner}");
+            say!("{banner}");
         }
         let reloader = reload::spawn(path, std::sync::Arc::clone(&router), loaded.memo);
         start_stats(&router, &reloader).await;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{closed_port, http_ok_server, route_regex, ConfigDir};
 
-/// Far more lines than a pipe holds (64 KiB, about 150 of these lines).
+/// Far more lines than a pipe holds (64 KiB: about 75 requests, each
+/// with its request line and its connection line).
 const REQUESTS: usize = 600;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,13 +32,16 @@ async fn a_stderr_nobody_reads_does_not_stall_requests() {
         ),
     );
     // stderr is a pipe this test holds and does not read until the end.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start switchyard");
+    let mut child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start switchyard"),
+    );
     let started = Instant::now();
     while TcpStream::connect(listen).is_err() {
         assert!(
@@ -55,7 +59,7 @@ async fn a_stderr_nobody_reads_does_not_stall_requests() {
     assert_eq!(dropped, 0.0, "lines dropped below the 8 MiB bound");
 
     // Once read, every request's line is there, each once, in order.
-    let stderr = child.stderr.take().expect("stderr");
+    let stderr = child.0.stderr.take().expect("stderr");
     let reader = std::thread::spawn(move || {
         let mut paths = Vec::new();
         for line in std::io::BufReader::new(stderr)
@@ -80,11 +84,20 @@ async fn a_stderr_nobody_reads_does_not_stall_requests() {
     while !reader.is_finished() && wait.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let paths = reader.join().expect("reader");
     let expected: Vec<String> = (0..REQUESTS).map(|i| format!("/{i}")).collect();
     assert_eq!(paths, expected);
+}
+
+/// The router, killed when the test ends, whichever way it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `REQUESTS` requests, one connection each; every one answered 200.
