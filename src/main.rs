@@ -254,6 +254,7 @@ fn generate(from: &[PathBuf], options: &switchyard::generate::Options, stats: &s
     }
     let class = options.ingress_class.as_deref();
     let statuses = generate::status::statuses(&objects, class, &generated_served, &report);
+    logging::flush();
     eprint!("{}", generate::status::table(&statuses));
     say!("{stats}");
     if let Err(problems) = generate::check::loads(&files, options) {
