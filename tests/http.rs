@@ -56,32 +56,26 @@ async fn http_server(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// The same server behind TLS, for re-encrypt backends.
 async fn https_server(name: &'static str, config: Arc<rustls::ServerConfig>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
+    serve_each(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            while let Ok((head, _)) = read_message(&mut tls).await {
+                let body = format!("{name}\n{head}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if tls.write_all(answer.as_bytes()).await.is_err() {
                     return;
-                };
-                while let Ok((head, _)) = read_message(&mut tls).await {
-                    let body = format!("{name}\n{head}");
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if tls.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
                 }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Reads one HTTP/1.1 message: its head (as text) and its body (by

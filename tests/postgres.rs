@@ -474,36 +474,30 @@ fn postgres_on_a_plain_http_listener_is_refused_at_its_line() {
 /// answers `S`, then does TLS, sends its name and echoes.
 async fn ssl_request_server(config: std::sync::Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let mut request = [0u8; 8];
-                if tcp.read_exact(&mut request).await.is_err() || request != SSL_REQUEST {
+    common::serve_each(move |mut tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            let mut request = [0u8; 8];
+            if tcp.read_exact(&mut request).await.is_err() || request != SSL_REQUEST {
+                return;
+            }
+            if tcp.write_all(b"S").await.is_err() {
+                return;
+            }
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let _ = tls.write_all(b"db\n").await;
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = tls.read(&mut buf).await {
+                if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
-                if tcp.write_all(b"S").await.is_err() {
-                    return;
-                }
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let _ = tls.write_all(b"db\n").await;
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = tls.read(&mut buf).await {
-                    if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A client that sends its ClientHello in the same write as its

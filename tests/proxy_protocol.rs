@@ -19,31 +19,18 @@ use tokio::net::TcpStream;
 
 /// An HTTP/1.1 server that answers each request with the head it got.
 async fn echo_head_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if tcp.read_exact(&mut byte).await.is_err() {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    head.len()
-                );
-                let _ = tcp.write_all(answer.as_bytes()).await;
-                let _ = tcp.write_all(&head).await;
-            });
-        }
-    });
-    addr
+    serve_each(|mut tcp| async move {
+        let Some(head) = read_head(&mut tcp).await else {
+            return;
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            head.len()
+        );
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.write_all(&head).await;
+    })
+    .await
 }
 
 struct Setup {

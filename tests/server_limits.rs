@@ -151,31 +151,16 @@ async fn full_servers_queue_connections_then_refuse_them() {
 /// Answers each request after `delay`, 200 `ok`.
 async fn slow_http_server(delay: Duration) -> SocketAddr {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if tcp.read_exact(&mut byte).await.is_err() {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                tokio::time::sleep(delay).await;
-                let _ = tcp
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                    )
-                    .await;
-            });
+    serve_each(move |mut tcp| async move {
+        if read_head(&mut tcp).await.is_none() {
+            return;
         }
-    });
-    addr
+        tokio::time::sleep(delay).await;
+        let _ = tcp
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+            .await;
+    })
+    .await
 }
 
 /// HTTP mode: the maximum counts requests in flight; a request that finds

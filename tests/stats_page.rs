@@ -19,34 +19,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Answers `/fail` with 503 and anything else with 200, keeping the
 /// connection open.
 async fn server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while tcp.read_exact(&mut byte).await.is_ok() {
-                    head.push(byte[0]);
-                    if !head.ends_with(b"\r\n\r\n") {
-                        continue;
-                    }
-                    let answer: &[u8] = if head.starts_with(b"GET /fail ") {
-                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
-                    };
-                    head.clear();
-                    if tcp.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    serve_each(|mut tcp| async move {
+        while let Some(head) = read_head(&mut tcp).await {
+            let answer: &[u8] = if head.starts_with(b"GET /fail ") {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
+            };
+            if tcp.write_all(answer).await.is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Runs headless Chromium on `url` with `args`; what it printed.

@@ -647,6 +647,38 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     }
 }
 
+/// A loopback server that runs `handle` on each connection it accepts, in
+/// a task of its own; its address.
+pub async fn serve_each<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(handle(tcp));
+        }
+    });
+    addr
+}
+
+/// One request head (to its blank line, at most 64 KiB), read a byte at
+/// a time so that nothing after it is taken; `None` if the peer closes or
+/// sends more first.
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 || stream.read_exact(&mut byte).await.is_err() {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
+}
+
 /// Answers every request with 200 and closes.
 pub async fn http_ok_server() -> std::net::SocketAddr {
     http_server(|_| "ok\n".to_string()).await
@@ -657,17 +689,8 @@ pub async fn http_ok_server() -> std::net::SocketAddr {
 pub async fn http_server(
     answer: impl Fn(&str) -> String + Send + Sync + 'static,
 ) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(answer_once(tcp, Arc::clone(&answer)));
-        }
-    });
-    addr
+    serve_each(move |tcp| answer_once(tcp, Arc::clone(&answer))).await
 }
 
 /// [`http_server`] behind TLS with `config` (a re-encrypt route's server).
@@ -675,23 +698,17 @@ pub async fn https_server_answering(
     config: Arc<rustls::ServerConfig>,
     answer: impl Fn(&str) -> String + Send + Sync + 'static,
 ) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let answer = Arc::new(answer);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, answer) = (acceptor.clone(), Arc::clone(&answer));
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    answer_once(tls, answer).await;
-                }
-            });
+    serve_each(move |tcp| {
+        let (acceptor, answer) = (acceptor.clone(), Arc::clone(&answer));
+        async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                answer_once(tls, answer).await;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Reads one request head from `stream`, answers it with 200 and the
@@ -701,14 +718,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     F: Fn(&str) -> String + ?Sized,
 {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 64 * 1024 || stream.read_exact(&mut byte).await.is_err() {
-            return;
-        }
-        head.push(byte[0]);
-    }
+    let Some(head) = read_head(&mut stream).await else {
+        return;
+    };
     let body = answer(&String::from_utf8_lossy(&head));
     let response = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
