@@ -183,6 +183,16 @@ TOML
 done
 
 # HAProxy: the same on 1044x.
+# HTTP mode as the reference writes it: route by base (Host + path), the
+# forwarded headers, a sticky cookie inserted on every response.
+hap_http() { # name bind map proto backend
+  printf 'frontend %s\n  mode http\n  bind 127.0.0.1:%s\n  option http-keep-alive\n  option forwardfor\n' "$1" "$2"
+  printf '  http-request set-header X-Forwarded-Host %%[req.hdr(host)]\n  http-request set-header X-Forwarded-Port %%[dst_port]\n'
+  printf '  http-request set-header X-Forwarded-Proto %s\n  http-request set-header X-Forwarded-Proto-Version h2 if { ssl_fc_alpn -i h2 }\n' "$4"
+  printf '  http-request add-header Forwarded for=%%[src];host=%%[req.hdr(host)];proto=%s\n' "$4"
+  printf '  use_backend %%[base,lower,map_reg(%s)]\n' "$WORK/$3"
+  printf 'backend %s\n  mode http\n  cookie c0ffee insert indirect nocache httponly secure attr SameSite=None\n  server web 127.0.0.1:9080 cookie 5e1ec7ed\n' "$5"
+}
 hap_frontend() { # name port map
   printf 'frontend %s\n  mode tcp\n  bind 127.0.0.1:%s\n  tcp-request inspect-delay 5s\n  tcp-request content accept if { req_ssl_hello_type 1 }\n  use_backend %%[req.ssl_sni,lower,map_reg(%s)]\n' "$1" "$2" "$WORK/$3"
 }
@@ -193,19 +203,8 @@ hap_frontend() { # name port map
   hap_frontend small 10446 small.map
   printf 'frontend edge\n  bind 127.0.0.1:10444 ssl crt %s/srv.pem\n  default_backend be_tcp:b:echo\n' "$WORK"
   printf 'backend be_tcp:b:echo\n  server s 127.0.0.1:9501\nbackend be_tcp:b:app\n  server s 127.0.0.1:9443\nbackend be_tcp:b:bulk\n  server s 127.0.0.1:9502\n'
-  # HTTP mode as the reference writes it: route by base (Host + path), the
-  # forwarded headers, a sticky cookie inserted on every response.
-  for fe in "web 10447 ssl crt $WORK/srv.pem alpn h2,http/1.1:web.map:https" "plain 10480:plain.map:http"; do
-    IFS=: read -r bind map proto <<<"$fe"
-    printf 'frontend %s\n  mode http\n  bind 127.0.0.1:%s\n  option http-keep-alive\n  option forwardfor\n' "${bind%% *}" "${bind#* }"
-    printf '  http-request set-header X-Forwarded-Host %%[req.hdr(host)]\n  http-request set-header X-Forwarded-Port %%[dst_port]\n'
-    printf '  http-request set-header X-Forwarded-Proto %s\n  http-request set-header X-Forwarded-Proto-Version h2 if { ssl_fc_alpn -i h2 }\n' "$proto"
-    printf '  http-request add-header Forwarded for=%%[src];host=%%[req.hdr(host)];proto=%s\n' "$proto"
-    printf '  use_backend %%[base,lower,map_reg(%s)]\n' "$WORK/$map"
-  done
-  for be in be_edge_http:b:web be_http:b:plain; do
-    printf 'backend %s\n  mode http\n  cookie c0ffee insert indirect nocache httponly secure attr SameSite=None\n  server web 127.0.0.1:9080 cookie 5e1ec7ed\n' "$be"
-  done
+  hap_http web "10447 ssl crt $WORK/srv.pem alpn h2,http/1.1" web.map https be_edge_http:b:web
+  hap_http plain 10480 plain.map http be_http:b:plain
 } > haproxy.cfg
 # HAProxy's web frontend alone: logged as deployed (`option httplog`,
 # `log stdout`, run in the foreground with its stdout drained by a reader),
@@ -215,12 +214,7 @@ hap_web() { # port logged
   [ "$2" = logged ] && printf '  log stdout format raw local0\n'
   printf 'defaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 30s\n  timeout http-keep-alive 300s\n'
   [ "$2" = logged ] && printf '  log global\n  option httplog\n'
-  printf 'frontend web\n  bind 127.0.0.1:%s ssl crt %s/srv.pem alpn h2,http/1.1\n  option http-keep-alive\n  option forwardfor\n' "$1" "$WORK"
-  printf '  http-request set-header X-Forwarded-Host %%[req.hdr(host)]\n  http-request set-header X-Forwarded-Port %%[dst_port]\n'
-  printf '  http-request set-header X-Forwarded-Proto https\n  http-request set-header X-Forwarded-Proto-Version h2 if { ssl_fc_alpn -i h2 }\n'
-  printf '  http-request add-header Forwarded for=%%[src];host=%%[req.hdr(host)];proto=https\n'
-  printf '  use_backend %%[base,lower,map_reg(%s)]\n' "$WORK/web.map"
-  printf 'backend be_edge_http:b:web\n  mode http\n  cookie c0ffee insert indirect nocache httponly secure attr SameSite=None\n  server web 127.0.0.1:9080 cookie 5e1ec7ed\n'
+  hap_http web "$1 ssl crt $WORK/srv.pem alpn h2,http/1.1" web.map https be_edge_http:b:web
 }
 hap_web 10448 logged > haproxy-logged.cfg
 hap_web 10449 fresh > haproxy-fresh.cfg
@@ -259,10 +253,7 @@ http {
   upstream web { server 127.0.0.1:9080; keepalive 64; }
   server { listen 127.0.0.1:11447 ssl http2; listen 127.0.0.1:11480;
     ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key; ssl_protocols TLSv1.2 TLSv1.3;
-    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Host \$host; proxy_set_header X-Forwarded-Port \$server_port;
-      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header Forwarded "for=\$remote_addr;host=\$host;proto=\$scheme"; } }
+    $ngx_location }
   # Logged as deployed: the combined format, written 64 KiB at a time.
   server { listen 127.0.0.1:11448 ssl http2; ssl_certificate $WORK/srv.crt; ssl_certificate_key $WORK/srv.key;
     ssl_protocols TLSv1.2 TLSv1.3; access_log $WORK/nginx-access.log combined buffer=64k;
