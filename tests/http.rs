@@ -625,6 +625,103 @@ async fn websocket_upgrades_become_tunnels_and_h2c_is_stripped() {
     }
 }
 
+/// An HTTP/1.1 connection idle for a second rests (its HTTP session ends
+/// and gives back its buffers; the stream stays open): the next request on
+/// it is served, whether it comes whole, in pieces, pipelined, or asks for
+/// a WebSocket upgrade with its first frame right behind it.
+#[tokio::test]
+async fn resting_connections_serve_their_next_requests() {
+    use std::time::Duration;
+    let s = setup().await;
+    let (_router, addr) = start(&s.config);
+    let mut tls = connect(addr, "www.http.test", &s.front).await;
+    let rest = || tokio::time::sleep(Duration::from_millis(1500));
+    let (status, _, body) = get(&mut tls, "www.http.test", "/first").await;
+    assert_eq!((status, &body[..4]), (200, "web\n"));
+    rest().await;
+    let (status, _, body) = get(&mut tls, "www.http.test", "/api/after-rest").await;
+    assert_eq!(status, 200, "served after resting");
+    assert!(
+        body.starts_with("api\nGET /api/after-rest HTTP/1.1\r\n"),
+        "{body}"
+    );
+
+    // A head in two pieces: the first wakes the connection.
+    rest().await;
+    tls.write_all(b"GET /pieces HTTP/1.1\r\nHo")
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tls.write_all(b"st: www.http.test\r\n\r\n")
+        .await
+        .expect("send");
+    let (head, body) = read_message(&mut tls).await.expect("answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("web\nGET /pieces HTTP/1.1\r\n"), "{body}");
+
+    // Two requests in one write: both answered, in order.
+    rest().await;
+    let two = "GET /one HTTP/1.1\r\nHost: www.http.test\r\n\r\nGET /api/two HTTP/1.1\r\nHost: www.http.test\r\n\r\n";
+    tls.write_all(two.as_bytes()).await.expect("send");
+    for (name, path) in [("web", "/one"), ("api", "/api/two")] {
+        let (head, body) = read_message(&mut tls).await.expect("answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.starts_with(&format!("{name}\nGET {path} HTTP/1.1\r\n")),
+            "{body}"
+        );
+    }
+
+    // An upgrade with its first frame in the same write: the frame is
+    // relayed once the tunnel stands.
+    rest().await;
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: www.http.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly frame";
+    tls.write_all(upgrade.as_bytes()).await.expect("send");
+    let (head, _) = read_message(&mut tls).await.expect("101");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut back = [0u8; 11];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut back))
+        .await
+        .expect("in time")
+        .expect("echoed");
+    assert_eq!(&back, b"early frame");
+    tls.write_all(b"later").await.expect("frame");
+    let mut back = [0u8; 5];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut back))
+        .await
+        .expect("in time")
+        .expect("echoed");
+    assert_eq!(&back, b"later");
+}
+
+/// Resting connections are counted on the stats port (a router process of
+/// its own: no other test's connections count).
+#[tokio::test]
+async fn resting_connections_are_counted() {
+    let s = setup().await;
+    let (listen, stats) = (closed_port(), closed_port());
+    let text = std::fs::read_to_string(&s.config).expect("read").replacen(
+        "bind = \"127.0.0.1:0\"",
+        &format!("bind = \"{listen}\""),
+        1,
+    ) + &format!("\n[stats]\nbind = \"{stats}\"\n");
+    std::fs::write(&s.config, text).expect("write");
+    let _process = Process::start(&["run", "--config", s.config.to_str().expect("utf-8")]);
+    let resting = || metric(stats, "switchyard_http_connections_resting");
+    let mut tls = connect(listen, "www.http.test", &s.front).await;
+    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(resting().await, 0.0, "just served: not resting");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(resting().await, 1.0, "idle for a second: resting");
+    let (status, _, _) = get(&mut tls, "www.http.test", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(resting().await, 0.0, "woken by its next request");
+    drop(tls);
+}
+
 /// The port-80 listener: `os_route_http_redirect.map` sends https routes
 /// to https (host without its port, `https_port`, path and query kept);
 /// `os_http_be.map` serves plain routes (`termination = "none"`) and

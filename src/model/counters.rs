@@ -236,6 +236,9 @@ pub(crate) struct Global {
     pub(crate) source_limited: AtomicU64,
     /// Passthrough bytes moved through a kernel pipe (`[relay] splice`).
     pub(crate) spliced_bytes: AtomicU64,
+    /// HTTP/1.1 client connections resting now: idle, their HTTP session
+    /// ended and its buffers given back.
+    pub(crate) http_resting: AtomicU64,
     /// Top unmatched SNIs: bounded memory, heavy hitters kept, no global
     /// lock on the miss path (never one metric label per invented name).
     unmatched: super::top::TopNames,

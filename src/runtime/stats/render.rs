@@ -33,6 +33,8 @@ pub(crate) struct Report {
     pub(crate) local_failures: u64,
     pub(crate) source_limited: u64,
     pub(crate) spliced_bytes: u64,
+    /// HTTP/1.1 client connections resting now (idle, buffers given back).
+    pub(crate) http_resting: u64,
     /// The buffer budget: bytes held now, the limit, work refused.
     pub(crate) buffer_memory: BudgetReport,
     pub(crate) unmatched_sni_top: Vec<(String, u64)>,
@@ -213,6 +215,7 @@ pub(crate) fn report(router: &Router, status: &reload::Status) -> Report {
         local_failures: g.local_failures.load(Relaxed),
         source_limited: g.source_limited.load(Relaxed),
         spliced_bytes: g.spliced_bytes.load(Relaxed),
+        http_resting: g.http_resting.load(Relaxed),
         buffer_memory: {
             let b = crate::model::limits::budget::global();
             BudgetReport {
@@ -415,6 +418,7 @@ fn record_process(r: &Report) {
     counter!("switchyard_local_failures_total").absolute(r.local_failures);
     counter!("switchyard_source_limited_total").absolute(r.source_limited);
     counter!("switchyard_relay_spliced_bytes_total").absolute(r.spliced_bytes);
+    gauge!("switchyard_http_connections_resting").set(r.http_resting as f64);
     gauge!("switchyard_buffer_memory_bytes").set(r.buffer_memory.used_bytes as f64);
     if let Some(limit) = r.buffer_memory.limit_bytes {
         gauge!("switchyard_buffer_memory_limit_bytes").set(limit as f64);

@@ -1,11 +1,12 @@
 //! One client connection in HTTP mode: what its requests share (`Conn`),
-//! what it is doing (`Activity`, `Busy`), and its keep-alive and
-//! request-head deadlines (`Watched`, `Deadline`).
+//! what it is doing (`Activity`, `Busy`), and its keep-alive, request-head
+//! and rest deadlines (`Watched`, `Deadline`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use hyper::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -44,6 +45,10 @@ pub(super) struct Conn {
     /// for them, so they keep its slot and count, and drain waits for them.
     /// Each gives back the bytes it moved each way.
     pub(super) tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<(u64, u64)>>>,
+    /// HTTP/1.1: the tunnel waiting for the client's stream once the 101
+    /// has been written (the stream is handed over by the connection's
+    /// task when hyper lets go of it).
+    pub(super) upgraded: std::sync::Mutex<Option<super::upgrade::Handover>>,
     /// `http_request_timeout` and `http_keep_alive_timeout` apply to the
     /// client side; the server-side ones are each request's backend's.
     pub(super) timeouts: Timeouts,
@@ -85,6 +90,8 @@ pub(super) struct Activity {
     pub(super) in_flight: std::sync::atomic::AtomicUsize,
     /// When the last request ended (or the connection began).
     pub(super) idle_since: std::sync::atomic::AtomicU64,
+    /// Requests answered to the end of their body.
+    pub(super) answered: std::sync::atomic::AtomicU64,
     /// HTTP/1.1: when bytes of the next request head began to arrive on an
     /// idle connection (0: none yet).
     pub(super) head_since: std::sync::atomic::AtomicU64,
@@ -103,6 +110,7 @@ impl Activity {
             epoch: Instant::now(),
             in_flight: Default::default(),
             idle_since: Default::default(),
+            answered: Default::default(),
             head_since: Default::default(),
             write_blocked_since: Default::default(),
             fragment: Default::default(),
@@ -147,8 +155,15 @@ impl Activity {
         }
     }
 
-    /// When the connection is to be closed if nothing changes, and why.
-    pub(super) fn deadline(&self, timeouts: &Timeouts) -> Option<Expiry> {
+    /// Requests answered so far.
+    pub(super) fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When the connection is to be closed if nothing changes, and why;
+    /// or, if it may rest (`rest_after`: it has answered more requests than
+    /// that), when it is to rest.
+    pub(super) fn deadline(&self, timeouts: &Timeouts, rest_after: Option<u64>) -> Option<Expiry> {
         use std::sync::atomic::Ordering::Relaxed;
         let blocked = self.write_blocked_since.load(Relaxed);
         if blocked != 0 {
@@ -158,6 +173,7 @@ impl Activity {
                 at: self.at(blocked) + timeouts.client,
                 why: "the client read none of its response within client_timeout",
                 hard: true,
+                rest: false,
             });
         }
         // Acquire: pairs with the release in `Busy::drop`, so a count of
@@ -165,9 +181,22 @@ impl Activity {
         if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return None;
         }
-        let (at, why) = match self.head_since.load(Relaxed) {
+        let head_since = self.head_since.load(Relaxed);
+        let idle_since = self.idle_since.load(Relaxed);
+        if head_since == 0
+            && REST_AFTER < timeouts.http_keep_alive
+            && rest_after.is_some_and(|n| self.answered() > n)
+        {
+            return Some(Expiry {
+                at: self.at(idle_since) + REST_AFTER,
+                why: "idle: resting",
+                hard: false,
+                rest: true,
+            });
+        }
+        let (at, why) = match head_since {
             0 => (
-                self.at(self.idle_since.load(Relaxed)) + timeouts.http_keep_alive,
+                self.at(idle_since) + timeouts.http_keep_alive,
                 "idle longer than http_keep_alive_timeout",
             ),
             head => (
@@ -179,16 +208,33 @@ impl Activity {
             at,
             why,
             hard: false,
+            rest: false,
         })
     }
 }
 
+/// How long an HTTP/1.1 connection stays idle before it rests: its HTTP
+/// session ends at the request boundary, giving back hyper's buffers and
+/// state (16 KiB and more), and the next byte from the client starts a new
+/// one. Clients that send more often than this keep their session.
+pub(super) const REST_AFTER: Duration = Duration::from_secs(1);
+
 /// When a connection is to be closed, why, and whether outright (`hard`)
-/// or, for h2, with GOAWAY.
+/// or, for h2, with GOAWAY; or when it is to rest (`rest`).
 pub(super) struct Expiry {
     pub(super) at: Instant,
     pub(super) why: &'static str,
     pub(super) hard: bool,
+    pub(super) rest: bool,
+}
+
+/// What a connection's [`Deadline`] says is due.
+pub(super) enum Due {
+    /// Closed, for this reason, outright (`hard`) or gracefully.
+    Close(&'static str, bool),
+    /// Idle for [`REST_AFTER`]: its HTTP session is to end, and the
+    /// connection to wait for its next byte.
+    Rest,
 }
 
 /// One request in flight: counted from its head until its response body
@@ -209,6 +255,7 @@ impl Drop for Busy {
         use std::sync::atomic::Ordering::Relaxed;
         let activity = &self.0.activity;
         activity.idle_since.store(activity.now(), Relaxed);
+        activity.answered.fetch_add(1, Relaxed);
         activity
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Release);
@@ -217,10 +264,22 @@ impl Drop for Busy {
 
 /// The client's stream: notes when the bytes of an HTTP/1.1 request head
 /// begin to arrive on an idle connection, and when writes to the client
-/// stop moving (`client_timeout`).
+/// stop moving (`client_timeout`). Bytes already read from the client
+/// (`early`: by a session that ended, or while resting) are read first.
 pub(super) struct Watched<S> {
     pub(super) io: S,
     pub(super) conn: Arc<Conn>,
+    pub(super) early: Bytes,
+}
+
+impl<S> Watched<S> {
+    pub(super) fn new(io: S, conn: &Arc<Conn>) -> Self {
+        Watched {
+            io,
+            conn: Arc::clone(conn),
+            early: Bytes::new(),
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -230,6 +289,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if !this.early.is_empty() {
+            // Already seen by `bytes_arrived` when they were read.
+            let n = this.early.len().min(buf.remaining());
+            buf.put_slice(&this.early[..n]);
+            this.early.advance(n);
+            if this.early.is_empty() {
+                // Its buffer is freed, not kept for the connection's life.
+                this.early = Bytes::new();
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
         if buf.filled().len() > before && !this.conn.h2 {
@@ -292,33 +362,46 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 }
 
 /// Resolves when the connection has been idle, or taken too long over a
-/// request head, past its deadline (re-read at every wake of the task).
+/// request head, past its deadline (re-read at every wake of the task);
+/// or, once, when it is to rest.
 pub(super) struct Deadline<'a> {
     pub(super) conn: &'a Conn,
     pub(super) timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// It may rest once it has answered more requests than this.
+    pub(super) rest_after: Option<u64>,
 }
 
 impl<'a> Deadline<'a> {
-    pub(super) fn new(conn: &'a Conn) -> Self {
+    /// The deadlines of `conn`; `rest`: the connection may rest, once a
+    /// request from now on has been answered.
+    pub(super) fn new(conn: &'a Conn, rest: bool) -> Self {
         let far = Instant::now() + conn.timeouts.http_keep_alive;
         Deadline {
             conn,
             timer: Box::pin(tokio::time::sleep_until(far)),
+            rest_after: rest.then(|| conn.activity.answered()),
         }
     }
 }
 
 impl std::future::Future for Deadline<'_> {
-    type Output = (&'static str, bool);
+    type Output = Due;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<(&'static str, bool)> {
+    ) -> std::task::Poll<Due> {
         // Polled at every wake of the connection's task: no clock read and
         // no timer reset unless the deadline moved.
         let conn = self.conn;
-        let Some(Expiry { at, why, hard }) = conn.activity.deadline(&conn.timeouts) else {
+        let expiry = conn.activity.deadline(&conn.timeouts, self.rest_after);
+        let Some(Expiry {
+            at,
+            why,
+            hard,
+            rest,
+        }) = expiry
+        else {
             // Busy: look again a keep-alive period from now.
             while self.timer.as_mut().poll(cx).is_ready() {
                 let later = Instant::now() + conn.timeouts.http_keep_alive;
@@ -330,7 +413,11 @@ impl std::future::Future for Deadline<'_> {
             self.timer.as_mut().reset(at);
         }
         match self.timer.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => std::task::Poll::Ready((why, hard)),
+            std::task::Poll::Ready(()) if rest => {
+                self.rest_after = None;
+                std::task::Poll::Ready(Due::Rest)
+            }
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Due::Close(why, hard)),
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }

@@ -153,16 +153,11 @@ impl Conn {
         &self,
         backend: &Backend,
         host: &str,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> (Response<Body>, Option<usize>) {
         // An HTTP/1.1 upgrade (WebSocket): passed on, and the connection
         // becomes a tunnel after the server's 101. Never h2c.
-        let upgrade = if self.h2 {
-            None
-        } else {
-            upgrade_of(req.headers())
-        };
-        let mut client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let upgrade = upgrade_of(&req);
         let (mut req, out) = self.outgoing(req, backend, host, upgrade);
         // Sticky cookie: the server it names while that one is up.
         let mut attempts = Attempts {
@@ -200,7 +195,7 @@ impl Conn {
                         sender,
                         active,
                     };
-                    let response = self.pass_on(response, reached, &out, &mut client_side);
+                    let response = self.pass_on(response, reached, &out);
                     return (response, Some(i));
                 }
                 Some(Err(mut e)) => match e.take_message() {
@@ -338,7 +333,6 @@ impl Conn {
         mut response: Response<Incoming>,
         reached: Reached<'_>,
         out: &Outgoing<'_>,
-        client_side: &mut Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<Body> {
         let Reached {
             backend,
@@ -348,15 +342,10 @@ impl Conn {
         } = reached;
         let server = &backend.servers[index];
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_side) = client_side.take() else {
+            if !out.upgrade {
                 return Failure::UnaskedSwitch.answer(self, backend, server);
-            };
-            self.tunnel(
-                &mut response,
-                client_side,
-                (backend, server),
-                (sender, active),
-            );
+            }
+            self.tunnel(&mut response, (backend, server), (sender, active));
             return response.map(|body| http_body_util::Either::Left(Returning::new(body, None)));
         }
         strip_hop_by_hop(response.headers_mut());

@@ -20,6 +20,7 @@ mod conn;
 mod cookies;
 mod dial;
 mod forward;
+mod h1;
 mod headers;
 mod log;
 mod pages;
@@ -41,7 +42,8 @@ use http_body_util::{Either, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use self::conn::{Activity, Busy, Conn, Deadline, Moved, Watched};
+use self::conn::{Activity, Busy, Conn, Deadline, Due, Moved, Watched};
+use self::h1::Ended;
 use self::headers::{client_certificate_headers, ThisSide};
 use self::log::Answer;
 use self::pool::Returning;
@@ -55,7 +57,8 @@ use crate::tls::ServerSide;
 const MAX_HEAD: u32 = 32 * 1024;
 
 /// hyper's HTTP/1.1 buffers (its read bound, and how much response it
-/// queues for writing): above `MAX_HEAD`, which is checked per request.
+/// queues for writing), on both sides: above `MAX_HEAD`, which is checked
+/// per request.
 const MAX_BUF: usize = 64 * 1024;
 
 /// Concurrent streams one h2 client may open.
@@ -69,50 +72,63 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// What the router answers with: a server's response, or its own page.
 type Body = Either<Returning, Full<Bytes>>;
 
-/// Drives a hyper connection to its end; when the router starts draining,
-/// asks it to shut down gracefully (in-flight requests finish, HTTP/1.1
-/// answers `Connection: close`, h2 sends GOAWAY) and goes on driving it.
+/// Drives an h2 connection to its end; when the router starts draining,
+/// asks it to shut down gracefully (in-flight streams finish after a
+/// GOAWAY) and goes on driving it. (HTTP/1.1 connections: [`h1`].)
 ///
-/// A connection idle past `http_keep_alive_timeout`, or slower than
-/// `http_request_timeout` over a request head, is closed: HTTP/1.1 at once
-/// (there is nothing in flight), h2 with GOAWAY. A client that reads none
-/// of its response for `client_timeout` is closed outright.
-macro_rules! until_drained {
-    ($connection:expr, $drain:expr, $conn:expr, $log:expr) => {{
-        let connection = $connection;
-        tokio::pin!(connection);
-        let mut asked = *$drain.borrow();
-        if asked {
-            connection.as_mut().graceful_shutdown();
-        }
-        let deadline = Deadline::new($conn);
-        tokio::pin!(deadline);
-        let mut expired = false;
-        loop {
-            tokio::select! {
-                // The connection first: the deadline reads what it did.
-                biased;
+/// A connection idle past `http_keep_alive_timeout` is sent GOAWAY. A
+/// client that reads none of its responses for `client_timeout` is closed
+/// outright.
+async fn serve_h2<S>(io: S, conn: &Arc<Conn>, log: &mut AccessLog) -> Ended
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let mut drain = conn.shared.draining();
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(MAX_HEAD)
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .serve_connection(watched(io, conn), service(conn));
+    tokio::pin!(connection);
+    let mut asked = *drain.borrow();
+    if asked {
+        connection.as_mut().graceful_shutdown();
+    }
+    let deadline = Deadline::new(conn, false);
+    tokio::pin!(deadline);
+    let mut expired = false;
+    loop {
+        tokio::select! {
+            // The connection first: the deadline reads what it did.
+            biased;
+            done = connection.as_mut() => {
                 // After an expiry the reason is already logged.
-                done = connection.as_mut() => break (!expired).then_some(done),
-                changed = $drain.wait_for(|d| *d), if !asked => {
-                    asked = true;
-                    if changed.is_ok() {
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
-                (why, hard) = deadline.as_mut(), if !expired => {
-                    expired = true;
-                    $log.end("client", &format!("closed: {why}"));
-                    if $conn.h2 && !hard {
-                        asked = true;
-                        connection.as_mut().graceful_shutdown();
-                    } else {
-                        break None;
-                    }
+                return match done {
+                    _ if expired => Ended::Expired,
+                    Ok(()) => Ended::Closed,
+                    Err(e) => Ended::Failed(e),
+                };
+            }
+            changed = drain.wait_for(|d| *d), if !asked => {
+                asked = true;
+                if changed.is_ok() {
+                    connection.as_mut().graceful_shutdown();
                 }
             }
+            due = deadline.as_mut(), if !expired => {
+                let Due::Close(why, hard) = due else { continue };
+                expired = true;
+                log.end("client", &format!("closed: {why}"));
+                if hard {
+                    return Ended::Expired;
+                }
+                asked = true;
+                connection.as_mut().graceful_shutdown();
+            }
         }
-    }};
+    }
 }
 
 /// What requests of one connection are routed with.
@@ -174,35 +190,18 @@ pub(super) async fn serve(
         client_certificate,
         fallback,
         tunnels: Default::default(),
+        upgraded: Default::default(),
         timeouts,
         activity: Activity::new(),
         moved: Moved::default(),
         frontend,
     });
-    let mut drain = conn.shared.draining();
     let served = if h2 {
-        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(H2_MAX_STREAMS)
-            .max_header_list_size(MAX_HEAD)
-            .keep_alive_interval(H2_PING_INTERVAL)
-            .keep_alive_timeout(H2_PING_TIMEOUT)
-            .serve_connection(watched(stream, &conn), service(&conn));
-        until_drained!(connection, drain, &conn, log)
+        serve_h2(stream, &conn, log).await
     } else {
-        let connection = http1(&conn.timeouts)
-            .serve_connection(watched(stream, &conn), service(&conn))
-            .with_upgrades();
-        until_drained!(connection, drain, &conn, log)
+        h1::serve(stream, &conn, log).await
     };
     ended(&conn, served, log).await;
-}
-
-/// hyper's own bound on reading a request head, which starts as soon as a
-/// connection waits for its next request: a backstop only, above the
-/// keep-alive and head deadlines the connection keeps itself.
-fn head_backstop(timeouts: &Timeouts) -> Duration {
-    timeouts.http_keep_alive + timeouts.http_request
 }
 
 /// A plain-HTTP listener (port 80): requests are redirected to https by
@@ -239,35 +238,19 @@ pub(super) async fn serve_plain(
         client_certificate: Vec::new(),
         fallback: None,
         tunnels: Default::default(),
+        upgraded: Default::default(),
         timeouts,
         activity: Activity::new(),
         moved: Moved::default(),
         frontend,
     });
-    let mut drain = conn.shared.draining();
-    let connection = http1(&conn.timeouts)
-        .serve_connection(watched(client, &conn), service(&conn))
-        .with_upgrades();
-    let served = until_drained!(connection, drain, &conn, log);
+    let served = h1::serve(client, &conn, log).await;
     ended(&conn, served, log).await;
 }
 
-/// The HTTP/1.1 server side of a client connection.
-fn http1(timeouts: &Timeouts) -> hyper::server::conn::http1::Builder {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_backstop(timeouts))
-        .max_buf_size(MAX_BUF);
-    builder
-}
-
-/// An HTTP/1.1 client stream that tells `conn` when a request head begins.
+/// An h2 client stream that tells `conn` when writes stop moving.
 fn watched<S>(io: S, conn: &Arc<Conn>) -> TokioIo<Watched<S>> {
-    TokioIo::new(Watched {
-        io,
-        conn: Arc::clone(conn),
-    })
+    TokioIo::new(Watched::new(io, conn))
 }
 
 /// Each request of `conn`, counted from its head to the end of its
@@ -300,16 +283,17 @@ type Serving = std::pin::Pin<
 >;
 
 /// After the client connection: its tunnels waited for, its end logged.
-async fn ended(conn: &Conn, served: Option<Result<(), hyper::Error>>, log: &mut AccessLog) {
+async fn ended(conn: &Conn, served: Ended, log: &mut AccessLog) {
     conn.join_tunnels().await;
     let (bytes_in, bytes_out) = conn.moved.get();
     log.served_http(bytes_in, bytes_out);
     match served {
-        Some(Ok(())) => log.end("client", "closed (HTTP mode)"),
-        Some(Err(e)) => {
+        Ended::Closed => log.end("client", "closed (HTTP mode)"),
+        Ended::Failed(e) => {
             conn.refused(&e);
             log.end("client", &format!("HTTP connection ended: {e}"))
         }
-        None => {}
+        Ended::Broke(e) => log.end("client", &format!("HTTP connection ended: {e}")),
+        Ended::Expired => {}
     }
 }

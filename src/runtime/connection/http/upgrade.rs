@@ -1,14 +1,18 @@
 //! HTTP/1.1 upgrades (WebSocket): what a request asks to upgrade to, the
 //! tunnel a server's 101 turns the connection into, and the tunnels the
 //! connection waits for before it ends.
+//!
+//! The client's side of a tunnel is handed over by the connection's task
+//! ([`super::h1`]) once hyper has written the 101 and let go of the stream,
+//! with the bytes hyper had read past the request.
 
 use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::upgrade::OnUpgrade;
-use hyper::Response;
+use hyper::{Request, Response, Version};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::conn::Conn;
 use super::dial::Sender;
@@ -23,11 +27,14 @@ impl Conn {
     pub(super) fn tunnel(
         &self,
         response: &mut Response<Incoming>,
-        client_side: OnUpgrade,
         (backend, server): (&Backend, &Server),
         held: (Sender, ActiveGuard),
     ) {
         let server_side = hyper::upgrade::on(response);
+        let (handover, client_side) = tokio::sync::oneshot::channel();
+        if let Ok(mut waiting) = self.upgraded.lock() {
+            *waiting = Some(handover);
+        }
         // The tunnel's bytes are counted for the backend and server when
         // it ends, as a passthrough connection's are.
         let counted = (Arc::clone(&backend.traffic), Arc::clone(&server.state));
@@ -40,7 +47,7 @@ impl Conn {
             let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) else {
                 return (0, 0);
             };
-            let (client, server) = (TokioIo::new(client), TokioIo::new(server));
+            let server = TokioIo::new(server);
             let outcome = relay_streams(client, server, deadlines, None).await;
             let (up, down) = (outcome.client_to_server, outcome.server_to_client);
             counted.0.add_bytes(up, down);
@@ -68,10 +75,23 @@ impl Conn {
     }
 }
 
+/// The client's stream, handed to its tunnel.
+pub(super) type Handover = tokio::sync::oneshot::Sender<Box<dyn ClientStream>>;
+
+/// A client's stream as a tunnel relays it (TLS or not).
+pub(super) trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for S {}
+
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection:
 /// upgrade` and `Upgrade`), unless it is h2c: cleartext h2 would slip past
-/// routing and header policy.
-pub(super) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+/// routing and header policy. Only HTTP/1.1 has upgrades (h2 and
+/// HTTP/1.0 requests never do).
+pub(super) fn upgrade_of<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let headers: &HeaderMap = req.headers();
     let asked = headers
         .get_all(header::CONNECTION)
         .iter()
