@@ -102,7 +102,18 @@ pub(super) struct Activity {
     /// a `#fragment` (its URI parser drops fragments, so the raw line is
     /// looked at here); taken by that request's routing.
     pub(super) fragment: std::sync::atomic::AtomicBool,
+    /// Where the scan of that request line stands ([`LINE_DONE`],
+    /// [`LINE_AHEAD`], [`LINE_IN`]): it goes on over as many reads as the
+    /// line takes.
+    line: std::sync::atomic::AtomicU8,
 }
+
+/// The request line has been scanned (or none is arriving).
+const LINE_DONE: u8 = 0;
+/// A head began: blank lines may come before its request line.
+const LINE_AHEAD: u8 = 1;
+/// Inside the request line.
+const LINE_IN: u8 = 2;
 
 impl Activity {
     pub(super) fn new() -> Self {
@@ -114,6 +125,7 @@ impl Activity {
             head_since: Default::default(),
             write_blocked_since: Default::default(),
             fragment: Default::default(),
+            line: Default::default(),
         }
     }
 
@@ -128,20 +140,33 @@ impl Activity {
 
     /// Bytes arrived from the client (HTTP/1.1 connections only): when
     /// they begin a request on an idle connection, its head's deadline
-    /// starts, and its request line (in these bytes, as clients send it)
-    /// is checked for a fragment.
+    /// starts, and its request line (in these bytes and the next, however
+    /// it is split) is checked for a fragment.
     pub(super) fn bytes_arrived(&self, bytes: &[u8]) {
         use std::sync::atomic::Ordering::Relaxed;
+        let mut line = self.line.load(Relaxed);
         if self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0 {
             self.head_since.store(self.now(), Relaxed);
-            let line = bytes
-                .iter()
-                .skip_while(|b| matches!(b, b'\r' | b'\n'))
-                .take_while(|b| **b != b'\n');
-            if line.into_iter().any(|b| *b == b'#') {
-                self.fragment.store(true, Relaxed);
+            line = LINE_AHEAD;
+        }
+        if line == LINE_DONE {
+            return;
+        }
+        for &b in bytes {
+            match (line, b) {
+                (LINE_AHEAD, b'\r' | b'\n') => {}
+                (_, b'\n') => {
+                    line = LINE_DONE;
+                    break;
+                }
+                (_, b'#') => {
+                    self.fragment.store(true, Relaxed);
+                    line = LINE_IN;
+                }
+                _ => line = LINE_IN,
             }
         }
+        self.line.store(line, Relaxed);
     }
 
     /// A write to the client found its socket full (`blocked`) or moved.

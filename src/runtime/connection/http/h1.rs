@@ -24,9 +24,8 @@ use crate::model::backend::Timeouts;
 use crate::runtime::access_log::AccessLog;
 
 /// The most a resting connection reads of the client's next bytes before
-/// a session takes over (the request line, for its fragment check, as a
-/// session's own first read would see it).
-const WAKE_READ: usize = 4096;
+/// a session takes over (the session reads the rest).
+const WAKE_READ: usize = 64;
 
 /// How an HTTP/1.1 client connection ended.
 pub(super) enum Ended {
@@ -63,18 +62,31 @@ enum Woken {
 
 /// Serves `io` until the client is done, in as many sessions as its idle
 /// spells need.
-pub(super) async fn serve<S>(io: S, conn: &Arc<Conn>, log: &mut AccessLog) -> Ended
+///
+/// The stream comes boxed: it is moved into each session and back, and an
+/// async fn keeps room for its arguments for as long as it runs (a stream
+/// by value would be held twice, here and in the session).
+pub(super) async fn serve<S>(
+    mut io: Watched<Box<S>>,
+    conn: &Arc<Conn>,
+    log: &mut AccessLog,
+) -> Ended
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let mut drain = conn.shared.draining();
-    let mut io = Watched::new(io, conn);
     loop {
         // Boxed: resting gives back the session's state with its buffers.
         let mut session =
             Box::new(builder(&conn.timeouts).serve_connection(TokioIo::new(io), service(conn)));
         let ended = run(&mut *session, conn, &mut drain, log).await;
-        let parts = session.into_parts();
+        // The box is freed here, not at the end of the rest (a box moved
+        // out of in place keeps its memory to the end of its scope).
+        let parts = {
+            let boxed = session;
+            *boxed
+        }
+        .into_parts();
         io = parts.io.into_inner();
         // hyper's read buffer is let go of; bytes it read past the last
         // request (rare: a head begun before the rest) are kept.
@@ -92,13 +104,13 @@ where
                     let _ = handover.send(Box::new(io));
                     return Ended::Closed;
                 }
-                return close(io, &conn.timeouts).await;
+                return close(&mut io, &conn.timeouts).await;
             }
             Session::Rested => {}
         }
         match rest(&mut io, conn, &mut drain, log).await {
             Woken::Bytes => continue,
-            Woken::Closed => return close(io, &conn.timeouts).await,
+            Woken::Closed => return close(&mut io, &conn.timeouts).await,
             Woken::Broke(e) => return Ended::Broke(e),
             Woken::Expired => return Ended::Expired,
         }
@@ -196,7 +208,7 @@ where
     let _counted = Resting::new();
     let deadline = Deadline::new(conn, false);
     tokio::pin!(deadline);
-    let mut first = vec![0; WAKE_READ];
+    let mut first = [0; WAKE_READ];
     let mut buf = ReadBuf::new(&mut first);
     let woken = tokio::select! {
         biased;
@@ -216,9 +228,7 @@ where
         },
     };
     if let Woken::Bytes = woken {
-        let n = buf.filled().len();
-        first.truncate(n);
-        io.early = Bytes::from(first);
+        io.early = Bytes::copy_from_slice(buf.filled());
     }
     woken
 }
@@ -250,7 +260,7 @@ async fn drained(drain: &mut watch::Receiver<bool>) {
 
 /// Closes the client's stream (TLS: close_notify, then FIN), for as long
 /// as the client takes writes.
-async fn close<S: AsyncWrite + Unpin>(mut io: Watched<S>, timeouts: &Timeouts) -> Ended {
+async fn close<S: AsyncWrite + Unpin>(io: &mut Watched<S>, timeouts: &Timeouts) -> Ended {
     match tokio::time::timeout(timeouts.client, io.shutdown()).await {
         Ok(Err(e)) => Ended::Broke(e),
         Ok(Ok(())) | Err(_) => Ended::Closed,

@@ -79,7 +79,10 @@ type Body = Either<Returning, Full<Bytes>>;
 /// A connection idle past `http_keep_alive_timeout` is sent GOAWAY. A
 /// client that reads none of its responses for `client_timeout` is closed
 /// outright.
-async fn serve_h2<S>(io: S, conn: &Arc<Conn>, log: &mut AccessLog) -> Ended
+///
+/// The stream comes boxed, as for [`h1::serve`]: moved into hyper's
+/// connection, it would otherwise be held twice.
+async fn serve_h2<S>(io: Box<S>, conn: &Arc<Conn>, log: &mut AccessLog) -> Ended
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -196,10 +199,11 @@ pub(super) async fn serve(
         moved: Moved::default(),
         frontend,
     });
+    let stream = Box::new(stream);
     let served = if h2 {
         serve_h2(stream, &conn, log).await
     } else {
-        h1::serve(stream, &conn, log).await
+        h1::serve(Watched::new(stream, &conn), &conn, log).await
     };
     ended(&conn, served, log).await;
 }
@@ -244,7 +248,7 @@ pub(super) async fn serve_plain(
         moved: Moved::default(),
         frontend,
     });
-    let served = h1::serve(client, &conn, log).await;
+    let served = h1::serve(Watched::new(Box::new(client), &conn), &conn, log).await;
     ended(&conn, served, log).await;
 }
 
