@@ -162,8 +162,16 @@ pub(super) async fn serve(
     let local_port = client.local_addr().map_or(443, |a| a.port());
     let offer: [&[u8]; 2] = [b"h2", b"http/1.1"];
     let certs = Arc::clone(&tls.certs);
-    let accepted = terminate::accept(client, hello, tls, handshake_timeout, &offer, log).await;
-    let Some((stream, served)) = accepted else {
+    // Boxed, as are the stream and the h2 path: this future lives as long
+    // as the connection, and would otherwise keep room for the handshake's
+    // state and the stream (and an HTTP/1.1 connection for h2's) all that
+    // time.
+    let accepting = async {
+        let accepted = terminate::accept(client, hello, tls, handshake_timeout, &offer, log);
+        let (stream, served) = accepted.await?;
+        Some((Box::new(stream), served))
+    };
+    let Some((stream, served)) = Box::pin(accepting).await else {
         return;
     };
     let session = stream.get_ref().1;
@@ -199,9 +207,8 @@ pub(super) async fn serve(
         moved: Moved::default(),
         frontend,
     });
-    let stream = Box::new(stream);
     let served = if h2 {
-        serve_h2(stream, &conn, log).await
+        Box::pin(serve_h2(stream, &conn, log)).await
     } else {
         h1::serve(Watched::new(stream, &conn), &conn, log).await
     };
