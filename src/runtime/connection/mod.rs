@@ -64,13 +64,14 @@ pub(crate) struct Accepted {
 /// A connection's task, from accept to its end: never panics on peer
 /// input, and every way it ends is logged once.
 ///
-/// Two stages. Everything before a passthrough relay (the preread, the
-/// decision, the connect and the replay), and the whole of a terminated
-/// connection, runs in one boxed future that is freed when it returns.
-/// A passthrough connection then relays in place, so the task of a
-/// long-lived connection is sized for the relay alone (its streams, one
-/// timer, its log record and its places), not for the largest step
-/// before it.
+/// Two stages. Everything before a passthrough relay or HTTP mode (the
+/// preread, the decision, the connect and the replay), and the whole of a
+/// connection terminated in TCP mode, runs in one boxed future that is
+/// freed when it returns. A passthrough connection then relays in place,
+/// so the task of a long-lived connection is sized for the relay alone
+/// (its streams, one timer, its log record and its places), not for the
+/// largest step before it; an HTTP connection is served by a boxed future
+/// of its own.
 pub(crate) fn handle(conn: Accepted) -> Connection {
     let Accepted {
         stream,
@@ -100,9 +101,16 @@ pub(crate) struct Counted {
     pub(crate) open: crate::runtime::shared::OpenGuard,
 }
 
-/// The end of the first stage: the log, and the relay to run if the
-/// connection is passthrough.
-type Opened = (AccessLog, Option<(relay::Relay, Held)>);
+/// The end of the first stage: the log, and what comes next, if anything.
+type Opened = (AccessLog, Option<Next>);
+
+/// What the first stage hands on.
+enum Next {
+    /// A passthrough connection: the relay to run in place.
+    Relay(relay::Relay, Held),
+    /// HTTP mode, with the per-source places it holds.
+    Http(http::Start, Places),
+}
 
 pin_project_lite::pin_project! {
     /// The future of one connection's task (see [`handle`]).
@@ -124,6 +132,7 @@ pin_project_lite::pin_project! {
             log: Option<AccessLog>,
             held: Held,
         },
+        Serving { serving: http::Serving },
         Done,
     }
 }
@@ -136,7 +145,7 @@ impl Future for Connection {
         loop {
             let log = match this.stage.as_mut().project() {
                 StageProj::Opening { opening } => match ready!(opening.as_mut().poll(cx)) {
-                    (log, Some((relay, held))) => {
+                    (log, Some(Next::Relay(relay, held))) => {
                         this.stage.set(Stage::Relaying {
                             relay,
                             log: Some(log),
@@ -144,8 +153,15 @@ impl Future for Connection {
                         });
                         continue;
                     }
+                    (log, Some(Next::Http(start, places))) => {
+                        // The first stage's future is freed here.
+                        let serving = start.serving(log, places);
+                        this.stage.set(Stage::Serving { serving });
+                        continue;
+                    }
                     (log, None) => log,
                 },
+                StageProj::Serving { serving } => ready!(serving.as_mut().poll(cx)),
                 StageProj::Relaying { relay, log, .. } => {
                     let outcome = ready!(relay.poll(cx));
                     // Taken only here, and the stage becomes `Done` right
@@ -186,15 +202,15 @@ async fn open(
     frontend: Arc<Traffic>,
     mut log: AccessLog,
 ) -> Opened {
-    let tunnel =
-        decide_and_open(stream, peer, snapshot, listener, shared, frontend, &mut log).await;
-    (log, tunnel)
+    let next = decide_and_open(stream, peer, snapshot, listener, shared, frontend, &mut log).await;
+    (log, next)
 }
 
 /// The stages in order: the client (PROXY header), the listener's
 /// admission, the preread, the decision, the backend's admission, then the
 /// termination's path. A passthrough connection comes back as a relay to
-/// run; every other way ends here (logged).
+/// run, an HTTP-mode one as the connection to serve; every other way ends
+/// here (logged).
 async fn decide_and_open(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -203,7 +219,7 @@ async fn decide_and_open(
     shared: Arc<Shared>,
     frontend: Arc<Traffic>,
     log: &mut AccessLog,
-) -> Option<(relay::Relay, Held)> {
+) -> Option<Next> {
     let spec = &snapshot.listeners[listener];
     let _ = stream.set_nodelay(true);
     let peer = preread::client(&stream, peer, spec, log).await?;
@@ -220,9 +236,8 @@ async fn decide_and_open(
             timeouts,
             ja4: None,
         };
-        let serve = http::serve_plain(stream, routing, https_port, log);
-        Box::pin(serve).await;
-        return None;
+        let start = http::Start::plain(stream, routing, https_port);
+        return Some(Next::Http(start, places));
     }
     // The preread buffer stays charged to the buffer budget until its
     // bytes are handed on: to the server (passthrough, after the connect
@@ -252,16 +267,9 @@ async fn decide_and_open(
                 ja4: log.ja4(),
             };
             let hello = preread.into_bytes();
-            let serve = http::serve(
-                stream,
-                hello,
-                unrouted.tls,
-                unrouted.handshake_timeout,
-                routing,
-                log,
-            );
-            Box::pin(serve).await;
-            return None;
+            let (tls, handshake_timeout) = (unrouted.tls, unrouted.handshake_timeout);
+            let start = http::Start::tls(stream, routing, hello, tls, handshake_timeout);
+            return Some(Next::Http(start, places));
         }
         Decided::Closed => return None,
     };
@@ -279,7 +287,7 @@ async fn dispatch(
     (peer, frontend): (SocketAddr, Arc<Traffic>),
     places: Places,
     log: &mut AccessLog,
-) -> Option<(relay::Relay, Held)> {
+) -> Option<Next> {
     let Routed {
         backend,
         tls,
@@ -297,13 +305,14 @@ async fn dispatch(
     };
     match (backend.termination, tls, requests) {
         (Termination::Passthrough, _, _) => {
-            return passthrough::open(stream, preread, ctx, places, log).await
+            let (relay, held) = passthrough::open(stream, preread, ctx, places, log).await?;
+            return Some(Next::Relay(relay, held));
         }
         (_, Some(_), Some(_)) if log.is_postgres() => log.fail(
             "switchyard",
             "a PostgreSQL client was routed to an HTTP-mode backend: its route must be passthrough or mode = \"tcp\"",
         ),
-        // HTTP mode. Boxed like the tunnel below.
+        // HTTP mode: served as a stage of its own.
         (_, Some(tls), Some(shared)) => {
             let routing = http::Routing {
                 shared,
@@ -314,15 +323,8 @@ async fn dispatch(
                 ja4: log.ja4(),
             };
             let hello = preread.into_bytes();
-            Box::pin(http::serve(
-                stream,
-                hello,
-                tls,
-                handshake_timeout,
-                routing,
-                log,
-            ))
-            .await
+            let start = http::Start::tls(stream, routing, hello, tls, handshake_timeout);
+            return Some(Next::Http(start, places));
         }
         // Boxed: TLS state is large, and the first stage of a passthrough
         // connection (this future) must not be sized for it.

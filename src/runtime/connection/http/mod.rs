@@ -150,15 +150,97 @@ pub(super) struct Routing {
     pub(crate) ja4: Option<crate::model::wire::client_hello::Ja4>,
 }
 
-/// Terminates TLS, then serves requests until the client is done.
-pub(super) async fn serve(
+/// A connection for HTTP mode, as the first stage hands it on: the
+/// client's stream, what its requests are routed with, and its TLS side
+/// (none on a plain-HTTP listener).
+pub(super) struct Start {
     client: TcpStream,
-    hello: Vec<u8>,
-    tls: Arc<ServerSide>,
-    handshake_timeout: Duration,
     routing: Routing,
-    log: &mut AccessLog,
-) {
+    side: Side,
+}
+
+enum Side {
+    /// A plain-HTTP listener: https redirects go to this port.
+    Plain { https_port: u16 },
+    /// TLS is terminated first, with this ClientHello read ahead.
+    Tls {
+        hello: Vec<u8>,
+        tls: Arc<ServerSide>,
+        handshake_timeout: Duration,
+    },
+}
+
+/// The HTTP stage of a connection's task: it owns the connection's log
+/// and gives it back at the end.
+pub(super) type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = AccessLog> + Send>>;
+
+impl Start {
+    /// A connection on a plain-HTTP listener.
+    pub(super) fn plain(client: TcpStream, routing: Routing, https_port: u16) -> Self {
+        let side = Side::Plain { https_port };
+        Start {
+            client,
+            routing,
+            side,
+        }
+    }
+
+    /// A TLS connection whose ClientHello (`hello`) chose HTTP mode.
+    pub(super) fn tls(
+        client: TcpStream,
+        routing: Routing,
+        hello: Vec<u8>,
+        tls: Arc<ServerSide>,
+        handshake_timeout: Duration,
+    ) -> Self {
+        let side = Side::Tls {
+            hello,
+            tls,
+            handshake_timeout,
+        };
+        Start {
+            client,
+            routing,
+            side,
+        }
+    }
+
+    /// The connection served to its end, holding `held` (its per-source
+    /// places) until then.
+    pub(super) fn serving<H: Send + 'static>(self, log: AccessLog, held: H) -> Serving {
+        let Start {
+            client,
+            routing,
+            side,
+        } = self;
+        match side {
+            Side::Plain { https_port } => {
+                Box::pin(serve_plain(client, routing, https_port, log, held))
+            }
+            Side::Tls {
+                hello,
+                tls,
+                handshake_timeout,
+            } => Box::pin(serve(
+                client,
+                (hello, tls, handshake_timeout),
+                routing,
+                log,
+                held,
+            )),
+        }
+    }
+}
+
+/// Terminates TLS, then serves requests until the client is done.
+async fn serve<H>(
+    client: TcpStream,
+    (hello, tls, handshake_timeout): (Vec<u8>, Arc<ServerSide>, Duration),
+    routing: Routing,
+    mut record: AccessLog,
+    _held: H,
+) -> AccessLog {
+    let log = &mut record;
     let local_port = client.local_addr().map_or(443, |a| a.port());
     let offer: [&[u8]; 2] = [b"h2", b"http/1.1"];
     let certs = Arc::clone(&tls.certs);
@@ -172,7 +254,7 @@ pub(super) async fn serve(
         Some((Box::new(stream), served))
     };
     let Some((stream, served)) = Box::pin(accepting).await else {
-        return;
+        return record;
     };
     let session = stream.get_ref().1;
     let h2 = session.alpn_protocol() == Some(b"h2");
@@ -213,16 +295,19 @@ pub(super) async fn serve(
         h1::serve(Watched::new(stream, &conn), &conn, log).await
     };
     ended(&conn, served, log).await;
+    record
 }
 
 /// A plain-HTTP listener (port 80): requests are redirected to https by
 /// `os_route_http_redirect.map` or routed by `os_http_be.map`.
-pub(super) async fn serve_plain(
+async fn serve_plain<H>(
     client: TcpStream,
     routing: Routing,
     https_port: u16,
-    log: &mut AccessLog,
-) {
+    mut record: AccessLog,
+    _held: H,
+) -> AccessLog {
+    let log = &mut record;
     let Routing {
         shared,
         frontend,
@@ -234,7 +319,7 @@ pub(super) async fn serve_plain(
         crate::model::limits::budget::global().admit(crate::model::limits::budget::HTTP_CONNECTION)
     else {
         log.fail("switchyard", terminate::BUDGET_REACHED);
-        return;
+        return record;
     };
     let local_port = client.local_addr().map_or(80, |a| a.port());
     let conn = Arc::new(Conn {
@@ -257,6 +342,7 @@ pub(super) async fn serve_plain(
     });
     let served = h1::serve(Watched::new(Box::new(client), &conn), &conn, log).await;
     ended(&conn, served, log).await;
+    record
 }
 
 /// An h2 client stream that tells `conn` when writes stop moving.
@@ -272,7 +358,7 @@ fn service(
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<Answer>,
     Error = Infallible,
-    Future = Serving,
+    Future = Answering,
 > + Clone {
     let conn = Arc::clone(conn);
     hyper::service::service_fn(move |req| {
@@ -281,7 +367,7 @@ fn service(
             let busy = Busy::new(&conn);
             let (response, record) = conn.route(req).await;
             Ok::<_, Infallible>(response.map(|body| Answer { body, record, busy }))
-        }) as Serving
+        }) as Answering
     })
 }
 
@@ -289,7 +375,7 @@ fn service(
 /// future of the request in flight for as long as an HTTP/1.1 connection
 /// lives, so an idle connection holds a pointer, not the whole state of
 /// routing, dialing and forwarding.
-type Serving = std::pin::Pin<
+type Answering = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<hyper::Response<Answer>, Infallible>> + Send>,
 >;
 
