@@ -48,7 +48,7 @@ pub(super) struct Conn {
     /// HTTP/1.1: the tunnel waiting for the client's stream once the 101
     /// has been written (the stream is handed over by the connection's
     /// task when hyper lets go of it).
-    pub(super) upgraded: std::sync::Mutex<Option<super::upgrade::Handover>>,
+    pub(super) upgraded: std::sync::Mutex<Option<Handover>>,
     /// `http_request_timeout` and `http_keep_alive_timeout` apply to the
     /// client side; the server-side ones are each request's backend's.
     pub(super) timeouts: Timeouts,
@@ -61,6 +61,14 @@ pub(super) struct Conn {
     /// (an h2 stream may end after its connection).
     pub(super) frontend: Arc<crate::model::counters::Traffic>,
 }
+
+/// The client's stream, handed to its tunnel.
+pub(super) type Handover = tokio::sync::oneshot::Sender<Box<dyn ClientStream>>;
+
+/// A client's stream as a tunnel relays it (TLS or not).
+pub(super) trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for S {}
 
 /// Bytes from a client and to it, over its connection's requests.
 #[derive(Default)]

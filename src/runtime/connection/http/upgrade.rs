@@ -12,7 +12,6 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::conn::Conn;
 use super::dial::Sender;
@@ -74,14 +73,6 @@ impl Conn {
         }
     }
 }
-
-/// The client's stream, handed to its tunnel.
-pub(super) type Handover = tokio::sync::oneshot::Sender<Box<dyn ClientStream>>;
-
-/// A client's stream as a tunnel relays it (TLS or not).
-pub(super) trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<S: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for S {}
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection:
 /// upgrade` and `Upgrade`), unless it is h2c: cleartext h2 would slip past
