@@ -616,13 +616,18 @@ async fn websocket_upgrades_become_tunnels_and_h2c_is_stripped() {
     );
     for frame in [&b"first frame"[..], b"second"] {
         tls.write_all(frame).await.expect("frame");
-        let mut back = vec![0u8; frame.len()];
-        tokio::time::timeout(WAIT, tls.read_exact(&mut back))
-            .await
-            .expect("in time")
-            .expect("echoed through the tunnel");
-        assert_eq!(back, frame);
+        echoed(&mut tls, frame).await;
     }
+}
+
+/// Reads `frame` back through a tunnel whose server echoes.
+async fn echoed<S: AsyncRead + Unpin>(s: &mut S, frame: &[u8]) {
+    let mut back = vec![0u8; frame.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut back))
+        .await
+        .expect("in time")
+        .expect("echoed through the tunnel");
+    assert_eq!(back, frame);
 }
 
 /// An HTTP/1.1 connection idle for a second rests (its HTTP session ends
@@ -681,19 +686,9 @@ async fn resting_connections_serve_their_next_requests() {
     tls.write_all(upgrade.as_bytes()).await.expect("send");
     let (head, _) = read_message(&mut tls).await.expect("101");
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut back = [0u8; 11];
-    tokio::time::timeout(WAIT, tls.read_exact(&mut back))
-        .await
-        .expect("in time")
-        .expect("echoed");
-    assert_eq!(&back, b"early frame");
+    echoed(&mut tls, b"early frame").await;
     tls.write_all(b"later").await.expect("frame");
-    let mut back = [0u8; 5];
-    tokio::time::timeout(WAIT, tls.read_exact(&mut back))
-        .await
-        .expect("in time")
-        .expect("echoed");
-    assert_eq!(&back, b"later");
+    echoed(&mut tls, b"later").await;
 }
 
 /// Resting connections are counted on the stats port (a router process of
