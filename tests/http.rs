@@ -691,6 +691,78 @@ async fn resting_connections_serve_their_next_requests() {
     echoed(&mut tls, b"later").await;
 }
 
+/// A response the router ends the connection after (`Connection: close`)
+/// reaches a client that reads slowly whole: what the session had still
+/// to write when the response ended is sent before the close.
+#[tokio::test]
+async fn a_closing_response_reaches_a_slow_reader_whole() {
+    const SIZE: usize = 8 << 20;
+    let big = serve_each(|mut tcp| async move {
+        if read_head(&mut tcp).await.is_none() {
+            return;
+        }
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n");
+        if tcp.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..SIZE / chunk.len() {
+            if tcp.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let s = setup_with(&format!(
+        "\n[[backend]]\nname = \"be_edge_http:t:big\"\ntermination = \"edge\"\nmode = \"http\"\n\
+         servers = [{{ name = \"big-1\", address = \"{big}\" }}]\n"
+    ))
+    .await;
+    s.dir.write(
+        "maps/os_edge_reencrypt_be.map",
+        &format!("{} be_edge_http:t:big\n", route_regex("big.http.test")),
+    );
+    let (_router, addr) = start(&s.config);
+    // A small receive buffer and slow reads: the router's writes are
+    // always waiting on the client, as on a slow link.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("rcvbuf");
+    let tcp = socket.connect(addr).await.expect("connect");
+    let name = ServerName::try_from("big.http.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(s.front.client_config())
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let request = "GET /big HTTP/1.1\r\nHost: big.http.test\r\nConnection: close\r\n\r\n";
+    tls.write_all(request.as_bytes()).await.expect("send");
+    let mut all = Vec::with_capacity(SIZE + 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let started = std::time::Instant::now();
+    loop {
+        assert!(started.elapsed() < 3 * WAIT, "read in time");
+        let n = tokio::time::timeout(WAIT, tls.read(&mut chunk))
+            .await
+            .expect("in time")
+            .expect("read to the close");
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&chunk[..n]);
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+    let head_end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    assert!(all.starts_with(b"HTTP/1.1 200"), "status");
+    assert_eq!(
+        all.len() - head_end,
+        SIZE,
+        "the whole body before the close"
+    );
+}
+
 /// Resting connections are counted on the stats port (a router process of
 /// its own: no other test's connections count).
 #[tokio::test]

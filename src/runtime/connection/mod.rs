@@ -64,7 +64,8 @@ pub(crate) struct Accepted {
 /// A connection's task, from accept to its end: never panics on peer
 /// input, and every way it ends is logged once.
 ///
-/// Two stages. Everything before a passthrough relay or HTTP mode (the
+/// A first stage, then at most one more. Everything before a passthrough
+/// relay or HTTP mode (the
 /// preread, the decision, the connect and the replay), and the whole of a
 /// connection terminated in TCP mode, runs in one boxed future that is
 /// freed when it returns. A passthrough connection then relays in place,

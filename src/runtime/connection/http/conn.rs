@@ -299,10 +299,13 @@ impl Drop for Busy {
 /// begin to arrive on an idle connection, and when writes to the client
 /// stop moving (`client_timeout`). Bytes already read from the client
 /// (`early`: by a session that ended, or while resting) are read first.
+/// While `keep_open`, a shutdown only flushes: an HTTP/1.1 session ends
+/// with everything it wrote sent, and the stream stays the connection's.
 pub(super) struct Watched<S> {
     pub(super) io: S,
     pub(super) conn: Arc<Conn>,
     pub(super) early: Bytes,
+    pub(super) keep_open: bool,
 }
 
 impl<S> Watched<S> {
@@ -311,6 +314,7 @@ impl<S> Watched<S> {
             io,
             conn: Arc::clone(conn),
             early: Bytes::new(),
+            keep_open: false,
         }
     }
 }
@@ -323,7 +327,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if !this.early.is_empty() {
-            // Already seen by `bytes_arrived` when they were read.
+            // Already seen by `bytes_arrived` (when read, or by the rest).
             let n = this.early.len().min(buf.remaining());
             buf.put_slice(&this.early[..n]);
             this.early.advance(n);
@@ -389,7 +393,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        let polled = std::pin::Pin::new(&mut this.io).poll_shutdown(cx);
+        let polled = if this.keep_open {
+            std::pin::Pin::new(&mut this.io).poll_flush(cx)
+        } else {
+            std::pin::Pin::new(&mut this.io).poll_shutdown(cx)
+        };
         this.wrote(polled)
     }
 }

@@ -11,6 +11,7 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -76,6 +77,9 @@ where
 {
     let mut drain = conn.shared.draining();
     loop {
+        // The session flushes what it wrote as it ends, and leaves the
+        // stream open.
+        io.keep_open = true;
         // Boxed: resting gives back the session's state with its buffers.
         let mut session =
             Box::new(builder(&conn.timeouts).serve_connection(TokioIo::new(io), service(conn)));
@@ -88,20 +92,31 @@ where
         }
         .into_parts();
         io = parts.io.into_inner();
+        io.keep_open = false;
         // hyper's read buffer is let go of; bytes it read past the last
-        // request (rare: a head begun before the rest) are kept.
+        // request (pipelined behind it, or after an upgrade request) are
+        // kept, ahead of any it had not yet taken from `early`.
         if !parts.read_buf.is_empty() {
-            io.early = Bytes::copy_from_slice(&parts.read_buf);
+            let mut kept = bytes::BytesMut::with_capacity(parts.read_buf.len() + io.early.len());
+            kept.extend_from_slice(&parts.read_buf);
+            kept.extend_from_slice(&io.early);
+            io.early = kept.freeze();
         }
         drop(parts.read_buf);
         let waiting = conn.upgraded.lock().ok().and_then(|mut w| w.take());
         match ended {
-            Session::Failed(e) => return Ended::Failed(e),
+            Session::Failed(e) => {
+                // hyper's own answer (400, 431) is sent; then the close.
+                let _ = close(&mut io, &conn.timeouts).await;
+                return Ended::Failed(e);
+            }
             Session::Expired => return Ended::Expired,
             Session::Done => {
                 if let Some(handover) = waiting {
                     // The 101 is written: the stream is the tunnel's.
-                    let _ = handover.send(Box::new(io));
+                    if let Err(mut io) = handover.send(Box::new(io)) {
+                        let _ = io.shutdown().await;
+                    }
                     return Ended::Closed;
                 }
                 return close(&mut io, &conn.timeouts).await;
@@ -155,16 +170,25 @@ where
     if asked {
         session.end_at_boundary();
     }
-    let mut resting = false;
     let deadline = Deadline::new(conn, true);
     tokio::pin!(deadline);
+    let mut resting = false;
     loop {
+        if std::mem::take(&mut resting) {
+            // An idle session ends at once (nothing to write); one that is
+            // not (a request body still arriving after its answer) goes on
+            // to its end and is then closed.
+            match poll_fn(|cx| Poll::Ready(session.poll_session(cx))).await {
+                Poll::Ready(Ok(())) => return Session::Rested,
+                Poll::Ready(Err(e)) => return Session::Failed(e),
+                Poll::Pending => asked = true,
+            }
+        }
         tokio::select! {
             // The session first: the deadline reads what it did.
             biased;
             done = poll_fn(|cx| session.poll_session(cx)) => {
                 return match done {
-                    Ok(()) if resting && !asked => Session::Rested,
                     Ok(()) => Session::Done,
                     Err(e) => Session::Failed(e),
                 };
@@ -177,8 +201,8 @@ where
             }
             due = deadline.as_mut() => match due {
                 Due::Rest => {
-                    resting = true;
                     session.end_at_boundary();
+                    resting = true;
                 }
                 Due::Close(why, _) => {
                     log.end("client", &format!("closed: {why}"));
@@ -262,8 +286,12 @@ async fn drained(drain: &mut watch::Receiver<bool>) {
 /// as the client takes writes.
 async fn close<S: AsyncWrite + Unpin>(io: &mut Watched<S>, timeouts: &Timeouts) -> Ended {
     match tokio::time::timeout(timeouts.client, io.shutdown()).await {
+        Ok(Ok(())) => Ended::Closed,
         Ok(Err(e)) => Ended::Broke(e),
-        Ok(Ok(())) | Err(_) => Ended::Closed,
+        Err(_) => Ended::Broke(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client took none of the close within client_timeout",
+        )),
     }
 }
 
@@ -290,9 +318,10 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<hyper::Result<()>> {
-        // Without shutdown: the stream is the connection's, to rest on,
-        // hand to a tunnel, or close.
-        self.poll_without_shutdown(cx)
+        // As a future: hyper flushes what it wrote before it ends (with a
+        // shutdown that, `keep_open`, leaves the stream open: it is the
+        // connection's, to rest on, hand to a tunnel, or close).
+        std::future::Future::poll(Pin::new(self), cx)
     }
 
     fn end_at_boundary(&mut self) {
