@@ -196,18 +196,18 @@ impl Activity {
     /// When the connection is to be closed if nothing changes, and why;
     /// or, if it may rest (`rest_after`: it has answered more requests than
     /// that), when it is to rest.
-    pub(super) fn deadline(&self, timeouts: &Timeouts, rest_after: Option<u64>) -> Option<Expiry> {
+    pub(super) fn deadline(
+        &self,
+        timeouts: &Timeouts,
+        rest_after: Option<u64>,
+    ) -> Option<(Instant, Due)> {
         use std::sync::atomic::Ordering::Relaxed;
         let blocked = self.write_blocked_since.load(Relaxed);
         if blocked != 0 {
             // The client takes nothing: closed outright, whatever is in
             // flight (a graceful close would wait on the same client).
-            return Some(Expiry {
-                at: self.at(blocked) + timeouts.client,
-                why: "the client read none of its response within client_timeout",
-                hard: true,
-                rest: false,
-            });
+            let why = "the client read none of its response within client_timeout";
+            return Some((self.at(blocked) + timeouts.client, Due::Close(why, true)));
         }
         // Acquire: pairs with the release in `Busy::drop`, so a count of
         // zero comes with the `idle_since` stored before it.
@@ -220,12 +220,7 @@ impl Activity {
             && REST_AFTER < timeouts.http_keep_alive
             && rest_after.is_some_and(|n| self.answered() > n)
         {
-            return Some(Expiry {
-                at: self.at(idle_since) + REST_AFTER,
-                why: "idle: resting",
-                hard: false,
-                rest: true,
-            });
+            return Some((self.at(idle_since) + REST_AFTER, Due::Rest));
         }
         let (at, why) = match head_since {
             0 => (
@@ -237,12 +232,7 @@ impl Activity {
                 "request head not received within http_request_timeout",
             ),
         };
-        Some(Expiry {
-            at,
-            why,
-            hard: false,
-            rest: false,
-        })
+        Some((at, Due::Close(why, false)))
     }
 }
 
@@ -251,15 +241,6 @@ impl Activity {
 /// state (16 KiB and more), and the next byte from the client starts a new
 /// one. Clients that send more often than this keep their session.
 pub(super) const REST_AFTER: Duration = Duration::from_secs(1);
-
-/// When a connection is to be closed, why, and whether outright (`hard`)
-/// or, for h2, with GOAWAY; or when it is to rest (`rest`).
-pub(super) struct Expiry {
-    pub(super) at: Instant,
-    pub(super) why: &'static str,
-    pub(super) hard: bool,
-    pub(super) rest: bool,
-}
 
 /// What a connection's [`Deadline`] says is due.
 pub(super) enum Due {
@@ -435,14 +416,7 @@ impl std::future::Future for Deadline<'_> {
         // Polled at every wake of the connection's task: no clock read and
         // no timer reset unless the deadline moved.
         let conn = self.conn;
-        let expiry = conn.activity.deadline(&conn.timeouts, self.rest_after);
-        let Some(Expiry {
-            at,
-            why,
-            hard,
-            rest,
-        }) = expiry
-        else {
+        let Some((at, due)) = conn.activity.deadline(&conn.timeouts, self.rest_after) else {
             // Busy: look again a keep-alive period from now.
             while self.timer.as_mut().poll(cx).is_ready() {
                 let later = Instant::now() + conn.timeouts.http_keep_alive;
@@ -453,13 +427,11 @@ impl std::future::Future for Deadline<'_> {
         if self.timer.deadline() != at {
             self.timer.as_mut().reset(at);
         }
-        match self.timer.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) if rest => {
-                self.rest_after = None;
-                std::task::Poll::Ready(Due::Rest)
-            }
-            std::task::Poll::Ready(()) => std::task::Poll::Ready(Due::Close(why, hard)),
-            std::task::Poll::Pending => std::task::Poll::Pending,
+        std::task::ready!(self.timer.as_mut().poll(cx));
+        if let Due::Rest = due {
+            // Once: a rest is not asked for again.
+            self.rest_after = None;
         }
+        std::task::Poll::Ready(due)
     }
 }
